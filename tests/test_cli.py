@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+from tests.conftest import CONFIGS, ROOT
+from tilesched.cli import main
+
+
+def test_validate_all_configs(capsys):
+    assert main(["validate", *map(str, CONFIGS)]) == 0
+    assert capsys.readouterr().out.count(": ok (") == len(CONFIGS)
+
+
+def test_expected_examples_exist():
+    names = {p.stem for p in CONFIGS}
+    assert {"gemm_bf16", "gemm_bias_gelu", "batched_gemm", "ag_gemm", "gemm_rs", "mcu_inverted_bottleneck",
+            "mcu_bert_tiny_attention"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_plan_every_config(path, tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(path), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "tile grid:" in text and "stages (dependency order):" in text
+    plan = json.loads(out.read_text())
+    assert plan["program"] == path.stem
+    assert plan["totals"]["flops"] > 0
+
+
+def test_plan_json_is_byte_identical(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    spec = str(ROOT / "configs" / "gemm_bf16.yaml")
+    main(["plan", spec, "--json", str(a)])
+    main(["plan", spec, "--json", str(b)])
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_invalid_spec_exits_1(capsys):
+    broken = ROOT / "tests" / "specs" / "broken" / "unknown_tensor.yaml"
+    assert main(["validate", str(broken)]) == 1
+    assert "unknown tensor 'Q'" in capsys.readouterr().err
+
+
+def test_plan_set_errors(capsys):
+    spec = str(ROOT / "configs" / "gemm_bf16.yaml")
+    assert main(["plan", spec, "--set", "BLOCK_M=100"]) == 1
+    assert "BLOCK_M=100 is not one of [64, 128, 256]" in capsys.readouterr().err
+    assert main(["plan", spec, "--set", "M=16"]) == 1
+    assert "tile size 128 exceeds the size 16 of axis M" in capsys.readouterr().err
+    assert main(["plan", spec, "--set", "NUM_STAGES=5", "--set", "BLOCK_K=128", "--set", "BLOCK_M=256"]) == 1
+    assert "fails at this point" in capsys.readouterr().err
+    assert main(["plan", spec, "--set", "oops"]) == 1
+
+
+def test_plan_failure_writes_nothing(tmp_path):
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(ROOT / "configs" / "gemm_bf16.yaml"), "--set", "BLOCK_M=100", "--json", str(out)]) == 1
+    assert not out.exists()

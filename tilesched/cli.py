@@ -1,0 +1,118 @@
+"""The `tilesched` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tilesched import __version__
+from tilesched.errors import SpecError
+from tilesched.fsutil import write_atomic
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+def schema_text() -> str:
+    from tilesched.spec.models import Spec
+
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "tilesched spec"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def cmd_schema(args) -> int:
+    text = schema_text()
+    if args.output:
+        write_atomic(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_validate(args) -> int:
+    from tilesched import load_program
+
+    status = EXIT_OK
+    for path in args.specs:
+        try:
+            prog = load_program(path)
+        except SpecError as exc:
+            print(exc, file=sys.stderr)
+            status = EXIT_INVALID
+            continue
+        print(f"{path}: ok ({prog.name}, {prog.target}, {len(prog.stages)} stages, {len(prog.params)} params)")
+    return status
+
+
+def cmd_plan(args) -> int:
+    from tilesched import load_with_source
+    from tilesched.ir.bind import bind, parse_assignments
+    from tilesched.schedules.plan import derive_schedule, format_schedule
+
+    try:
+        prog, source = load_with_source(args.spec)
+        binding = bind(prog, parse_assignments(args.set or []), source)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    schedule = derive_schedule(binding)
+    print(format_schedule(schedule))
+    if args.json:
+        write_atomic(args.json, json.dumps(schedule.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+        print(f"wrote {args.json}")
+    return EXIT_OK
+
+
+def examples_dir() -> Path:
+    """The example specs shipped with the source tree."""
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def cmd_demo(args) -> int:
+    """Validate every example spec and plan each at its defaults: the no-GPU smoke run."""
+    specs = sorted(examples_dir().glob("*.yaml"))
+    if not specs:
+        print(f"no example specs under {examples_dir()}", file=sys.stderr)
+        return EXIT_USAGE
+    status = cmd_validate(argparse.Namespace(specs=specs))
+    for spec in specs:
+        print()
+        status = max(status, cmd_plan(argparse.Namespace(spec=spec, set=[], json=None)))
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tilesched", description="Declarative tile schedules with an autotuner.")
+    p.add_argument("--version", action="version", version=f"tilesched {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("schema", help="write the JSON Schema of the spec language")
+    s.add_argument("-o", "--output", help="file to write (default: stdout)")
+    s.set_defaults(func=cmd_schema)
+
+    s = sub.add_parser("validate", help="check specs; prints file:line:col errors")
+    s.add_argument("specs", nargs="+", type=Path)
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("demo", help="validate and plan the example specs (no GPU needed)")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("plan", help="print the derived schedule of a spec")
+    s.add_argument("spec", type=Path)
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or parameter (repeatable)")
+    s.add_argument("--json", type=Path, help="also write the schedule as JSON")
+    s.set_defaults(func=cmd_plan)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

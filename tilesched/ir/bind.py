@@ -1,0 +1,142 @@
+"""Bind a program to concrete axis sizes and parameter values: one point of the space."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from tilesched.errors import SpecError
+from tilesched.ir.expr import ExprError, evaluate, names
+from tilesched.ir.lower import tile_problem
+from tilesched.ir.nodes import Program
+from tilesched.ir.space import violated
+from tilesched.spec.loader import SourceInfo
+from tilesched.spec.models import Scalar
+
+
+class Binding(BaseModel):
+    """A program at one point: every axis has a size, every parameter a value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    program: Program
+    sizes: dict[str, int]
+    params: dict[str, Scalar]
+
+    def value(self, ref: int | str | None, default=None):
+        """A literal, or the value of the parameter/axis/option it names."""
+        if ref is None:
+            return default
+        if isinstance(ref, str):
+            if ref in self.params:
+                return self.params[ref]
+            if ref in self.sizes:
+                return self.sizes[ref]
+            return self.option(ref, ref)
+        return ref
+
+    def option(self, name: str, default=None):
+        v = self.program.option_map.get(name, default)
+        return self.params.get(v, v) if isinstance(v, str) else v
+
+    def tile(self, axis: str) -> int:
+        """Tile size along `axis` (the whole axis when it is not looped or has no tile)."""
+        lp = self.program.loop(axis)
+        if lp is None or lp.tile is None:
+            return self.sizes[axis]
+        return int(self.value(lp.tile))
+
+    def n_tiles(self, axis: str) -> int:
+        return -(-self.sizes[axis] // self.tile(axis))
+
+    def env(self) -> dict[str, object]:
+        env = dict(self.program.limit_env())
+        env.update({k: self.option(k) for k in self.program.option_map})
+        env.update(self.sizes)
+        env.update(self.params)
+        return env
+
+
+def bind(program: Program, values: Mapping[str, object] | None = None, source: SourceInfo | None = None) -> Binding:
+    """Resolve symbolic axes (from `values`, else hints) and parameters (from `values`, else
+    defaults); check the point against tile legality and every constraint. Errors point
+    into `source` when it is given."""
+    source = source or SourceInfo(None)
+
+    def _error(msg: str, loc: tuple = ()) -> SpecError:
+        return SpecError([source.diagnostic(loc, msg)])
+
+    values = dict(values or {})
+    axis_names = {a.name for a in program.axes}
+    param_names = {p.name for p in program.params}
+    for k in values:
+        if k not in axis_names and k not in param_names:
+            raise _error(f"--set {k}: not an axis or parameter of {program.name} "
+                         f"(axes: {', '.join(sorted(axis_names))}; params: {', '.join(sorted(param_names)) or 'none'})")
+    sizes: dict[str, int] = {}
+    for a in program.axes:
+        if a.symbolic:
+            v = values.get(a.name, a.hint)
+            if v is None:
+                raise _error(f"axis {a.name} is symbolic: bind it with --set {a.name}=N", ("axes", a.name))
+            if not isinstance(v, int) or v < 1:
+                raise _error(f"axis {a.name} must be a positive integer, got {v!r}", ("axes", a.name))
+            sizes[a.name] = v
+        elif a.name in values:
+            raise _error(f"axis {a.name} has the fixed size {a.expr}; it cannot be set", ("axes", a.name))
+    pending = [a for a in program.axes if a.name not in sizes]
+    while pending:
+        progress = False
+        for a in list(pending):
+            if names(a.expr) <= sizes.keys() or a.expr.isdigit():
+                try:
+                    sizes[a.name] = int(evaluate(int(a.expr) if a.expr.isdigit() else a.expr, sizes))
+                except ExprError as exc:
+                    raise _error(str(exc), ("axes", a.name)) from None
+                if sizes[a.name] < 1:
+                    raise _error(f"axis {a.name} = {a.expr} = {sizes[a.name]} is not positive", ("axes", a.name))
+                pending.remove(a)
+                progress = True
+        if not progress:  # pragma: no cover - lower() rejects cyclic or unknown axis references
+            raise _error(f"cannot resolve axes {[a.name for a in pending]}")
+    params: dict[str, Scalar] = {}
+    for p in program.params:
+        v = values.get(p.name, p.default)
+        if v not in p.values:
+            raise _error(f"{p.name}={v!r} is not one of {list(p.values)}", ("search_space", "params", p.name))
+        params[p.name] = v
+    b = Binding(program=program, sizes=sizes, params=params)
+    for lp in program.loops:
+        if lp.tile is not None:
+            why = tile_problem(program.target, b.value(lp.tile), sizes[lp.axis], lp.axis)
+            if why:
+                raise _error(why, ("loops", next(i for i, x in enumerate(program.loops) if x is lp), "tile"))
+    bad = violated(program.constraints, b.env())
+    if bad is not None:
+        raise _error(f"constraint {bad.expr!r} fails at this point" + (f": {bad.message}" if bad.message else ""),
+                     ("search_space", "constraints", program.constraints.index(bad)))
+    return b
+
+
+def parse_assignments(items: list[str]) -> dict[str, object]:
+    """['BLOCK_M=128', 'M=4096', 'ORDER=grouped'] -> {'BLOCK_M': 128, ...}."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError([SourceInfo(None).diagnostic((), f"--set {item!r}: expected NAME=VALUE")])
+        raw = raw.strip()
+        low = raw.lower()
+        if low in ("true", "false"):
+            val: object = low == "true"
+        else:
+            try:
+                val = int(raw)
+            except ValueError:
+                try:
+                    val = float(raw)
+                except ValueError:
+                    val = raw
+        out[key.strip()] = val
+    return out

@@ -1,0 +1,317 @@
+"""Lower a `Spec` to the IR, checking everything that needs the whole spec.
+
+All problems are collected and raised together as one `SpecError`, each pointing at
+the field that causes it.
+"""
+
+from __future__ import annotations
+
+from tilesched.errors import SpecError
+from tilesched.ir.deps import derive_deps, topological_order
+from tilesched.ir.expr import ExprError, evaluate, names
+from tilesched.ir.nodes import AxisIR, ConstraintIR, LoopIR, ParamIR, Program, StageIR, TensorIR
+from tilesched.ir.opchecks import OP_CHECKS
+from tilesched.ir.space import domain, iter_points
+from tilesched.spec.loader import SourceInfo
+from tilesched.spec.models import Spec
+
+
+class _Report:
+    def __init__(self, source: SourceInfo):
+        self.source = source
+        self.diagnostics = []
+
+    def error(self, loc: tuple, message: str, path: tuple | None = None) -> None:
+        self.diagnostics.append(self.source.diagnostic(loc, message, path))
+
+
+def lower(spec: Spec, source: SourceInfo | None = None) -> Program:
+    """Spec -> Program, or SpecError listing every problem with its location."""
+    rep = _Report(source or SourceInfo(None))
+    axes = _lower_axes(spec, rep)
+    sizes = {a.name: a.size for a in axes}
+    params = _lower_params(spec, rep)
+    param_names = {p.name for p in params}
+    tensors = _lower_tensors(spec, rep, sizes)
+    loops = _lower_loops(spec, rep, sizes, params)
+    _check_tile_order(spec, rep, param_names)
+    stages = _lower_stages(spec, rep, loops)
+    tensor_map = {t.name: t for t in tensors}
+    if not rep.diagnostics:
+        _check_ops(spec, rep, stages, tensor_map, sizes, param_names)
+    known_stages = {s.name for s in stages}
+    deps = derive_deps(stages, {s.name: [a for a in s.after if a in known_stages] for s in spec.stages})
+    order, cycle = topological_order([s.name for s in stages], deps)
+    if cycle:
+        first = min(cycle, key=lambda n: next(s.index for s in stages if s.name == n))
+        idx = next(s.index for s in stages if s.name == first)
+        rep.error(("stages", idx), "dependency cycle: " + " -> ".join(cycle + [cycle[0]]))
+    constraints = _lower_constraints(spec, rep, sizes, param_names)
+    if not rep.diagnostics:
+        _check_satisfiable(spec, rep, params, constraints, axes)
+    if rep.diagnostics:
+        raise SpecError(rep.diagnostics)
+    roles = _roles(spec)
+    tensors = tuple(t.model_copy(update={"role": roles[t.name]}) for t in tensors)
+    return Program(
+        name=spec.name, description=spec.description, target=spec.target, axes=axes, tensors=tensors,
+        loops=loops, tile_order=spec.tile_order, stages=stages, deps=deps, order=order, limits=spec.limits,
+        options=tuple(sorted(spec.options.items())), params=params, constraints=constraints,
+    )
+
+
+def _lower_axes(spec: Spec, rep: _Report) -> tuple[AxisIR, ...]:
+    exprs = {name: ax.size for name, ax in spec.axes.items()}
+    symbols = {n for n, e in exprs.items() if isinstance(e, str) and e == n}
+    for name, e in exprs.items():
+        if isinstance(e, int) and e < 1:
+            rep.error(("axes", name, "size"), f"axis size must be positive, got {e}")
+        elif isinstance(e, str) and e != name:
+            try:
+                unknown = names(e) - exprs.keys()
+            except ExprError as exc:
+                rep.error(("axes", name, "size"), str(exc))
+                continue
+            if unknown:
+                rep.error(("axes", name, "size"), f"unknown axis {sorted(unknown)[0]!r} in size {e!r}")
+    sizes: dict[str, int | None] = {}
+
+    def resolve(name: str, stack: tuple[str, ...]) -> int | None:
+        if name in sizes:
+            return sizes[name]
+        if name in stack:
+            rep.error(("axes", name, "size"), "axis sizes refer to each other in a cycle: "
+                      + " -> ".join(stack[stack.index(name):] + (name,)))
+            sizes[name] = None
+            return None
+        e = exprs[name]
+        if isinstance(e, int):
+            sizes[name] = e if e >= 1 else None
+        elif name in symbols:
+            sizes[name] = None
+        else:
+            try:
+                deps = {n: resolve(n, stack + (name,)) for n in names(e) if n in exprs}
+                if any(v is None for v in deps.values()):
+                    sizes[name] = None
+                else:
+                    v = evaluate(e, deps)
+                    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                        rep.error(("axes", name, "size"), f"size {e!r} evaluates to {v!r}, not a positive integer")
+                        v = None
+                    sizes[name] = v
+            except ExprError as exc:
+                rep.error(("axes", name, "size"), str(exc))
+                sizes[name] = None
+        return sizes[name]
+
+    for name in exprs:
+        resolve(name, ())
+    return tuple(
+        AxisIR(name=n, expr=str(ax.size), size=sizes[n], symbolic=n in symbols, hint=ax.hint)
+        for n, ax in spec.axes.items()
+    )
+
+
+def _lower_tensors(spec: Spec, rep: _Report, sizes) -> tuple[TensorIR, ...]:
+    out = []
+    for name, t in spec.tensors.items():
+        for i, ax in enumerate(t.shape):
+            if ax not in sizes:
+                rep.error(("tensors", name, "shape", i), f"unknown axis {ax!r}", ("tensors", name, "shape"))
+        if len(set(t.shape)) != len(t.shape):
+            rep.error(("tensors", name, "shape"), "an axis appears twice in the shape")
+        if t.placement.axis is not None and t.placement.axis not in t.shape:
+            rep.error(("tensors", name, "placement"), f"sharded axis {t.placement.axis!r} is not in the shape")
+        if t.quant is not None and t.quant.axis is not None and t.quant.axis not in t.shape:
+            rep.error(("tensors", name, "quant", "axis"), f"quant axis {t.quant.axis!r} is not in the shape")
+        out.append(TensorIR(
+            name=name, shape=tuple(t.shape), dtype=t.dtype, layout=t.layout, scope=t.scope,
+            placement=t.placement.kind, shard_axis=t.placement.axis, region=t.region, quant=t.quant, role="input",
+        ))
+    return tuple(out)
+
+
+def _roles(spec: Spec) -> dict[str, str]:
+    written = {t for s in spec.stages for t in s.writes}
+    read_after_write = set()
+    for s in spec.stages:
+        for t in s.reads:
+            if any(t in p.writes for p in spec.stages if p is not s):
+                read_after_write.add(t)
+    roles = {}
+    for name, t in spec.tensors.items():
+        if t.scope == "tile":
+            roles[name] = "tile"
+        elif name not in written:
+            roles[name] = "input"
+        elif name in read_after_write:
+            roles[name] = "workspace"
+        else:
+            roles[name] = "output"
+    return roles
+
+
+def tile_problem(target: str, tile, size: int | None, axis: str) -> str | None:
+    """Why `tile` is not legal for `axis` of `size` on `target`, or None."""
+    if not isinstance(tile, int) or isinstance(tile, bool) or tile < 1:
+        return f"tile size {tile!r} is not a positive integer"
+    if target == "cuda" and tile & (tile - 1):
+        return f"tile size {tile} is not a power of two (Triton block shapes are)"
+    if size is not None:
+        cap = 1 << (size - 1).bit_length() if target == "cuda" else size
+        if tile > cap:
+            return f"tile size {tile} exceeds the size {size} of axis {axis}"
+    return None
+
+
+def _lower_loops(spec: Spec, rep: _Report, sizes, params: tuple[ParamIR, ...]) -> tuple[LoopIR, ...]:
+    pmap = {p.name: p for p in params}
+    seen = set()
+    for i, lp in enumerate(spec.loops):
+        loc = ("loops", i)
+        if lp.axis not in sizes:
+            rep.error(loc + ("axis",), f"unknown axis {lp.axis!r}")
+            continue
+        if lp.axis in seen:
+            rep.error(loc + ("axis",), f"axis {lp.axis!r} is looped twice")
+        seen.add(lp.axis)
+        if isinstance(lp.tile, str):
+            if lp.tile not in pmap:
+                rep.error(loc + ("tile",), f"unknown parameter {lp.tile!r} (declare it in search_space.params)")
+                continue
+            for v in pmap[lp.tile].values:
+                why = tile_problem(spec.target, v, sizes[lp.axis], lp.axis)
+                if why:
+                    rep.error(loc + ("tile",), f"parameter {lp.tile} choice {v!r}: {why}")
+                    break
+        elif lp.tile is not None:
+            why = tile_problem(spec.target, lp.tile, sizes[lp.axis], lp.axis)
+            if why:
+                rep.error(loc + ("tile",), why)
+    return tuple(LoopIR(axis=lp.axis, kind=lp.kind, tile=lp.tile) for lp in spec.loops)
+
+
+def _check_tile_order(spec: Spec, rep: _Report, param_names: set[str]) -> None:
+    to = spec.tile_order
+    if to.kind == "grouped" and to.group is None:
+        rep.error(("tile_order",), "grouped tile order needs `group` (an integer or a parameter)")
+    if isinstance(to.group, str) and to.group not in param_names:
+        rep.error(("tile_order", "group"), f"unknown parameter {to.group!r}")
+    if to.kind == "rank_rotated" and to.axis not in {lp.axis for lp in spec.loops}:
+        rep.error(("tile_order",), "rank_rotated tile order needs `axis`, one of the looped axes")
+
+
+def _lower_stages(spec: Spec, rep: _Report, loops: tuple[LoopIR, ...]) -> tuple[StageIR, ...]:
+    loop_axes = [lp.axis for lp in loops]
+    names_seen: set[str] = set()
+    all_names = {s.name for s in spec.stages}
+    out = []
+    if not spec.stages:
+        rep.error(("stages",), "a spec needs at least one stage")
+    for i, s in enumerate(spec.stages):
+        loc = ("stages", i)
+        if s.name in names_seen:
+            rep.error(loc + ("name",), f"duplicate stage name {s.name!r}")
+        names_seen.add(s.name)
+        for field in ("reads", "writes"):
+            for j, t in enumerate(getattr(s, field)):
+                if t not in spec.tensors:
+                    rep.error(loc + (field, j), f"unknown tensor {t!r}", loc + (field,))
+        for j, a in enumerate(s.after):
+            if a not in all_names:
+                rep.error(loc + ("after", j), f"unknown stage {a!r}", loc + ("after",))
+        at = s.at
+        if at == "innermost":
+            at = loop_axes[-1] if loop_axes else None
+        elif at is not None and at not in loop_axes:
+            rep.error(loc + ("at",), f"{at!r} is not a looped axis (loops: {', '.join(loop_axes) or 'none'})")
+            at = None
+        depth = loop_axes.index(at) + 1 if at is not None else 0
+        out.append(StageIR(
+            index=i, name=s.name, kind=s.kind, op=s.op, reads=tuple(s.reads), writes=tuple(s.writes), at=at,
+            depth=depth, fn=tuple(s.fn), axis=s.axis, reduce=s.reduce,
+            kernel=tuple(s.kernel) if s.kernel is not None else None, stride=s.stride, padding=s.padding,
+            engine=s.engine, granularity=s.granularity, chunks=s.chunks,
+        ))
+    return tuple(out)
+
+
+def _check_ops(spec, rep, stages, tensor_map, sizes, param_names) -> None:
+    for s in stages:
+        loc = ("stages", s.index)
+        if s.axis is not None and s.axis not in sizes:
+            rep.error(loc + ("axis",), f"unknown axis {s.axis!r}")
+            continue
+        if isinstance(s.chunks, str) and s.chunks not in param_names:
+            rep.error(loc + ("chunks",), f"unknown parameter {s.chunks!r}")
+        if s.kind == "comm" and s.granularity == "chunk" and s.chunks is None:
+            rep.error(loc + ("chunks",), "chunk granularity needs `chunks`")
+        for field, msg in OP_CHECKS[s.op](s, tensor_map, sizes):
+            rep.error(loc + (field,), f"stage {s.name!r}: {msg}")
+
+
+def _lower_params(spec: Spec, rep: _Report) -> tuple[ParamIR, ...]:
+    out = []
+    for name, p in spec.search_space.params.items():
+        loc = ("search_space", "params", name)
+        if name in spec.axes:
+            rep.error(loc, f"parameter {name!r} has the name of an axis")
+        try:
+            values = domain(p)
+        except ValueError as exc:
+            rep.error(loc + ("range",), str(exc))
+            continue
+        if not values:
+            rep.error(loc + ("range",), "the range holds no value")
+            continue
+        default = p.default if p.default is not None else values[0]
+        if default not in values:
+            rep.error(loc + ("default",), f"default {default!r} is not one of the parameter's values")
+        out.append(ParamIR(name=name, values=values, default=default))
+    return tuple(out)
+
+
+def _lower_constraints(spec, rep, sizes, param_names) -> tuple[ConstraintIR, ...]:
+    known = set(sizes) | param_names | set(type(spec.limits).model_fields) | set(spec.options)
+    out = []
+    for i, c in enumerate(spec.search_space.constraints):
+        loc = ("search_space", "constraints", i)
+        try:
+            unknown = names(c.expr) - known
+        except ExprError as exc:
+            rep.error(loc, str(exc))
+            continue
+        if unknown:
+            rep.error(loc, f"unknown name {sorted(unknown)[0]!r} in constraint {c.expr!r}")
+            continue
+        out.append(ConstraintIR(expr=c.expr, message=c.message))
+    return tuple(out)
+
+
+def base_env(program_axes, limits, options, bound: dict | None = None) -> dict:
+    """Names a constraint may use before parameters are chosen: axes, limits, options."""
+    env = {a.name: a.size if a.size is not None else a.hint for a in program_axes}
+    env = {k: v for k, v in env.items() if v is not None}
+    env.update({k: v for k, v in limits.model_dump().items() if v is not None})
+    env.update(options)
+    env.update(bound or {})
+    return env
+
+
+def _check_satisfiable(spec, rep, params, constraints, axes) -> None:
+    if not constraints:
+        return
+    pnames = {p.name for p in params}
+    env = base_env(axes, spec.limits, {k: v for k, v in spec.options.items() if v not in pnames})
+    try:
+        found = next(iter_points(params, constraints, env), None)
+    except ExprError as exc:
+        rep.error(("search_space", "constraints"), str(exc))
+        return
+    if found is None:
+        size = 1
+        for p in params:
+            size *= len(p.values)
+        rep.error(("search_space", "constraints"),
+                  f"no point of the search space ({size} points) satisfies the constraints")

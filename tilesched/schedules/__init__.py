@@ -1,0 +1,1 @@
+"""Schedulers: passes from bound IR to plans (tile grids, memory plans, overlap)."""
