@@ -66,6 +66,36 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
+RUNNERS = {
+    "cuda": "tilesched.backends.cuda.runner",
+    "cortex-m4": "tilesched.backends.cortexm.runner",
+    "cortex-m7": "tilesched.backends.cortexm.runner",
+}
+
+
+def cmd_run(args) -> int:
+    """Execute a spec on random inputs and check it against a numpy reference.
+
+    Dispatches on the spec's target to the backend module's `run_cli(binding, args)`."""
+    import importlib
+
+    from tilesched import load_with_source
+    from tilesched.ir.bind import bind, parse_assignments
+
+    try:
+        prog, source = load_with_source(args.spec)
+        binding = bind(prog, parse_assignments(args.set or []), source)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        runner = importlib.import_module(RUNNERS[prog.target])
+    except ImportError as exc:
+        print(f"{args.spec}: the {prog.target} backend cannot be loaded: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return runner.run_cli(binding, args)
+
+
 def examples_dir() -> Path:
     """The example specs shipped with the source tree."""
     return Path(__file__).resolve().parent.parent / "configs"
@@ -105,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or parameter (repeatable)")
     s.add_argument("--json", type=Path, help="also write the schedule as JSON")
     s.set_defaults(func=cmd_plan)
+    s = sub.add_parser("run", help="run a spec on random inputs and check it against a numpy reference")
+    s.add_argument("spec", type=Path)
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or parameter (repeatable)")
+    s.add_argument("--seed", type=int, default=None, help="input seed (default: fresh)")
+    s.add_argument("--json", type=Path, help="also write the run report as JSON")
+    s.set_defaults(func=cmd_run)
     return p
 
 
