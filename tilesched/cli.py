@@ -96,6 +96,36 @@ def cmd_run(args) -> int:
     return runner.run_cli(binding, args)
 
 
+def cmd_emit(args) -> int:
+    from tilesched.library.emit import emit
+
+    try:
+        changed = emit(list(args.specs), args.out, args.lock, args.name)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    print(f"{args.out}: {len(changed)} file(s) written" + (": " + ", ".join(changed) if changed else " (up to date)"))
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    """Exit 0 when the library is up to date, 1 when stale, 2 on error (for downstream CI)."""
+    from tilesched.library.emit import check
+
+    try:
+        result = check(args.dir)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    if result.up_to_date:
+        print(f"{args.dir}: up to date")
+        return EXIT_OK
+    print(f"{args.dir}: stale; run the `tilesched emit` command named in the file headers", file=sys.stderr)
+    for path, why in result.stale:
+        print(f"  {path}: {why}", file=sys.stderr)
+    return 1
+
+
 def examples_dir() -> Path:
     """The example specs shipped with the source tree."""
     return Path(__file__).resolve().parent.parent / "configs"
@@ -135,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or parameter (repeatable)")
     s.add_argument("--json", type=Path, help="also write the schedule as JSON")
     s.set_defaults(func=cmd_plan)
+    s = sub.add_parser("emit", help="render a kernel library (Python package or C library) from specs")
+    s.add_argument("specs", nargs="+", type=Path)
+    s.add_argument("--out", type=Path, required=True, help="library directory")
+    s.add_argument("--lock", type=Path, help="lock file of tuned parameters (default: spec defaults)")
+    s.add_argument("--name", help="package / library name (default: the directory name)")
+    s.set_defaults(func=cmd_emit)
+
+    s = sub.add_parser("check", help="exit 0 if an emitted library is up to date, 1 if stale, 2 on error")
+    s.add_argument("dir", type=Path)
+    s.set_defaults(func=cmd_check)
+
     s = sub.add_parser("run", help="run a spec on random inputs and check it against a numpy reference")
     s.add_argument("spec", type=Path)
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or parameter (repeatable)")

@@ -1,0 +1,1 @@
+"""Kernel libraries for downstream repos: deterministic emission, a manifest, a staleness check."""
