@@ -57,7 +57,7 @@
 #define __SMUSD(a, b) ((int32_t)__smusd((a), (b)))
 #define __SMUSDX(a, b) ((int32_t)__smusdx((a), (b)))
 #define __SXTB16(x) ((int32_t)__sxtb16((x)))
-#define __ROR(x, n) __ror((x), (n))
+#define __ROR(x, n) ((uint32_t)(((uint32_t)(x) >> ((n) & 31U)) | ((uint32_t)(x) << ((32U - ((n) & 31U)) & 31U))))
 #define __CLZ(x) ((uint8_t)((x) == 0U ? 32U : (uint32_t)__builtin_clz((x))))
 #define __PKHBT(a, b, s) ((int32_t)((((uint32_t)(a)) & 0x0000FFFFUL) | ((((uint32_t)(b)) << (s)) & 0xFFFF0000UL)))
 #define __PKHTB(a, b, s) ((int32_t)((((uint32_t)(a)) & 0xFFFF0000UL) | ((((uint32_t)(b)) >> (s)) & 0x0000FFFFUL)))
