@@ -78,6 +78,8 @@ def lifetimes(prog: TileProgram) -> dict[str, list[list[tuple[int, int]]]]:
     for ev in prog.events:
         ivs = live[ev.buffer][ev.seg]
         if ev.access == "w":
+            if ivs and ivs[-1][1] == ev.step:
+                continue  # read-modify-write of the segment within one step: one live range
             ivs.append([ev.step, ev.step])
         elif not ivs:
             raise ValueError(f"{ev.buffer}[{ev.seg}] is read at step {ev.step} before any write")

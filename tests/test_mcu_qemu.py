@@ -1,0 +1,120 @@
+"""Generated Cortex-M C, cross-compiled and run under QEMU, matches the numpy int8 reference
+bit for bit (outputs poisoned before the run); golden files of the generated C."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tilesched import load_with_source
+from tilesched.backends.cortexm import build, codegen, params, session
+from tilesched.backends.cortexm.measure import measure
+from tilesched.ir.bind import bind
+from tilesched.schedules.memory import plan_memory
+
+IB = ROOT / "configs" / "mcu_inverted_bottleneck.yaml"
+IB2 = ROOT / "configs" / "mcu_inverted_bottleneck_s2.yaml"
+BERT = ROOT / "configs" / "mcu_bert_tiny_attention.yaml"
+GOLDEN = ROOT / "tests" / "golden" / "cortexm"
+
+needs_toolchain = pytest.mark.skipif(build.toolchain_problem() is not None, reason=str(build.toolchain_problem()))
+
+
+def _bind(path, **values):
+    prog, src = load_with_source(path)
+    return bind(prog, values, src)
+
+
+SMALL = {
+    "ib_s1_ragged": (IB, {"H": 10, "W": 9, "C": 8, "E": 24, "CO": 8, "ROWS": 4}),
+    "ib_s1_rows1": (IB, {"H": 6, "W": 7, "C": 4, "E": 12, "CO": 20, "ROWS": 1}),
+    "ib_s2_odd": (IB2, {"H": 11, "W": 9, "C": 8, "E": 24, "CO": 8, "ROWS": 2}),
+    "ib_s2_rows5": (IB2, {"H": 20, "W": 6, "C": 4, "E": 8, "CO": 12, "ROWS": 5}),
+    "bert_s32": (BERT, {"S": 32, "ROWS": 8}),
+    "bert_s32_heads2_fcols512": (BERT, {"S": 32, "ROWS": 4, "HEADS": 2, "FCOLS": 512}),
+    "bert_s64_fcols64": (BERT, {"S": 64, "ROWS": 16, "FCOLS": 64}),
+}
+
+
+@needs_toolchain
+@pytest.mark.parametrize("case", sorted(SMALL))
+def test_small_variants_bit_exact(case, tmp_path):
+    path, values = SMALL[case]
+    rep = session.run_binding(_bind(path, **values), seed=hash(case) % 1000, workdir=tmp_path)
+    assert rep.ok, f"{rep.mismatches} of {rep.expected.size} outputs differ"
+    assert len(np.unique(rep.expected)) > 20  # the data exercises the value range
+    assert rep.run.arena_bytes == rep.plan.peak_bytes
+    assert rep.run.static_ram_bytes >= rep.plan.peak_bytes
+    assert 0 < rep.run.stack_bytes < 4096
+    assert rep.run.instructions > 0
+
+
+@needs_toolchain
+@pytest.mark.parametrize("path,values", [(IB, {"ROWS": 1}), (IB2, {}), (BERT, {"S": 128})],
+                         ids=["ib_s1_80", "ib_s2_80", "bert_tiny_s128"])
+def test_full_size_bit_exact(path, values, tmp_path):
+    rep = session.run_binding(_bind(path, **values), seed=7, workdir=tmp_path)
+    assert rep.ok, f"{rep.mismatches} of {rep.expected.size} outputs differ"
+
+
+@needs_toolchain
+def test_an_unsafe_plan_gives_wrong_results(tmp_path):
+    """The harness can fail: placing the output over the live ring of expanded rows corrupts it."""
+    b = _bind(IB, H=10, W=9, C=8, E=24, CO=8, ROWS=2)
+    plan = plan_memory(b)
+    ring = plan.buffer("ring")
+    bad = replace(plan, buffers=tuple(replace(p, offset=ring.offset) if p.name == "y" else p for p in plan.buffers),
+                  peak_bytes=max(plan.peak_bytes, ring.offset + plan.buffer("y").size))
+    wl = session.make_workload(b, plan, seed=1)
+    res = build.build_and_run(codegen.render_kernel("bad", b.program.target, bad), params.data_header(wl),
+                              b.program.target, tmp_path)
+    assert np.count_nonzero(res.output != wl.expected.reshape(-1)) > 0
+
+
+@needs_toolchain
+def test_measure_reports_instructions_and_sram():
+    m = measure(_bind(IB2, H=8, W=8, C=4, E=8, CO=4, ROWS=1))
+    assert m.ok and m.cycles > 0 and m.counter == build.COUNTER
+    assert m.peak_sram_bytes > 0 and "qemu" in m.device
+
+
+def test_measure_failure_is_a_value():
+    m = measure(_bind(ROOT / "configs" / "gemm_bf16.yaml"))
+    assert not m.ok and m.reason == "compile_error"
+
+
+GOLDEN_CASES = {"ib_s1_small.c": SMALL["ib_s1_ragged"], "ib_s2_small.c": SMALL["ib_s2_odd"],
+                "bert_s32.c": SMALL["bert_s32"]}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_CASES))
+def test_generated_c_golden(name, update_golden):
+    path, values = GOLDEN_CASES[name]
+    b = _bind(path, **values)
+    text = codegen.render_kernel(b.program.name, b.program.target, plan_memory(b))
+    assert text == codegen.render_kernel(b.program.name, b.program.target, plan_memory(b))  # deterministic
+    golden = GOLDEN / name
+    if update_golden or not golden.exists():
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{golden} is stale: refresh with pytest --update-golden"
+
+
+def test_cli_plan_prints_the_memory_plan(capsys):
+    from tilesched.cli import main
+
+    assert main(["plan", str(IB2)]) == 0
+    out = capsys.readouterr().out
+    assert "memory plan: arena peak" in out and "timeline" in out and "ring" in out
+
+
+@needs_toolchain
+def test_cli_run_small(capsys, tmp_path):
+    from tilesched.cli import main
+
+    report = tmp_path / "r.json"
+    assert main(["run", str(BERT), "--set", "S=16", "--set", "ROWS=4", "--seed", "5", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact" in out and "instructions:" in out
+    assert '"ok": true' in report.read_text()
