@@ -215,3 +215,35 @@ def format_memory_plan(plan: MemoryPlan, max_points: int = 12) -> str:
         bar = "#" * max(1, round(40 * p.high_water / plan.peak_bytes))
         lines.append(f"  {p.step:>6} {p.name:<20}{p.live_bytes:>9} B live {p.high_water:>9} B high  {bar}")
     return "\n".join(lines)
+
+
+def min_memory_binding(program, values=None, source=None):
+    """The legal parameter point with the smallest arena (ties: fewer tile steps, then the
+    first point in spec order): the memory-minimising choice of tile sizes.
+    Returns (Binding, MemoryPlan)."""
+    from itertools import product
+
+    from tilesched.errors import SpecError
+    from tilesched.ir.bind import bind
+
+    values = dict(values or {})
+    free = [p for p in program.params if p.name not in values]
+    best = None
+    for combo in product(*(p.values for p in free)):
+        try:
+            b = bind(program, {**values, **dict(zip((p.name for p in free), combo))}, source)
+        except SpecError:
+            continue
+        plan = plan_memory(b)
+        key = (plan.peak_bytes, len(plan.program.steps))
+        if best is None or key < best[0]:
+            best = (key, b, plan)
+    if best is None:
+        raise SpecError([(source or _no_source()).diagnostic((), f"{program.name}: no legal parameter point")])
+    return best[1], best[2]
+
+
+def _no_source():
+    from tilesched.spec.loader import SourceInfo
+
+    return SourceInfo(None)
