@@ -51,11 +51,22 @@ def test_small_variants_bit_exact(case, tmp_path):
 
 
 @needs_toolchain
-@pytest.mark.parametrize("path,values", [(IB, {"ROWS": 1}), (IB2, {}), (BERT, {"S": 128})],
-                         ids=["ib_s1_80", "ib_s2_80", "bert_tiny_s128"])
+@pytest.mark.parametrize("path,values", [(IB, {"ROWS": 1}), (IB2, {}), (BERT, {"S": 128}), (BERT, {"S": 512})],
+                         ids=["ib_s1_80", "ib_s2_80", "bert_tiny_s128", "bert_tiny_s512"])
 def test_full_size_bit_exact(path, values, tmp_path):
     rep = session.run_binding(_bind(path, **values), seed=7, workdir=tmp_path)
     assert rep.ok, f"{rep.mismatches} of {rep.expected.size} outputs differ"
+
+
+@needs_toolchain
+@pytest.mark.parametrize("case,target", [("ib_s2_odd", "cortex-m4"), ("bert_s32", "cortex-m7")])
+def test_other_core_bit_exact(case, target, tmp_path):
+    """Both cores run both workload classes (the spec's target is swapped)."""
+    path, values = SMALL[case]
+    b = _bind(path, **values)
+    b = b.model_copy(update={"program": b.program.model_copy(update={"target": target})})
+    rep = session.run_binding(b, seed=11, workdir=tmp_path)
+    assert rep.ok
 
 
 @needs_toolchain
@@ -95,9 +106,10 @@ def test_generated_c_golden(name, update_golden):
     text = codegen.render_kernel(b.program.name, b.program.target, plan_memory(b))
     assert text == codegen.render_kernel(b.program.name, b.program.target, plan_memory(b))  # deterministic
     golden = GOLDEN / name
-    if update_golden or not golden.exists():
+    if update_golden:
         golden.parent.mkdir(parents=True, exist_ok=True)
         golden.write_text(text)
+    assert golden.exists(), f"{golden} is missing: create it with pytest --update-golden"
     assert text == golden.read_text(), f"{golden} is stale: refresh with pytest --update-golden"
 
 
