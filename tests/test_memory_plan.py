@@ -5,6 +5,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import ROOT
 from tilesched import load_with_source
@@ -154,3 +156,26 @@ def test_programs_direct():
 def test_non_mcu_spec_has_no_memory_schedule():
     with pytest.raises(SpecError, match="no MCU memory schedule"):
         plan_memory(_bind(ROOT / "configs" / "gemm_bf16.yaml"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(h=st.integers(3, 24), w=st.integers(1, 12), c=st.integers(1, 16), e=st.integers(1, 32),
+       co=st.integers(1, 40), stride=st.sampled_from([1, 2]), rows=st.integers(1, 8))
+def test_random_ib_programs_replay_clean(h, w, c, e, co, stride, rows):
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    rows = min(rows, oh)
+    plan = place_program(ib_program(IBShape(H=h, W=w, C=c, E=e, CO=co, KH=3, KW=3, stride=stride, pad=1,
+                                            OH=oh, OW=ow, ROWS=rows)))
+    assert replay(plan) == []
+    assert all(b.offset % 4 == 0 for b in plan.buffers)
+    # never worse than keeping input, output, ring and pixel apart
+    assert plan.peak_bytes <= sum(-(-b.size // 4) * 4 for b in plan.buffers)
+
+
+@settings(max_examples=30, deadline=None)
+@given(s_blocks=st.integers(1, 6), rows=st.sampled_from([1, 2, 4]), nh=st.sampled_from([1, 2, 4]),
+       hd=st.sampled_from([2, 4, 8]), heads_all=st.booleans(), fblocks=st.integers(1, 3), fcols=st.sampled_from([4, 8]))
+def test_random_bert_programs_replay_clean(s_blocks, rows, nh, hd, heads_all, fblocks, fcols):
+    sh = BertShape(S=s_blocks * rows, D=nh * hd, NH=nh, HD=hd, F=fblocks * fcols, ROWS=rows,
+                   HEADS=nh if heads_all else 1, FCOLS=fcols)
+    assert replay(place_program(bert_program(sh))) == []
