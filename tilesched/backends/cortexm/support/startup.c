@@ -47,6 +47,8 @@ void ts_timer_start(void) {
   SYST_RVR = 0x00FFFFFFu;
   SYST_CVR = 0;
   SYST_CSR = 7u; /* enable, interrupt, core clock */
+  while (SYST_CVR == 0) {
+  } /* wait for the first reload, so the first reading is not LOAD - 0 */
 }
 
 uint64_t ts_ticks(void) {
