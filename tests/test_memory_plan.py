@@ -179,3 +179,16 @@ def test_random_bert_programs_replay_clean(s_blocks, rows, nh, hd, heads_all, fb
     sh = BertShape(S=s_blocks * rows, D=nh * hd, NH=nh, HD=hd, F=fblocks * fcols, ROWS=rows,
                    HEADS=nh if heads_all else 1, FCOLS=fcols)
     assert replay(place_program(bert_program(sh))) == []
+
+
+@pytest.mark.parametrize("rows", [4, 16])
+def test_bert_s512_peak_matches_hand_count(rows):
+    """S=512, D=128, one head per block: x/a/y share [S, D]; K and V^T are whole; during softmax
+    the score and probability blocks (ROWS x S each) are both live, then the context block
+    (ROWS x D) with the probabilities; the int32 V column sums (4 D) live throughout. The FFN
+    accumulator (4 ROWS D = ROWS S here) and hidden block fit into the dead score/probability
+    blocks. Peak = 3 S D + 2 ROWS S + ROWS D + 4 D."""
+    s, d = 512, 128
+    plan = plan_memory(_bind(BERT, S=s, ROWS=rows, HEADS=1))
+    assert plan.peak_bytes == 3 * s * d + 2 * rows * s + rows * d + 4 * d
+    assert replay(plan) == []
