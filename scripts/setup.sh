@@ -18,3 +18,8 @@ fi
 # torch first, pinned to the CPU build so nothing pulls a multi-GB CUDA wheel.
 $PY -m pip install -q --disable-pip-version-check "torch==2.13.0"
 $PY -m pip install -q --disable-pip-version-check -e '.[dev,cuda,tune,mcu]'
+
+# CMSIS-DSP sources for the Cortex-M backend: the cmsisdsp sdist from PyPI, unpacked into
+# ~/.cache/tilesched (not vendored; the backend also fetches it lazily on first build).
+$PY -c "from tilesched.backends.cortexm.build import cmsisdsp_root; cmsisdsp_root()" \
+  || echo "warning: could not fetch the cmsisdsp sdist; Cortex-M builds will try again" >&2

@@ -60,6 +60,13 @@ def cmd_plan(args) -> int:
         return EXIT_INVALID
     schedule = derive_schedule(binding)
     print(format_schedule(schedule))
+    if prog.target.startswith("cortex-m"):  # MCU specs: the SRAM arena plan and its timeline
+        from tilesched.schedules.memory import format_memory_plan, plan_memory
+
+        try:
+            print(format_memory_plan(plan_memory(binding)))
+        except SpecError as exc:
+            print(f"memory plan: none ({exc})")
     if args.json:
         write_atomic(args.json, json.dumps(schedule.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
         print(f"wrote {args.json}")
