@@ -37,6 +37,8 @@ __all__ = [
     "ModelBuilder",
     "inverted_bottleneck",
     "bert_encoder",
+    "WORKLOADS",
+    "build_workload",
     "tflm_arena",
     "tflm_run",
     "tflm_version",
@@ -422,7 +424,8 @@ class _AlignedBuffer(fb.BufferT if fb is not None else object):
             builder.StartVector(1, n, 16)
             builder.head -= n
             builder.Bytes[builder.head:builder.head + n] = self.raw
-            vec = builder.EndVector(n)
+            builder.vectorNumElems = n
+            vec = builder.EndVector()
         fb.BufferStart(builder)
         if vec is not None:
             fb.BufferAddData(builder, vec)
@@ -566,3 +569,21 @@ def tflm_arena(model_bytes: bytes, seed: int = 0, arena_size: int = 64 << 20) ->
         "output_distinct": int(np.unique(y).size),
         "output_std": float(np.std(y.astype(np.float64))),
     }
+
+
+# The MCU comparison workloads (names shared with tilesched's Cortex-M benchmark): builder and its arguments.
+WORKLOADS: dict[str, tuple] = {
+    "ib_s1_80": (inverted_bottleneck, {"h": 80, "w": 80, "cin": 16, "expand": 96, "cout": 24, "stride": 1}),
+    "ib_s2_80": (inverted_bottleneck, {"h": 80, "w": 80, "cin": 16, "expand": 96, "cout": 24, "stride": 2}),
+    "bert_tiny_s128": (bert_encoder, {"seq": 128, "hidden": 128, "heads": 2, "ffn": 512}),
+    "bert_tiny_s256": (bert_encoder, {"seq": 256, "hidden": 128, "heads": 2, "ffn": 512}),
+    "bert_tiny_s512": (bert_encoder, {"seq": 512, "hidden": 128, "heads": 2, "ffn": 512}),
+}
+
+
+def build_workload(name: str, seed: int = 0, **overrides) -> bytes:
+    """The .tflite bytes of a named workload; `overrides` change its sizes (tests use small ones)."""
+    if name not in WORKLOADS:
+        raise KeyError(f"unknown MCU workload {name!r}; known: {sorted(WORKLOADS)}")
+    fn, kwargs = WORKLOADS[name]
+    return fn(**{**kwargs, **overrides}, seed=seed)
