@@ -105,3 +105,19 @@ def test_int8_conv_matches_numpy_reference_exactly(kind, k, stride, act, h, w):
     assert got.shape == want.shape == y.shape
     assert np.unique(want).size > 16  # the comparison is over real data, not a saturated block
     np.testing.assert_array_equal(got, want)
+
+
+def test_layer_norm_decomposition_normalizes():
+    m = tflm.ModelBuilder(seed=5)
+    x_q = QParams.per_tensor(0.06, 3)
+    x = m.input("x", (8, 128), x_q)
+    out_q = QParams.per_tensor(0.03, 0)
+    m.mark_output(m.layer_norm("ln", x, out_q, spread=40.0))
+    model = m.build()
+    rng = np.random.default_rng(7)
+    xin = np.clip(np.round(rng.normal(3, 40, size=(8, 128))), -128, 127).astype(np.int8)
+    got = (tflm.tflm_run(model, [xin])[0][0].astype(np.float64) - 0) * out_q.scale[0]
+    xr = (xin.astype(np.float64) - 3) * x_q.scale[0]
+    gamma, beta = (m.consts[i].astype(np.float64) * 0.01 for i in sorted(m.consts)[-2:])
+    want = (xr - xr.mean(-1, keepdims=True)) / xr.std(-1, keepdims=True) * gamma + beta
+    assert np.abs(got - want).max() < 0.15 and np.abs(got - want).mean() < 0.035  # int8 LN: ~0.11 / 0.022

@@ -352,6 +352,44 @@ class ModelBuilder:
         self._op("ADD", [a, b], [out], fb.AddOptionsT())
         return out
 
+    def _binary(self, code: str, name: str, a: Tensor, b: Tensor, out_q: QParams, options) -> Tensor:
+        shape = tuple(max(p, q) for p, q in zip(a.shape, b.shape)) if len(a.shape) == len(b.shape) else a.shape
+        out = self.activation(name, shape, out_q)
+        self._op(code, [a, b], [out], options)
+        return out
+
+    def layer_norm(self, name: str, x: Tensor, out_q: QParams, spread: float = 40.0) -> Tensor:
+        """LayerNorm over the last axis as the TFLite converter decomposes it into int8 builtins:
+        MEAN, SUB, SQUARED_DIFFERENCE, MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta.
+        `spread` is the expected std of x in quantized units; it sets the intermediate scales."""
+        sx = x.q.scale[0]
+        sigma = spread * sx  # expected real std of x
+        h = x.shape[-1]
+        axis = self.const(f"{name}/axis", np.asarray([len(x.shape) - 1], dtype=np.int32))
+        red = fb.ReducerOptionsT()
+        red.keepDims = True
+        mean = self.activation(f"{name}/mean", (*x.shape[:-1], 1), x.q)
+        self._op("MEAN", [x, axis], [mean], red)
+        d = self._binary("SUB", f"{name}/centered", x, mean, QParams.per_tensor(sx, 0), fb.SubOptionsT())
+        sq_q = QParams.per_tensor(9.0 * sigma**2 / 255.0, -128)  # [0, 9 sigma^2] onto the int8 range
+        sq = self._binary("SQUARED_DIFFERENCE", f"{name}/sq", x, mean, sq_q, fb.SquaredDifferenceOptionsT())
+        var = self.activation(f"{name}/var", (*x.shape[:-1], 1), sq_q)
+        red2 = fb.ReducerOptionsT()
+        red2.keepDims = True
+        self._op("MEAN", [sq, axis], [var], red2)
+        eps = self.const(f"{name}/eps", np.asarray([-127], dtype=np.int8), sq_q)  # one quantization step
+        var_eps = self._binary("ADD", f"{name}/var_eps", var, eps, sq_q, fb.AddOptionsT())
+        inv = self.activation(f"{name}/rsqrt", var_eps.shape, QParams.per_tensor(4.0 / sigma / 255.0, -128))
+        self._op("RSQRT", [var_eps], [inv], None)
+        norm_q = QParams.per_tensor(4.0 / 127.0, 0)  # ~N(0, 1) onto +-4
+        n = self._binary("MUL", f"{name}/normalized", d, inv, norm_q, fb.MulOptionsT())
+        gamma = self.const(f"{name}/gamma", self.rng.integers(80, 120, size=h).astype(np.int8),
+                           QParams.per_tensor(0.01))
+        beta = self.const(f"{name}/beta", self.rng.integers(-20, 20, size=h).astype(np.int8),
+                          QParams.per_tensor(0.01))
+        g = self._binary("MUL", f"{name}/scaled", n, gamma, norm_q, fb.MulOptionsT())
+        return self._binary("ADD", name, g, beta, out_q, fb.AddOptionsT())
+
     def reshape(self, name: str, x: Tensor, shape) -> Tensor:
         shape_t = self.const(f"{name}/shape", np.asarray(shape, dtype=np.int32))
         out = self.activation(name, shape, x.q)
@@ -452,13 +490,15 @@ def inverted_bottleneck(h: int = 80, w: int = 80, cin: int = 16, expand: int = 9
     return m.build()
 
 
-def bert_encoder(seq: int = 128, hidden: int = 128, heads: int = 2, ffn: int = 512, seed: int = 0) -> bytes:
-    """BERT-tiny encoder layer in the int8 ops TFLM runs: Q/K/V projections, per-head scores (BATCH_MATMUL),
-    SOFTMAX, context, output projection, residual ADD, FFN (FC + ReLU, FC), residual ADD.
+def bert_encoder(seq: int = 128, hidden: int = 128, heads: int = 2, ffn: int = 512, seed: int = 0,
+                 layernorm: bool = True) -> bytes:
+    """BERT-tiny (post-LN) encoder layer in the int8 ops TFLM runs: Q/K/V projections (FULLY_CONNECTED),
+    head split (RESHAPE + TRANSPOSE), scores and context (BATCH_MATMUL), SOFTMAX, output projection, residual
+    ADD + LayerNorm, FFN (FC + ReLU, FC), residual ADD + LayerNorm.
 
-    The 1/sqrt(head_dim) scaling is folded into the query weights' scale; LayerNorm is left out (TFLM has no
-    int8 LayerNorm kernel; a decomposition works on [seq, hidden] tensors, far below the [heads, seq, seq]
-    attention tensors that set the arena size)."""
+    The 1/sqrt(head_dim) scaling is folded into the query weights' scale.  The FFN uses ReLU: the TFLM
+    interpreter has no GELU kernel (both are elementwise on the same tensor, so the arena is the same).
+    LayerNorm is decomposed into int8 builtins (see `ModelBuilder.layer_norm`)."""
     hd = hidden // heads
     m = ModelBuilder(seed)
     act_q = QParams.per_tensor(0.05, 0)
@@ -477,9 +517,13 @@ def bert_encoder(seq: int = 128, hidden: int = 128, heads: int = 2, ffn: int = 5
     ctx = m.reshape("context/merge", m.transpose("context/seq", ctx, (1, 0, 2)), (seq, hidden))
     attn = m.fully_connected("out_proj", ctx, hidden, "none", QParams.per_tensor(0.06, -1))
     h1 = m.add("residual1", x, attn, QParams.per_tensor(0.06, 0))
+    if layernorm:
+        h1 = m.layer_norm("ln1", h1, QParams.per_tensor(0.03, 0), spread=48.0)
     f = m.fully_connected("ffn1", h1, ffn, "relu", QParams.per_tensor(6.0 / 255.0, -128))
     f2 = m.fully_connected("ffn2", f, hidden, "none", QParams.per_tensor(0.06, 0))
-    y = m.add("residual2", h1, f2, QParams.per_tensor(0.08, 0))
+    y = m.add("residual2", h1, f2, QParams.per_tensor(0.06, 0))
+    if layernorm:
+        y = m.layer_norm("ln2", y, QParams.per_tensor(0.03, 0), spread=18.0)
     m.mark_output(y)
     return m.build()
 
@@ -497,10 +541,13 @@ def _capture_fd1_fd2(fn):
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as tmp:
+        error = None
         try:
             os.dup2(tmp.fileno(), 1)
             os.dup2(tmp.fileno(), 2)
             result = fn()
+        except Exception as e:  # TFLM explains its failures on stderr: keep that text with the error
+            error = e
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -509,7 +556,10 @@ def _capture_fd1_fd2(fn):
             os.close(saved[0])
             os.close(saved[1])
         tmp.seek(0)
-        return result, tmp.read().decode("utf-8", "replace")
+        text = tmp.read().decode("utf-8", "replace")
+    if error is not None:
+        raise RuntimeError(f"TFLM: {error}; its log:\n{text[-2000:]}") from error
+    return result, text
 
 
 def parse_allocations(text: str) -> dict[str, int]:
