@@ -121,3 +121,37 @@ def test_layer_norm_decomposition_normalizes():
     gamma, beta = (m.consts[i].astype(np.float64) * 0.01 for i in sorted(m.consts)[-2:])
     want = (xr - xr.mean(-1, keepdims=True)) / xr.std(-1, keepdims=True) * gamma + beta
     assert np.abs(got - want).max() < 0.15 and np.abs(got - want).mean() < 0.035  # int8 LN: ~0.11 / 0.022
+
+
+def _bench_module():
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("mcu_memory", ROOT / "bench" / "mcu_memory.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_reads_tilesched_peaks_in_either_layout(tmp_path):
+    bench = _bench_module()
+    p = tmp_path / "r.json"
+    p.write_text('{"workloads": {"ib_s1_80": {"peak": 1234}, "x": {"peak": "n/a"}}}')
+    assert bench.tilesched_peaks(p) == {"ib_s1_80": 1234}
+    p.write_text('[{"workload": "bert_tiny_s128", "peak_bytes": 99}]')
+    assert bench.tilesched_peaks(p) == {"bert_tiny_s128": 99}
+    assert bench.tilesched_peaks(tmp_path / "missing.json") == {}
+
+
+def test_bench_writes_tflm_numbers(tmp_path):
+    import json
+
+    bench = _bench_module()
+    out = tmp_path / "mcu-memory.json"
+    assert bench.main(["--only", "ib_s2_80", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["workloads"]["ib_s2_80"]
+    assert row["tflm_arena_bytes"] == row["tflm_head_bytes"] + row["tflm_tail_bytes"]
+    assert row["tflm_head_bytes"] >= 80 * 80 * 96 + 40 * 40 * 96  # expanded input + depthwise output
+    if row["tilesched_peak_bytes"] is not None:
+        assert row["ratio"] == round(row["tflm_arena_bytes"] / row["tilesched_peak_bytes"], 3)
