@@ -1,6 +1,7 @@
 """Peak SRAM of tilesched's Cortex-M schedules against the TensorFlow Lite Micro arena, per MCU workload.
 
-For each workload the int8 model is written as a .tflite flatbuffer (tilesched.baselines.tflm), run once in the
+The workloads are bench/mcu_workloads.py's layer records, shared with tilesched's Cortex-M bench. For each
+workload the int8 model is written as a .tflite flatbuffer (tilesched.baselines.tflm), run once in the
 TFLM Python interpreter on random inputs, and its arena read from TFLM's RecordingMicroAllocator: `head` is the
 planned activation arena, `tail` the persistent allocations, `total` = head + tail is the arena the model needs.
 tilesched's peak comes from bench/results/mcu-tilesched.json (written by the Cortex-M benchmark) when present.
@@ -19,6 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "bench"))
+
+import mcu_workloads  # noqa: E402
 
 from tilesched.baselines import tflm  # noqa: E402
 from tilesched.fsutil import write_atomic  # noqa: E402
@@ -50,15 +55,15 @@ def measure(names: list[str], seed: int) -> dict:
     peaks = tilesched_peaks()
     rows = {}
     for name in names:
-        fn, kwargs = tflm.WORKLOADS[name]
-        arena = tflm.tflm_arena(tflm.build_workload(name, seed=seed), seed=seed)
+        layers = mcu_workloads.WORKLOADS[name]
+        arena = tflm.tflm_arena(tflm.model_from_layers(layers, mcu_workloads.IO.get(name), seed=seed), seed=seed)
         if arena["output_distinct"] < 2:
             raise RuntimeError(f"{name}: TFLM produced a constant output; the model is broken")
         peak = peaks.get(name)
         total = arena["total_bytes"]
         rows[name] = {
-            "model": fn.__name__,
-            "shape": kwargs,
+            "layers": [f"{la['name']}:{la['op']}" for la in layers],
+            "input_shape": layers[0]["input_shape"],
             "tflm_arena_bytes": total,
             "tflm_head_bytes": arena["head_bytes"],
             "tflm_tail_bytes": arena["tail_bytes"],
@@ -95,10 +100,10 @@ def measure(names: list[str], seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mcu-memory.json")
-    ap.add_argument("--only", nargs="*", choices=sorted(tflm.WORKLOADS), help="workloads to run (default: all)")
+    ap.add_argument("--only", nargs="*", choices=sorted(mcu_workloads.WORKLOADS), help="workloads to run (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    result = measure(args.only or list(tflm.WORKLOADS), args.seed)
+    result = measure(args.only or list(mcu_workloads.WORKLOADS), args.seed)
     write_atomic(args.out, json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -1,60 +1,75 @@
 """TFLite Micro baseline: the flatbuffers we write load and run in TFLM, the arena report parses, and TFLM's
 int8 convolutions match our numpy reference of TFLite's requantization bit for bit."""
 
+import sys
+
 import numpy as np
 import pytest
 
 pytest.importorskip("tflite_micro")
 
+from tests.conftest import ROOT  # noqa: E402
 from tilesched.baselines import tflm  # noqa: E402
 from tilesched.baselines.tflm import QParams  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import mcu_workloads  # noqa: E402
+
+# Every shared MCU workload at a small size (same layer structure and quantization, smaller H/W or sequence).
 SMALL = {
-    "ib_s1_80": {"h": 12, "w": 10},
-    "ib_s2_80": {"h": 12, "w": 10},
-    "bert_tiny_s128": {"seq": 16},
-    "bert_tiny_s256": {"seq": 24},
-    "bert_tiny_s512": {"seq": 32},
+    "ib_s1_80": mcu_workloads.inverted_bottleneck(12, 10, 16, 6, 24, 1),
+    "ib_s2_80": mcu_workloads.inverted_bottleneck(12, 10, 16, 6, 24, 2),
+    "bert_tiny_s128": mcu_workloads.bert_tiny_layer(16),
+    "bert_tiny_s256": mcu_workloads.bert_tiny_layer(24),
+    "bert_tiny_s512": mcu_workloads.bert_tiny_layer(32),
 }
 
 
 def test_small_table_covers_every_workload():
-    assert set(SMALL) == set(tflm.WORKLOADS)
+    assert set(SMALL) == set(mcu_workloads.WORKLOADS)
+    for name, layers in SMALL.items():
+        assert [la["op"] for la in layers] == [la["op"] for la in mcu_workloads.WORKLOADS[name]]
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_workload_runs_in_tflm(name):
-    model = tflm.build_workload(name, **SMALL[name])
+    layers = SMALL[name]
+    model = tflm.model_from_layers(layers, mcu_workloads.IO[name])
     assert model[4:8] == b"TFL3"
     r = tflm.tflm_arena(model, seed=1)
     assert r["head_bytes"] > 0 and r["tail_bytes"] > 0
     assert r["total_bytes"] == r["head_bytes"] + r["tail_bytes"]
-    assert r["output_distinct"] > 8 and r["output_std"] > 1.0  # real, non-saturated data came out
-    fn, kw = tflm.WORKLOADS[name]
-    kw = {**kw, **SMALL[name]}
-    if fn is tflm.inverted_bottleneck:
-        assert r["output_shape"] == [1, -(-kw["h"] // kw["stride"]), -(-kw["w"] // kw["stride"]), kw["cout"]]
+    assert r["output_distinct"] > 16 and r["output_std"] > 4.0  # real, non-saturated data came out
+    assert r["output_shape"] == layers[-1]["output_shape"]
+    if name.startswith("ib"):
         # the depthwise conv reads the whole expanded tensor while writing its output: both live at once
-        e = kw["h"] * kw["w"] * kw["expand"]
-        assert r["head_bytes"] >= e + e // kw["stride"] ** 2
+        assert r["head_bytes"] >= np.prod(layers[1]["input_shape"]) + np.prod(layers[1]["output_shape"])
     else:
-        assert r["output_shape"] == [kw["seq"], kw["hidden"]]
         # scores and softmax probabilities ([heads, seq, seq] int8 each) are live together
-        assert r["head_bytes"] >= 2 * kw["heads"] * kw["seq"] ** 2
+        att = layers[3]
+        assert r["head_bytes"] >= 2 * att["heads"] * att["seq_len"] ** 2
 
 
 def test_outputs_depend_on_inputs():
-    model = tflm.build_workload("bert_tiny_s128", seq=8)
+    model = tflm.model_from_layers(mcu_workloads.bert_tiny_layer(8))
     a = tflm.tflm_run(model, tflm.random_inputs(model, seed=1))[0][0]
     b = tflm.tflm_run(model, tflm.random_inputs(model, seed=2))[0][0]
     assert a.shape == (8, 128) and not np.array_equal(a, b)
 
 
 def test_arena_grows_with_sequence_length():
-    heads = [tflm.tflm_arena(tflm.bert_encoder(seq=s))["head_bytes"] for s in (32, 64, 128, 256)]
+    heads = [tflm.tflm_arena(tflm.model_from_layers(mcu_workloads.bert_tiny_layer(s)))["head_bytes"]
+             for s in (32, 64, 128, 256)]
     assert heads == sorted(set(heads))
     # the [heads, seq, seq] attention tensors take over: growth becomes super-linear
     assert heads[3] > 2.2 * heads[2]
+
+
+def test_layer_shapes_are_checked():
+    layers = mcu_workloads.inverted_bottleneck(12, 10, 16, 6, 24, 2)
+    layers[2] = {**layers[2], "output_shape": [1, 12, 10, 24]}  # a stride-2 block cannot keep 12x10
+    with pytest.raises(ValueError, match="project.*output_shape"):
+        tflm.model_from_layers(layers)
 
 
 def test_parse_allocations():
@@ -96,7 +111,7 @@ def test_int8_conv_matches_numpy_reference_exactly(kind, k, stride, act, h, w):
         y = m.depthwise_conv2d("y", x, k, stride, act, out_q)
     m.mark_output(y)
     model = m.build()
-    _, wt, bias = (m.tensors[i][1] for i in range(3))
+    wt, bias = m.tensor("y/weights"), m.tensor("y/bias")
     assert len(wt.q.scale) == (12 if kind == "conv" else 8)  # per-channel weight scales
     xin = np.random.default_rng(h + w).integers(-128, 128, size=(1, h, w, 8), dtype=np.int8)
     got = tflm.tflm_run(model, [xin])[0][0]
@@ -105,22 +120,6 @@ def test_int8_conv_matches_numpy_reference_exactly(kind, k, stride, act, h, w):
     assert got.shape == want.shape == y.shape
     assert np.unique(want).size > 16  # the comparison is over real data, not a saturated block
     np.testing.assert_array_equal(got, want)
-
-
-def test_layer_norm_decomposition_normalizes():
-    m = tflm.ModelBuilder(seed=5)
-    x_q = QParams.per_tensor(0.06, 3)
-    x = m.input("x", (8, 128), x_q)
-    out_q = QParams.per_tensor(0.03, 0)
-    m.mark_output(m.layer_norm("ln", x, out_q, spread=40.0))
-    model = m.build()
-    rng = np.random.default_rng(7)
-    xin = np.clip(np.round(rng.normal(3, 40, size=(8, 128))), -128, 127).astype(np.int8)
-    got = (tflm.tflm_run(model, [xin])[0][0].astype(np.float64) - 0) * out_q.scale[0]
-    xr = (xin.astype(np.float64) - 3) * x_q.scale[0]
-    gamma, beta = (m.consts[i].astype(np.float64) * 0.01 for i in sorted(m.consts)[-2:])
-    want = (xr - xr.mean(-1, keepdims=True)) / xr.std(-1, keepdims=True) * gamma + beta
-    assert np.abs(got - want).max() < 0.15 and np.abs(got - want).mean() < 0.035  # int8 LN: ~0.11 / 0.022
 
 
 def _bench_module():
@@ -151,7 +150,26 @@ def test_bench_writes_tflm_numbers(tmp_path):
     out = tmp_path / "mcu-memory.json"
     assert bench.main(["--only", "ib_s2_80", "--out", str(out)]) == 0
     row = json.loads(out.read_text())["workloads"]["ib_s2_80"]
+    assert row["layers"] == ["expand:conv2d", "depthwise:depthwise_conv2d", "project:conv2d"]
     assert row["tflm_arena_bytes"] == row["tflm_head_bytes"] + row["tflm_tail_bytes"]
     assert row["tflm_head_bytes"] >= 80 * 80 * 96 + 40 * 40 * 96  # expanded input + depthwise output
     if row["tilesched_peak_bytes"] is not None:
         assert row["ratio"] == round(row["tflm_arena_bytes"] / row["tilesched_peak_bytes"], 3)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_fully_connected_matches_numpy_reference_exactly(per_channel):
+    m = tflm.ModelBuilder(seed=4)
+    x_q, out_q = QParams.per_tensor(0.031, 2), QParams.per_tensor(0.05, -3)
+    x = m.input("x", (16, 32), x_q)
+    scales = [0.004 * (1 + 0.02 * i) for i in range(24)] if per_channel else None
+    m.mark_output(m.fully_connected("fc", x, 24, "relu", out_q, w_scales=scales))
+    model = m.build()
+    wt, bias = m.tensor("fc/weights"), m.tensor("fc/bias")
+    assert len(wt.q.scale) == (24 if per_channel else 1)
+    xin = np.random.default_rng(0).integers(-128, 128, size=(16, 32), dtype=np.int8)
+    got = tflm.tflm_run(model, [xin])[0][0]
+    want = tflm.fully_connected_int8_reference(xin, x_q, m.consts[wt.index], wt.q, m.consts[bias.index], out_q,
+                                               act="relu")
+    assert np.unique(want).size > 16
+    np.testing.assert_array_equal(got, want)

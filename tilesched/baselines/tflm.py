@@ -35,10 +35,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 __all__ = [
     "QParams",
     "ModelBuilder",
-    "inverted_bottleneck",
-    "bert_encoder",
-    "WORKLOADS",
-    "build_workload",
+    "model_from_layers",
     "tflm_arena",
     "tflm_run",
     "tflm_version",
@@ -46,6 +43,7 @@ __all__ = [
     "multiply_by_quantized_multiplier",
     "conv2d_int8_reference",
     "depthwise_conv2d_int8_reference",
+    "fully_connected_int8_reference",
 ]
 
 
@@ -147,6 +145,12 @@ def _act_range(act: str, out_q: QParams) -> tuple[int, int]:
     raise ValueError(f"unknown activation {act!r}")
 
 
+def _out_hw(h: int, w: int, k: int, stride: int, padding: str) -> tuple[int, int]:
+    if padding == "same":
+        return -(-h // stride), -(-w // stride)
+    return (h - k) // stride + 1, (w - k) // stride + 1
+
+
 def _same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
     out = (size + stride - 1) // stride
     total = max((out - 1) * stride + k - size, 0)
@@ -202,10 +206,19 @@ def depthwise_conv2d_int8_reference(
     return _requantize(acc, _effective_multipliers(x_q, w_q, out_q, c), out_q, *_act_range(act, out_q))
 
 
+def fully_connected_int8_reference(
+    x: np.ndarray, x_q: QParams, w: np.ndarray, w_q: QParams, b: np.ndarray, out_q: QParams, act: str = "none",
+) -> np.ndarray:
+    """Exact TFLite int8 FULLY_CONNECTED: x [..., K], w [N, K] (per-tensor or per-channel on axis 0), b [N]."""
+    acc = (x.astype(np.int64) - x_q.zero_point[0]) @ w.astype(np.int64).T + b.astype(np.int64)
+    return _requantize(acc, _effective_multipliers(x_q, w_q, out_q, w.shape[0]), out_q, *_act_range(act, out_q))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Flatbuffer model builder
 
 _ACT = {"none": 0, "relu": 1, "relu6": 3}  # ActivationFunctionType
+_PADDING = {"same": 0, "valid": 1}  # Padding
 _DTYPES = {np.dtype(np.int8): 9, np.dtype(np.int32): 2, np.dtype(np.float32): 0}  # TensorType
 
 
@@ -236,6 +249,8 @@ class ModelBuilder:
     inputs: list[int] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     consts: dict[int, np.ndarray] = field(default_factory=dict)
+    # expected RMS of (q - zero_point) per activation tensor on random inputs: sizes the next layer's weights
+    rms: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require_tflm()
@@ -256,6 +271,7 @@ class ModelBuilder:
     def input(self, name: str, shape, q: QParams) -> Tensor:
         t = self._tensor(name, shape, np.int8, q)
         self.inputs.append(t.index)
+        self.rms[t.index] = 74.0  # uniform random int8
         return t
 
     def activation(self, name: str, shape, q: QParams) -> Tensor:
@@ -264,19 +280,30 @@ class ModelBuilder:
     def const(self, name: str, data: np.ndarray, q: QParams | None = None) -> Tensor:
         return self._tensor(name, data.shape, data.dtype, q, data)
 
+    def tensor(self, name: str) -> Tensor:
+        return next(t for n, t, _ in self.tensors if n == name)
+
     def mark_output(self, t: Tensor) -> None:
         self.outputs.append(t.index)
 
     # -- random, calibrated parameters
-    def _weights(self, shape, fan_in: int, axis: int | None, in_scale: float, out_scale: float, spread: float):
-        """int8 weights (std ~40) with scales chosen so the output has a std of ~`spread` quantized units:
-        random data then fills the int8 range without saturating, and every output is informative."""
+    def _weights(self, shape, fan_in: int, axis: int | None, x: Tensor, out_scale: float, spread: float,
+                 scales: Sequence[float] | None = None):
+        """Random int8 weights and their scales, sized so the layer's output on random data has a std of
+        ~`spread` quantized units (it fills the int8 range without saturating: every output is informative).
+        With `scales` given (one per output channel) the scales are kept and the integer weights' magnitude
+        is chosen instead; otherwise weights have std ~40 and the scales are chosen."""
+        gain = spread * out_scale / (x.q.scale[0] * self.rms.get(x.index, 60.0) * math.sqrt(fan_in))
+        if scales is not None:
+            w_std = np.clip(gain / np.asarray(scales, dtype=np.float64), 1.0, 60.0)
+            bshape = [1] * len(shape)
+            bshape[axis or 0] = len(scales)
+            z = self.rng.normal(0.0, 1.0, size=shape) * w_std.reshape(bshape)
+            return np.clip(np.round(z), -127, 127).astype(np.int8), QParams.per_channel(scales, axis or 0)
         w = np.clip(np.round(self.rng.normal(0.0, 40.0, size=shape)), -127, 127).astype(np.int8)
-        x_std = 60.0  # typical spread of an int8 activation around its zero point, in quantized units
-        base = spread * out_scale / (in_scale * x_std * 40.0 * math.sqrt(fan_in))
         if axis is None:
-            return w, QParams.per_tensor(base)
-        return w, QParams.per_channel(base * self.rng.uniform(0.7, 1.3, size=shape[axis]), axis)
+            return w, QParams.per_tensor(gain / 40.0)
+        return w, QParams.per_channel(gain / 40.0 * self.rng.uniform(0.7, 1.3, size=shape[axis]), axis)
 
     def _bias(self, n: int, in_scale: float, w_q: QParams) -> tuple[np.ndarray, QParams]:
         scales = w_q.scale if len(w_q.scale) > 1 else w_q.scale * n
@@ -291,46 +318,48 @@ class ModelBuilder:
                             [t.index for t in outputs], options))
 
     def conv2d(self, name: str, x: Tensor, cout: int, k: int, stride: int, act: str, out_q: QParams,
-               spread: float = 30.0) -> Tensor:
+               padding: str = "same", w_scales: Sequence[float] | None = None, spread: float = 32.0) -> Tensor:
         _, h, w, cin = x.shape
-        wt, w_q = self._weights((cout, k, k, cin), k * k * cin, 0, x.q.scale[0], out_q.scale[0], spread)
-        b, b_q = self._bias(cout, x.q.scale[0], w_q)
-        wt_t = self.const(f"{name}/weights", wt, w_q)
-        b_t = self.const(f"{name}/bias", b, b_q)
-        out = self.activation(name, (1, -(-h // stride), -(-w // stride), cout), out_q)
+        wt, w_q = self._weights((cout, k, k, cin), k * k * cin, 0, x, out_q.scale[0], spread, w_scales)
+        out = self.activation(name, (1, *_out_hw(h, w, k, stride, padding), cout), out_q)
         opts = fb.Conv2DOptionsT()
-        opts.padding, opts.strideH, opts.strideW = 0, stride, stride
+        opts.padding, opts.strideH, opts.strideW = _PADDING[padding], stride, stride
         opts.fusedActivationFunction = _ACT[act]
-        self._op("CONV_2D", [x, wt_t, b_t], [out], opts)
+        self._op("CONV_2D", [x, *self._weight_bias(name, x, wt, w_q, cout)], [out], opts)
+        self._expect(out, spread, act)
         return out
 
     def depthwise_conv2d(self, name: str, x: Tensor, k: int, stride: int, act: str, out_q: QParams,
-                         spread: float = 30.0) -> Tensor:
+                         padding: str = "same", w_scales: Sequence[float] | None = None,
+                         spread: float = 32.0) -> Tensor:
         _, h, w, c = x.shape
-        wt, w_q = self._weights((1, k, k, c), k * k, 3, x.q.scale[0], out_q.scale[0], spread)
-        b, b_q = self._bias(c, x.q.scale[0], w_q)
-        wt_t = self.const(f"{name}/weights", wt, w_q)
-        b_t = self.const(f"{name}/bias", b, b_q)
-        out = self.activation(name, (1, -(-h // stride), -(-w // stride), c), out_q)
+        wt, w_q = self._weights((1, k, k, c), k * k, 3, x, out_q.scale[0], spread, w_scales)
+        out = self.activation(name, (1, *_out_hw(h, w, k, stride, padding), c), out_q)
         opts = fb.DepthwiseConv2DOptionsT()
-        opts.padding, opts.strideH, opts.strideW, opts.depthMultiplier = 0, stride, stride, 1
+        opts.padding, opts.strideH, opts.strideW, opts.depthMultiplier = _PADDING[padding], stride, stride, 1
         opts.fusedActivationFunction = _ACT[act]
-        self._op("DEPTHWISE_CONV_2D", [x, wt_t, b_t], [out], opts)
+        self._op("DEPTHWISE_CONV_2D", [x, *self._weight_bias(name, x, wt, w_q, c)], [out], opts)
+        self._expect(out, spread, act)
         return out
 
     def fully_connected(self, name: str, x: Tensor, units: int, act: str, out_q: QParams,
-                        spread: float = 30.0) -> Tensor:
+                        w_scales: Sequence[float] | None = None, spread: float = 32.0) -> Tensor:
         k = x.shape[-1]
-        wt, w_q = self._weights((units, k), k, None, x.q.scale[0], out_q.scale[0], spread)
-        b, b_q = self._bias(units, x.q.scale[0], w_q)
-        wt_t = self.const(f"{name}/weights", wt, w_q)
-        b_t = self.const(f"{name}/bias", b, b_q)
+        wt, w_q = self._weights((units, k), k, None, x, out_q.scale[0], spread, w_scales)
         out = self.activation(name, (*x.shape[:-1], units), out_q)
         opts = fb.FullyConnectedOptionsT()
         opts.fusedActivationFunction = _ACT[act]
         opts.keepNumDims = True
-        self._op("FULLY_CONNECTED", [x, wt_t, b_t], [out], opts)
+        self._op("FULLY_CONNECTED", [x, *self._weight_bias(name, x, wt, w_q, units)], [out], opts)
+        self._expect(out, spread, act)
         return out
+
+    def _expect(self, out: Tensor, spread: float, act: str) -> None:
+        self.rms[out.index] = spread if act == "none" else spread * 0.7  # ReLU keeps the positive half
+
+    def _weight_bias(self, name: str, x: Tensor, wt: np.ndarray, w_q: QParams, n: int) -> tuple[Tensor, Tensor]:
+        b, b_q = self._bias(n, x.q.scale[0], w_q)
+        return self.const(f"{name}/weights", wt, w_q), self.const(f"{name}/bias", b, b_q)
 
     def batch_matmul(self, name: str, a: Tensor, b: Tensor, adj_y: bool, out_q: QParams) -> Tensor:
         n = b.shape[-2] if adj_y else b.shape[-1]
@@ -340,55 +369,12 @@ class ModelBuilder:
         self._op("BATCH_MATMUL", [a, b], [out], opts)
         return out
 
-    def softmax(self, name: str, x: Tensor) -> Tensor:
+    def softmax(self, name: str, x: Tensor, beta: float = 1.0) -> Tensor:
         out = self.activation(name, x.shape, QParams.per_tensor(1.0 / 256.0, -128))  # TFLite int8 softmax spec
         opts = fb.SoftmaxOptionsT()
-        opts.beta = 1.0
+        opts.beta = beta
         self._op("SOFTMAX", [x], [out], opts)
         return out
-
-    def add(self, name: str, a: Tensor, b: Tensor, out_q: QParams) -> Tensor:
-        out = self.activation(name, a.shape, out_q)
-        self._op("ADD", [a, b], [out], fb.AddOptionsT())
-        return out
-
-    def _binary(self, code: str, name: str, a: Tensor, b: Tensor, out_q: QParams, options) -> Tensor:
-        shape = tuple(max(p, q) for p, q in zip(a.shape, b.shape)) if len(a.shape) == len(b.shape) else a.shape
-        out = self.activation(name, shape, out_q)
-        self._op(code, [a, b], [out], options)
-        return out
-
-    def layer_norm(self, name: str, x: Tensor, out_q: QParams, spread: float = 40.0) -> Tensor:
-        """LayerNorm over the last axis as the TFLite converter decomposes it into int8 builtins:
-        MEAN, SUB, SQUARED_DIFFERENCE, MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta.
-        `spread` is the expected std of x in quantized units; it sets the intermediate scales."""
-        sx = x.q.scale[0]
-        sigma = spread * sx  # expected real std of x
-        h = x.shape[-1]
-        axis = self.const(f"{name}/axis", np.asarray([len(x.shape) - 1], dtype=np.int32))
-        red = fb.ReducerOptionsT()
-        red.keepDims = True
-        mean = self.activation(f"{name}/mean", (*x.shape[:-1], 1), x.q)
-        self._op("MEAN", [x, axis], [mean], red)
-        d = self._binary("SUB", f"{name}/centered", x, mean, QParams.per_tensor(sx, 0), fb.SubOptionsT())
-        sq_q = QParams.per_tensor(9.0 * sigma**2 / 255.0, -128)  # [0, 9 sigma^2] onto the int8 range
-        sq = self._binary("SQUARED_DIFFERENCE", f"{name}/sq", x, mean, sq_q, fb.SquaredDifferenceOptionsT())
-        var = self.activation(f"{name}/var", (*x.shape[:-1], 1), sq_q)
-        red2 = fb.ReducerOptionsT()
-        red2.keepDims = True
-        self._op("MEAN", [sq, axis], [var], red2)
-        eps = self.const(f"{name}/eps", np.asarray([-127], dtype=np.int8), sq_q)  # one quantization step
-        var_eps = self._binary("ADD", f"{name}/var_eps", var, eps, sq_q, fb.AddOptionsT())
-        inv = self.activation(f"{name}/rsqrt", var_eps.shape, QParams.per_tensor(4.0 / sigma / 255.0, -128))
-        self._op("RSQRT", [var_eps], [inv], None)
-        norm_q = QParams.per_tensor(4.0 / 127.0, 0)  # ~N(0, 1) onto +-4
-        n = self._binary("MUL", f"{name}/normalized", d, inv, norm_q, fb.MulOptionsT())
-        gamma = self.const(f"{name}/gamma", self.rng.integers(80, 120, size=h).astype(np.int8),
-                           QParams.per_tensor(0.01))
-        beta = self.const(f"{name}/beta", self.rng.integers(-20, 20, size=h).astype(np.int8),
-                          QParams.per_tensor(0.01))
-        g = self._binary("MUL", f"{name}/scaled", n, gamma, norm_q, fb.MulOptionsT())
-        return self._binary("ADD", name, g, beta, out_q, fb.AddOptionsT())
 
     def reshape(self, name: str, x: Tensor, shape) -> Tensor:
         shape_t = self.const(f"{name}/shape", np.asarray(shape, dtype=np.int32))
@@ -396,12 +382,14 @@ class ModelBuilder:
         opts = fb.ReshapeOptionsT()
         opts.newShape = list(shape)
         self._op("RESHAPE", [x, shape_t], [out], opts)
+        self.rms[out.index] = self.rms.get(x.index, 60.0)
         return out
 
     def transpose(self, name: str, x: Tensor, perm) -> Tensor:
         perm_t = self.const(f"{name}/perm", np.asarray(perm, dtype=np.int32))
         out = self.activation(name, tuple(x.shape[p] for p in perm), x.q)
         self._op("TRANSPOSE", [x, perm_t], [out], fb.TransposeOptionsT())
+        self.rms[out.index] = self.rms.get(x.index, 60.0)
         return out
 
     # -- serialization
@@ -474,58 +462,76 @@ class _AlignedBuffer(fb.BufferT if fb is not None else object):
 # Workloads
 
 
-RELU6_Q = (6.0 / 255.0, -128)  # int8 ReLU6 output: [0, 6] onto [-128, 127]
+def model_from_layers(layers: Sequence[dict], io: dict[str, str] | None = None, seed: int = 0) -> bytes:
+    """The .tflite bytes of a workload given as plain layer records (bench/mcu_workloads.py's format).
 
-
-def inverted_bottleneck(h: int = 80, w: int = 80, cin: int = 16, expand: int = 96, cout: int = 24,
-                        stride: int = 1, seed: int = 0,
-                        x_q: tuple[float, int] = RELU6_Q, y_q: tuple[float, int] = (0.0412, 3)) -> bytes:
-    """MobileNetV2 / MCUNet block: 1x1 conv expand + ReLU6, 3x3 depthwise (SAME) + ReLU6, 1x1 conv project."""
+    Layers without `input`/`output` names form a chain.  Weight values are random int8; their per-channel
+    scales, the activations' (scale, zero point), shapes, strides, padding and activations are the layers'.
+    `attention` becomes the TFLM int8 op sequence a converter emits: per-head split (RESHAPE + TRANSPOSE),
+    scores = BATCH_MATMUL(q, k, adj_y), SOFTMAX, context = BATCH_MATMUL(probs, v), head merge.  The
+    1/sqrt(head_dim) scaling is expressed exactly as the layer's requantization: the scores tensor gets the
+    scale score_scale * sqrt(head_dim) (so its int8 values equal requant(q.k * qs*ks/sqrt(hd)/score_scale)) and
+    SOFTMAX reads it with beta = 1/sqrt(head_dim), i.e. as scores on score_scale."""
+    io = io or {"input": "x", "output": "y"}
     m = ModelBuilder(seed)
-    x = m.input("x", (1, h, w, cin), QParams.per_tensor(*x_q))
-    e = m.conv2d("expand", x, expand, 1, 1, "relu6", QParams.per_tensor(*RELU6_Q))
-    d = m.depthwise_conv2d("depthwise", e, 3, stride, "relu6", QParams.per_tensor(*RELU6_Q))
-    y = m.conv2d("project", d, cout, 1, 1, "none", QParams.per_tensor(*y_q))
-    m.mark_output(y)
+    named: dict[str, Tensor] = {}
+    prev: Tensor | None = None
+    for i, layer in enumerate(layers):
+        op = layer["op"]
+        if op != "attention":
+            src = layer.get("input")
+            if i == 0:  # the network input
+                src = src or io["input"]
+                named[src] = m.input(src, layer["input_shape"],
+                                     QParams.per_tensor(layer["input_scale"], layer["input_zero_point"]))
+            x = named[src] if src is not None else prev
+            _check_shape(layer, "input_shape", x)
+        out_q = QParams.per_tensor(layer["output_scale"], layer["output_zero_point"])
+        if op == "conv2d":
+            y = m.conv2d(layer["name"], x, layer["weight_shape"][0], layer["kernel"][0], layer["stride"],
+                         layer["activation"], out_q, layer.get("padding", "same"), layer["weight_scales"])
+        elif op == "depthwise_conv2d":
+            y = m.depthwise_conv2d(layer["name"], x, layer["kernel"][0], layer["stride"], layer["activation"],
+                                   out_q, layer.get("padding", "same"), layer["weight_scales"])
+        elif op == "fully_connected":
+            y = m.fully_connected(layer["name"], x, layer["weight_shape"][0], layer["activation"], out_q,
+                                  layer["weight_scales"])
+        elif op == "attention":
+            y = _attention(m, layer, [named[n] for n in layer["inputs"]], out_q)
+        else:
+            raise ValueError(f"layer {layer['name']!r}: op {op!r} has no TFLM lowering here")
+        _check_shape(layer, "output_shape", y)
+        named[layer.get("output", layer["name"])] = y
+        prev = y
+    m.mark_output(named.get(io["output"], prev))
     return m.build()
 
 
-def bert_encoder(seq: int = 128, hidden: int = 128, heads: int = 2, ffn: int = 512, seed: int = 0,
-                 layernorm: bool = True) -> bytes:
-    """BERT-tiny (post-LN) encoder layer in the int8 ops TFLM runs: Q/K/V projections (FULLY_CONNECTED),
-    head split (RESHAPE + TRANSPOSE), scores and context (BATCH_MATMUL), SOFTMAX, output projection, residual
-    ADD + LayerNorm, FFN (FC + ReLU, FC), residual ADD + LayerNorm.
+def _check_shape(layer: dict, key: str, t: Tensor) -> None:
+    if key in layer and tuple(layer[key]) != t.shape:
+        raise ValueError(f"layer {layer['name']!r}: {key} {layer[key]} but the TFLM tensor is {list(t.shape)}")
 
-    The 1/sqrt(head_dim) scaling is folded into the query weights' scale.  The FFN uses ReLU: the TFLM
-    interpreter has no GELU kernel (both are elementwise on the same tensor, so the arena is the same).
-    LayerNorm is decomposed into int8 builtins (see `ModelBuilder.layer_norm`)."""
-    hd = hidden // heads
-    m = ModelBuilder(seed)
-    act_q = QParams.per_tensor(0.05, 0)
-    x = m.input("x", (seq, hidden), QParams.per_tensor(0.031, 2))
 
-    def split_heads(name: str, t: Tensor) -> Tensor:  # [S, H*D] -> [H, S, D]
-        r = m.reshape(f"{name}/split", t, (seq, heads, hd))
-        return m.transpose(f"{name}/heads", r, (1, 0, 2))
+def _attention(m: ModelBuilder, layer: dict, qkv: list[Tensor], out_q: QParams) -> Tensor:
+    s, nh, hd = layer["seq_len"], layer["heads"], layer["head_dim"]
+    name = layer["name"]
 
-    q = split_heads("q", m.fully_connected("q_proj", x, hidden, "none", act_q, spread=10.0))
-    k = split_heads("k", m.fully_connected("k_proj", x, hidden, "none", act_q, spread=10.0))
-    v = split_heads("v", m.fully_connected("v_proj", x, hidden, "none", act_q))
-    scores = m.batch_matmul("scores", q, k, True, QParams.per_tensor(0.125, 0))  # [H, S, S]
-    probs = m.softmax("softmax", scores)
-    ctx = m.batch_matmul("context", probs, v, False, QParams.per_tensor(0.02, 0))  # [H, S, D]
-    ctx = m.reshape("context/merge", m.transpose("context/seq", ctx, (1, 0, 2)), (seq, hidden))
-    attn = m.fully_connected("out_proj", ctx, hidden, "none", QParams.per_tensor(0.06, -1))
-    h1 = m.add("residual1", x, attn, QParams.per_tensor(0.06, 0))
-    if layernorm:
-        h1 = m.layer_norm("ln1", h1, QParams.per_tensor(0.03, 0), spread=48.0)
-    f = m.fully_connected("ffn1", h1, ffn, "relu", QParams.per_tensor(6.0 / 255.0, -128))
-    f2 = m.fully_connected("ffn2", f, hidden, "none", QParams.per_tensor(0.06, 0))
-    y = m.add("residual2", h1, f2, QParams.per_tensor(0.06, 0))
-    if layernorm:
-        y = m.layer_norm("ln2", y, QParams.per_tensor(0.03, 0), spread=18.0)
-    m.mark_output(y)
-    return m.build()
+    def heads(t: Tensor, tag: str, key: str) -> Tensor:  # [S, NH*HD] -> [NH, S, HD]
+        want = QParams.per_tensor(layer[f"{key}_scale"], layer[f"{key}_zero_point"])
+        if t.q.scale != want.scale or t.q.zero_point != want.zero_point:
+            raise ValueError(f"layer {name!r}: {key} quantization {want} differs from its input tensor's {t.q}")
+        return m.transpose(f"{name}/{tag}_heads", m.reshape(f"{name}/{tag}_split", t, (s, nh, hd)), (1, 0, 2))
+
+    q, k, v = (heads(t, tag, tag) for t, tag in zip(qkv, ("q", "k", "v")))
+    root = math.sqrt(hd)
+    score_q = QParams.per_tensor(layer["score_scale"] * root, layer["score_zero_point"])
+    scores = m.batch_matmul(f"{name}/scores", q, k, True, score_q)  # [NH, S, S]
+    probs = m.softmax(f"{name}/probs", scores, beta=1.0 / root)
+    if (probs.q.scale[0], probs.q.zero_point[0]) != (float(np.float32(layer["prob_scale"])), layer["prob_zero_point"]):
+        raise ValueError(f"layer {name!r}: TFLite int8 softmax outputs scale 1/256, zero point -128")
+    ctx = m.batch_matmul(f"{name}/context", probs, v, False, out_q)  # [NH, S, HD]
+    m.rms[ctx.index] = 16.0  # as measured on random data at these scales; sizes out_proj's weights
+    return m.reshape(name, m.transpose(f"{name}/merge", ctx, (1, 0, 2)), (s, nh * hd))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -620,20 +626,3 @@ def tflm_arena(model_bytes: bytes, seed: int = 0, arena_size: int = 64 << 20) ->
         "output_std": float(np.std(y.astype(np.float64))),
     }
 
-
-# The MCU comparison workloads (names shared with tilesched's Cortex-M benchmark): builder and its arguments.
-WORKLOADS: dict[str, tuple] = {
-    "ib_s1_80": (inverted_bottleneck, {"h": 80, "w": 80, "cin": 16, "expand": 96, "cout": 24, "stride": 1}),
-    "ib_s2_80": (inverted_bottleneck, {"h": 80, "w": 80, "cin": 16, "expand": 96, "cout": 24, "stride": 2}),
-    "bert_tiny_s128": (bert_encoder, {"seq": 128, "hidden": 128, "heads": 2, "ffn": 512}),
-    "bert_tiny_s256": (bert_encoder, {"seq": 256, "hidden": 128, "heads": 2, "ffn": 512}),
-    "bert_tiny_s512": (bert_encoder, {"seq": 512, "hidden": 128, "heads": 2, "ffn": 512}),
-}
-
-
-def build_workload(name: str, seed: int = 0, **overrides) -> bytes:
-    """The .tflite bytes of a named workload; `overrides` change its sizes (tests use small ones)."""
-    if name not in WORKLOADS:
-        raise KeyError(f"unknown MCU workload {name!r}; known: {sorted(WORKLOADS)}")
-    fn, kwargs = WORKLOADS[name]
-    return fn(**{**kwargs, **overrides}, seed=seed)
