@@ -173,3 +173,33 @@ def test_int8_fully_connected_matches_numpy_reference_exactly(per_channel):
                                                act="relu")
     assert np.unique(want).size > 16
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("h,w,stride", [(10, 8, 1), (11, 9, 2), (10, 8, 2)])
+def test_cortexm_integer_reference_matches_tflm(h, w, stride):
+    """tilesched's Cortex-M integer reference (issue-mcu) against TFLM itself: 1x1 conv expand + ReLU6, then
+    3x3 depthwise SAME + ReLU6. TFLite's SAME padding at stride 2 on an even size pads bottom/right only."""
+    ref = pytest.importorskip("tilesched.backends.cortexm.reference")
+    x_q, mid_q = QParams.per_tensor(0.0235, -128), QParams.per_tensor(6.0 / 255.0, -128)
+    m = tflm.ModelBuilder(seed=9)
+    x = m.input("x", (1, h, w, 16), x_q)
+    e = m.conv2d("expand", x, 24, 1, 1, "relu6", mid_q, padding="valid")
+    m.mark_output(m.depthwise_conv2d("dw", e, 3, stride, "relu6", mid_q))
+    model = m.build()
+    xin = np.random.default_rng(3).integers(-128, 128, size=(1, h, w, 16), dtype=np.int8)
+    got = tflm.tflm_run(model, [xin])[0][0][0]
+
+    def requant(acc, in_q, w_q, out_q):
+        mult, shift = ref.quantize_multipliers([in_q.scale[0] * s / out_q.scale[0] for s in w_q.scale])
+        lo, hi = ref.act_range("relu6", out_q.scale[0], out_q.zero_point[0])
+        return ref.requantize(acc, mult, shift, out_q.zero_point[0], lo, hi)
+
+    we, be = m.tensor("expand/weights"), m.tensor("expand/bias")
+    h1 = requant(ref.conv1x1(xin[0], m.consts[we.index][:, 0, 0, :], m.consts[be.index].astype(np.int64),
+                             x_q.zero_point[0]), x_q, we.q, mid_q)
+    wd, bd = m.tensor("dw/weights"), m.tensor("dw/bias")
+    acc = ref.depthwise3x3(h1, m.consts[wd.index][0], m.consts[bd.index].astype(np.int64), mid_q.zero_point[0],
+                           stride, 1)
+    want = requant(acc, mid_q, wd.q, mid_q)
+    assert np.unique(want).size > 16
+    np.testing.assert_array_equal(got, want)
