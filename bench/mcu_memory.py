@@ -67,6 +67,7 @@ def measure(names: list[str], seed: int, tilesched_json: Path = TILESCHED_RESULT
             "tflm_arena_bytes": total,
             "tflm_head_bytes": arena["head_bytes"],
             "tflm_tail_bytes": arena["tail_bytes"],
+            "tflm_tail_parts": arena["tail_parts"],
             "tflite_model_bytes": arena["model_bytes"],
             "tflm_output": {"shape": arena["output_shape"], "distinct_values": arena["output_distinct"],
                             "std": round(arena["output_std"], 3)},

@@ -39,6 +39,7 @@ def test_workload_runs_in_tflm(name):
     r = tflm.tflm_arena(model, seed=1)
     assert r["head_bytes"] > 0 and r["tail_bytes"] > 0
     assert r["total_bytes"] == r["head_bytes"] + r["tail_bytes"]
+    assert 0 < sum(r["tail_parts"].values()) <= r["tail_bytes"]
     assert r["output_distinct"] > 16 and r["output_std"] > 4.0  # real, non-saturated data came out
     assert r["output_shape"] == layers[-1]["output_shape"]
     if name.startswith("ib"):
@@ -147,14 +148,18 @@ def test_bench_writes_tflm_numbers(tmp_path):
     import json
 
     bench = _bench_module()
-    out = tmp_path / "mcu-memory.json"
-    assert bench.main(["--only", "ib_s2_80", "--out", str(out)]) == 0
-    row = json.loads(out.read_text())["workloads"]["ib_s2_80"]
+    out, peaks = tmp_path / "mcu-memory.json", tmp_path / "mcu-tilesched.json"
+    peaks.write_text('{"date": "d", "workloads": {"ib_s2_80": {"arena_peak_bytes": 123936}}}')
+    assert bench.main(["--only", "ib_s2_80", "--out", str(out), "--tilesched", str(peaks)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["tilesched_source"]["file"] == str(peaks) and doc["tflite_micro_version"]
+    row = doc["workloads"]["ib_s2_80"]
+    assert row["tilesched_peak_bytes"] == 123936
     assert row["layers"] == ["expand:conv2d", "depthwise:depthwise_conv2d", "project:conv2d"]
     assert row["tflm_arena_bytes"] == row["tflm_head_bytes"] + row["tflm_tail_bytes"]
     assert row["tflm_head_bytes"] >= 80 * 80 * 96 + 40 * 40 * 96  # expanded input + depthwise output
-    if row["tilesched_peak_bytes"] is not None:
-        assert row["ratio"] == round(row["tflm_arena_bytes"] / row["tilesched_peak_bytes"], 3)
+    assert row["ratio"] == round(row["tflm_arena_bytes"] / 123936, 3)
+    assert row["reduction_percent"] == round(100 * (1 - 123936 / row["tflm_arena_bytes"]), 2)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])

@@ -53,6 +53,7 @@ def tflm_version() -> str:
 
 
 _ALLOC_RE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+_PART_RE = re.compile(r"'([^']+)' used (\d+) bytes")
 
 
 def _capture_fd1_fd2(fn):
@@ -134,6 +135,7 @@ def tflm_arena(model_bytes: bytes, seed: int = 0, arena_size: int = 64 << 20) ->
         "total_bytes": alloc["total"],
         "head_bytes": alloc["head"],
         "tail_bytes": alloc["tail"],
+        "tail_parts": {k: int(v) for k, v in _PART_RE.findall(text)},  # persistent allocations by kind
         "model_bytes": len(model_bytes),
         "output_shape": list(y.shape),
         "output_distinct": int(np.unique(y).size),
