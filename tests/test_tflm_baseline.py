@@ -180,7 +180,14 @@ def test_int8_fully_connected_matches_numpy_reference_exactly(per_channel):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("h,w,stride", [(10, 8, 1), (11, 9, 2), (10, 8, 2)])
+@pytest.mark.parametrize("h,w,stride", [
+    (10, 8, 1),
+    (11, 9, 2),
+    # Known difference, found by this test: issue-mcu's depthwise3x3 pads 1 on every side (PyTorch padding=1),
+    # TFLite SAME at stride 2 on an even size pads only bottom/right. Remove the marker once they agree.
+    pytest.param(10, 8, 2, marks=pytest.mark.xfail(strict=True, reason="cortexm reference pads stride-2 "
+                                                    "depthwise symmetrically, not like TFLite SAME")),
+])
 def test_cortexm_integer_reference_matches_tflm(h, w, stride):
     """tilesched's Cortex-M integer reference (issue-mcu) against TFLM itself: 1x1 conv expand + ReLU6, then
     3x3 depthwise SAME + ReLU6. TFLite's SAME padding at stride 2 on an even size pads bottom/right only."""
