@@ -1,12 +1,12 @@
 """Peak SRAM of tilesched's Cortex-M schedules against the TensorFlow Lite Micro arena, per MCU workload.
 
 The workloads are bench/mcu_workloads.py's layer records, shared with tilesched's Cortex-M bench. For each
-workload the int8 model is written as a .tflite flatbuffer (tilesched.baselines.tflm), run once in the
+workload the int8 model is written as a .tflite flatbuffer (tilesched.baselines.tflite_builder), run once in the
 TFLM Python interpreter on random inputs, and its arena read from TFLM's RecordingMicroAllocator: `head` is the
 planned activation arena, `tail` the persistent allocations, `total` = head + tail is the arena the model needs.
 tilesched's peak comes from bench/results/mcu-tilesched.json (written by the Cortex-M benchmark) when present.
 
-    python bench/mcu_memory.py [--out bench/results/mcu-memory.json] [--only NAME ...]
+    python bench/mcu_memory.py [--out bench/results/mcu-memory.json] [--only NAME ...] [--tilesched FILE]
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import mcu_workloads  # noqa: E402
 
