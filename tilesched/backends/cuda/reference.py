@@ -25,11 +25,15 @@ def make_tensor(op: Operand, sizes, axes, gen, device, scale: float = 1.0):
     import torch
 
     shape = logical_shape(op, sizes, axes)
-    data = gen.uniform(-scale, scale, size=shape)
-    t = torch.from_numpy(data).to(getattr(torch, TORCH_DTYPES[op.dtype]))
+    dt = getattr(torch, TORCH_DTYPES[op.dtype])
+    if torch.device(device).type == "cuda":  # draw on the device: host RNG is too slow for GPU sizes
+        g = torch.Generator(device=device).manual_seed(int(gen.integers(1 << 62)))
+        t = (torch.rand(shape, generator=g, device=device, dtype=torch.float32) * (2 * scale) - scale).to(dt)
+    else:
+        t = torch.from_numpy(gen.uniform(-scale, scale, size=shape)).to(dt)
     if op.layout == "col_major" and len(shape) >= 2:
         t = t.mT.contiguous().mT  # same values, transposed storage
-    return t.to(device)
+    return t
 
 
 def make_inputs(kp: KernelPlan, sizes: dict[str, int], device, seed: int | None = None) -> dict:
@@ -55,9 +59,9 @@ def _np(t) -> np.ndarray:
 
 
 def _gelu(x):
-    from math import erf
+    import torch  # float64 erf (numpy has none)
 
-    return 0.5 * x * (1.0 + np.vectorize(erf)(x / math.sqrt(2.0)))
+    return 0.5 * x * (1.0 + torch.erf(torch.from_numpy(x / math.sqrt(2.0))).numpy())
 
 
 _UNARY = {
@@ -78,17 +82,37 @@ def _broadcast(op: Operand, x: np.ndarray) -> np.ndarray:
     return x[idx]
 
 
-def reference(kp: KernelPlan, inputs: dict) -> np.ndarray:
-    """float64 numpy result of the whole fused operator."""
-    x = np.matmul(_np(inputs[kp.a.name]), _np(inputs[kp.b.name]))
+_UNARY_TORCH = {
+    "relu": lambda x: x.clamp_min(0.0),
+    "relu6": lambda x: x.clamp(0.0, 6.0),
+    "gelu": lambda x: 0.5 * x * (1.0 + __import__("torch").erf(x / math.sqrt(2.0))),
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + (math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)).tanh()),
+    "silu": lambda x: x * x.sigmoid(),
+    "sigmoid": lambda x: x.sigmoid(),
+    "tanh": lambda x: x.tanh(),
+    "exp": lambda x: x.exp(),
+}
+
+
+def reference(kp: KernelPlan, inputs: dict):
+    """float64 result of the whole fused operator: numpy on the CPU; for large CUDA inputs, float64
+    torch on the inputs' GPU (the same IEEE float64 arithmetic, without minutes of CPU time)."""
+    a, b = inputs[kp.a.name], inputs[kp.b.name]
+    on_gpu = a.device.type == "cuda" and a.numel() * b.shape[-1] > 1 << 24
+    if on_gpu:
+        x = a.double() @ b.double()
+        get, unary = (lambda t: t.double()), _UNARY_TORCH
+    else:
+        x = np.matmul(_np(a), _np(b))
+        get, unary = _np, _UNARY
     if not kp.batched:
         x = x[None]
     for op in kp.epilogue:
         if op.operand is not None:
-            y = _broadcast(op.operand, _np(inputs[op.operand.name]))
+            y = _broadcast(op.operand, get(inputs[op.operand.name]))
             x = x + y if op.fn in ("bias", "add") else x * y
         else:
-            x = _UNARY[op.fn](x)
+            x = unary[op.fn](x)
     return x if kp.batched else x[0]
 
 
@@ -99,15 +123,20 @@ def tolerance(kp: KernelPlan) -> tuple[float, float]:
 
 def compare(kp: KernelPlan, out, ref: np.ndarray) -> tuple[bool, float, float, str]:
     """(ok, norm-relative error, max-relative error, why) of a kernel output against the reference."""
-    got = _np(out)
-    if got.shape != ref.shape:
-        return False, math.inf, math.inf, f"output shape {got.shape} != reference {ref.shape}"
-    bad = ~np.isfinite(got)
-    if bad.any():
-        return False, math.inf, math.inf, f"{int(bad.sum())} of {got.size} outputs are not finite (unwritten?)"
-    scale = float(np.linalg.norm(ref)) or 1.0
-    rel = float(np.linalg.norm(got - ref)) / scale
-    mx = float(np.max(np.abs(got - ref))) / (float(np.max(np.abs(ref))) or 1.0)
+    if isinstance(ref, np.ndarray):
+        got, xp_norm, xp_max = _np(out), (lambda t: float(np.linalg.norm(t))), (lambda t: float(np.max(np.abs(t))))
+        finite = np.isfinite(got)
+    else:  # torch float64 on the GPU
+        got, xp_norm, xp_max = out.double(), (lambda t: float(t.norm())), (lambda t: float(t.abs().max()))
+        finite = got.isfinite()
+    if tuple(got.shape) != tuple(ref.shape):
+        return False, math.inf, math.inf, f"output shape {tuple(got.shape)} != reference {tuple(ref.shape)}"
+    n_bad = int((~finite).sum())
+    if n_bad:
+        return False, math.inf, math.inf, f"{n_bad} of {got.numel() if hasattr(got, 'numel') else got.size} outputs are not finite (unwritten?)"
+    scale = xp_norm(ref) or 1.0
+    rel = xp_norm(got - ref) / scale
+    mx = xp_max(got - ref) / (xp_max(ref) or 1.0)
     tol_norm, tol_max = tolerance(kp)
     ok = rel <= tol_norm and mx <= tol_max
     why = "" if ok else f"error {rel:.2e} (bound {tol_norm:.0e}), max {mx:.2e} (bound {tol_max:.0e})"
