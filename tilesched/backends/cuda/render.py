@@ -31,9 +31,11 @@ def render(kp: KernelPlan) -> str:
     # the template's macros leave whitespace-only lines; keep the output tidy and stable
     lines = [ln.rstrip() for ln in text.splitlines()]
     out: list[str] = []
-    for ln in lines:
-        if ln == "" and out and out[-1] == "" and (len(out) < 2 or out[-2] == ""):
-            continue  # at most two blank lines in a row
+    for i, ln in enumerate(lines):
+        if ln == "":
+            nxt = next((x for x in lines[i + 1:] if x), "")
+            if nxt.startswith(" ") or (out and out[-1] == "" and len(out) > 1 and out[-2] == ""):
+                continue  # no blank lines inside a function body; at most two between definitions
         out.append(ln)
     return "\n".join(out).strip("\n") + "\n"
 
