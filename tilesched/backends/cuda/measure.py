@@ -39,12 +39,14 @@ def _short(exc: BaseException) -> str:
 
 
 def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None = None,
-            check: bool = True, timed: bool = True, warmup_ms: float = 10.0) -> Measurement:
+            check: bool = True, timed: bool = True, warmup_ms: float = 10.0,
+            mode: str = "graph") -> Measurement:
     """Check, then time `binding` on the current CUDA device.
 
     `repeats`: timed launches (median reported). `lock`: an optional context manager (e.g. a
     threading.Lock) held while the GPU is used, so concurrent trials do not time each other.
-    `check=False` skips the correctness run; `timed=False` only checks (time_ms stays None)."""
+    `check=False` skips the correctness run; `timed=False` only checks (time_ms stays None).
+    `mode`: "graph" (device time, launches replayed from a CUDA graph) or "eager" (see `_time`)."""
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - torch is a CUDA-extra dependency
@@ -97,14 +99,19 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
             for args in launches[: min(len(launches), 3)]:
                 launch(*args)
             torch.cuda.synchronize()
-            times = _time(launch, launches, repeats, warmup_ms)
+            times = _time(launch, launches, repeats, warmup_ms, mode)
         except Exception as exc:  # noqa: BLE001 - failures are values
             return fail(classify(exc), _short(exc) + "\n" + traceback.format_exc(limit=2)[-800:])
     return Measurement(ok=True, time_ms=times, max_rel_error=rel, device=dev_name, versions=vers)
 
 
-def _time(launch, launches, repeats: int, warmup_ms: float) -> float:
-    """Median of `repeats` launches timed with CUDA events, cycling through the input sets."""
+def _time(launch, launches, repeats: int, warmup_ms: float, mode: str = "graph") -> float:
+    """Median time of one launch, cycling through the input sets.
+
+    mode "graph": launches captured in a CUDA graph, each replay timed with events and divided
+    by its launch count: device time without the host's launch overhead (Triton's Python launcher
+    costs tens of microseconds, more than a decode-shape GEMM runs). mode "eager": CUDA events
+    around each launch, host overhead included when it exceeds the kernel time."""
     import torch
 
     start = torch.cuda.Event(enable_timing=True)
@@ -114,8 +121,38 @@ def _time(launch, launches, repeats: int, warmup_ms: float) -> float:
     end.record()
     torch.cuda.synchronize()
     est = max(start.elapsed_time(end), 1e-3)
-    for i in range(max(1, int(warmup_ms / est))):
+    for i in range(max(1, min(1000, int(warmup_ms / est)))):
         launch(*launches[i % len(launches)])
+    torch.cuda.synchronize()
+    if mode == "graph":
+        per_graph = max(len(launches), min(64, int(2.0 / est)))  # about 2 ms of work per replay
+        per_graph = -(-per_graph // len(launches)) * len(launches)
+        try:
+            g = torch.cuda.CUDAGraph()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for i in range(len(launches)):  # warm on the capture stream too
+                    launch(*launches[i])
+            torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            with torch.cuda.graph(g):
+                for i in range(per_graph):
+                    launch(*launches[i % len(launches)])
+            g.replay()
+            torch.cuda.synchronize()
+            replays = max(5, min(repeats, 50))
+            evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                   for _ in range(replays)]
+            for s, e in evs:
+                s.record()
+                g.replay()
+                e.record()
+            torch.cuda.synchronize()
+            ts = sorted(s.elapsed_time(e) / per_graph for s, e in evs)
+            return ts[len(ts) // 2]
+        except Exception:  # noqa: BLE001 - fall back to per-launch events
+            torch.cuda.synchronize()
     evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
     for i, (s, e) in enumerate(evs):
         s.record()
@@ -126,6 +163,6 @@ def _time(launch, launches, repeats: int, warmup_ms: float) -> float:
     return ts[len(ts) // 2]
 
 
-def time_callable(fn_sets, repeats: int = 100, warmup_ms: float = 10.0) -> float:
+def time_callable(fn_sets, repeats: int = 100, warmup_ms: float = 10.0, mode: str = "graph") -> float:
     """Median time of callables (one per input set, e.g. a cuBLAS baseline) timed like `measure`."""
-    return _time(lambda f: f(), [(f,) for f in fn_sets], repeats, warmup_ms)
+    return _time(lambda f: f(), [(f,) for f in fn_sets], repeats, warmup_ms, mode)
