@@ -18,7 +18,7 @@ from tilesched.backends.cuda.plan import retyped  # noqa: E402
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
 # ragged everywhere; TMA specs need 16-byte rows, so N and K stay multiples of 8 there
 RAGGED = {"M": 37, "N": 50, "K": 70, "BATCH": 3}
-RAGGED_TMA = {"M": 37, "N": 56, "K": 72}
+RAGGED_TMA = {"M": 40, "N": 56, "K": 72}  # 40 rows: column-major A needs 16-byte rows too
 
 
 @pytest.fixture(autouse=True)
@@ -76,10 +76,12 @@ def test_small_m_uses_the_cuda_core_path():
 
 
 def test_default_parameters_fit_small_shapes():
-    gemm = GemmKernel(_program("gemm_bf16", "fp16"))
-    b, source = gemm.binding_for({"M": 20, "N": 24, "K": 16})
+    gemm = GemmKernel(_program("gemm_silu_residual", None))
+    b, source = gemm.binding_for({"M": 20, "N": 24, "K": 40})
     assert source == "default"
-    assert b.params["BLOCK_M"] <= 32 and b.params["BLOCK_N"] <= 32 and b.params["BLOCK_K"] <= 16
+    assert b.params["BLOCK_M"] == 32 and b.params["BLOCK_N"] == 32 and b.params["BLOCK_K"] == 64
+    ok, _, _, why = _run(gemm, {"M": 20, "N": 24, "K": 40}, seed=9)
+    assert ok, why
 
 
 def test_wrong_result_is_detected():
@@ -124,8 +126,8 @@ def test_lock_file_entry_is_used(tmp_path):
     from tilesched.tuner.lockfile import LockEntry, LockFile, bucket_of
 
     prog = _program("gemm_bf16", "fp16")
-    sizes = {"M": 37, "N": 50, "K": 70}
-    params = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 4, "NUM_WARPS": 4, "NUM_STAGES": 2}
+    sizes = {"M": 37, "N": 100, "K": 70}
+    params = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 4, "NUM_WARPS": 4, "NUM_STAGES": 2}
     lock = LockFile().with_entry(LockEntry(spec=prog.name, spec_hash=content_hash(prog), target="cuda",
                                            bucket=bucket_of(prog, sizes), params=params, objective="measure"))
     gemm = GemmKernel(prog, lock=lock)
@@ -134,5 +136,5 @@ def test_lock_file_entry_is_used(tmp_path):
     ok, _, _, why = _run(gemm, sizes, seed=4)
     assert ok, why
     # an entry that is illegal for this shape falls back to the default
-    b, source = gemm.binding_for({"M": 20, "N": 24, "K": 16})
-    assert source == "default"
+    b, source = gemm.binding_for({"M": 37, "N": 50, "K": 70})
+    assert source == "default" and b.params["BLOCK_N"] == 64

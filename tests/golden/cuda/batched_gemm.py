@@ -38,7 +38,7 @@ def batched_gemm_kernel(
     b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :]
     a_ptrs += pid_b * stride_ab
     b_ptrs += pid_b * stride_bb
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     for kt in tl.range(0, k_tiles):
         k_left = K - kt * BLOCK_K
         if EVEN_M and EVEN_K:

@@ -34,7 +34,7 @@ def gemm_tma_col_a_kernel(
         for tile_id in tl.range(tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS):
             pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
             offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
             for kt in tl.range(0, k_tiles):
                 a = a_desc.load([kt * BLOCK_K, pid_m * BLOCK_M]).T  # A is stored [K, M]
                 b = b_desc.load([kt * BLOCK_K, pid_n * BLOCK_N])
@@ -47,7 +47,7 @@ def gemm_tma_col_a_kernel(
         tile_id = tl.program_id(0)
         pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
         for kt in tl.range(0, k_tiles):
             a = a_desc.load([kt * BLOCK_K, pid_m * BLOCK_M]).T  # A is stored [K, M]
             b = b_desc.load([kt * BLOCK_K, pid_n * BLOCK_N])
