@@ -75,6 +75,16 @@ def test_small_m_uses_the_cuda_core_path():
         assert ok, f"M={m}: {why}"
 
 
+@pytest.mark.parametrize("m,bm,split", [(1, 1, 4), (40, 16, 2), (40, 32, 8)])
+def test_split_k(m, bm, split):
+    """K spread over programs: fp32 atomics into a workspace, then the finishing epilogue kernel."""
+    gemm = GemmKernel(_program("gemm_bf16_hopper", "fp32"))
+    params = {"BLOCK_M": bm, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1, "NUM_WARPS": 4,
+              "NUM_STAGES": 3, "PERSISTENT": False, "EPILOGUE_SUBTILE": False, "SPLIT_K": split}
+    ok, _, _, why = _run(gemm, {"M": m, "N": 56, "K": 264}, params=params, seed=split)
+    assert ok, why
+
+
 def test_default_parameters_fit_small_shapes():
     gemm = GemmKernel(_program("gemm_silu_residual", None))
     b, source = gemm.binding_for({"M": 20, "N": 24, "K": 40})

@@ -28,11 +28,13 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 @triton.jit
 def gemm_bf16_hopper_kernel(
     a_desc, b_desc, c_desc,
+    ws_ptr,
     M, N, K,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     PERSISTENT: tl.constexpr, NUM_SMS: tl.constexpr,
     EPILOGUE_SUBTILE: tl.constexpr,
+    SPLIT_K: tl.constexpr,
 ):
     num_pid_m = (M + BLOCK_M - 1) // BLOCK_M
     num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
@@ -42,13 +44,57 @@ def gemm_bf16_hopper_kernel(
             pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
             offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
             acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
-            for kt in tl.range(0, k_tiles):
+            kt_lo = 0
+            kt_hi = k_tiles
+            if SPLIT_K > 1:  # this program sums one contiguous share of the K tiles
+                per_split = (k_tiles + SPLIT_K - 1) // SPLIT_K
+                kt_lo = tl.program_id(1) * per_split
+                kt_hi = tl.minimum(kt_lo + per_split, k_tiles)
+            for kt in tl.range(kt_lo, kt_hi):
                 a = a_desc.load([pid_m * BLOCK_M, kt * BLOCK_K])
                 b = b_desc.load([kt * BLOCK_K, pid_n * BLOCK_N])
                 if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
                     acc += tl.reduce(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], 1, _add)
                 else:
                     acc = tl.dot(a, b, acc)
+            if SPLIT_K > 1:  # partial sums meet in an fp32 workspace; the finishing kernel runs the epilogue
+                offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+                tl.atomic_add(ws_ptr + offs_m[:, None] * N + offs_n[None, :], acc,
+                              mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), sem="relaxed")
+            else:
+                if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
+                    halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
+                    acc0, acc1 = tl.split(halves)
+                    offs_n0 = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
+                    c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc0.to(tl.bfloat16))
+                    offs_n1 = offs_n0 + BLOCK_N // 2
+                    c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N + BLOCK_N // 2], acc1.to(tl.bfloat16))
+                else:
+                    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+                    c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.bfloat16))
+    else:
+        tile_id = tl.program_id(0)
+        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+        kt_lo = 0
+        kt_hi = k_tiles
+        if SPLIT_K > 1:  # this program sums one contiguous share of the K tiles
+            per_split = (k_tiles + SPLIT_K - 1) // SPLIT_K
+            kt_lo = tl.program_id(1) * per_split
+            kt_hi = tl.minimum(kt_lo + per_split, k_tiles)
+        for kt in tl.range(kt_lo, kt_hi):
+            a = a_desc.load([pid_m * BLOCK_M, kt * BLOCK_K])
+            b = b_desc.load([kt * BLOCK_K, pid_n * BLOCK_N])
+            if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
+                acc += tl.reduce(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], 1, _add)
+            else:
+                acc = tl.dot(a, b, acc)
+        if SPLIT_K > 1:  # partial sums meet in an fp32 workspace; the finishing kernel runs the epilogue
+            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            tl.atomic_add(ws_ptr + offs_m[:, None] * N + offs_n[None, :], acc,
+                          mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), sem="relaxed")
+        else:
             if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                 halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
                 acc0, acc1 = tl.split(halves)
@@ -59,28 +105,26 @@ def gemm_bf16_hopper_kernel(
             else:
                 offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
                 c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.bfloat16))
+
+
+@triton.jit
+def gemm_bf16_hopper_splitk_epilogue(
+    ws_ptr, c_ptr,
+    M, N, stride_cm,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_M: tl.constexpr, EVEN_N: tl.constexpr,
+):
+    """Epilogue and store of the split-K sums collected in the fp32 workspace."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.load(ws_ptr + offs_m[:, None] * N + offs_n[None, :], mask=(offs_m[:, None] < M) & (offs_n[None, :] < N),
+                  other=0.0)
+    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
+    if EVEN_M and EVEN_N:
+        tl.store(c_ptrs, acc.to(tl.bfloat16))
     else:
-        tile_id = tl.program_id(0)
-        pid_m, pid_n = _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M)
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
-        for kt in tl.range(0, k_tiles):
-            a = a_desc.load([pid_m * BLOCK_M, kt * BLOCK_K])
-            b = b_desc.load([kt * BLOCK_K, pid_n * BLOCK_N])
-            if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                acc += tl.reduce(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], 1, _add)
-            else:
-                acc = tl.dot(a, b, acc)
-        if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
-            halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
-            acc0, acc1 = tl.split(halves)
-            offs_n0 = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
-            c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc0.to(tl.bfloat16))
-            offs_n1 = offs_n0 + BLOCK_N // 2
-            c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N + BLOCK_N // 2], acc1.to(tl.bfloat16))
-        else:
-            offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.bfloat16))
+        tl.store(c_ptrs, acc.to(tl.bfloat16), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
 def launch_args(lp, M, N, K, A, B, C):
@@ -90,8 +134,14 @@ def launch_args(lp, M, N, K, A, B, C):
     b_desc = TensorDescriptor.from_tensor(B, [c["BLOCK_K"], c["BLOCK_N"]])
     c_block = [c["BLOCK_M"], c["BLOCK_N"] // 2 if c["EPILOGUE_SUBTILE"] else c["BLOCK_N"]]
     c_desc = TensorDescriptor.from_tensor(C, c_block)
+    if c["SPLIT_K"] > 1:
+        import torch
+        ws = torch.zeros((M, N), dtype=torch.float32, device=C.device)
+    else:
+        ws = C  # unused
     args = (
         a_desc, b_desc, c_desc,
+        ws,
         M, N, K,
     )
     return args, dict(num_warps=lp.num_warps, num_stages=lp.num_stages, **c)
@@ -101,3 +151,10 @@ def launch(lp, *tensors):
     """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C)."""
     args, kwargs = launch_args(lp, *tensors)
     gemm_bf16_hopper_kernel[lp.grid](*args, **kwargs)
+    if lp.split_k > 1:
+        M, N, _, _, _, C, *extras = tensors
+        fm, fn = min(64, triton.next_power_of_2(M)), min(128, triton.next_power_of_2(N))
+        gemm_bf16_hopper_splitk_epilogue[(triton.cdiv(M, fm), triton.cdiv(N, fn))](
+            args[3], C, *extras, M, N, C.stride(0),
+            BLOCK_M=fm, BLOCK_N=fn, EVEN_M=M % fm == 0, EVEN_N=N % fn == 0,
+        )

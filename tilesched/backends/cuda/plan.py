@@ -21,7 +21,7 @@ INPUT_DTYPES = ("fp16", "bf16", "fp32")
 UNARY_FNS = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "cast")
 BINARY_FNS = ("bias", "add", "mul")
 # spec `options` the CUDA backend reads; each is a literal or the name of a search-space parameter
-OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile")
+OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k")
 MIN_DOT = 16  # tl.dot needs every block dimension >= 16; smaller BLOCK_M uses a CUDA-core reduction
 
 
@@ -60,6 +60,7 @@ class KernelPlan(_Frozen):
     tma: bool  # loads/stores through Hopper tensor descriptors
     persistent: str | bool | None  # literal, parameter name, or None (absent: one program per tile)
     epilogue_subtile: str | bool | None
+    split_k: str | int | None  # K split across programs (fp32 atomics + a finishing epilogue kernel)
     small_m: bool  # some BLOCK_M choice is below MIN_DOT: render the CUDA-core path too
     k_mask: bool  # K may be ragged for some point: render the masked K loop
     num_warps: str | int | None
@@ -82,6 +83,7 @@ class LaunchPlan(_Frozen):
     num_warps: int
     num_stages: int
     persistent: bool
+    split_k: int
     tiles: int  # spatial output tiles per batch
 
 
@@ -187,6 +189,10 @@ def kernel_plan(program: Program) -> KernelPlan:
     if persistent not in (None, False) and "b" in axes:
         raise _fail(f"{program.name}: a persistent grid is not generated for batched GEMMs")
 
+    split_k = opts.get("split_k")
+    if split_k is not None and (not tma or "b" in axes):
+        raise _fail(f"{program.name}: split_k is generated for non-batched TMA GEMMs only")
+
     def choices(ref) -> tuple[int, ...]:
         if isinstance(ref, str):
             return tuple(int(v) for v in program.param(ref).values)
@@ -201,6 +207,7 @@ def kernel_plan(program: Program) -> KernelPlan:
         name=program.name, spec=program.name, a=operand(a_glob), b=operand(b_glob), c=operand(c_glob),
         acc_dtype=acc.dtype, axes=axes, tile_params=tiles, tile_order=to.kind, group=to.group,
         epilogue=tuple(epilogue), tma=tma, persistent=persistent, epilogue_subtile=opts.get("epilogue_subtile"),
+        split_k=split_k,
         small_m=min(choices(tiles["m"])) < MIN_DOT, k_mask=k_mask,
         num_warps=opts.get("num_warps"), num_stages=opts.get("num_stages"),
     )
@@ -230,14 +237,21 @@ def launch_plan(kp: KernelPlan, b: Binding, num_sms: int = 132) -> LaunchPlan:
         const["NUM_SMS"] = num_sms
     if kp.epilogue_subtile is not None:
         const["EPILOGUE_SUBTILE"] = subtile
+    split = int(b.value(kp.split_k, 1)) if kp.split_k is not None else 1
+    if kp.split_k is not None:
+        if split > 1 and persistent:
+            raise _fail(f"{kp.spec}: split_k={split} with a persistent grid is not generated (constrain them apart)")
+        const["SPLIT_K"] = split
     if persistent:
         grid: tuple[int, ...] = (min(num_sms, tiles),)
     else:
         grid = (tiles,)
     if kp.batched:
         grid = grid + (b.sizes[kp.axes["b"]],)
+    elif split > 1:
+        grid = grid + (split,)
     return LaunchPlan(grid=grid, constexprs=const, num_warps=int(b.value(kp.num_warps, 4)),
-                      num_stages=int(b.value(kp.num_stages, 3)), persistent=persistent, tiles=tiles)
+                      num_stages=int(b.value(kp.num_stages, 3)), persistent=persistent, split_k=split, tiles=tiles)
 
 
 def retyped(program: Program, old: str, new: str) -> Program:
