@@ -148,3 +148,19 @@ def test_lock_file_entry_is_used(tmp_path):
     # an entry that is illegal for this shape falls back to the default
     b, source = gemm.binding_for({"M": 37, "N": 50, "K": 70})
     assert source == "default" and b.params["BLOCK_N"] == 64
+
+
+def test_lock_file_from_the_gpu_benchmark_is_usable():
+    """The tuned configs bench/gemm.py found on the GPU select for their shapes and bind legally."""
+    from tests.conftest import ROOT
+    from tilesched.tuner.lockfile import LockFile
+
+    locks = sorted((ROOT / "bench" / "results").glob("gemm-lock-*.json"))
+    assert locks, "bench/results/gemm-lock-<device>.json is missing"
+    lock = LockFile.read(locks[0])
+    gemm = GemmKernel(load_program(SPECS["gemm_bf16_hopper"]), lock=lock)
+    for sizes in ({"M": 4096, "N": 4096, "K": 4096}, {"M": 1, "N": 8192, "K": 8192}, {"M": 3000, "N": 5000, "K": 4096}):
+        b, source = gemm.binding_for(sizes)
+        assert source == "lock", sizes
+    b, _ = gemm.binding_for({"M": 1, "N": 8192, "K": 8192})
+    assert b.params["BLOCK_M"] == 1  # the decode entry, not a 128-row tile
