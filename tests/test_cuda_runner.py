@@ -54,3 +54,18 @@ def test_comm_specs_are_refused(tmp_path):
     r = _cli("configs/ag_gemm.yaml", tmp_path=tmp_path)
     assert r.returncode == 2
     assert "overlap backend" in r.stderr
+
+
+@pytest.mark.skipif(_has_gpu(), reason="checks the no-GPU path")
+def test_measure_without_a_gpu_is_a_failed_measurement():
+    from tilesched import bind, load_program
+    from tilesched.backends.cuda.measure import classify, measure
+
+    m = measure(bind(load_program(ROOT / "configs" / "gemm_bf16.yaml")), repeats=3)
+    assert not m.ok and m.reason == "runtime_error" and "GPU" in m.detail
+
+    class OutOfResources(Exception):
+        pass
+
+    assert classify(OutOfResources("shared memory")) == "out_of_resources"
+    assert classify(RuntimeError("CUDA error: illegal address")) == "runtime_error"

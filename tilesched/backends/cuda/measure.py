@@ -44,7 +44,8 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
     """Check, then time `binding` on the current CUDA device.
 
     `repeats`: timed launches (median reported). `lock`: an optional context manager (e.g. a
-    threading.Lock) held while the GPU is used, so concurrent trials do not time each other.
+    threading.Lock) held while the GPU is used, so concurrent trials do not time each other; a
+    LockFile (anything without __enter__) is ignored: the binding already fixes every parameter.
     `check=False` skips the correctness run; `timed=False` only checks (time_ms stays None).
     `mode`: "graph" (device time, launches replayed from a CUDA graph) or "eager" (see `_time`)."""
     try:
@@ -72,7 +73,8 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
         return fail("compile_error", _short(exc))
     kp = gemm.plan
     sizes = dict(binding.sizes)
-    with lock if lock is not None else contextlib.nullcontext():
+    guard = lock if hasattr(lock, "__enter__") else contextlib.nullcontext()
+    with guard:
         try:
             ins = R.make_inputs(kp, sizes, device, seed=seed)
             if check:
