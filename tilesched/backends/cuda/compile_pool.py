@@ -1,0 +1,57 @@
+"""Compile many kernel configurations in parallel worker processes on the GPU machine.
+
+Triton compiles one kernel at a time per process; the tuner and the benchmarks need dozens.
+Workers run the ordinary JIT path (`warmup`) on uninitialised tensors of the real shapes, so
+the on-disk Triton cache then holds exactly what the measuring process will ask for."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def empty_inputs(kp, sizes: dict[str, int], device) -> dict:
+    import torch
+
+    from tilesched.backends.cuda.reference import TORCH_DTYPES, logical_shape
+
+    out = {}
+    for op in (kp.a, kp.b, *kp.extra_operands):
+        shape = logical_shape(op, sizes, kp.axes)
+        dt = getattr(torch, TORCH_DTYPES[op.dtype])
+        if op.layout == "col_major" and len(shape) >= 2:
+            t = torch.empty(shape[:-2] + (shape[-1], shape[-2]), dtype=dt, device=device).mT
+        else:
+            t = torch.empty(shape, dtype=dt, device=device)
+        out[op.name] = t
+    return out
+
+
+def _warm(job: tuple[str, dict, dict]) -> tuple[str, str | None]:
+    spec_path, sizes, params = job
+    try:
+        import torch
+
+        from tilesched import load_program
+        from tilesched.backends.cuda.launch import GemmKernel
+
+        gemm = GemmKernel(load_program(spec_path))
+        ins = empty_inputs(gemm.plan, sizes, torch.device("cuda"))
+        args, _ = gemm.prepare(ins, params=params)
+        pos, kw = gemm.module.launch_args(*args)
+        kernel = getattr(gemm.module, f"{gemm.plan.name}_kernel")
+        kernel.warmup(*pos, grid=args[0].grid, **kw)
+        return spec_path, None
+    except Exception as exc:  # noqa: BLE001 - reported per job
+        return spec_path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:300]
+
+
+def warm_compile(jobs: list[tuple[str | Path, dict, dict]], workers: int = 12) -> list[str | None]:
+    """Compile every (spec path, sizes, params) job; returns an error string or None per job."""
+    jobs = [(str(p), dict(s), dict(q)) for p, s, q in jobs]
+    if not jobs:
+        return []
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=ctx) as pool:
+        return [err for _, err in pool.map(_warm, jobs, chunksize=1)]
