@@ -57,7 +57,9 @@ def worker_main(storage: str, study: str, trials: int, delay: float, log: str | 
 
 
 def model_rank(space: Space, k: int) -> list[dict]:
-    scored = sorted(space.legal_points, key=lambda p: predict(space.bind(p)).latency)
+    from tilesched.tuner.space import point_key
+
+    scored = sorted(space.legal_points, key=lambda p: (predict(space.bind(p)).latency, point_key(p)))
     return scored[:k]
 
 

@@ -66,7 +66,17 @@ def default_storage_url() -> str:
 def make_storage(url: str | None) -> optuna.storages.RDBStorage:
     url = url or default_storage_url()
     kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    import sqlalchemy.exc
+
+    for attempt in range(6):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # workers starting together on a fresh database race to create Optuna's tables
+            if attempt == 5:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def default_study_name(space: Space, objective: str) -> str:
@@ -186,8 +196,13 @@ class Campaign:
                 self.storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
                 continue  # finished (or recovered by another worker) meanwhile
-            if t.params and self.space.check(t.params) is None:
-                self.study.enqueue_trial(dict(t.params), user_attrs={"source": "resumed"}, skip_if_exists=True)
+            if t.params and self.space.check(self._full(t.params)) is None:
+                # (Optuna's skip_if_exists would match the zombie itself)
+                key = point_key(t.params)
+                known = {point_key(o.params) for o in self._trials(states=(TrialState.WAITING,))}
+                known |= {point_key(o.params) for o in self._trials() if _evaluated(o)}
+                if key not in known:
+                    self.study.enqueue_trial(dict(t.params), user_attrs={"source": "resumed"})
             n += 1
         return n
 
