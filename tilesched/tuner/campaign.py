@@ -55,6 +55,7 @@ from tilesched.tuner.space import Space, point_key
 
 DEFAULT_STORAGE_DIR = Path(".tilesched")
 WARM_CAP = 20000
+HAS_SET_CONSTRAINT = hasattr(optuna.trial.Trial, "set_constraint")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # points the cost model ranks for the warm start (sampled beyond this)
 
 
@@ -147,7 +148,12 @@ class Campaign:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # MCU constraints (peak SRAM - budget <= 0) reach TPE through Trial.set_constraint
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
+            # (Optuna >= 5), else through the older constraints_func
+            cf = None
+            if self.mcu and not HAS_SET_CONSTRAINT:
+                cf = lambda t: list(t.user_attrs.get("constraint", [0.0]))  # noqa: E731
+            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8,
+                                                 constraints_func=cf)
         self.storage = make_storage(self.storage_url)
         self.study = optuna.create_study(
             study_name=self.study_name, storage=self.storage, sampler=sampler, load_if_exists=True,
@@ -278,7 +284,7 @@ class Campaign:
             for k in ("reason", "constraint"):
                 if k in prev.user_attrs:
                     trial.set_user_attr(k, prev.user_attrs[k])
-            if "constraint" in prev.user_attrs:
+            if "constraint" in prev.user_attrs and HAS_SET_CONSTRAINT:
                 trial.set_constraint("sram_over_budget", prev.user_attrs["constraint"][0])
             if prev.state == TrialState.COMPLETE:
                 self.study.tell(trial, prev.values)
@@ -311,7 +317,8 @@ class Campaign:
         if self.mcu:
             cons = [values[1] - self.budget] if self.budget else [0.0]
             trial.set_user_attr("constraint", cons)  # read by studies/plots
-            trial.set_constraint("sram_over_budget", cons[0])  # read by the sampler
+            if HAS_SET_CONSTRAINT:
+                trial.set_constraint("sram_over_budget", cons[0])  # read by the sampler
         self.study.tell(trial, values)
         return "evaluated", trial.number
 
