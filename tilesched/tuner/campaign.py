@@ -5,8 +5,9 @@ Design (the why):
   for several workers on several machines); the study is created with `load_if_exists`,
   so running the same command again resumes it. The budget `n_trials` is the campaign's
   total of *evaluated* points across all workers and runs: a resumed or parallel worker
-  only adds what is missing. Workers check the count before each trial, so parallel
-  workers may overshoot by at most (workers - 1) trials.
+  only adds what is missing, and waits for trials in flight elsewhere before it stops.
+  Workers check the count before each trial, so parallel workers that start their last
+  trial at the same moment may overshoot by at most (workers - 1) trials.
 - Illegal points: the sampler proposes per-parameter categorical values (keeping the
   structure TPE learns from and the parameters optuna-dashboard shows); a proposal that
   breaks a constraint or a tile rule is told as PRUNED with user attr reason="illegal"
@@ -249,8 +250,14 @@ class Campaign:
             others = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("evaluating")
                       and _now() - t.user_attrs.get("heartbeat", 0) < self.grace_s]
             seen = {point_key(self._full(t.params)): t for t in evaluated}
-            if len(evaluated) + len(others) >= n_trials or legal <= seen.keys():
+            if len(evaluated) >= n_trials or legal <= seen.keys():
                 break
+            if len(evaluated) + len(others) >= n_trials:
+                # the rest is in flight on other workers: wait until it finishes, or its
+                # heartbeat goes stale (then it is recovered and re-run here)
+                time.sleep(min(self.heartbeat_s, 1.0))
+                self.recover_zombies()
+                continue
             if idle >= 30:  # the sampler keeps proposing known or illegal points
                 rest = sorted(legal - seen.keys())
                 pick = next(p for p in self.space.legal_points if point_key(p) == self.rng.choice(rest))
