@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from tests.conftest import ROOT
 from tests.tuner_helpers import Recorder, gemm_space
-from tilesched.tuner.campaign import Campaign
+from tilesched.tuner.campaign import Campaign, make_storage
 from tilesched.tuner.space import point_key
 
 PG_URL = os.environ.get("TILESCHED_TEST_PG_URL")
@@ -37,8 +37,8 @@ def test_sigkilled_campaign_resumes_keeping_finished_trials(tmp_path):
     try:
         while time.time() < deadline:
             time.sleep(0.3)
-            try:
-                study = optuna.load_study(study_name="killed", storage=storage)
+            try:  # make_storage retries while the worker is still creating the tables
+                study = optuna.load_study(study_name="killed", storage=make_storage(storage))
             except KeyError:
                 continue
             finished = [t for t in _evaluated(study) if t.state == TrialState.COMPLETE]

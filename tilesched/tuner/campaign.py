@@ -73,7 +73,7 @@ def make_storage(url: str | None) -> optuna.storages.RDBStorage:
     for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
             # workers starting together on a fresh database race to create Optuna's tables
             if attempt == 5:
                 raise
