@@ -111,3 +111,19 @@ def test_duplicate_suggestions_are_answered_from_the_study(tmp_path):
     camp = Campaign(space, "model", storage=f"sqlite:///{tmp_path}/s.db", seed=0, evaluator=rec, warm_k=0)
     res = camp.run(10)  # more than the 2 legal points
     assert res.evaluated == 2 and len(rec.calls) == 2
+
+
+def test_a_sampler_stuck_on_known_points_still_progresses(tmp_path):
+    import optuna
+
+    space = gemm_space()
+    rec = Recorder()
+    camp = Campaign(space, "model", storage=f"sqlite:///{tmp_path}/s.db", seed=0, evaluator=rec, warm_k=0)
+    stuck = {p.name: v for p, v in zip(space.free, space.legal_points[0].values())}
+    camp.study.sampler = optuna.samplers.PartialFixedSampler(stuck, optuna.samplers.RandomSampler(seed=0))
+    res = camp.run(3)
+    assert res.evaluated == 3 and len({str(c) for c in rec.calls}) == 3
+    sources = [t.user_attrs.get("source") for t in camp.study.get_trials() if t.user_attrs.get("evaluated")]
+    assert sources == [None, "random-unexplored", "random-unexplored"]
+    dups = [t for t in camp.study.get_trials() if "duplicate_of" in t.user_attrs]
+    assert len(dups) == 60 and all(t.values == dups[0].values for t in dups)

@@ -19,8 +19,10 @@ from tilesched.tuner.space import point_key
 PG_URL = os.environ.get("TILESCHED_TEST_PG_URL")
 
 
-def _worker(storage, study, trials, delay, log=None):
+def _worker(storage, study, trials, delay, log=None, stall_after=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if stall_after is not None:
+        env["TILESCHED_TEST_STALL_AFTER"] = str(stall_after)
     cmd = [sys.executable, "-m", "tests.tuner_helpers", storage, study, str(trials), str(delay)]
     return subprocess.Popen(cmd + ([log] if log else []), cwd=ROOT, env=env)
 
@@ -31,7 +33,7 @@ def _evaluated(study):
 
 def test_sigkilled_campaign_resumes_keeping_finished_trials(tmp_path):
     storage = f"sqlite:///{tmp_path}/studies.db"
-    proc = _worker(storage, "killed", 30, 0.25)
+    proc = _worker(storage, "killed", 30, 0.1, stall_after=5)  # the 6th evaluation hangs until killed
     deadline = time.time() + 60
     finished = []
     try:
@@ -43,17 +45,17 @@ def test_sigkilled_campaign_resumes_keeping_finished_trials(tmp_path):
                 continue
             finished = [t for t in _evaluated(study) if t.state == TrialState.COMPLETE]
             running = study.get_trials(states=(TrialState.RUNNING,))
-            if len(finished) >= 4 and running:
+            if len(finished) >= 5 and running:
                 break
         else:
-            pytest.fail("the worker did not finish 4 trials in time")
+            pytest.fail("the worker did not finish 5 trials in time")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     study = optuna.load_study(study_name="killed", storage=storage)
     before = {t.number: point_key(t.params) for t in _evaluated(study) if t.state == TrialState.COMPLETE}
     zombies = study.get_trials(states=(TrialState.RUNNING,))
-    assert len(before) >= 4 and zombies
+    assert len(before) == 5 and len(zombies) == 1
     time.sleep(1.6)  # past the heartbeat grace period
     rec = Recorder()
     camp = Campaign(gemm_space(), "model", storage=storage, study_name="killed", evaluator=rec,

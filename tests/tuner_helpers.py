@@ -4,6 +4,7 @@ run in subprocesses (resume after SIGKILL, PostgreSQL workers)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -32,12 +33,15 @@ def synthetic_time(params: dict) -> float:
 class Recorder:
     """Evaluator that records every point it is asked for and returns synthetic times."""
 
-    def __init__(self, delay: float = 0.0):
+    def __init__(self, delay: float = 0.0, stall_after: int | None = None):
         self.calls: list[dict] = []
         self.delay = delay
+        self.stall_after = stall_after  # hang on later calls (a worker to be killed mid-trial)
 
     def __call__(self, b) -> Measurement:
         self.calls.append(dict(b.params))
+        if self.stall_after is not None and len(self.calls) > self.stall_after:
+            time.sleep(3600)
         if self.delay:
             time.sleep(self.delay)
         return Measurement(ok=True, time_ms=synthetic_time(b.params), device="synthetic")
@@ -47,7 +51,8 @@ def worker_main(storage: str, study: str, trials: int, delay: float, log: str | 
     """Run one campaign worker with a slow synthetic evaluator (a subprocess entry point)."""
     from tilesched.tuner.campaign import Campaign
 
-    rec = Recorder(delay)
+    stall = os.environ.get("TILESCHED_TEST_STALL_AFTER")
+    rec = Recorder(delay, int(stall) if stall else None)
     camp = Campaign(gemm_space(), "model", storage=storage, study_name=study, seed=None, evaluator=rec,
                     heartbeat_s=0.2, grace_s=1.5, warm_k=2)
     camp.run(trials)

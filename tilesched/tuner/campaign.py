@@ -259,8 +259,8 @@ class Campaign:
                 self.recover_zombies()
                 continue
             if idle >= 30:  # the sampler keeps proposing known or illegal points
-                rest = sorted(legal - seen.keys())
-                pick = next(p for p in self.space.legal_points if point_key(p) == self.rng.choice(rest))
+                want = self.rng.choice(sorted(legal - seen.keys()))
+                pick = next(p for p in self.space.legal_points if point_key(p) == want)
                 self.study.enqueue_trial({p.name: pick[p.name] for p in self.space.free},
                                          user_attrs={"source": "random-unexplored"})
                 idle = 0
