@@ -1,5 +1,7 @@
 import time
 
+import optuna  # noqa: F401  (used by a filterwarnings mark)
+import pytest
 from optuna.trial import TrialState
 
 from tests.tuner_helpers import MCU_SMALL, SIZES, Recorder, gemm_space, model_rank, synthetic_time
@@ -113,8 +115,8 @@ def test_duplicate_suggestions_are_answered_from_the_study(tmp_path):
     assert res.evaluated == 2 and len(rec.calls) == 2
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sampler_stuck_on_known_points_still_progresses(tmp_path):
-    import optuna
 
     space = gemm_space()
     rec = Recorder()

@@ -54,6 +54,7 @@ def test_replay_runs_the_tuner_and_reports(tmp_path):
     assert -1 <= res["costmodel_spearman"] <= 1 and res["costmodel_spearman_points"] == sum(
         p["time_ms"] is not None for p in grid["points"])
     assert set(res["targets"]) == {"within_tolerance_in_budget", "better_than_random", "spearman_ge_0.7"}
+    assert len(res["tuner_without_warm_start"]["per_seed"]) == 2 and res["costmodel_note"]
 
 
 def test_replay_evaluator_answers_from_the_grid():

@@ -38,6 +38,7 @@ HBM_BW = 3.35e12  # B/s
 L2_BW = 10e12  # B/s, L2 -> SMs, all SMs together
 NVLINK_BW = 450e9  # B/s per direction per GPU
 MEM_LATENCY_S = 0.8e-6  # a global load's round trip, roughly
+SPILL_EFFICIENCY = 0.2  # MMA throughput left when the accumulator spills (revised after the H100 grid)
 LAUNCH_S = 3e-6
 REGS_PER_SM = 65536
 SMEM_PER_SM = 232448
@@ -119,8 +120,8 @@ def _mma_efficiency(b: Binding, warps: int, regs: int) -> float:
     eff = min(1.0, intensity / 85.0) ** 0.5
     eff *= min(1.0, tk / 64) ** 0.15
     eff *= 1.0 if warps >= 8 or tm * tn <= 128 * 128 else 0.85
-    if regs > 200:
-        eff *= 0.8
+    if regs >= 255:  # the accumulator does not fit in registers: it spills to local memory every step
+        eff *= SPILL_EFFICIENCY
     return max(eff, 0.05)
 
 

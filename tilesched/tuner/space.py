@@ -27,9 +27,14 @@ class Space:
     and some parameters optionally pinned by `pinned`."""
 
     def __init__(self, program: Program, sizes: Mapping[str, int] | None = None,
-                 pinned: Mapping[str, object] | None = None):
+                 pinned: Mapping[str, object] | None = None, domains: Mapping[str, object] | None = None):
         self.program = program
         self.pinned = dict(pinned or {})
+        # optional narrower domains (e.g. the values a measured grid covers)
+        domains = dict(domains or {})
+        self.params = tuple(
+            p.model_copy(update={"values": tuple(v for v in p.values if v in domains[p.name])})
+            if p.name in domains else p for p in program.params)
         # bind once at the defaults (plus pins) to resolve every axis size
         base = bind(program, {**dict(sizes or {}), **self.pinned})
         self.sizes = dict(base.sizes)
@@ -37,7 +42,7 @@ class Space:
 
     @property
     def free(self):
-        return [p for p in self.program.params if p.name not in self.pinned]
+        return [p for p in self.params if p.name not in self.pinned]
 
     def check(self, params: Mapping[str, object]) -> str | None:
         """None when the point is legal, else why not (one line)."""
@@ -55,5 +60,5 @@ class Space:
         """Every legal point, in domain order (constraints pruned by backtracking, then the
         tile rules of `bind`)."""
         fixed = {**self.program.limit_env(), **self.sizes, **self.pinned}
-        return [p for p in iter_points(self.program.params, self.program.constraints, fixed)
+        return [p for p in iter_points(self.params, self.program.constraints, fixed)
                 if self.check(p) is None]
