@@ -80,12 +80,17 @@ def test_lock_file_has_one_entry_per_bucket_and_select_reads_it(tmp_path):
 
 
 def test_mcu_model_objective_gives_a_pareto_front_under_the_sram_budget(tmp_path):
-    space = Space(load_program(MCU_SMALL))
+    from tilesched.tuner.costmodel import predict
+
+    prog = load_program(MCU_SMALL)
+    peaks = sorted(predict(Space(prog).bind(p)).peak_sram_bytes for p in Space(prog).legal_points)
+    budget = peaks[len(peaks) // 2]  # half the points over it, whichever planner sizes them
+    prog = prog.model_copy(update={"limits": prog.limits.model_copy(update={"sram_bytes": budget})})
+    space = Space(prog)
     camp = Campaign(space, "model", storage=f"sqlite:///{tmp_path}/s.db", seed=0)
     res = camp.run(len(space.legal_points))
     assert camp.study.directions and len(camp.study.directions) == 2
     done = camp.completed()
-    budget = space.program.limits.sram_bytes
     over = [t for t in done if t.values[1] > budget]
     assert over, "the test spec has points over the SRAM budget"
     assert all(t.user_attrs["constraint"][0] > 0 for t in over)
@@ -129,3 +134,26 @@ def test_a_sampler_stuck_on_known_points_still_progresses(tmp_path):
     assert sources == [None, "random-unexplored", "random-unexplored"]
     dups = [t for t in camp.study.get_trials() if "duplicate_of" in t.user_attrs]
     assert len(dups) == 60 and all(t.values == dups[0].values for t in dups)
+
+
+def test_measure_evaluator_is_looked_up_by_target(monkeypatch):
+    import sys
+    import types
+
+    from tilesched.tuner import evaluators
+
+    seen = {}
+
+    def fake_measure(binding, *, lock=None, timeout_s=None):
+        seen.update(lock=lock, timeout_s=timeout_s)
+        return Measurement(ok=True, time_ms=1.0)
+
+    mod = types.ModuleType("tilesched.backends.cuda.measure")
+    mod.measure = fake_measure
+    monkeypatch.setitem(sys.modules, "tilesched.backends.cuda.measure", mod)
+    ev = evaluators.get_evaluator("cuda", "measure", timeout_s=7.0)
+    assert ev(gemm_space().bind(gemm_space().legal_points[0])).time_ms == 1.0
+    assert seen == {"lock": evaluators.DEVICE_LOCK, "timeout_s": 7.0}
+    assert evaluators.get_evaluator("cortex-m7", "model") is evaluators.model_evaluator
+    with pytest.raises(ValueError):
+        evaluators.get_evaluator("cuda", "guess")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import threading
 from collections.abc import Callable
 
 from tilesched import __version__
@@ -24,6 +25,7 @@ MEASURE_MODULES = {
     "cortex-m7": "tilesched.backends.cortexm.measure",
 }
 OBJECTIVES = ("measure", "model")
+DEVICE_LOCK = threading.Lock()
 
 
 def is_mcu(target: str) -> bool:
@@ -49,9 +51,14 @@ def get_evaluator(target: str, objective: str, timeout_s: float | None = None) -
     if target not in MEASURE_MODULES:
         raise ValueError(f"no measuring backend for target {target!r}")
     measure = importlib.import_module(MEASURE_MODULES[target]).measure
-    if timeout_s is not None and "timeout_s" in inspect.signature(measure).parameters:
-        return lambda b: measure(b, timeout_s=timeout_s)
-    return measure
+    params = inspect.signature(measure).parameters
+    kwargs: dict = {}
+    if timeout_s is not None and "timeout_s" in params:
+        kwargs["timeout_s"] = timeout_s
+    if "lock" in params:
+        # a trial abandoned after its timeout may still hold the device: the next one waits
+        kwargs["lock"] = DEVICE_LOCK
+    return (lambda b: measure(b, **kwargs)) if kwargs else measure
 
 
 def objective_values(target: str, m: Measurement, b: Binding) -> tuple[float, ...]:
