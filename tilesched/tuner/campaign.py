@@ -24,6 +24,9 @@ Design (the why):
 - Resume after a crash / SIGKILL: a RUNNING trial whose heartbeat (user attr updated while
   it evaluates) is older than the grace period is a zombie: it is marked FAIL with reason
   "interrupted" (evaluated=False, so it does not count) and its point is enqueued again.
+- Sampler: TPE (multivariate, constant liar for parallel workers) for one objective and for
+  the MCU's two (cycles, peak SRAM), where points over `sram_bytes` are infeasible through
+  trial constraints; TPE copes with small budgets better than NSGA-II's generations.
 - Warm start: on a fresh study the cost model predicts every legal point and its top-k are
   enqueued first (user attr source="cost-model").
 """
