@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="input seed (default: fresh)")
     s.add_argument("--json", type=Path, help="also write the run report as JSON")
     s.set_defaults(func=cmd_run)
+    __import__("tilesched.tuner.cli", fromlist=["register"]).register(sub)  # tune, studies
     return p
 
 

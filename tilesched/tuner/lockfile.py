@@ -44,6 +44,10 @@ class LockEntry(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     study: str = ""
     trials: int = 0
+    # added by the tuner (optional, so older lock files still read): the exact shape tuned
+    # and every objective of the winner, e.g. {"time_ms": ...} or {"cycles": ..., "peak_sram_bytes": ...}
+    sizes: dict[str, int] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class LockFile(BaseModel):

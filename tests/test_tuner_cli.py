@@ -1,0 +1,57 @@
+"""`tilesched tune` and `tilesched studies` end to end with the model objective."""
+
+import json
+
+from tests.conftest import ROOT
+from tests.tuner_helpers import MCU_SMALL
+from tilesched import load_program
+from tilesched.cli import main
+from tilesched.tuner.lockfile import LockFile
+
+GEMM = ROOT / "configs" / "gemm_bf16.yaml"
+
+
+def test_tune_then_studies(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["tune", str(GEMM), "--trials", "8", "--objective", "model", "--set", "M=1000", "--set", "N=512",
+            "--set", "K=512", "--seed", "0", "--quiet", "--plot", "plots"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "evaluated 8 trials (0 failed)" in out and "best " in out
+    assert (tmp_path / ".tilesched" / "studies.db").exists()  # default storage
+    lock = LockFile.read(tmp_path / "tilesched.lock.json")
+    prog = load_program(GEMM)
+    entry = lock.select(prog, {"M": 1000, "N": 512, "K": 512})
+    assert entry is not None and entry.bucket == {"M": 1024, "N": 512, "K": 512} and entry.trials == 8
+    assert entry.objective == "model" and entry.value > 0
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "gemm_bf16_K_512_M_1024_N_512_-model-history.png"]
+    # running again resumes: the 8 done trials count toward 10
+    assert main(argv[:3] + ["10"] + argv[4:]) == 0
+    assert "evaluated 10 trials" in capsys.readouterr().out
+    # a pinned parameter and an MCU spec in another storage and lock file
+    db = f"sqlite:///{tmp_path}/other.db"
+    assert main(["tune", str(MCU_SMALL), "--trials", "6", "--objective", "model", "--storage", db,
+                 "--lock", "mcu.lock.json", "--quiet", "--study", "mcu-study"]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" in out
+    data = json.loads((tmp_path / "mcu.lock.json").read_text())
+    assert data["entries"][0]["metrics"]["peak_sram_bytes"] <= 131072
+    assert main(["studies"]) == 0
+    out = capsys.readouterr().out
+    assert "gemm_bf16[K=512,M=1024,N=512]-model" in out and " 10 " in out
+    assert main(["studies", "--storage", db, "--plot", "p2"]) == 0
+    out = capsys.readouterr().out
+    assert "mcu-study" in out and "mcu_ib_small" in out
+    assert sorted(p.name for p in (tmp_path / "p2").iterdir()) == ["mcu-study-history.png", "mcu-study-pareto.png"]
+
+
+def test_tune_rejects_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", str(GEMM), "--trials", "2", "--objective", "model", "--set", "BLOCK_M=7"]) == 1
+    assert "BLOCK_M=7" in capsys.readouterr().err
+    # another spec version under an existing study name is refused, not mixed in
+    assert main(["tune", str(GEMM), "--trials", "2", "--objective", "model", "--study", "s", "--quiet"]) == 0
+    assert main(["tune", str(MCU_SMALL), "--trials", "2", "--objective", "model", "--study", "s",
+                 "--quiet"]) == 2
+    assert "tuned for another" in capsys.readouterr().err

@@ -1,0 +1,330 @@
+"""Analytical cost model: predicts latency (and, for MCUs, peak SRAM) of one bound point.
+
+It only has to rank points well (it warm-starts the search and is the `model` objective);
+the constants are public H100 SXM / Cortex-M figures, not fitted.
+
+GPU: a roofline per tile with pipelining. Each program (spatial tile) walks the
+reduction loop in steps; a step's compute time (MMA at a tile-shape-dependent
+efficiency) and its load time (L2 -> SM) overlap when `num_stages` >= 2, and the
+memory latency is exposed unless enough stages are in flight. Programs run in waves of
+`SMS * ctas_per_sm` (occupancy from shared memory and registers): the last, partial wave
+costs a full wave (wave quantisation). DRAM traffic per wave counts distinct tiles of
+each input the wave's programs touch, so the tile order (grouped / row major) changes the
+L2 reuse. Comm stages run as a chunked timeline overlapped with compute.
+
+MCU: cycles = MACs at a per-op rate + bytes moved + per-tile loop overhead, with the
+halo recompute of producers feeding a convolution row block. Peak SRAM comes from
+`tilesched.schedules.memory.plan_memory` when that module exists, else from a live-tensor
+estimate here (`estimate_peak_sram`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+
+from tilesched.ir.bind import Binding
+from tilesched.ir.dtypes import nbytes
+from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
+from tilesched.schedules.plan import derive_schedule
+
+# H100 SXM5 (public figures)
+SMS = 132
+PEAK_FLOPS = {"bf16": 989e12, "fp16": 989e12, "fp8": 1979e12, "fp32": 67e12, "int8": 1979e12}
+HBM_BW = 3.35e12  # B/s
+L2_BW = 10e12  # B/s, L2 -> SMs, all SMs together
+NVLINK_BW = 450e9  # B/s per direction per GPU
+MEM_LATENCY_S = 0.8e-6  # a global load's round trip, roughly
+SPILL_EFFICIENCY = 0.2  # MMA throughput left when the accumulator spills (revised after the H100 grid)
+LAUNCH_S = 3e-6
+REGS_PER_SM = 65536
+SMEM_PER_SM = 232448
+MAX_WARPS_PER_SM = 64
+
+# Cortex-M (cycles)
+MCU_CYCLES_PER_MAC = {"conv2d": 0.6, "dot": 0.6, "depthwise_conv2d": 1.4}  # int8 SIMD (SMLAD) kernels
+MCU_CYCLES_PER_ELEMENT = {"requantize": 3.0, "softmax": 20.0, "elementwise": 2.0, "reduce": 1.5,
+                          "layernorm": 12.0}
+MCU_CYCLES_PER_BYTE = 0.5  # copies and im2col-style moves
+MCU_TILE_OVERHEAD = 400  # loop, call and requant setup per stage run
+
+
+@dataclass(frozen=True)
+class Prediction:
+    latency: float  # GPU: milliseconds; MCU: cycles
+    unit: str
+    peak_sram_bytes: int | None = None
+    sram_source: str | None = None  # "plan_memory" or "estimate"
+    detail: dict | None = None
+
+
+def predict(b: Binding) -> Prediction:
+    if b.program.target == "cuda":
+        return predict_gpu(b)
+    return predict_mcu(b)
+
+
+# --------------------------------------------------------------------------- GPU
+
+def _dtype_peak(b: Binding) -> float:
+    # operand dtypes (not the accumulator the dot also reads)
+    dts = [b.program.tensor(t).dtype for s in b.program.stages if s.op == "dot" for t in s.reads
+           if t not in s.writes]
+    return min((PEAK_FLOPS.get(d, PEAK_FLOPS["fp32"]) for d in dts), default=PEAK_FLOPS["bf16"])
+
+
+def _tile_bytes(b: Binding, tensor: str) -> int:
+    t = b.program.tensor(tensor)
+    return nbytes(t.dtype, prod(b.tile(a) for a in t.shape))
+
+
+def _spatial(b: Binding) -> list[str]:
+    return [lp.axis for lp in b.program.loops if lp.kind == "spatial"]
+
+
+def _reduction(b: Binding) -> str | None:
+    return next((lp.axis for lp in b.program.loops if lp.kind == "reduction"), None)
+
+
+def _occupancy(b: Binding) -> tuple[int, int, dict]:
+    """CTAs per SM from shared memory and registers; also smem bytes and registers per thread."""
+    stages = int(b.option("num_stages", 2) or 2)
+    warps = int(b.option("num_warps", 4) or 4)
+    red = _reduction(b)
+    staged = [s.writes[0] for s in b.program.stages if s.kind == "memory" and s.op == "load" and s.at == red]
+    smem = stages * sum(_tile_bytes(b, t) for t in staged)
+    acc = [t for s in b.program.stages if s.op == "dot" for t in s.writes]
+    acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
+    regs = min(255, acc_elems // (warps * 32) + 40)
+    smem_cap = b.program.limits.smem_bytes or SMEM_PER_SM
+    by_smem = max(1, smem_cap // max(smem, 1))
+    by_regs = max(1, REGS_PER_SM // (regs * warps * 32))
+    by_warps = max(1, MAX_WARPS_PER_SM // warps)
+    ctas = max(1, min(by_smem, by_regs, by_warps, 32))
+    return ctas, warps, {"smem_bytes": smem, "regs_per_thread": regs, "stages": stages}
+
+
+def _mma_efficiency(b: Binding, warps: int, regs: int) -> float:
+    """Fraction of peak MMA throughput a tile shape reaches: small tiles re-read their
+    operands from shared memory too often, few warps cannot hide issue latency, and a
+    register-heavy accumulator spills."""
+    sp = _spatial(b)
+    tm = b.tile(sp[-2]) if len(sp) >= 2 else 64
+    tn = b.tile(sp[-1]) if sp else 64
+    red = _reduction(b)
+    tk = b.tile(red) if red else 64
+    intensity = tm * tn / (tm + tn)  # FLOP per smem byte, up to constants
+    eff = min(1.0, intensity / 85.0) ** 0.5
+    eff *= min(1.0, tk / 64) ** 0.15
+    eff *= 1.0 if warps >= 8 or tm * tn <= 128 * 128 else 0.85
+    if regs >= 255:  # the accumulator does not fit in registers: it spills to local memory every step
+        eff *= SPILL_EFFICIENCY
+    return max(eff, 0.05)
+
+
+def _program_indices(b: Binding, sp: list[str]) -> dict[str, np.ndarray]:
+    """Tile index along each spatial axis for program ids 0..P-1, following the tile order."""
+    n = [b.n_tiles(a) for a in sp]
+    pid = np.arange(prod(n), dtype=np.int64)
+    to = b.program.tile_order
+    idx: dict[str, np.ndarray] = {}
+    if len(sp) >= 2 and to.kind in ("grouped", "column_major"):
+        outer, inner = sp[-2], sp[-1]
+        n_o, n_i = n[-2], n[-1]
+        per_batch = n_o * n_i
+        batch, rest = pid // per_batch, pid % per_batch
+        if to.kind == "grouped":
+            g = max(1, int(b.value(to.group)))
+            in_group = g * n_i
+            first = (rest // in_group) * g
+            size = np.minimum(n_o - first, g)
+            idx[outer] = first + (rest % in_group) % size
+            idx[inner] = (rest % in_group) // size
+        else:
+            idx[outer], idx[inner] = rest % n_o, rest // n_o
+        for a, na in zip(reversed(sp[:-2]), reversed(n[:-2])):
+            idx[a], batch = batch % na, batch // na
+        return idx
+    rest = pid
+    for a, na in zip(reversed(sp), reversed(n)):
+        idx[a], rest = rest % na, rest // na
+    return idx
+
+
+def _dram_bytes(b: Binding, waves_of: int) -> float:
+    """DRAM bytes: per wave, each distinct tile of an input that the wave touches is read
+    once (L2 serves the rest); outputs are written once."""
+    sp = _spatial(b)
+    if not sp:
+        return sum(nbytes(t.dtype, prod(b.sizes[a] for a in t.shape)) for t in b.program.tensors
+                   if t.scope != "tile")
+    idx = _program_indices(b, sp)
+    wave = np.arange(len(next(iter(idx.values())))) // waves_of
+    aligned = aligned_axes(b.program)
+    total = 0.0
+    for t in b.program.tensors:
+        if t.scope == "tile" or t.role == "workspace":
+            continue
+        full = nbytes(t.dtype, prod(b.sizes[a] for a in t.shape))
+        if t.role == "output":
+            total += full
+            continue
+        own = [a for a in sp if any(aligned.get(x, x) == aligned.get(a, a) for x in t.shape)]
+        if not own:
+            total += full * (wave[-1] + 1)
+            continue
+        key = wave.copy()
+        tiles = 1
+        for a in own:
+            key = key * b.n_tiles(a) + idx[a]
+            tiles *= b.n_tiles(a)
+        total += len(np.unique(key)) * full / tiles
+    return total
+
+
+def predict_gpu(b: Binding) -> Prediction:
+    sched = derive_schedule(b)
+    ctas, warps, occ = _occupancy(b)
+    eff = _mma_efficiency(b, warps, occ["regs_per_thread"])
+    peak = _dtype_peak(b)
+    programs = max(sched.programs, 1)
+    slots = SMS * ctas
+    waves = math.ceil(programs / slots)
+    red = _reduction(b)
+    steps = b.n_tiles(red) if red else 1
+    flops = sched.totals.flops
+    l2_bytes = sched.totals.bytes_read + sched.totals.bytes_written
+    # one program, one reduction step, sharing its SM with ctas-1 others
+    per_sm_flops = peak / SMS * eff
+    step_compute = flops / programs / steps / per_sm_flops * ctas
+    step_load = l2_bytes / programs / steps / (L2_BW / SMS) * ctas
+    step = max(step_compute, step_load)
+    in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
+    exposed = max(0.0, MEM_LATENCY_S - in_flight * step) / max(in_flight, 1)
+    tile_time = MEM_LATENCY_S + steps * (step + exposed) + MEM_LATENCY_S  # prologue, steady state, epilogue
+    compute_time = waves * tile_time  # every wave costs a full wave
+    dram = _dram_bytes(b, slots)
+    dram_time = dram / HBM_BW
+    # DRAM streaming overlaps the tiles' work, but not perfectly
+    compute_time = max(compute_time, dram_time) + 0.1 * min(compute_time, dram_time)
+    comm_time, total = _comm_timeline(b, sched, compute_time)
+    total += LAUNCH_S
+    return Prediction(latency=total * 1e3, unit="ms", detail={
+        "waves": waves, "ctas_per_sm": ctas, "mma_efficiency": round(eff, 3), "dram_bytes": dram,
+        "compute_ms": compute_time * 1e3, "comm_ms": comm_time * 1e3, **occ})
+
+
+def _comm_timeline(b: Binding, sched, compute_time: float) -> tuple[float, float]:
+    """Chunked comm overlapped with compute: with C chunks, chunk i+1 is in flight while
+    chunk i is computed on, so the time is the first chunk's transfer, then per chunk the
+    slower of transfer and compute; one chunk = no overlap."""
+    comm = [s for s in sched.stages if s.kind == "comm"]
+    if not comm:
+        return 0.0, compute_time
+    comm_bytes = sum(s.cost.comm_bytes for s in comm)
+    chunks = max(int(b.value(b.program.stage(comm[0].name).chunks, 1) or 1), 1)
+    per_chunk_comm = comm_bytes / NVLINK_BW / chunks + 5e-6  # + a per-transfer sync cost
+    per_chunk_compute = compute_time / chunks
+    # splitting the GEMM into chunks also adds tail effects per chunk
+    per_chunk_compute *= 1.0 + 0.02 * (chunks - 1)
+    if chunks == 1:
+        return per_chunk_comm, per_chunk_comm + per_chunk_compute
+    total = per_chunk_comm + (chunks - 1) * max(per_chunk_comm, per_chunk_compute) + per_chunk_compute
+    return per_chunk_comm * chunks, total
+
+
+# --------------------------------------------------------------------------- MCU
+
+def _recompute_factor(b: Binding, stage) -> float:
+    """A stage writing a row block that a convolution reads with a halo must compute the
+    halo rows too."""
+    factor = 1.0
+    for out in stage.writes:
+        for c in b.program.stages:
+            if out in c.reads and c.op in ("conv2d", "depthwise_conv2d"):
+                for f in _conv_halo(b, c, out).values():
+                    factor = max(factor, f)
+    return factor
+
+
+def predict_mcu(b: Binding) -> Prediction:
+    cycles = 0.0
+    detail = {}
+    for s in b.program.stages:
+        c = stage_cost(b, s)
+        work = 0.0
+        if c.macs:
+            work = c.macs * MCU_CYCLES_PER_MAC.get(s.op, 1.0)
+        elif s.op in MCU_CYCLES_PER_ELEMENT:
+            t = b.program.tensor(s.reads[0])
+            work = prod(b.sizes[a] for a in t.shape) * MCU_CYCLES_PER_ELEMENT[s.op]
+        work *= _recompute_factor(b, s)
+        moved = sum(nbytes(b.program.tensor(t).dtype, prod(b.sizes[a] for a in b.program.tensor(t).shape))
+                    for t in s.reads + s.writes if b.program.tensor(t).scope != "tile")
+        st = work + moved * MCU_CYCLES_PER_BYTE + c.runs * MCU_TILE_OVERHEAD
+        detail[s.name] = st
+        cycles += st
+    peak, source = peak_sram(b)
+    return Prediction(latency=cycles, unit="cycles", peak_sram_bytes=peak, sram_source=source, detail=detail)
+
+
+def peak_sram(b: Binding) -> tuple[int, str]:
+    try:
+        from tilesched.schedules.memory import plan_memory  # written by the MCU backend
+    except ImportError:
+        return estimate_peak_sram(b), "estimate"
+    try:
+        return int(plan_memory(b).peak_bytes), "plan_memory"
+    except Exception as exc:  # the planner does not cover this spec (it raises SpecError)
+        return estimate_peak_sram(b), f"estimate (plan_memory: {type(exc).__name__})"
+
+
+def _block_elems(b: Binding, tensor: str, consumer_halo: dict[str, float]) -> int:
+    """Elements of one tile-scoped tensor during one loop iteration."""
+    t = b.program.tensor(tensor)
+    looped = {aligned_axes(b.program).get(lp.axis, lp.axis): lp.axis for lp in b.program.loops}
+    aligned = aligned_axes(b.program)
+    n = 1
+    for a in t.shape:
+        rep = aligned.get(a, a)
+        if rep in looped:
+            ax = looped[rep]
+            rows = b.tile(ax)
+            if ax in consumer_halo:  # a conv reads this tensor: the block carries its halo
+                rows = min(b.sizes[a], math.ceil(rows * consumer_halo[ax]))
+            n *= rows
+        else:
+            n *= b.sizes[a]
+    return n
+
+
+def estimate_peak_sram(b: Binding) -> int:
+    """Fallback live-tensor estimate: SRAM-resident global tensors all the time, plus the
+    tile buffers live between their writer and last reader in stage order, at their block
+    size (with a convolution's halo)."""
+    prog = b.program
+    fixed = sum(nbytes(t.dtype, prod(b.sizes[a] for a in t.shape)) for t in prog.tensors
+                if t.scope != "tile" and (t.region or "sram") == "sram")
+    order = list(prog.order)
+    live_ranges = {}
+    for t in prog.tensors:
+        if t.scope != "tile":
+            continue
+        writers = [order.index(s.name) for s in prog.stages if t.name in s.writes]
+        readers = [order.index(s.name) for s in prog.stages if t.name in s.reads]
+        if not writers:
+            continue
+        halo: dict[str, float] = {}
+        for s in prog.stages:
+            if t.name in s.reads:
+                for ax, f in _conv_halo(b, s, t.name).items():
+                    halo[ax] = max(halo.get(ax, 1.0), f)
+        size = nbytes(t.dtype, _block_elems(b, t.name, halo))
+        live_ranges[t.name] = (min(writers), max(readers + writers), size)
+    peak_tiles = 0
+    for i in range(len(order)):
+        peak_tiles = max(peak_tiles, sum(sz for lo, hi, sz in live_ranges.values() if lo <= i <= hi))
+    return int(fixed + peak_tiles)
