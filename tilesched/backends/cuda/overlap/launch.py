@@ -32,10 +32,10 @@ def ag_gemm(mod, plan: OverlapPlan, a_full, b, c, flags, order, status, epoch: i
     tm, tn = tiles(plan)
     grid = (len(plan.order) * tm * tn,)
     mod.ag_gemm_kernel[grid](
-        a_full, b, c, flags, order, status, epoch, plan.rank, max_spin, plan.cols, plan.depth,
+        a_full, b, c, flags, order, status, epoch, plan.rank, max_spin, plan.cols, plan.depth, plan.chunk_rows,
         a_full.stride(0), a_full.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
         BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, GROUP_M=cfg.group_m,
-        CHUNK_ROWS=plan.chunk_rows, TILES_N=tn, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        TILES_N=tn, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
 
 
@@ -46,10 +46,10 @@ def gemm_rs(mod, plan: OverlapPlan, a, b, order, recvs, sigs, cfg: LaunchConfig 
     grid = (len(plan.order) * tm * tn,)
     peers = [x for pair in zip(recvs, sigs) for x in pair]
     mod.gemm_rs_kernel[grid](
-        a, b, order, *peers, plan.rank, plan.cols, plan.depth,
+        a, b, order, *peers, plan.rank, plan.cols, plan.depth, plan.chunk_rows, plan.chunks_per_rank,
         a.stride(0), a.stride(1), b.stride(0), b.stride(1),
         BLOCK_M=plan.block_m, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, GROUP_M=cfg.group_m,
-        CHUNK_ROWS=plan.chunk_rows, CHUNKS=plan.chunks_per_rank, TILES_N=tn,
+        TILES_N=tn,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
 
@@ -61,9 +61,8 @@ def rs_reduce(mod, plan: OverlapPlan, recv, sig, out, status, target: int, max_s
     br = min(cfg.reduce_block_r, plan.chunk_rows)
     grid = (rows // br, -(-plan.cols // cfg.reduce_block_n))
     mod.rs_reduce_kernel[grid](
-        recv, sig, out, status, target, plan.rank, max_spin, plan.cols,
-        BLOCK_R=br, BLOCK_N=cfg.reduce_block_n, CHUNK_ROWS=plan.chunk_rows, CHUNKS=plan.chunks_per_rank,
-        WORLD=plan.world, num_warps=4,
+        recv, sig, out, status, target, plan.rank, max_spin, plan.cols, plan.chunk_rows, plan.chunks_per_rank,
+        BLOCK_R=br, BLOCK_N=cfg.reduce_block_n, WORLD=plan.world, num_warps=4,
     )
 
 
