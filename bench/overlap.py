@@ -39,6 +39,8 @@ from tilesched.backends.cuda.overlap.ops import AllGatherGemm, GemmReduceScatter
 from tilesched.schedules.overlap import build_plan, derive_overlap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+N_CFG = 3  # configs tried (--quick: 1)
+SPIN = 1 << 22  # a wait that never completes reports within seconds instead of hanging the run
 CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
     (128, 256, 64, 8, 3),
     (128, 256, 64, 8, 4),
@@ -70,7 +72,7 @@ def lcfg(cfg):
 
 def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=2):
     p = plan_for("all_gather", rank, world, rows, cols, depth, chunks, cfg)
-    op = AllGatherGemm(p, cfg=lcfg(cfg))
+    op = AllGatherGemm(p, max_spin=SPIN, cfg=lcfg(cfg))
     errs = []
     for _ in range(calls):
         a = torch.randn(rows // world, depth, device="cuda", dtype=torch.bfloat16)
@@ -86,7 +88,7 @@ def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=2):
 
 def check_rs(world, rank, rows, cols, depth, chunks, cfg, calls=2):
     p = plan_for("reduce_scatter", rank, world, rows, cols, depth, chunks, cfg)
-    op = GemmReduceScatter(p, cfg=lcfg(cfg))
+    op = GemmReduceScatter(p, max_spin=SPIN, cfg=lcfg(cfg))
     errs = []
     per = rows // world
     for _ in range(calls):
@@ -125,6 +127,7 @@ def timeit(fn, iters=20, warmup=3, rounds=3) -> float:
 
 
 def try_time(name, fn, errors):
+    log(f"  timing {name}")
     try:
         return timeit(fn)
     except Exception as exc:  # recorded, not fatal: the baseline may not run on this device
@@ -133,7 +136,7 @@ def try_time(name, fn, errors):
         return None
 
 
-def correctness(world, rank):
+def correctness(world, rank, quick=False):
     out = {}
     cases = [  # (rows, cols, depth, chunks, cfg): default, ragged N and K, more chunks
         (world * 2 * 128 * 2, 1024, 512, 2, CONFIGS[0]),
@@ -141,6 +144,8 @@ def correctness(world, rank):
         (world * 4 * 128, 768, 520, 4, CONFIGS[1]),
         (8192, 4096, 8192, 2, CONFIGS[0]),
     ]
+    if quick:
+        cases = cases[:2]
     for rows, cols, depth, chunks, cfg in cases:
         key = f"M={rows},N={cols},K={depth},chunks={chunks},cfg={cfg}"
         for name, fn in (("ag_gemm", check_ag), ("gemm_rs", check_rs)):
@@ -167,7 +172,7 @@ def torch_group_name():
     return name
 
 
-def bench_ag(world, rank, rows, cols, depth, gname):
+def bench_ag(world, rank, rows, cols, depth):
     errors, res = {}, {}
     a = torch.randn(rows // world, depth, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
@@ -182,24 +187,14 @@ def bench_ag(world, rank, rows, cols, depth, gname):
     res["nccl_all_gather_ms"] = try_time("nccl_all_gather", lambda: dist.all_gather_into_tensor(full, a), errors)
     res["cublas_gemm_ms"] = try_time("cublas_gemm", lambda: torch.matmul(full, b, out=c), errors)
     res["sequential_ms"] = try_time("sequential", seq, errors)
-    ref = None
-    try:
-        _, outs = torch.ops.symm_mem.fused_all_gather_matmul(a, [b], gather_dim=0, group_name=gname)
-        ref = (full.double() @ b.double())
-        res["torch_fused_rel_err"] = gather_max(rel_err(outs[0], ref))
-        res["torch_fused_ms"] = try_time("torch_fused", lambda: torch.ops.symm_mem.fused_all_gather_matmul(
-            a, [b], gather_dim=0, group_name=gname), errors)
-    except Exception as exc:
-        errors["torch_fused"] = f"{type(exc).__name__}: {exc}"[:400]
-        log(f"  torch fused failed: {errors['torch_fused']}")
-    if ref is None:
-        ref = full.double() @ b.double()
+    ref = full.double() @ b.double()
     # ours: pick the GEMM config by the consumer kernel alone, then the chunk count by the fused time
     variants = {}
     best_cfg, best_alone = None, None
-    for cfg in CONFIGS:
+    for cfg in CONFIGS[:N_CFG]:
         try:
-            op = AllGatherGemm(plan_for("all_gather", rank, world, rows, cols, depth, 2, cfg), cfg=lcfg(cfg))
+            log(f'  gemm_only {cfg}')
+            op = AllGatherGemm(plan_for("all_gather", rank, world, rows, cols, depth, 2, cfg), max_spin=SPIN, cfg=lcfg(cfg))
             alone = timeit(lambda op=op: op.gemm_only(full, b, c))
             variants[f"gemm_only cfg={cfg}"] = alone
             if best_alone is None or alone < best_alone:
@@ -214,7 +209,7 @@ def bench_ag(world, rank, rows, cols, depth, gname):
         for chunks in (1, 2, 4):
             try:
                 op = AllGatherGemm(plan_for("all_gather", rank, world, rows, cols, depth, chunks, best_cfg),
-                                   cfg=lcfg(best_cfg))
+                                   max_spin=SPIN, cfg=lcfg(best_cfg))
                 c.fill_(float("nan"))
                 op(a, b, c)
                 op.check()
@@ -236,13 +231,12 @@ def bench_ag(world, rank, rows, cols, depth, gname):
                    ours_gemm_alone_ms=best_alone,
                    overlap_efficiency=best_alone / best[0],
                    speedup_vs_sequential=res["sequential_ms"] / best[0] if res["sequential_ms"] else None,
-                   speedup_vs_torch_fused=(res["torch_fused_ms"] / best[0]) if res.get("torch_fused_ms") else None,
                    efficiency_vs_cublas_alone=(res["cublas_gemm_ms"] / best[0]) if res["cublas_gemm_ms"] else None)
     res["errors"] = errors
     return res
 
 
-def bench_rs(world, rank, rows, cols, depth, gname):
+def bench_rs(world, rank, rows, cols, depth):
     errors, res = {}, {}
     per = rows // world
     a = torch.randn(rows, depth, device="cuda", dtype=torch.bfloat16)
@@ -260,20 +254,12 @@ def bench_rs(world, rank, rows, cols, depth, gname):
     ref = a.double() @ b.double()
     dist.all_reduce(ref)
     ref = ref[rank * per:(rank + 1) * per]
-    try:
-        o = torch.ops.symm_mem.fused_matmul_reduce_scatter(a, b, "sum", scatter_dim=0, group_name=gname)
-        res["torch_fused_rel_err"] = gather_max(rel_err(o, ref))
-        res["torch_fused_ms"] = try_time("torch_fused", lambda: torch.ops.symm_mem.fused_matmul_reduce_scatter(
-            a, b, "sum", scatter_dim=0, group_name=gname), errors)
-    except Exception as exc:
-        errors["torch_fused"] = f"{type(exc).__name__}: {exc}"[:400]
-        log(f"  torch fused failed: {errors['torch_fused']}")
     variants, best = {}, None
-    for cfg in CONFIGS[:2]:
+    for cfg in CONFIGS[:N_CFG]:
         for chunks in (1, 2, 4):
             try:
                 op = GemmReduceScatter(plan_for("reduce_scatter", rank, world, rows, cols, depth, chunks, cfg),
-                                       cfg=lcfg(cfg))
+                                       max_spin=SPIN, cfg=lcfg(cfg))
                 out.fill_(float("nan"))
                 op(a, b, out)
                 op.check()
@@ -293,11 +279,58 @@ def bench_rs(world, rank, rows, cols, depth, gname):
     if best:
         res.update(ours_ms=best[0], ours_chunks=best[1], ours_rel_err=best[2], ours_cfg=list(best[3]),
                    speedup_vs_sequential=res["sequential_ms"] / best[0] if res["sequential_ms"] else None,
-                   speedup_vs_torch_fused=(res["torch_fused_ms"] / best[0]) if res.get("torch_fused_ms") else None,
                    overlap_efficiency_vs_cublas_gemm=(res["cublas_gemm_ms"] / best[0]) if res["cublas_gemm_ms"]
                    else None)
     res["errors"] = errors
     return res
+
+
+def torch_fused_ag(world, rank, rows, cols, depth, gname, res):
+    a = torch.randn(rows // world, depth, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
+    full = torch.empty(rows, depth, device="cuda", dtype=torch.bfloat16)
+    dist.all_gather_into_tensor(full, a)
+    errors = res.setdefault("errors", {})
+    try:
+        log("  torch fused_all_gather_matmul")
+        _, outs = torch.ops.symm_mem.fused_all_gather_matmul(a, [b], gather_dim=0, group_name=gname)
+        res["torch_fused_rel_err"] = gather_max(rel_err(outs[0], full.double() @ b.double()))
+        res["torch_fused_ms"] = try_time("torch_fused", lambda: torch.ops.symm_mem.fused_all_gather_matmul(
+            a, [b], gather_dim=0, group_name=gname), errors)
+    except Exception as exc:
+        errors["torch_fused"] = f"{type(exc).__name__}: {exc}"[:400]
+        log(f"  torch fused failed: {errors['torch_fused']}")
+    if res.get("torch_fused_ms") and res.get("ours_ms"):
+        res["speedup_vs_torch_fused"] = res["torch_fused_ms"] / res["ours_ms"]
+
+
+def torch_fused_rs(world, rank, rows, cols, depth, gname, res):
+    per = rows // world
+    a = torch.randn(rows, depth, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
+    ref = a.double() @ b.double()
+    dist.all_reduce(ref)
+    errors = res.setdefault("errors", {})
+    try:
+        log("  torch fused_matmul_reduce_scatter")
+        o = torch.ops.symm_mem.fused_matmul_reduce_scatter(a, b, "sum", scatter_dim=0, group_name=gname)
+        res["torch_fused_rel_err"] = gather_max(rel_err(o, ref[rank * per:(rank + 1) * per]))
+        res["torch_fused_ms"] = try_time("torch_fused", lambda: torch.ops.symm_mem.fused_matmul_reduce_scatter(
+            a, b, "sum", scatter_dim=0, group_name=gname), errors)
+    except Exception as exc:
+        errors["torch_fused"] = f"{type(exc).__name__}: {exc}"[:400]
+        log(f"  torch fused failed: {errors['torch_fused']}")
+    if res.get("torch_fused_ms") and res.get("ours_ms"):
+        res["speedup_vs_torch_fused"] = res["torch_fused_ms"] / res["ours_ms"]
+
+
+def write(report, args):
+    if dist.get_rank() == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        name = report["device"].replace("NVIDIA ", "").replace(" ", "")
+        path = args.out / f"overlap-{name}.json"
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {path}", flush=True)
 
 
 def main():
@@ -305,6 +338,7 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--check-only", action="store_true")
     ap.add_argument("--sizes", default="8192,16384")
+    ap.add_argument("--quick", action="store_true", help="one GEMM config, two correctness cases")
     args = ap.parse_args()
     local = int(os.environ.get("LOCAL_RANK", 0))
     torch.cuda.set_device(local)
@@ -325,27 +359,34 @@ def main():
         "dtype": "bf16",
         "timing": "max over ranks of the mean of 20 back-to-back calls (CUDA events), median of 3 rounds",
     }
-    report["correctness"] = correctness(world, rank)
+    if args.quick:
+        global N_CFG
+        N_CFG = 1
+    report["correctness"] = correctness(world, rank, args.quick)
+    write(report, args)
     if not args.check_only:
-        gname = torch_group_name()
         shapes = []
+        report["shapes"] = shapes
         for m in (int(x) for x in args.sizes.split(",")):
             log(f"== all_gather+gemm M={m} K=8192 N/rank=4096 world={world}")
-            ag = bench_ag(world, rank, m, 4096, 8192, gname)
-            log(json.dumps(ag, indent=1))
+            ag = bench_ag(world, rank, m, 4096, 8192)
             log(f"== gemm+reduce_scatter M={m} K/rank=8192 N=4096 world={world}")
-            rs = bench_rs(world, rank, m, 4096, 8192, gname)
-            log(json.dumps(rs, indent=1))
+            rs = bench_rs(world, rank, m, 4096, 8192)
             shapes.append({"M": m, "K": 8192, "N_per_rank": 4096, "all_gather_gemm": ag,
                            "gemm_reduce_scatter": {"note": "A[M, K/rank=8192] @ B[8192, N=4096], rows scattered",
                                                    **rs}})
-        report["shapes"] = shapes
-    if rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
-        name = report["device"].replace("NVIDIA ", "").replace(" ", "")
-        path = args.out / f"overlap-{name}.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
+            write(report, args)
+        # torch's fused ops last: if one hangs, everything above is already written
+        gname = torch_group_name()
+        for sh in shapes:
+            m = sh["M"]
+            log(f"== torch fused M={m}")
+            torch_fused_ag(world, rank, m, 4096, 8192, gname, sh["all_gather_gemm"])
+            write(report, args)
+            torch_fused_rs(world, rank, m, 4096, 8192, gname, sh["gemm_reduce_scatter"])
+            write(report, args)
+        for sh in shapes:
+            log(json.dumps(sh))
     dist.barrier()
     dist.destroy_process_group()
 

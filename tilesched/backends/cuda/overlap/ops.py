@@ -56,7 +56,10 @@ class AllGatherGemm(_Op):
         self.a_full = SymmetricBuffer((2, plan.rows, plan.depth), t.bfloat16, group)
         self.ready = SymmetricBuffer((2,), t.int32, group, fill=0)
         self.flags = t.zeros(plan.n_signals, dtype=t.int32, device="cuda")
-        self.side = t.cuda.Stream()
+        # High priority: when SMs free up, the side stream's one-program wait on a peer's
+        # `ready` flag is scheduled before more of the GEMM's spinning programs (which
+        # would otherwise hold every SM while waiting for the copies that wait gates).
+        self.side = t.cuda.Stream(priority=-1)
         self.own = [c for c in plan.chunks if c.owner == plan.rank]
         t.cuda.synchronize()
 
