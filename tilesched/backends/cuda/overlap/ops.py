@@ -51,6 +51,9 @@ class AllGatherGemm(_Op):
 
     def __init__(self, plan: OverlapPlan, group=None, program: str = "ag_gemm", cfg: L.LaunchConfig = L.DEFAULT,
                  max_spin: int = DEFAULT_MAX_SPIN):
+        if plan.collective != "all_gather" or plan.engine != "copy_engine":
+            raise ValueError(f"AllGatherGemm runs all_gather plans on the copy engine, got {plan.collective} "
+                             f"on {plan.engine} (an SM-driven gather is not implemented)")
         super().__init__(plan, program, group, cfg, max_spin)
         t = self.torch
         self.a_full = SymmetricBuffer((2, plan.rows, plan.depth), t.bfloat16, group)
@@ -111,6 +114,9 @@ class GemmReduceScatter(_Op):
 
     def __init__(self, plan: OverlapPlan, group=None, program: str = "gemm_rs",
                  cfg: L.LaunchConfig = L.DEFAULT, max_spin: int = DEFAULT_MAX_SPIN):
+        if plan.collective != "reduce_scatter" or plan.engine != "sm":
+            raise ValueError(f"GemmReduceScatter runs reduce_scatter plans on SMs, got {plan.collective} "
+                             f"on {plan.engine} (a copy-engine reduce-scatter is not implemented)")
         super().__init__(plan, program, group, cfg, max_spin)
         t = self.torch
         self.recv = SymmetricBuffer((2, plan.world, self.rows_per_rank, plan.cols), t.bfloat16, group)
