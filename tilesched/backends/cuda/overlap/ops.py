@@ -18,6 +18,8 @@ Signals are epoch counters, never reset.
 
 from __future__ import annotations
 
+import warnings
+
 from tilesched.backends.cuda.overlap import launch as L
 from tilesched.backends.cuda.overlap.render import load, render
 from tilesched.runtime import cuda_ipc
@@ -64,6 +66,12 @@ class AllGatherGemm(_Op):
         # would otherwise hold every SM while waiting for the copies that wait gates).
         self.side = t.cuda.Stream(priority=-1)
         self.own = [c for c in plan.chunks if c.owner == plan.rank]
+        sms = t.cuda.get_device_properties(t.cuda.current_device()).multi_processor_count
+        if plan.chunks_per_rank * plan.tiles_per_chunk < sms:
+            # The side stream's ready-wait needs an SM; with fewer local tiles than SMs the
+            # GEMM's spinning programs can hold them all until the wait's poll bound expires.
+            warnings.warn(f"rank {plan.rank}: {plan.chunks_per_rank * plan.tiles_per_chunk} local tiles < {sms} SMs: "
+                          "the copy gate may be starved (use smaller tiles or more rows per rank)", stacklevel=2)
         t.cuda.synchronize()
 
     def __call__(self, a_shard, b, out=None):
