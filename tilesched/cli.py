@@ -70,6 +70,16 @@ def cmd_plan(args) -> int:
     if args.json:
         write_atomic(args.json, json.dumps(schedule.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
         print(f"wrote {args.json}")
+    if getattr(args, "trace", None):
+        from tilesched.schedules.overlap import OverlapError, chrome_trace, predicted_makespan_us, timeline_for
+
+        try:
+            events = timeline_for(binding)
+        except OverlapError as exc:
+            print(f"{args.spec}: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        write_atomic(args.trace, chrome_trace(events, prog.name))
+        print(f"wrote {args.trace} (predicted timeline, {predicted_makespan_us(events):.1f} us)")
     return EXIT_OK
 
 
@@ -171,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("spec", type=Path)
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or parameter (repeatable)")
     s.add_argument("--json", type=Path, help="also write the schedule as JSON")
+    s.add_argument("--trace", type=Path, help="also write the predicted timeline as Chrome trace JSON")
     s.set_defaults(func=cmd_plan)
     s = sub.add_parser("emit", help="render a kernel library (Python package or C library) from specs")
     s.add_argument("specs", nargs="+", type=Path)

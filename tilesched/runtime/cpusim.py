@@ -1,0 +1,255 @@
+"""CPU simulation of the overlap protocol: one process per rank, shared memory for the
+symmetric buffers and signal pads, numpy for data, and the *same* plan objects the GPU
+runtime uses (chunk order, producer steps, signal indices, wait counts, epochs, buffer
+parity).
+
+What it checks: producers and consumers that follow the plans compute the collective
+exactly (float64 vs numpy references), a consumer never reads a chunk before its signal
+(unsent rows are NaN, producers write rows slowly in pieces, and every consumed block is
+checked for NaN), consecutive calls with epoch counters and parity buffers do not
+interfere, and a wait whose signal never comes fails with SignalTimeout naming rank and
+chunk. Flag writes follow data writes in program order; on x86 (TSO) a plain store is a
+release and a plain load an acquire, which is the ordering the GPU code gets from
+cuStreamWriteValue32 / release atomics and acquire loads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from tilesched.runtime.watchdog import SignalTimeout
+from tilesched.schedules.overlap import OverlapPlan
+
+
+class PoisonRead(AssertionError):
+    """A consumer read rows that had not arrived (NaN): it ran ahead of a signal."""
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    calls: int = 2  # consecutive calls (epochs 1..calls), fresh inputs each
+    max_spin_s: float = 20.0  # watchdog: a wait longer than this is a timeout
+    delay_s: float = 0.002  # producer pause between the pieces of a chunk (exposes early reads)
+    pieces: int = 2  # each chunk is written in this many pieces
+    drop: tuple[int, int] | None = None  # (rank, chunk): that producer step never happens
+    skip_waits: bool = False  # consumers ignore signals (the poison check must catch this)
+    lag: tuple[int, float] | None = None  # (rank, seconds): that rank starts every call late (skew)
+    seed: int = 0
+
+
+class _Shm:
+    """A named float64 / int32 array in shared memory."""
+
+    def __init__(self, shape, dtype, name=None, fill=None):
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        self.shm = shared_memory.SharedMemory(name=name, create=name is None, size=max(nbytes, 1))
+        self.arr = np.ndarray(shape, dtype=dtype, buffer=self.shm.buf)
+        if fill is not None:
+            self.arr[...] = fill
+        self.spec = (tuple(shape), np.dtype(dtype).str, self.shm.name)
+
+    @classmethod
+    def attach(cls, spec):
+        shape, dtype, name = spec
+        return cls(shape, dtype, name=name)
+
+    def close(self, unlink=False):
+        del self.arr
+        self.shm.close()
+        if unlink:
+            self.shm.unlink()
+
+
+def _inputs(plan: OverlapPlan, seed: int, call: int):
+    """Fresh inputs per call, the same on every rank (so every rank can build references)."""
+    g = np.random.default_rng([seed, call])
+    w = plan.world
+    if plan.collective == "all_gather":
+        a = g.standard_normal((plan.rows, plan.depth))  # row shards by owner
+        b = g.standard_normal((w, plan.depth, plan.cols))  # each rank's own weight
+    else:
+        a = g.standard_normal((w, plan.rows, plan.depth))  # each rank's A (its K slice)
+        b = g.standard_normal((w, plan.depth, plan.cols))
+    return a, b
+
+
+def _spin(flag_arr, idx, target, rank, chunk, opts: SimOptions, what: str):
+    start = time.monotonic()
+    while int(flag_arr[idx]) < target:
+        if time.monotonic() - start > opts.max_spin_s:
+            raise SignalTimeout(rank, chunk, int(flag_arr[idx]), target, what)
+        time.sleep(0.0002)
+
+
+def _lag(rank: int, opts: SimOptions):
+    if opts.lag and opts.lag[0] == rank:
+        time.sleep(opts.lag[1])
+
+
+def _slow_copy(dst, src, opts: SimOptions):
+    for piece in np.array_split(np.arange(dst.shape[0]), opts.pieces):
+        if len(piece):
+            dst[piece] = src[piece]
+            time.sleep(opts.delay_s)
+
+
+def _ag_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
+    import threading
+
+    full = [_Shm.attach(s) for s in specs["full"]]  # [2 parities] per rank: (2, M, K)
+    flags = _Shm.attach(specs["flags"][plan.rank])
+    ready = [_Shm.attach(s) for s in specs["ready"]]
+    r, per = plan.rank, plan.rows // plan.world
+    own = [c for c in plan.chunks if c.owner == r]
+    log, err = [], None
+    try:
+        for e in range(1, opts.calls + 1):
+            par = e % 2
+            _lag(r, opts)
+            a, b = _inputs(plan, opts.seed, e)
+            mine = full[r].arr[par]
+            mine[:] = np.nan  # poison: rows not yet received
+            mine[r * per:(r + 1) * per] = a[r * per:(r + 1) * per]  # stage own shard
+            ready[r].arr[par] = e
+            for c in own:
+                flags.arr[c.id] = e
+            perr: list[BaseException] = []
+
+            def producer(e=e, par=par, perr=perr, mine=mine):
+                try:
+                    waited = set()
+                    for s in plan.producer:
+                        if opts.drop == (r, s.chunk):
+                            continue
+                        if s.src not in waited:
+                            _spin(ready[s.src].arr, par, e, r, s.chunk, opts, "peer shard staged")
+                            waited.add(s.src)
+                        c = plan.chunks[s.chunk]
+                        _slow_copy(mine[c.row_start:c.row_stop], full[s.src].arr[par][c.row_start:c.row_stop], opts)
+                        flags.arr[s.signal] = e  # after the data (release)
+                except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                    perr.append(exc)
+
+            th = threading.Thread(target=producer)
+            th.start()
+            out = np.full((plan.rows, plan.cols), np.nan)
+            for cid in plan.order:
+                w = plan.wait_for(cid)
+                if not opts.skip_waits:
+                    _spin(flags.arr, w.signal, w.count * e, r, cid, opts, "all_gather")
+                c = plan.chunks[cid]
+                rows = mine[c.row_start:c.row_stop].copy()
+                if np.isnan(rows).any():
+                    raise PoisonRead(f"rank {r}: chunk {cid} read before it arrived (call {e})")
+                out[c.row_start:c.row_stop] = rows @ b[r]
+                log.append((e, cid))
+            th.join()
+            if perr:
+                raise perr[0]
+            ref = a @ b[r]
+            out_q.put(("result", r, e, float(np.abs(out - ref).max() / np.abs(ref).max())))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        err = exc
+    out_q.put(("done", r, log, None if err is None else (type(err).__name__, str(err))))
+
+
+def _rs_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
+    recv = [_Shm.attach(s) for s in specs["recv"]]  # (2, world, rows_per_rank, N) per rank
+    sig = [_Shm.attach(s) for s in specs["sig"]]
+    r, per, cr = plan.rank, plan.rows // plan.world, plan.chunk_rows
+    tm, tn = plan.chunk_rows // plan.block_m, -(-plan.cols // plan.block_n)
+    log, err = [], None
+    try:
+        for e in range(1, opts.calls + 1):
+            par = e % 2
+            _lag(r, opts)
+            a, b = _inputs(plan, opts.seed, e)
+            for s in plan.producer:  # GEMM in the plan's chunk order, tiles pushed to the owner
+                c = plan.chunks[s.chunk]
+                part = a[r, c.row_start:c.row_stop] @ b[r]
+                if opts.drop == (r, s.chunk):
+                    continue
+                dst = recv[s.dst].arr[par, r]
+                for i in range(tm):
+                    for j in range(tn):
+                        rows = slice(c.local * cr + i * plan.block_m, c.local * cr + (i + 1) * plan.block_m)
+                        cols = slice(j * plan.block_n, (j + 1) * plan.block_n)
+                        dst[rows, cols] = part[i * plan.block_m:(i + 1) * plan.block_m, cols]
+                        sig[s.signal_rank].arr[s.signal] += 1  # single writer per counter
+                    time.sleep(opts.delay_s / tm)
+                log.append((e, s.chunk))
+            out = np.full((per, plan.cols), np.nan)
+            mine = recv[r].arr[par]
+            for w in plan.waits:  # the owner's reduce
+                if not opts.skip_waits:
+                    _spin(sig[r].arr, w.signal, w.count * e, r, w.chunk, opts, "reduce_scatter")
+            for c in (c for c in plan.chunks if c.owner == r):
+                rows = slice(c.local * cr, (c.local + 1) * cr)
+                block = mine[:, rows].copy()
+                if np.isnan(block).any():
+                    raise PoisonRead(f"rank {r}: chunk {c.id} reduced before every partial arrived (call {e})")
+                out[rows] = block.sum(axis=0)
+            mine[:] = np.nan  # consumed: poison for call e + 2 (the same parity)
+            ref = sum(a[q, r * per:(r + 1) * per] @ b[q] for q in range(plan.world))
+            out_q.put(("result", r, e, float(np.abs(out - ref).max() / np.abs(ref).max())))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        err = exc
+    out_q.put(("done", r, log, None if err is None else (type(err).__name__, str(err))))
+
+
+@dataclass(frozen=True)
+class SimResult:
+    errors: dict[int, tuple[str, str]]  # rank -> (exception type, message)
+    rel_err: dict[tuple[int, int], float]  # (rank, call) -> max |out - ref| / max |ref|
+    consumed: dict[int, list[tuple[int, int]]]  # rank -> [(call, chunk)] in consumption order
+
+
+def simulate(plans: tuple[OverlapPlan, ...], opts: SimOptions = SimOptions(), timeout_s: float = 120.0) -> SimResult:
+    """Run one process per rank following `plans` (one plan per rank, same collective)."""
+    p0 = plans[0]
+    w, per = p0.world, p0.rows // p0.world
+    bufs: dict[str, list[_Shm]] = {}
+    if p0.collective == "all_gather":
+        bufs["full"] = [_Shm((2, p0.rows, p0.depth), np.float64, fill=np.nan) for _ in range(w)]
+        bufs["flags"] = [_Shm((p0.n_signals,), np.int32, fill=0) for _ in range(w)]
+        bufs["ready"] = [_Shm((2,), np.int32, fill=0) for _ in range(w)]
+        target = _ag_rank
+    elif p0.collective == "reduce_scatter":
+        bufs["recv"] = [_Shm((2, w, per, p0.cols), np.float64, fill=np.nan) for _ in range(w)]
+        bufs["sig"] = [_Shm((p0.n_signals,), np.int32, fill=0) for _ in range(w)]
+        target = _rs_rank
+    else:
+        raise ValueError(f"no simulation for {p0.collective}")
+    specs = {k: [b.spec for b in v] for k, v in bufs.items()}
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(p, specs, opts, q)) for p in plans]
+    try:
+        for pr in procs:
+            pr.start()
+        errors, rel, consumed, done = {}, {}, {}, 0
+        deadline = time.monotonic() + timeout_s
+        while done < w:
+            msg = q.get(timeout=max(deadline - time.monotonic(), 0.1))
+            if msg[0] == "result":
+                rel[(msg[1], msg[2])] = msg[3]
+            else:
+                done += 1
+                consumed[msg[1]] = msg[2]
+                if msg[3] is not None:
+                    errors[msg[1]] = msg[3]
+        for pr in procs:
+            pr.join(timeout=10)
+        return SimResult(errors, rel, consumed)
+    finally:
+        for pr in procs:
+            if pr.is_alive():
+                pr.kill()
+        for v in bufs.values():
+            for b in v:
+                b.close(unlink=True)
