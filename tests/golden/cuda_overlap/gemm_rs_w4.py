@@ -63,8 +63,8 @@ def gemm_rs_kernel(
     rk = tl.arange(0, BLOCK_K)
     a_ptrs = a_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak
     b_ptrs = b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
+    acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+    for k in range(0, (K + BLOCK_K - 1) // BLOCK_K):
         a = tl.load(a_ptrs)
         b = tl.load(b_ptrs)
         acc = tl.dot(a, b, acc)
@@ -106,7 +106,7 @@ def rs_reduce_kernel(
     rows = pr * BLOCK_R + tl.arange(0, BLOCK_R)
     rn = pn * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = rn[None, :] < N
-    acc = tl.zeros((BLOCK_R, BLOCK_N), dtype=tl.float32)
+    acc = tl.full((BLOCK_R, BLOCK_N), 0.0, tl.float32)
     for src in tl.static_range(WORLD):
         acc += tl.load(recv_ptr + src * ROWS_PER_RANK * N + rows[:, None] * N + rn[None, :], mask=mask).to(tl.float32)
     tl.store(out_ptr + rows[:, None] * N + rn[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
