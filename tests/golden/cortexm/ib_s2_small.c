@@ -86,6 +86,15 @@ static void ts_kernel(void) {
 }
 
 
+/* Run the layer: `input` and `output` are the network tensors (int8, HWC / row-major). */
+int mcu_inverted_bottleneck_s2_run(const int8_t *input, int8_t *output) {
+  memcpy(arena + OFF_x, input, sizeof(ts_input));
+  ts_kernel();
+  memcpy(output, arena + OFF_y, OUTPUT_BYTES);
+  return 0;
+}
+
+#ifndef TS_NO_MAIN
 int main(void) {
   memset(arena, 0xA5, sizeof(arena)); /* poison: unwritten outputs show */
   memcpy(arena + OFF_x, ts_input, sizeof(ts_input));
@@ -95,6 +104,13 @@ int main(void) {
   if (ts_write_file("out.bin", arena + OFF_y, OUTPUT_BYTES) != 0) ts_fail("cannot write out.bin");
   printf("TS_STATS ticks=%lu:%lu stack=%lu arena=%lu\n", (unsigned long)(ticks >> 32), (unsigned long)ticks,
          (unsigned long)ts_stack_peak(), (unsigned long)sizeof(arena));
+#ifdef TS_SELFTEST
+  int bad = memcmp(arena + OFF_y, ts_expected, OUTPUT_BYTES) != 0;
+  printf("TS_SELFTEST %s\n", bad ? "FAIL" : "PASS");
+  return bad;
+#else
   return 0;
+#endif
 }
+#endif
 

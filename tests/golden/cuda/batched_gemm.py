@@ -59,20 +59,20 @@ def batched_gemm_kernel(
         tl.store(c_ptrs, acc.to(tl.float16), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def launch_args(lp, M, N, K, A, B, C):
+def launch_args(lp, M, N, K, t_A, t_B, t_C):
     """Kernel arguments for checked torch tensors (logical shapes, layouts as the spec says)."""
     c = lp.constexprs
     args = (
-        A, B, C,
+        t_A, t_B, t_C,
         M, N, K,
-        A.stride(0), A.stride(-2),
-        B.stride(0), B.stride(-2),
-        C.stride(0), C.stride(-2),
+        t_A.stride(0), t_A.stride(-2),
+        t_B.stride(0), t_B.stride(-2),
+        t_C.stride(0), t_C.stride(-2),
     )
     return args, dict(num_warps=lp.num_warps, num_stages=lp.num_stages, **c)
 
 
 def launch(lp, *tensors):
-    """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C)."""
+    """Launch with a LaunchPlan: launch(lp, M, N, K, t_A, t_B, t_C)."""
     args, kwargs = launch_args(lp, *tensors)
     batched_gemm_kernel[lp.grid](*args, **kwargs)

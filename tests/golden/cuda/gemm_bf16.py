@@ -60,20 +60,20 @@ def gemm_bf16_kernel(
         tl.store(c_ptrs, acc.to(tl.bfloat16), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def launch_args(lp, M, N, K, A, B, C):
+def launch_args(lp, M, N, K, t_A, t_B, t_C):
     """Kernel arguments for checked torch tensors (logical shapes, layouts as the spec says)."""
     c = lp.constexprs
     args = (
-        A, B, C,
+        t_A, t_B, t_C,
         M, N, K,
-        A.stride(-2),
-        B.stride(-2),
-        C.stride(-2),
+        t_A.stride(-2),
+        t_B.stride(-2),
+        t_C.stride(-2),
     )
     return args, dict(num_warps=lp.num_warps, num_stages=lp.num_stages, **c)
 
 
 def launch(lp, *tensors):
-    """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C)."""
+    """Launch with a LaunchPlan: launch(lp, M, N, K, t_A, t_B, t_C)."""
     args, kwargs = launch_args(lp, *tensors)
     gemm_bf16_kernel[lp.grid](*args, **kwargs)

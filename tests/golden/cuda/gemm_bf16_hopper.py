@@ -127,18 +127,18 @@ def gemm_bf16_hopper_splitk_epilogue(
         tl.store(c_ptrs, acc.to(tl.bfloat16), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def launch_args(lp, M, N, K, A, B, C):
+def launch_args(lp, M, N, K, t_A, t_B, t_C):
     """Kernel arguments for checked torch tensors (logical shapes, layouts as the spec says)."""
     c = lp.constexprs
-    a_desc = TensorDescriptor.from_tensor(A, [c["BLOCK_M"], c["BLOCK_K"]])
-    b_desc = TensorDescriptor.from_tensor(B, [c["BLOCK_K"], c["BLOCK_N"]])
+    a_desc = TensorDescriptor.from_tensor(t_A, [c["BLOCK_M"], c["BLOCK_K"]])
+    b_desc = TensorDescriptor.from_tensor(t_B, [c["BLOCK_K"], c["BLOCK_N"]])
     c_block = [c["BLOCK_M"], c["BLOCK_N"] // 2 if c["EPILOGUE_SUBTILE"] else c["BLOCK_N"]]
-    c_desc = TensorDescriptor.from_tensor(C, c_block)
+    c_desc = TensorDescriptor.from_tensor(t_C, c_block)
     if c["SPLIT_K"] > 1:
         import torch
-        ws = torch.zeros((M, N), dtype=torch.float32, device=C.device)
+        ws = torch.zeros((M, N), dtype=torch.float32, device=t_C.device)
     else:
-        ws = C  # unused
+        ws = t_C  # unused
     args = (
         a_desc, b_desc, c_desc,
         ws,
@@ -148,7 +148,7 @@ def launch_args(lp, M, N, K, A, B, C):
 
 
 def launch(lp, *tensors):
-    """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C)."""
+    """Launch with a LaunchPlan: launch(lp, M, N, K, t_A, t_B, t_C)."""
     args, kwargs = launch_args(lp, *tensors)
     gemm_bf16_hopper_kernel[lp.grid](*args, **kwargs)
     if lp.split_k > 1:

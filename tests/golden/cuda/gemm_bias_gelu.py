@@ -23,12 +23,12 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 @triton.jit
 def gemm_bias_gelu_kernel(
     a_ptr, b_ptr, c_ptr,
-    bias_ptr,
+    ep_bias_ptr,
     M, N, K,
     stride_am,
     stride_bn,
     stride_cm,
-    stride_biasn,
+    stride_ep_biasn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
 ):
@@ -56,7 +56,7 @@ def gemm_bias_gelu_kernel(
         a_ptrs += BLOCK_K
         b_ptrs += BLOCK_K
         acc = tl.dot(a, b, acc)
-    acc = acc + tl.load(bias_ptr + offs_n[None, :] * stride_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+    acc = acc + tl.load(ep_bias_ptr + offs_n[None, :] * stride_ep_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
     acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))  # exact (erf) GELU
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
     if EVEN_M and EVEN_N:
@@ -65,22 +65,22 @@ def gemm_bias_gelu_kernel(
         tl.store(c_ptrs, acc.to(tl.float16), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def launch_args(lp, M, N, K, A, B, C, bias):
+def launch_args(lp, M, N, K, t_A, t_B, t_C, ep_bias):
     """Kernel arguments for checked torch tensors (logical shapes, layouts as the spec says)."""
     c = lp.constexprs
     args = (
-        A, B, C,
-        bias,
+        t_A, t_B, t_C,
+        ep_bias,
         M, N, K,
-        A.stride(-2),
-        B.stride(-1),
-        C.stride(-2),
-        bias.stride(0),
+        t_A.stride(-2),
+        t_B.stride(-1),
+        t_C.stride(-2),
+        ep_bias.stride(0),
     )
     return args, dict(num_warps=lp.num_warps, num_stages=lp.num_stages, **c)
 
 
 def launch(lp, *tensors):
-    """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C, bias)."""
+    """Launch with a LaunchPlan: launch(lp, M, N, K, t_A, t_B, t_C, ep_bias)."""
     args, kwargs = launch_args(lp, *tensors)
     gemm_bias_gelu_kernel[lp.grid](*args, **kwargs)

@@ -24,9 +24,9 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 @triton.jit
 def gemm_bias_gelu_hopper_kernel(
     a_desc, b_desc, c_desc,
-    bias_ptr,
+    ep_bias_ptr,
     M, N, K,
-    stride_biasn,
+    stride_ep_biasn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     PERSISTENT: tl.constexpr, NUM_SMS: tl.constexpr,
@@ -48,16 +48,16 @@ def gemm_bias_gelu_hopper_kernel(
                 halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
                 acc0, acc1 = tl.split(halves)
                 offs_n0 = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
-                acc0 = acc0 + tl.load(bias_ptr + offs_n0[None, :] * stride_biasn, mask=offs_n0[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+                acc0 = acc0 + tl.load(ep_bias_ptr + offs_n0[None, :] * stride_ep_biasn, mask=offs_n0[None, :] < N, other=0.0).to(tl.float32)  # bias bias
                 acc0 = 0.5 * acc0 * (1.0 + tl.erf(acc0 * 0.7071067811865476))  # exact (erf) GELU
                 c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc0.to(tl.bfloat16))
                 offs_n1 = offs_n0 + BLOCK_N // 2
-                acc1 = acc1 + tl.load(bias_ptr + offs_n1[None, :] * stride_biasn, mask=offs_n1[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+                acc1 = acc1 + tl.load(ep_bias_ptr + offs_n1[None, :] * stride_ep_biasn, mask=offs_n1[None, :] < N, other=0.0).to(tl.float32)  # bias bias
                 acc1 = 0.5 * acc1 * (1.0 + tl.erf(acc1 * 0.7071067811865476))  # exact (erf) GELU
                 c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N + BLOCK_N // 2], acc1.to(tl.bfloat16))
             else:
                 offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-                acc = acc + tl.load(bias_ptr + offs_n[None, :] * stride_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+                acc = acc + tl.load(ep_bias_ptr + offs_n[None, :] * stride_ep_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
                 acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))  # exact (erf) GELU
                 c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.bfloat16))
     else:
@@ -73,37 +73,37 @@ def gemm_bias_gelu_hopper_kernel(
             halves = tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1))
             acc0, acc1 = tl.split(halves)
             offs_n0 = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
-            acc0 = acc0 + tl.load(bias_ptr + offs_n0[None, :] * stride_biasn, mask=offs_n0[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+            acc0 = acc0 + tl.load(ep_bias_ptr + offs_n0[None, :] * stride_ep_biasn, mask=offs_n0[None, :] < N, other=0.0).to(tl.float32)  # bias bias
             acc0 = 0.5 * acc0 * (1.0 + tl.erf(acc0 * 0.7071067811865476))  # exact (erf) GELU
             c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc0.to(tl.bfloat16))
             offs_n1 = offs_n0 + BLOCK_N // 2
-            acc1 = acc1 + tl.load(bias_ptr + offs_n1[None, :] * stride_biasn, mask=offs_n1[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+            acc1 = acc1 + tl.load(ep_bias_ptr + offs_n1[None, :] * stride_ep_biasn, mask=offs_n1[None, :] < N, other=0.0).to(tl.float32)  # bias bias
             acc1 = 0.5 * acc1 * (1.0 + tl.erf(acc1 * 0.7071067811865476))  # exact (erf) GELU
             c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N + BLOCK_N // 2], acc1.to(tl.bfloat16))
         else:
             offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            acc = acc + tl.load(bias_ptr + offs_n[None, :] * stride_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+            acc = acc + tl.load(ep_bias_ptr + offs_n[None, :] * stride_ep_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
             acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))  # exact (erf) GELU
             c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.bfloat16))
 
 
-def launch_args(lp, M, N, K, A, B, C, bias):
+def launch_args(lp, M, N, K, t_A, t_B, t_C, ep_bias):
     """Kernel arguments for checked torch tensors (logical shapes, layouts as the spec says)."""
     c = lp.constexprs
-    a_desc = TensorDescriptor.from_tensor(A, [c["BLOCK_M"], c["BLOCK_K"]])
-    b_desc = TensorDescriptor.from_tensor(B.mT, [c["BLOCK_N"], c["BLOCK_K"]])
+    a_desc = TensorDescriptor.from_tensor(t_A, [c["BLOCK_M"], c["BLOCK_K"]])
+    b_desc = TensorDescriptor.from_tensor(t_B.mT, [c["BLOCK_N"], c["BLOCK_K"]])
     c_block = [c["BLOCK_M"], c["BLOCK_N"] // 2 if c["EPILOGUE_SUBTILE"] else c["BLOCK_N"]]
-    c_desc = TensorDescriptor.from_tensor(C, c_block)
+    c_desc = TensorDescriptor.from_tensor(t_C, c_block)
     args = (
         a_desc, b_desc, c_desc,
-        bias,
+        ep_bias,
         M, N, K,
-        bias.stride(0),
+        ep_bias.stride(0),
     )
     return args, dict(num_warps=lp.num_warps, num_stages=lp.num_stages, **c)
 
 
 def launch(lp, *tensors):
-    """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C, bias)."""
+    """Launch with a LaunchPlan: launch(lp, M, N, K, t_A, t_B, t_C, ep_bias)."""
     args, kwargs = launch_args(lp, *tensors)
     gemm_bias_gelu_hopper_kernel[lp.grid](*args, **kwargs)

@@ -28,14 +28,14 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 @triton.jit
 def gemm_silu_residual_kernel(
     a_ptr, b_ptr, c_ptr,
-    bias_ptr,
-    r_ptr,
+    ep_bias_ptr,
+    ep_r_ptr,
     M, N, K,
     stride_ak,
     stride_bk,
     stride_cm,
-    stride_biasn,
-    stride_rm, stride_rn,
+    stride_ep_biasn,
+    stride_ep_rm, stride_ep_rn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
 ):
@@ -63,9 +63,9 @@ def gemm_silu_residual_kernel(
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
         acc = tl.dot(a, b, acc)
-    acc = acc + tl.load(bias_ptr + offs_n[None, :] * stride_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
+    acc = acc + tl.load(ep_bias_ptr + offs_n[None, :] * stride_ep_biasn, mask=offs_n[None, :] < N, other=0.0).to(tl.float32)  # bias bias
     acc = acc * _sigmoid(acc)
-    acc = acc + tl.load(r_ptr + offs_m[:, None] * stride_rm + offs_n[None, :] * stride_rn, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), other=0.0).to(tl.float32)  # add R
+    acc = acc + tl.load(ep_r_ptr + offs_m[:, None] * stride_ep_rm + offs_n[None, :] * stride_ep_rn, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), other=0.0).to(tl.float32)  # add R
     c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :]
     if EVEN_M and EVEN_N:
         tl.store(c_ptrs, acc.to(tl.float16))
@@ -73,24 +73,24 @@ def gemm_silu_residual_kernel(
         tl.store(c_ptrs, acc.to(tl.float16), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
-def launch_args(lp, M, N, K, A, B, C, bias, R):
+def launch_args(lp, M, N, K, t_A, t_B, t_C, ep_bias, ep_R):
     """Kernel arguments for checked torch tensors (logical shapes, layouts as the spec says)."""
     c = lp.constexprs
     args = (
-        A, B, C,
-        bias,
-        R,
+        t_A, t_B, t_C,
+        ep_bias,
+        ep_R,
         M, N, K,
-        A.stride(-1),
-        B.stride(-2),
-        C.stride(-2),
-        bias.stride(0),
-        R.stride(0), R.stride(1),
+        t_A.stride(-1),
+        t_B.stride(-2),
+        t_C.stride(-2),
+        ep_bias.stride(0),
+        ep_R.stride(0), ep_R.stride(1),
     )
     return args, dict(num_warps=lp.num_warps, num_stages=lp.num_stages, **c)
 
 
 def launch(lp, *tensors):
-    """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C, bias, R)."""
+    """Launch with a LaunchPlan: launch(lp, M, N, K, t_A, t_B, t_C, ep_bias, ep_R)."""
     args, kwargs = launch_args(lp, *tensors)
     gemm_silu_residual_kernel[lp.grid](*args, **kwargs)

@@ -20,9 +20,9 @@ def _tile_coords(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 @triton.jit
 def gemm_tma_col_a_kernel(
     a_desc, b_desc, c_desc,
-    r_ptr,
+    ep_r_ptr,
     M, N, K,
-    stride_rm, stride_rn,
+    stride_ep_rm, stride_ep_rn,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     EVEN_M: tl.constexpr, EVEN_N: tl.constexpr, EVEN_K: tl.constexpr,
     PERSISTENT: tl.constexpr, NUM_SMS: tl.constexpr,
@@ -40,7 +40,7 @@ def gemm_tma_col_a_kernel(
                 b = b_desc.load([kt * BLOCK_K, pid_n * BLOCK_N])
                 acc = tl.dot(a, b, acc)
             offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-            acc = acc * tl.load(r_ptr + offs_m[:, None] * stride_rm + offs_n[None, :] * stride_rn, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), other=0.0).to(tl.float32)  # mul R
+            acc = acc * tl.load(ep_r_ptr + offs_m[:, None] * stride_ep_rm + offs_n[None, :] * stride_ep_rn, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), other=0.0).to(tl.float32)  # mul R
             acc = tl.maximum(acc, 0.0)
             c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.float32))
     else:
@@ -53,28 +53,28 @@ def gemm_tma_col_a_kernel(
             b = b_desc.load([kt * BLOCK_K, pid_n * BLOCK_N])
             acc = tl.dot(a, b, acc)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc = acc * tl.load(r_ptr + offs_m[:, None] * stride_rm + offs_n[None, :] * stride_rn, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), other=0.0).to(tl.float32)  # mul R
+        acc = acc * tl.load(ep_r_ptr + offs_m[:, None] * stride_ep_rm + offs_n[None, :] * stride_ep_rn, mask=(offs_m[:, None] < M) & (offs_n[None, :] < N), other=0.0).to(tl.float32)  # mul R
         acc = tl.maximum(acc, 0.0)
         c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(tl.float32))
 
 
-def launch_args(lp, M, N, K, A, B, C, R):
+def launch_args(lp, M, N, K, t_A, t_B, t_C, ep_R):
     """Kernel arguments for checked torch tensors (logical shapes, layouts as the spec says)."""
     c = lp.constexprs
-    a_desc = TensorDescriptor.from_tensor(A.mT, [c["BLOCK_K"], c["BLOCK_M"]])
-    b_desc = TensorDescriptor.from_tensor(B, [c["BLOCK_K"], c["BLOCK_N"]])
+    a_desc = TensorDescriptor.from_tensor(t_A.mT, [c["BLOCK_K"], c["BLOCK_M"]])
+    b_desc = TensorDescriptor.from_tensor(t_B, [c["BLOCK_K"], c["BLOCK_N"]])
     c_block = [c["BLOCK_M"], c["BLOCK_N"]]
-    c_desc = TensorDescriptor.from_tensor(C, c_block)
+    c_desc = TensorDescriptor.from_tensor(t_C, c_block)
     args = (
         a_desc, b_desc, c_desc,
-        R,
+        ep_R,
         M, N, K,
-        R.stride(0), R.stride(1),
+        ep_R.stride(0), ep_R.stride(1),
     )
     return args, dict(num_warps=lp.num_warps, num_stages=lp.num_stages, **c)
 
 
 def launch(lp, *tensors):
-    """Launch with a LaunchPlan: launch(lp, M, N, K, A, B, C, R)."""
+    """Launch with a LaunchPlan: launch(lp, M, N, K, t_A, t_B, t_C, ep_R)."""
     args, kwargs = launch_args(lp, *tensors)
     gemm_tma_col_a_kernel[lp.grid](*args, **kwargs)

@@ -27,11 +27,12 @@ def _num_sms(device) -> int:
 class GemmKernel:
     """`GemmKernel(program, lock)(A=..., B=..., bias=...) -> C` for a planned CUDA GEMM spec."""
 
-    def __init__(self, program: Program, lock: LockFile | None = None):
+    def __init__(self, program: Program, lock: LockFile | None = None, module=None):
+        """`module`: an already imported kernel module (an emitted library's); default: render and load."""
         self.program = program
         self.plan: KernelPlan = kernel_plan(program)
         self.lock = lock
-        self.module = load_module(self.plan)
+        self.module = module if module is not None else load_module(self.plan)
 
     # -- checks -------------------------------------------------------------------------------
     def _check(self, op: Operand, t, sizes: dict[str, int], device) -> None:
