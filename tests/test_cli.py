@@ -57,3 +57,19 @@ def test_plan_failure_writes_nothing(tmp_path):
     out = tmp_path / "plan.json"
     assert main(["plan", str(ROOT / "configs" / "gemm_bf16.yaml"), "--set", "BLOCK_M=100", "--json", str(out)]) == 1
     assert not out.exists()
+
+
+def test_demo_runs_end_to_end():
+    """README's first command: validate, plan, and run one generated GEMM and one MCU block."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("qemu-system-arm") is None:
+        pytest.skip("needs QEMU and the Arm toolchain (scripts/setup.sh installs them)")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-m", "tilesched.cli", "demo"], capture_output=True, text=True, env=env,
+                       timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "-> OK" in r.stdout and "bit-exact" in r.stdout

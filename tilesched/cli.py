@@ -148,8 +148,15 @@ def examples_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "configs"
 
 
+DEMO_RUNS = (
+    ("gemm_bias_gelu.yaml", ["M=200", "N=300", "K=128"]),  # Triton; interpreter without a GPU
+    ("mcu_inverted_bottleneck.yaml", ["H=24", "W=24"]),  # CMSIS C under QEMU
+)
+
+
 def cmd_demo(args) -> int:
-    """Validate every example spec and plan each at its defaults: the no-GPU smoke run."""
+    """The no-GPU smoke run: validate and plan every example spec, then generate, run and check
+    one GEMM (Triton interpreter without a GPU) and one MCU block (QEMU)."""
     specs = sorted(examples_dir().glob("*.yaml"))
     if not specs:
         print(f"no example specs under {examples_dir()}", file=sys.stderr)
@@ -157,7 +164,11 @@ def cmd_demo(args) -> int:
     status = cmd_validate(argparse.Namespace(specs=specs))
     for spec in specs:
         print()
-        status = max(status, cmd_plan(argparse.Namespace(spec=spec, set=[], json=None)))
+        status = max(status, cmd_plan(argparse.Namespace(spec=spec, set=[], json=None, trace=None)))
+    for name, sizes in DEMO_RUNS:
+        print(f"\n$ tilesched run configs/{name} " + " ".join(f"--set {s}" for s in sizes))
+        sys.stdout.flush()
+        status = max(status, cmd_run(argparse.Namespace(spec=examples_dir() / name, set=sizes, seed=None, json=None)))
     return status
 
 
