@@ -7,11 +7,13 @@ as the integer reference for tilesched's Cortex-M kernels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+# one implementation of TFLite's rounding, shared with the Cortex-M backend's reference
+from tilesched.backends.cortexm.reference import multiply_by_quantized_multiplier, quantize_multiplier
 
 __all__ = [
     "QParams",
@@ -39,44 +41,6 @@ class QParams:
     def per_channel(scales: Sequence[float], axis: int) -> QParams:
         s = tuple(float(np.float32(v)) for v in scales)
         return QParams(s, (0,) * len(s), axis)
-
-
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """TFLite QuantizeMultiplier: real = q * 2**(shift - 31) with q a Q31 value in [2**30, 2**31)."""
-    if real == 0.0:
-        return 0, 0
-    m, shift = math.frexp(real)
-    q = int(round(m * (1 << 31)))  # round half away from zero, like std::round (m > 0 here)
-    if q == 1 << 31:
-        q //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q, shift
-
-
-def _rounding_doubling_high_mul(a: np.ndarray, b: int) -> np.ndarray:
-    # gemmlowp SaturatingRoundingDoublingHighMul on int64 lanes (saturation only for a == b == INT32_MIN).
-    ab = a.astype(np.int64) * np.int64(b)
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    s = ab + nudge
-    # C++ integer division truncates toward zero
-    return np.where(s >= 0, s >> 31, -((-s) >> 31))
-
-
-def _rounding_divide_by_pot(x: np.ndarray, exponent: int) -> np.ndarray:
-    mask = np.int64((1 << exponent) - 1)
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0).astype(np.int64)
-    return (x >> exponent) + (remainder > threshold).astype(np.int64)
-
-
-def multiply_by_quantized_multiplier(x: np.ndarray, q: int, shift: int) -> np.ndarray:
-    """TFLite MultiplyByQuantizedMultiplier (double-rounding variant, the TFLM default)."""
-    x = np.asarray(x, dtype=np.int64)
-    left = max(shift, 0)
-    right = max(-shift, 0)
-    return _rounding_divide_by_pot(_rounding_doubling_high_mul(x * (1 << left), q), right)
 
 
 def _effective_multipliers(in_q: QParams, w_q: QParams, out_q: QParams, channels: int) -> list[tuple[int, int]]:
