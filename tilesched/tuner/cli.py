@@ -47,7 +47,8 @@ def cmd_tune(args) -> int:
     from tqdm import tqdm
 
     print(f"study {camp.study_name} in {camp.storage_url}: {len(space.legal_points)} legal points")
-    bar = tqdm(total=args.trials, unit="trial", file=sys.stderr, disable=args.quiet)
+    # disable=None: no bar when stderr is not a terminal (CI logs), unless --quiet asks for none at all
+    bar = tqdm(total=args.trials, unit="trial", file=sys.stderr, disable=True if args.quiet else None)
     done = [len(camp.completed())]
     bar.update(min(done[0], args.trials))
 
