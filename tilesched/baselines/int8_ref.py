@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # one implementation of TFLite's rounding, shared with the Cortex-M backend's reference
-from tilesched.backends.cortexm.reference import multiply_by_quantized_multiplier, quantize_multiplier
+from tilesched.backends.cortexm.reference import act_range, multiply_by_quantized_multiplier, quantize_multiplier
 
 __all__ = [
     "QParams",
@@ -58,15 +58,7 @@ def _requantize(acc: np.ndarray, mults: list[tuple[int, int]], out_q: QParams, l
 
 
 def _act_range(act: str, out_q: QParams) -> tuple[int, int]:
-    s, zp = out_q.scale[0], out_q.zero_point[0]
-    if act == "none":
-        return -128, 127
-    lo = max(-128, zp + int(round(0.0 / s)))
-    if act == "relu":
-        return lo, 127
-    if act == "relu6":
-        return lo, min(127, zp + int(round(6.0 / s)))
-    raise ValueError(f"unknown activation {act!r}")
+    return act_range(act, out_q.scale[0], out_q.zero_point[0])
 
 
 def _same_pads(size: int, k: int, stride: int) -> tuple[int, int]:

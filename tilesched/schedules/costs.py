@@ -8,6 +8,7 @@ loop (e.g. GEMM re-reads A once per column of tiles).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from math import prod
 
 from pydantic import BaseModel, ConfigDict
@@ -57,6 +58,7 @@ def traffic(b: Binding, stage: StageIR, tensor: str) -> float:
     return nbytes(t.dtype, numel(b, tensor)) * refetch
 
 
+@lru_cache(maxsize=64)
 def aligned_axes(program) -> dict[str, str]:
     """Spatial axes that convolutions map onto each other (input rows H ~ output rows OH),
     as a map from axis to a representative: a loop over OH walks H too."""
