@@ -41,10 +41,10 @@ from tilesched.schedules.overlap import build_plan, derive_overlap  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 N_CFG = 3  # configs tried (--quick: 1)
 SPIN = 1 << 22  # a wait that never completes reports within seconds instead of hanging the run
-CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages)
-    (128, 256, 64, 8, 3),
-    (128, 256, 64, 8, 4),
-    (128, 128, 64, 4, 4),
+CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, epilogue_subtile)
+    (128, 256, 64, 8, 3, True),
+    (128, 256, 64, 8, 4, True),
+    (128, 256, 64, 8, 3, False),
 ]
 
 
@@ -61,16 +61,16 @@ def rel_err(out, ref) -> float:
 
 
 def plan_for(collective, rank, world, rows, cols, depth, chunks, cfg):
-    bm, bn, bk, _, _ = cfg
+    bm, bn, bk = cfg[:3]
     return build_plan(collective, rank, world, engine="copy_engine" if collective == "all_gather" else "sm",
                       rows=rows, cols=cols, depth=depth, chunks_per_rank=chunks, block_m=bm, block_n=bn, block_k=bk)
 
 
 def lcfg(cfg):
-    return L.LaunchConfig(num_warps=cfg[3], num_stages=cfg[4])
+    return L.LaunchConfig(num_warps=cfg[3], num_stages=cfg[4], epilogue_subtile=cfg[5])
 
 
-def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=2):
+def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     p = plan_for("all_gather", rank, world, rows, cols, depth, chunks, cfg)
     op = AllGatherGemm(p, max_spin=SPIN, cfg=lcfg(cfg))
     errs = []
@@ -86,7 +86,7 @@ def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=2):
     return max(errs)
 
 
-def check_rs(world, rank, rows, cols, depth, chunks, cfg, calls=2):
+def check_rs(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     p = plan_for("reduce_scatter", rank, world, rows, cols, depth, chunks, cfg)
     op = GemmReduceScatter(p, max_spin=SPIN, cfg=lcfg(cfg))
     errs = []
@@ -255,8 +255,10 @@ def bench_rs(world, rank, rows, cols, depth):
     dist.all_reduce(ref)
     ref = ref[rank * per:(rank + 1) * per]
     variants, best = {}, None
-    for cfg in CONFIGS[:N_CFG]:
-        for chunks in (1, 2, 4):
+    # every config at 2 chunks per rank, then the other chunk counts with the best config
+    sweep = [(cfg, 2) for cfg in CONFIGS[:N_CFG]]
+    for _round in range(2):
+        for cfg, chunks in sweep:
             try:
                 op = GemmReduceScatter(plan_for("reduce_scatter", rank, world, rows, cols, depth, chunks, cfg),
                                        max_spin=SPIN, cfg=lcfg(cfg))
@@ -275,6 +277,9 @@ def bench_rs(world, rank, rows, cols, depth):
                 errors[f"fused chunks={chunks} cfg={cfg}"] = f"{type(exc).__name__}: {exc}"[:400]
                 if rank == 0:
                     traceback.print_exc()
+        if best is None:
+            break
+        sweep = [(best[3], c) for c in (1, 4)]
     res["ours_variants"] = variants
     if best:
         res.update(ours_ms=best[0], ours_chunks=best[1], ours_rel_err=best[2], ours_cfg=list(best[3]),

@@ -41,23 +41,34 @@ def interp(monkeypatch, tmp_path):
     return torch, launch, load
 
 
-def _ag(interp, depth=40, cols=72):
+CFG = dict(group_m=2, num_warps=4, num_stages=2)
+
+
+def _ag(interp, depth=40, cols=72, rank=1, world=2):
     torch, L, load = interp
-    p = build_plan("all_gather", 1, 2, engine="copy_engine", rows=128, cols=cols, depth=depth, chunks_per_rank=2,
-                   block_m=16, block_n=32, block_k=16)
+    p = build_plan("all_gather", rank, world, engine="copy_engine", rows=world * 64, cols=cols, depth=depth,
+                   chunks_per_rank=2, block_m=16, block_n=32, block_k=16)
     mod = load(render(p, "ag_gemm"))
     g = np.random.default_rng()
     a, b = g.standard_normal((p.rows, depth)), g.standard_normal((depth, cols))
+    per = p.rows // world
+    a_full = torch.full((p.rows, depth), float("nan"))  # own rows never come from the gathered buffer
+    remote = [c for c in p.chunks if c.owner != rank]
+    for c in remote:
+        a_full[c.row_start:c.row_stop] = torch.tensor(a[c.row_start:c.row_stop], dtype=torch.float32)
+    a_local = torch.tensor(a[rank * per:(rank + 1) * per], dtype=torch.float32)
     out = torch.full((p.rows, cols), float("nan"))
-    return torch, L, mod, p, a, b, out
+    return torch, L, mod, p, a, b, a_local, a_full, out
 
 
-def test_ag_consumer_kernel_with_flags_set(interp):
-    torch, L, mod, p, a, b, out = _ag(interp)  # K=40, N=72: ragged K and N tiles
+@pytest.mark.parametrize("subtile,sms", [(True, 3), (False, 64)])
+def test_ag_consumer_kernel_with_flags_set(interp, subtile, sms):
+    torch, L, mod, p, a, b, a_local, a_full, out = _ag(interp)  # K=40, N=72: ragged K and N tiles
     flags = torch.full((p.n_signals,), 5, dtype=torch.int32)
     status = torch.zeros(L.STATUS_WORDS, dtype=torch.int32)
-    L.ag_gemm(mod, p, torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32), out, flags,
-              torch.tensor(p.order, dtype=torch.int32), status, 5, 1000, L.LaunchConfig(group_m=2))
+    L.ag_gemm(mod, p, a_local, a_full, torch.tensor(b, dtype=torch.float32), out, flags,
+              torch.tensor(p.order, dtype=torch.int32), status, 5, 1000,
+              L.LaunchConfig(epilogue_subtile=subtile, num_sms=sms, **CFG))
     check_status(status)
     ref = a @ b
     assert not torch.isnan(out).any()
@@ -65,19 +76,22 @@ def test_ag_consumer_kernel_with_flags_set(interp):
 
 
 def test_ag_watchdog_names_rank_and_chunk(interp):
-    torch, L, mod, p, a, b, out = _ag(interp)
+    torch, L, mod, p, a, b, a_local, a_full, out = _ag(interp)
     flags = torch.full((p.n_signals,), 5, dtype=torch.int32)
-    flags[3] = 4  # chunk 3's copy never signalled for epoch 5
+    flags[1] = 4  # chunk 1 (rank 0's) was never pushed for epoch 5
+    flags[2] = 0  # own chunks need no flag
     status = torch.zeros(L.STATUS_WORDS, dtype=torch.int32)
-    L.ag_gemm(mod, p, torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32), out, flags,
-              torch.tensor(p.order, dtype=torch.int32), status, 5, 20, L.LaunchConfig(group_m=2))
-    with pytest.raises(SignalTimeout, match=r"rank 1: timed out waiting for chunk 3.*reads 4, needed >= 5"):
+    L.ag_gemm(mod, p, a_local, a_full, torch.tensor(b, dtype=torch.float32), out, flags,
+              torch.tensor(p.order, dtype=torch.int32), status, 5, 20, L.LaunchConfig(num_sms=3, **CFG))
+    with pytest.raises(SignalTimeout, match=r"rank 1: timed out waiting for chunk 1.*reads 4, needed >= 5"):
         check_status(status)
 
 
-def test_rs_kernels_two_ranks_in_one_process(interp):
+def test_rs_kernel_ranks_in_one_process(interp):
+    """Both ranks' GEMMs in one process, with the peer's partial tiles in place first (the
+    order the plan makes likely on the GPU): each own tile adds the peer's slot."""
     torch, L, load = interp
-    world, rows, cols, depth = 2, 128, 40, 24
+    world, rows, cols, depth = 2, 128, 40, 24  # N=40: a ragged column tile
     ps = [build_plan("reduce_scatter", r, world, engine="sm", rows=rows, cols=cols, depth=depth, chunks_per_rank=2,
                      block_m=16, block_n=32, block_k=16) for r in range(world)]
     mod = load(render(ps[0], "gemm_rs"))
@@ -87,21 +101,63 @@ def test_rs_kernels_two_ranks_in_one_process(interp):
     per = rows // world
     recv = [torch.full((world, per, cols), float("nan")) for _ in range(world)]
     sig = [torch.zeros(ps[0].n_signals, dtype=torch.int32) for _ in range(world)]
-    for p in ps:  # each rank's GEMM pushes its partial tiles into the owners' slots
+    outs = [torch.full((per, cols), float("nan")) for _ in range(world)]
+    status = [torch.zeros(L.STATUS_WORDS, dtype=torch.int32) for _ in range(world)]
+    order = [torch.tensor(p.order, dtype=torch.int32) for p in ps]
+
+    def run(p, epoch, max_spin=100_000):
         L.gemm_rs(mod, p, torch.tensor(a[p.rank], dtype=torch.float32), torch.tensor(b[p.rank], dtype=torch.float32),
-                  torch.tensor(p.order, dtype=torch.int32), recv, sig, L.LaunchConfig(group_m=2))
-    assert all(int(s.min()) == ps[0].tiles_per_chunk for s in sig)
-    cfg = L.LaunchConfig(reduce_block_r=16, reduce_block_n=32)
-    for p in ps:
-        out = torch.full((per, cols), float("nan"))
-        status = torch.zeros(L.STATUS_WORDS, dtype=torch.int32)
-        L.rs_reduce(mod, p, recv[p.rank], sig[p.rank], out, status, p.tiles_per_chunk, 1000, cfg)
-        check_status(status)
-        ref = sum(a[q] @ b[q] for q in range(world))[p.rank * per:(p.rank + 1) * per]
-        assert np.abs(out.double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
-    # a second epoch that only rank 0 produced: rank 1's reduce of its chunk 2 must time out
-    sig[1][0] += ps[0].tiles_per_chunk
-    status = torch.zeros(L.STATUS_WORDS, dtype=torch.int32)
-    L.rs_reduce(mod, ps[1], recv[1], sig[1], out, status, 2 * ps[1].tiles_per_chunk, 20, cfg)
+                  outs[p.rank], order[p.rank], recv[p.rank][:, :, :], sig[p.rank], recv, sig, status[p.rank], epoch,
+                  max_spin, L.LaunchConfig(num_sms=3, **CFG))
+
+    # rank 1 runs first: its own chunks time out (rank 0 has sent nothing), its pushes land
+    run(ps[1], 1, max_spin=20)
     with pytest.raises(SignalTimeout, match=r"rank 1: timed out waiting for chunk [23]"):
-        check_status(status)
+        check_status(status[1])
+    assert [int(x) for x in sig[0]] == [0, 0, ps[0].tiles_per_chunk, ps[0].tiles_per_chunk]
+    run(ps[0], 1)  # rank 0 finds rank 1's partials, and pushes its own to rank 1
+    check_status(status[0])
+    status[1].zero_()
+    run(ps[1], 1)
+    check_status(status[1])
+    full = sum(a[q] @ b[q] for q in range(world))
+    for p in ps:
+        assert not torch.isnan(outs[p.rank]).any()
+        ref = full[p.rank * per:(p.rank + 1) * per]
+        assert np.abs(outs[p.rank].double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("collective,world", [("all_gather", 2), ("reduce_scatter", 2), ("reduce_scatter", 4)])
+def test_kernels_compile_for_hopper(monkeypatch, tmp_path, collective, world):
+    """The bench configuration builds for sm_90 on this GPU-less machine, with TMA loads and
+    wgmma (the persistent TMA GEMM of the CUDA backend, not a pointer-based fallback)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("TILESCHED_CACHE", str(tmp_path))
+    torch = pytest.importorskip("torch")
+    from tilesched.backends.cuda.aot import compile_call_for_hopper
+    from tilesched.backends.cuda.overlap import launch as L
+    from tilesched.backends.cuda.overlap.render import load
+
+    rows, cols, depth = 8192, 4096, 8192
+    p = build_plan(collective, 0, world, engine="copy_engine" if collective == "all_gather" else "sm", rows=rows,
+                   cols=cols, depth=depth, chunks_per_rank=2, block_m=128, block_n=256, block_k=64)
+    mod = load(render(p, "ovl"))
+    cfg = L.LaunchConfig(num_sms=132)
+    bf, i32 = torch.bfloat16, torch.int32
+    status, order = torch.zeros(L.STATUS_WORDS, dtype=i32), torch.zeros(len(p.order), dtype=i32)
+    if collective == "all_gather":
+        a_full = torch.empty(rows, depth, dtype=bf)
+        _, pos, kw = L.ag_gemm_args(p, a_full[: rows // world], a_full, torch.empty(depth, cols, dtype=bf),
+                                    torch.empty(rows, cols, dtype=bf), torch.zeros(p.n_signals, dtype=i32), order,
+                                    status, 1, 100, cfg)
+        fn = mod.ag_gemm_kernel
+    else:
+        recv = torch.empty(world, rows // world, cols, dtype=bf)
+        sig = torch.zeros(p.n_signals, dtype=i32)
+        _, pos, kw = L.gemm_rs_args(p, torch.empty(rows, depth, dtype=bf), torch.empty(depth, cols, dtype=bf),
+                                    torch.empty(rows // world, cols, dtype=bf), order, recv, sig,
+                                    [recv] * world, [sig] * world, status, 1, 100, cfg)
+        fn = mod.gemm_rs_kernel
+    built = compile_call_for_hopper(fn, pos, kw)
+    assert built.wgmma and built.tma
+    assert built.shared_bytes <= 232448

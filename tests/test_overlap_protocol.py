@@ -35,7 +35,7 @@ def test_watchdog_names_rank_and_chunk(collective):
     ps = plans(collective, 2)
     victim = ps[1].producer[0].chunk  # rank 1's first producer step never happens
     res = simulate(ps, SimOptions(calls=1, drop=(1, victim), max_spin_s=0.3))
-    waiter = 1 if collective == "all_gather" else ps[1].chunks[victim].owner
+    waiter = ps[1].producer[0].dst  # the rank the dropped chunk was for
     kind, msg = res.errors[waiter]
     assert kind == "SignalTimeout"
     assert msg.startswith(f"rank {waiter}: timed out waiting for chunk {victim}")

@@ -32,12 +32,22 @@ def test_all_gather_plan(world):
         # own chunks first, then the neighbours' in ring order; every chunk exactly once
         assert [p.chunks[x].owner for x in p.order] == [(p.rank + i // c) % world for i in range(world * c)]
         assert sorted(p.order) == list(range(world * c))
-        # one copy per remote chunk, in consumption order, raising that chunk's own flag
-        assert [s.chunk for s in p.producer] == [x for x in p.order if p.chunks[x].owner != p.rank]
-        assert all(s.dst == p.rank == s.signal_rank and s.signal == s.chunk for s in p.producer)
-        assert [w.chunk for w in p.waits] == list(p.order)
+        # push: every own chunk to every peer, the neighbour r-1 first, raising the chunk's flag there
+        assert [(s.dst, s.chunk) for s in p.producer] == [((p.rank - i) % world, p.rank * c + j)
+                                                           for i in range(1, world) for j in range(c)]
+        assert all(s.src == p.rank and s.dst == s.signal_rank != p.rank and s.signal == s.chunk for s in p.producer)
+        # waits on the remote chunks only, in consumption order (own chunks are read from the shard)
+        assert [w.chunk for w in p.waits] == [x for x in p.order if p.chunks[x].owner != p.rank]
         rows = sorted((ch.row_start, ch.row_stop) for ch in p.chunks)  # chunks tile the rows exactly
         assert rows[0][0] == 0 and rows[-1][1] == p.rows and all(a[1] == b_[0] for a, b_ in zip(rows, rows[1:]))
+    # every flag raised by exactly one producer is awaited by its rank; a rank's first remote
+    # chunk is the first one its neighbour sends
+    raised = sorted((s.signal_rank, s.signal) for p in plans for s in p.producer)
+    awaited = sorted((p.rank, w.signal) for p in plans for w in p.waits)
+    assert raised == awaited and len(set(raised)) == len(raised)
+    for p in plans:
+        nxt = plans[(p.rank + 1) % world]
+        assert (nxt.producer[0].dst, nxt.producer[0].chunk) == (p.rank, p.waits[0].chunk)
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -49,7 +59,11 @@ def test_reduce_scatter_plan(world):
     for p in plans:
         owners = [p.chunks[x].owner for x in p.order]
         assert owners[0] == (p.rank + 1) % world and owners[-1] == p.rank  # neighbour first, own last
-        assert all(s.src == p.rank and s.dst == p.chunks[s.chunk].owner == s.signal_rank for s in p.producer)
+        assert all(s.src == p.rank and s.dst == p.chunks[s.chunk].owner == s.signal_rank != p.rank
+                   for s in p.producer)
+        # own chunks (last) wait for every peer's partial tiles of that chunk
+        assert {w.chunk for w in p.waits} == {x for x in p.order if p.chunks[x].owner == p.rank}
+        assert len(p.waits) == (world - 1) * p.chunks_per_rank
         assert all(s.increment == p.tiles_per_chunk for s in p.producer)
     # every (source, chunk) signal raised by exactly one producer is awaited by the owner
     raised = sorted((s.signal_rank, s.signal) for p in plans for s in p.producer)
@@ -75,11 +89,16 @@ def test_timeline_overlaps_and_trace_loads(tmp_path):
     comm = sum(e.dur_us for e in ev if e.track == "comm" and e.rank == 0)
     compute = sum(e.dur_us for e in ev if e.track == "compute" and e.rank == 0)
     assert compute <= makespan < compute + comm  # the copies hide behind the local chunks
-    for r in (0, 1):  # a chunk's GEMM never starts before its copy ends
-        ends = {e.name.split()[2]: e.start_us + e.dur_us for e in ev if e.rank == r and e.track == "comm"}
-        for e in ev:
-            if e.rank == r and e.track == "compute" and e.name.split()[2] in ends:
-                assert e.start_us >= ends[e.name.split()[2]]
+    # a chunk's GEMM on rank r never starts before the copy that brings it to r ends
+    ends = {(int(e.name.split("->")[1].rstrip(")")), e.name.split()[2]): e.start_us + e.dur_us
+            for e in ev if e.track == "comm"}
+    assert len(ends) == 4  # world 2, 2 chunks per rank: each rank receives 2
+    checked = 0
+    for e in ev:
+        if e.track == "compute" and (e.rank, e.name.split()[2]) in ends:
+            assert e.start_us >= ends[(e.rank, e.name.split()[2])]
+            checked += 1
+    assert checked == len(ends)
     doc = json.loads(chrome_trace(ev, "ag_gemm"))
     xs = [e for e in doc["traceEvents"] if e["ph"] == "X"]
     assert len(xs) == len(ev) and {e["cat"] for e in xs} == {"compute", "comm", "memory"}

@@ -101,49 +101,47 @@ def _slow_copy(dst, src, opts: SimOptions):
 def _ag_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
     import threading
 
-    full = [_Shm.attach(s) for s in specs["full"]]  # [2 parities] per rank: (2, M, K)
-    flags = _Shm.attach(specs["flags"][plan.rank])
-    ready = [_Shm.attach(s) for s in specs["ready"]]
+    full = [_Shm.attach(s) for s in specs["full"]]  # [2 parities] per rank: (2, M, K), NaN until received
+    flags = [_Shm.attach(s) for s in specs["flags"]]
     r, per = plan.rank, plan.rows // plan.world
-    own = [c for c in plan.chunks if c.owner == r]
     log, err = [], None
     try:
         for e in range(1, opts.calls + 1):
             par = e % 2
             _lag(r, opts)
             a, b = _inputs(plan, opts.seed, e)
-            mine = full[r].arr[par]
-            mine[:] = np.nan  # poison: rows not yet received
-            mine[r * per:(r + 1) * per] = a[r * per:(r + 1) * per]  # stage own shard
-            ready[r].arr[par] = e
-            for c in own:
-                flags.arr[c.id] = e
+            shard = a[r * per:(r + 1) * per]
             perr: list[BaseException] = []
 
-            def producer(e=e, par=par, perr=perr, mine=mine):
+            def producer(e=e, par=par, perr=perr, shard=shard):
+                # push: own chunks into each peer's buffer, then the flag on that peer. It
+                # starts only once this rank finished call e - 1, as the GPU side stream
+                # waits for the main stream: that is what frees the peers' parity slots.
                 try:
-                    waited = set()
                     for s in plan.producer:
                         if opts.drop == (r, s.chunk):
                             continue
-                        if s.src not in waited:
-                            _spin(ready[s.src].arr, par, e, r, s.chunk, opts, "peer shard staged")
-                            waited.add(s.src)
                         c = plan.chunks[s.chunk]
-                        _slow_copy(mine[c.row_start:c.row_stop], full[s.src].arr[par][c.row_start:c.row_stop], opts)
-                        flags.arr[s.signal] = e  # after the data (release)
+                        lo = c.row_start - r * per
+                        _slow_copy(full[s.dst].arr[par][c.row_start:c.row_stop], shard[lo:lo + c.row_stop - c.row_start],
+                                   opts)
+                        flags[s.signal_rank].arr[s.signal] = e  # after the data (release)
                 except BaseException as exc:  # noqa: BLE001 - reported to the parent
                     perr.append(exc)
 
             th = threading.Thread(target=producer)
             th.start()
             out = np.full((plan.rows, plan.cols), np.nan)
+            mine = full[r].arr[par]
             for cid in plan.order:
-                w = plan.wait_for(cid)
-                if not opts.skip_waits:
-                    _spin(flags.arr, w.signal, w.count * e, r, cid, opts, "all_gather")
                 c = plan.chunks[cid]
-                rows = mine[c.row_start:c.row_stop].copy()
+                for w in plan.waits_for(cid):
+                    if not opts.skip_waits:
+                        _spin(flags[r].arr, w.signal, w.count * e, r, cid, opts, "all_gather")
+                if c.owner == r:  # own rows come from the local shard, not the gathered buffer
+                    rows = shard[c.row_start - r * per:c.row_stop - r * per].copy()
+                else:
+                    rows = mine[c.row_start:c.row_stop].copy()
                 if np.isnan(rows).any():
                     raise PoisonRead(f"rank {r}: chunk {cid} read before it arrived (call {e})")
                 out[c.row_start:c.row_stop] = rows @ b[r]
@@ -151,6 +149,7 @@ def _ag_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
             th.join()
             if perr:
                 raise perr[0]
+            mine[:] = np.nan  # consumed: poison for call e + 2 (the same parity)
             ref = a @ b[r]
             out_q.put(("result", r, e, float(np.abs(out - ref).max() / np.abs(ref).max())))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
@@ -169,31 +168,34 @@ def _rs_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
             par = e % 2
             _lag(r, opts)
             a, b = _inputs(plan, opts.seed, e)
-            for s in plan.producer:  # GEMM in the plan's chunk order, tiles pushed to the owner
-                c = plan.chunks[s.chunk]
-                part = a[r, c.row_start:c.row_stop] @ b[r]
-                if opts.drop == (r, s.chunk):
-                    continue
-                dst = recv[s.dst].arr[par, r]
-                for i in range(tm):
-                    for j in range(tn):
-                        rows = slice(c.local * cr + i * plan.block_m, c.local * cr + (i + 1) * plan.block_m)
-                        cols = slice(j * plan.block_n, (j + 1) * plan.block_n)
-                        dst[rows, cols] = part[i * plan.block_m:(i + 1) * plan.block_m, cols]
-                        sig[s.signal_rank].arr[s.signal] += 1  # single writer per counter
-                    time.sleep(opts.delay_s / tm)
-                log.append((e, s.chunk))
             out = np.full((per, plan.cols), np.nan)
             mine = recv[r].arr[par]
-            for w in plan.waits:  # the owner's reduce
-                if not opts.skip_waits:
-                    _spin(sig[r].arr, w.signal, w.count * e, r, w.chunk, opts, "reduce_scatter")
-            for c in (c for c in plan.chunks if c.owner == r):
-                rows = slice(c.local * cr, (c.local + 1) * cr)
-                block = mine[:, rows].copy()
-                if np.isnan(block).any():
-                    raise PoisonRead(f"rank {r}: chunk {c.id} reduced before every partial arrived (call {e})")
-                out[rows] = block.sum(axis=0)
+            for cid in plan.order:  # the GEMM in the plan's chunk order
+                c = plan.chunks[cid]
+                part = a[r, c.row_start:c.row_stop] @ b[r]
+                local = slice(c.local * cr, (c.local + 1) * cr)
+                if c.owner != r:  # tiles pushed into the owner's slot [r], each counted on its signal
+                    if opts.drop == (r, cid):
+                        continue
+                    s = next(s for s in plan.producer if s.chunk == cid)
+                    dst = recv[s.dst].arr[par, r]
+                    for i in range(tm):
+                        for j in range(tn):
+                            rows = slice(c.local * cr + i * plan.block_m, c.local * cr + (i + 1) * plan.block_m)
+                            cols = slice(j * plan.block_n, (j + 1) * plan.block_n)
+                            dst[rows, cols] = part[i * plan.block_m:(i + 1) * plan.block_m, cols]
+                            sig[s.signal_rank].arr[s.signal] += 1  # single writer per counter
+                        time.sleep(opts.delay_s / tm)
+                else:  # own chunk: the epilogue waits for every peer's partial and reduces
+                    for w in plan.waits_for(cid):
+                        if not opts.skip_waits:
+                            _spin(sig[r].arr, w.signal, w.count * e, r, cid, opts, "reduce_scatter")
+                    peers = [q for q in range(plan.world) if q != r]
+                    block = mine[peers][:, local].copy()
+                    if np.isnan(block).any():
+                        raise PoisonRead(f"rank {r}: chunk {cid} reduced before every partial arrived (call {e})")
+                    out[local] = part + block.sum(axis=0)
+                log.append((e, cid))
             mine[:] = np.nan  # consumed: poison for call e + 2 (the same parity)
             ref = sum(a[q, r * per:(r + 1) * per] @ b[q] for q in range(plan.world))
             out_q.put(("result", r, e, float(np.abs(out - ref).max() / np.abs(ref).max())))
@@ -217,7 +219,6 @@ def simulate(plans: tuple[OverlapPlan, ...], opts: SimOptions = SimOptions(), ti
     if p0.collective == "all_gather":
         bufs["full"] = [_Shm((2, p0.rows, p0.depth), np.float64, fill=np.nan) for _ in range(w)]
         bufs["flags"] = [_Shm((p0.n_signals,), np.int32, fill=0) for _ in range(w)]
-        bufs["ready"] = [_Shm((2,), np.int32, fill=0) for _ in range(w)]
         target = _ag_rank
     elif p0.collective == "reduce_scatter":
         bufs["recv"] = [_Shm((2, w, per, p0.cols), np.float64, fill=np.nan) for _ in range(w)]

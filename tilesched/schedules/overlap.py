@@ -105,8 +105,9 @@ class OverlapPlan:
     def tiles_per_chunk(self) -> int:
         return (self.chunk_rows // self.block_m) * -(-self.cols // self.block_n)
 
-    def wait_for(self, chunk: int) -> Wait:
-        return next(w for w in self.waits if w.chunk == chunk)
+    def waits_for(self, chunk: int) -> tuple[Wait, ...]:
+        """What this rank waits on before consuming `chunk` (none for a local all-gather chunk)."""
+        return tuple(w for w in self.waits if w.chunk == chunk)
 
 
 def comm_stage(b: Binding) -> StageIR:
@@ -155,27 +156,32 @@ def rotated_ranks(rank: int, world: int, start: int = 0) -> tuple[int, ...]:
 
 
 def _all_gather(rank: int, world: int, engine: str, g: dict) -> OverlapPlan:
-    # Pull model: rank r copies every remote chunk into its own gathered buffer (its copy
-    # engine reads the peer over NVLink) and raises its *own* flag for that chunk; the
-    # GEMM consumes own chunks first, then the peers' in ring order r+1, r+2, ...
+    # Push model: rank r copies each of its own chunks into every peer's gathered buffer
+    # (its copy engine writes the peer over NVLink) and raises the chunk's flag *on that
+    # peer*. It serves the peers in reverse ring order r-1, r-2, ..., because a consumer
+    # takes remote chunks in ring order r+1, r+2, ...: every rank's first remote chunk is
+    # the first one its neighbour sends. The GEMM consumes its own chunks first, straight
+    # from the local shard, so they need no wait.
     c = g["chunks_per_rank"]
     chunks = _chunks(world, c, g["chunk_rows"])
     order = tuple(owner * c + local for owner in rotated_ranks(rank, world) for local in range(c))
     producer = tuple(
-        ProducerStep(chunk=cid, src=chunks[cid].owner, dst=rank, engine=engine, signal=cid, signal_rank=rank,
-                     increment=1)
-        for cid in order if chunks[cid].owner != rank
+        ProducerStep(chunk=rank * c + local, src=rank, dst=(rank - i) % world, engine=engine, signal=rank * c + local,
+                     signal_rank=(rank - i) % world, increment=1)
+        for i in range(1, world) for local in range(c)
     )
-    waits = tuple(Wait(chunk=cid, signal=cid, count=1) for cid in order)
+    waits = tuple(Wait(chunk=cid, signal=cid, count=1) for cid in order if chunks[cid].owner != rank)
     return OverlapPlan(collective="all_gather", rank=rank, world=world, engine=engine, chunks=chunks, order=order,
                        producer=producer, waits=waits, n_signals=world * c, **g)
 
 
 def _reduce_scatter(rank: int, world: int, engine: str, g: dict) -> OverlapPlan:
     # Push model: rank r computes the partial rows of every chunk, the chunks owned by its
-    # neighbour r+1 first and its own last, and stores each tile straight into the owner's
-    # receive slot [r]; each stored tile adds 1 to the owner's signal (r, chunk). The owner
-    # reduces a chunk once all `world` slots reached tiles_per_chunk.
+    # neighbour r+1 first and its own last. A tile of a peer's chunk is stored straight
+    # into the owner's receive slot [r] and adds 1 to the owner's signal (r, chunk). A tile
+    # of an own chunk is the reduction: it waits until every peer's signal for the chunk
+    # reached tiles_per_chunk, adds their partial tiles to its accumulator and stores the
+    # result (the peers computed these chunks first, so the wait is normally already over).
     c = g["chunks_per_rank"]
     chunks = _chunks(world, c, g["chunk_rows"])
     order = tuple(owner * c + local for owner in rotated_ranks(rank, world, start=1) for local in range(c))
@@ -183,10 +189,11 @@ def _reduce_scatter(rank: int, world: int, engine: str, g: dict) -> OverlapPlan:
     producer = tuple(
         ProducerStep(chunk=cid, src=rank, dst=chunks[cid].owner, engine=engine,
                      signal=rank * c + chunks[cid].local, signal_rank=chunks[cid].owner, increment=tiles)
-        for cid in order
+        for cid in order if chunks[cid].owner != rank
     )
-    own = [cid for cid in range(world * c) if chunks[cid].owner == rank]
-    waits = tuple(Wait(chunk=cid, signal=src * c + chunks[cid].local, count=tiles) for cid in own for src in range(world))
+    own = [cid for cid in order if chunks[cid].owner == rank]
+    waits = tuple(Wait(chunk=cid, signal=src * c + chunks[cid].local, count=tiles)
+                  for cid in own for src in rotated_ranks(rank, world, start=1) if src != rank)
     return OverlapPlan(collective="reduce_scatter", rank=rank, world=world, engine=engine, chunks=chunks, order=order,
                        producer=producer, waits=waits, n_signals=world * c, **g)
 
@@ -252,28 +259,36 @@ def _gemm_bytes(p: OverlapPlan, rows: int, elem: int) -> float:
 
 def predict_timeline(plans: tuple[OverlapPlan, ...], elem_bytes: int = 2) -> tuple[Event, ...]:
     """Per rank: chunk transfers on the comm track, chunk GEMMs on the compute track (each
-    starts when the chunk's signal is raised and the previous one is done), and each GEMM's
-    HBM traffic on the memory track."""
+    starts when its chunk's signals are raised and the previous one is done), and each
+    GEMM's HBM traffic on the memory track."""
     events: list[Event] = []
-    for p in plans:
-        if p.collective == "all_gather":
-            events += _timeline_ag(p, elem_bytes)
-        else:
+    if plans and plans[0].collective == "all_gather":
+        arrive: dict[tuple[int, int], float] = {}  # (destination rank, chunk) -> flag raised
+        for p in plans:
+            events += _copies_ag(p, elem_bytes, arrive)
+        for p in plans:
+            events += _gemms_ag(p, elem_bytes, arrive)
+    else:
+        for p in plans:
             events += _timeline_rs(p, elem_bytes)
     return tuple(events)
 
 
-def _timeline_ag(p: OverlapPlan, elem: int) -> list[Event]:
-    ev, arrive, t = [], {}, 0.0
+def _copies_ag(p: OverlapPlan, elem: int, arrive: dict) -> list[Event]:
+    ev, t = [], 0.0
     bw = PEER_COPY_GBPS if p.engine == "copy_engine" else PEER_STORE_GBPS
     for s in p.producer:  # transfers are serial on one engine
         dur = p.chunk_rows * p.depth * elem / (bw * 1e9) * 1e6
         ev.append(Event(p.rank, "comm", f"copy chunk {s.chunk} (rank {s.src}->{s.dst})", t, dur))
         t += dur
-        arrive[s.chunk] = t + SIGNAL_US
-    t = 0.0
+        arrive[(s.dst, s.chunk)] = t + SIGNAL_US
+    return ev
+
+
+def _gemms_ag(p: OverlapPlan, elem: int, arrive: dict) -> list[Event]:
+    ev, t = [], 0.0
     for cid in p.order:
-        start = max(t, arrive.get(cid, 0.0))
+        start = max(t, arrive.get((p.rank, cid), 0.0))
         dur = _gemm_us(p, p.chunk_rows)
         ev.append(Event(p.rank, "compute", f"gemm chunk {cid}", start, dur))
         mem = _gemm_bytes(p, p.chunk_rows, elem) / (HBM_GBPS * 1e9) * 1e6
@@ -284,19 +299,18 @@ def _timeline_ag(p: OverlapPlan, elem: int) -> list[Event]:
 
 def _timeline_rs(p: OverlapPlan, elem: int) -> list[Event]:
     ev, t = [], 0.0
-    for s in p.producer:
+    for cid in p.order:
+        owner = p.chunks[cid].owner
         dur = _gemm_us(p, p.chunk_rows)
-        ev.append(Event(p.rank, "compute", f"gemm chunk {s.chunk} (for rank {s.dst})", t, dur))
+        what = f"for rank {owner}" if owner != p.rank else "own, reduced in the epilogue"
+        ev.append(Event(p.rank, "compute", f"gemm chunk {cid} ({what})", t, dur))
         mem = _gemm_bytes(p, p.chunk_rows, elem) / (HBM_GBPS * 1e9) * 1e6
-        ev.append(Event(p.rank, "memory", f"hbm chunk {s.chunk}", t, min(mem, dur)))
-        if s.dst != p.rank:  # the epilogue's peer stores stream out while the chunk computes
+        if owner != p.rank:  # the epilogue's peer stores stream out while the chunk computes
             push = p.chunk_rows * p.cols * elem / (PEER_STORE_GBPS * 1e9) * 1e6
-            ev.append(Event(p.rank, "comm", f"push chunk {s.chunk} (rank {s.src}->{s.dst})", t, max(push, dur)))
-        t += dur
-    # the owner reduces its chunks after its GEMM: world partial reads + one write per chunk
-    for cid in (c.id for c in p.chunks if c.owner == p.rank):
-        dur = (p.world + 1) * p.chunk_rows * p.cols * elem / (HBM_GBPS * 1e9) * 1e6 + SIGNAL_US
-        ev.append(Event(p.rank, "memory", f"reduce chunk {cid}", t, dur))
+            ev.append(Event(p.rank, "comm", f"push chunk {cid} (rank {p.rank}->{owner})", t, max(push, dur)))
+        else:  # the epilogue also reads world - 1 partial tiles per output tile
+            mem += (p.world - 1) * p.chunk_rows * p.cols * elem / (HBM_GBPS * 1e9) * 1e6
+        ev.append(Event(p.rank, "memory", f"hbm chunk {cid}", t, min(mem, dur)))
         t += dur
     return ev
 

@@ -18,15 +18,21 @@ class HopperBuild:
 def compile_for_hopper(gemm, tensors: dict, params: dict | None = None, capability: int = 90) -> HopperBuild:
     """Compile `gemm` (a GemmKernel, loaded without TRITON_INTERPRET) for the point its launcher
     would pick for `tensors` (CPU tensors are fine: only their types and strides matter)."""
+    args, _ = gemm.prepare(tensors, params=params)
+    pos, kw = gemm.module.launch_args(*args)
+    return compile_call_for_hopper(getattr(gemm.module, f"{gemm.plan.name}_kernel"), pos, kw, capability)
+
+
+def compile_call_for_hopper(fn, pos: tuple, kw: dict, capability: int = 90) -> HopperBuild:
+    """Compile JIT function `fn` as a launch `fn[grid](*pos, **kw)` would (kw: constexprs,
+    num_warps and num_stages)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.runtime.jit import mangle_type
 
-    args, _ = gemm.prepare(tensors, params=params)
-    pos, kw = gemm.module.launch_args(*args)
-    fn = getattr(gemm.module, f"{gemm.plan.name}_kernel")
     if not isinstance(fn, triton.runtime.jit.JITFunction):
         raise RuntimeError("the kernel module was loaded under TRITON_INTERPRET; unset it to compile")
+    kw = dict(kw)
     options = {"num_warps": kw.pop("num_warps"), "num_stages": kw.pop("num_stages")}
     names = [p.name for p in fn.params]
     signature = {n: mangle_type(a) for n, a in zip(names, pos)}

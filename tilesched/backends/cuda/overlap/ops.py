@@ -1,24 +1,24 @@
 """AllGather+GEMM and GEMM+ReduceScatter on the GPUs of one node, driven by the plans of
 `tilesched.schedules.overlap` (one process per GPU, torch.distributed group for bootstrap).
 
-AllGather+GEMM (pull, copy engine): a rank stages its shard in its half of the symmetric
-gathered buffer and raises its `ready` flag; a side stream waits for each peer's `ready`,
-copies the peer's chunks over NVLink (cuMemcpyAsync, copy engine) and raises the local
-flag of each chunk (cuStreamWriteValue32); the GEMM starts at once on the local chunks and
-each program waits on its chunk's flag.
+AllGather+GEMM (push, copy engine): a side stream copies this rank's shard, chunk by chunk,
+into every peer's symmetric gathered buffer over NVLink (cuMemcpyAsync: the copy engine,
+no SM) and raises the chunk's flag on that peer (cuStreamWriteValue32, fenced after the
+copy). The GEMM starts at once on the rank's own chunks, read straight from the shard;
+programs reaching a remote chunk wait on its flag.
 
-GEMM+ReduceScatter (push, SMs): the GEMM stores each tile of partial sums into the owner's
-receive slot and counts it on the owner's signal; the owner's reduce kernel sums a chunk
-once every source's count is complete.
+GEMM+ReduceScatter (push, SMs): the GEMM stores each tile of a peer's chunk into the
+owner's receive slot and counts it on the owner's signal; the tiles of the rank's own
+chunks come last, and their epilogue waits for the peers' counts, adds the received
+partial tiles and stores the result (no separate reduce kernel).
 
-Buffers alternate by call parity, so call e+1 never overwrites what call e still reads
-(a rank cannot run two calls ahead of a peer: each call waits on every peer's signals).
+Buffers alternate by call parity, so call e + 2 never overwrites what call e still reads:
+a rank's producer for call e + 2 starts after its GEMM of call e + 1, which needed every
+peer's data of call e + 1, which each peer sent only after finishing its GEMM of call e.
 Signals are epoch counters, never reset.
 """
 
 from __future__ import annotations
-
-import warnings
 
 from tilesched.backends.cuda.overlap import launch as L
 from tilesched.backends.cuda.overlap.render import load, render
@@ -47,6 +47,13 @@ class _Op:
         self.torch.cuda.synchronize()
         check_status(self.status, self.plan.collective)
 
+    def _checked(self, name, t, shape):
+        if tuple(t.shape) != tuple(shape) or t.dtype != self.torch.bfloat16 or not t.is_contiguous():
+            raise ValueError(f"{self.plan.collective} rank {self.plan.rank}: {name} must be a contiguous bf16 "
+                             f"tensor of shape {tuple(shape)}, got {t.dtype} {tuple(t.shape)} "
+                             f"strides {tuple(t.stride())}")
+        return t
+
 
 class AllGatherGemm(_Op):
     """C[M, N] = all_gather(A_shard)[M, K] @ B[K, N]."""
@@ -59,61 +66,44 @@ class AllGatherGemm(_Op):
         super().__init__(plan, program, group, cfg, max_spin)
         t = self.torch
         self.a_full = SymmetricBuffer((2, plan.rows, plan.depth), t.bfloat16, group)
-        self.ready = SymmetricBuffer((2,), t.int32, group, fill=0)
-        self.flags = t.zeros(plan.n_signals, dtype=t.int32, device="cuda")
-        # High priority: when SMs free up, the side stream's one-program wait on a peer's
-        # `ready` flag is scheduled before more of the GEMM's spinning programs (which
-        # would otherwise hold every SM while waiting for the copies that wait gates).
-        self.side = t.cuda.Stream(priority=-1)
-        self.own = [c for c in plan.chunks if c.owner == plan.rank]
-        sms = t.cuda.get_device_properties(t.cuda.current_device()).multi_processor_count
-        if plan.chunks_per_rank * plan.tiles_per_chunk < sms:
-            # The side stream's ready-wait needs an SM; with fewer local tiles than SMs the
-            # GEMM's spinning programs can hold them all until the wait's poll bound expires.
-            warnings.warn(f"rank {plan.rank}: {plan.chunks_per_rank * plan.tiles_per_chunk} local tiles < {sms} SMs: "
-                          "the copy gate may be starved (use smaller tiles or more rows per rank)", stacklevel=2)
+        self.flags = SymmetricBuffer((plan.n_signals,), t.int32, group, fill=0)
+        self.side = t.cuda.Stream()
         t.cuda.synchronize()
 
     def __call__(self, a_shard, b, out=None):
         t, p = self.torch, self.plan
+        self._checked("a_shard", a_shard, (self.rows_per_rank, p.depth))
+        self._checked("b", b, (p.depth, p.cols))
         self.epoch += 1
         e, par = self.epoch, self.epoch % 2
         main = t.cuda.current_stream()
+        self.side.wait_stream(main)  # the shard is written, and this rank's previous GEMM is done
+        row_bytes = p.depth * a_shard.element_size()
         lo = p.rank * self.rows_per_rank
-        full = self.a_full.local[par]
-        full[lo:lo + self.rows_per_rank].copy_(a_shard)
-        cuda_ipc.write_value32(self.ready.addr(p.rank, par), e, main.cuda_stream)
-        for c in self.own:
-            cuda_ipc.write_value32(self.flags.data_ptr() + 4 * c.id, e, main.cuda_stream)
-        self.side.wait_stream(main)
-        row_bytes = p.depth * full.element_size()
-        base = par * p.rows
-        with t.cuda.stream(self.side):
-            waited = set()
-            for s in p.producer:
-                if s.src not in waited:  # the peer's shard for this call is staged
-                    L.wait(self.mod, cuda_ipc.PeerPtr(self.ready.addr(s.src, par), t.int32), e, self.status,
-                           p.rank, s.chunk, self.max_spin)
-                    waited.add(s.src)
-                c = p.chunks[s.chunk]
-                off = (base + c.row_start) * row_bytes
-                cuda_ipc.memcpy_async(self.a_full.ptrs[p.rank] + off, self.a_full.ptrs[s.src] + off,
-                                      (c.row_stop - c.row_start) * row_bytes, self.side.cuda_stream)
-                cuda_ipc.write_value32(self.flags.data_ptr() + 4 * s.signal, e, self.side.cuda_stream)
+        slot = par * p.rows * row_bytes
+        for s in p.producer:  # push own chunks to the peers, neighbour r-1 first
+            c = p.chunks[s.chunk]
+            cuda_ipc.memcpy_async(self.a_full.ptrs[s.dst] + slot + c.row_start * row_bytes,
+                                  a_shard.data_ptr() + (c.row_start - lo) * row_bytes,
+                                  (c.row_stop - c.row_start) * row_bytes, self.side.cuda_stream)
+            cuda_ipc.write_value32(self.flags.addr(s.signal_rank, s.signal), e, self.side.cuda_stream)
         if out is None:
             out = t.empty((p.rows, p.cols), dtype=b.dtype, device="cuda")
-        L.ag_gemm(self.mod, p, full, b, out, self.flags, self.order, self.status, e, self.max_spin, self.cfg)
-        main.wait_stream(self.side)
+        self._checked("out", out, (p.rows, p.cols))
+        L.ag_gemm(self.mod, p, a_shard, self.a_full.local[par], b, out, self.flags.local, self.order, self.status, e,
+                  self.max_spin, self.cfg)
+        main.wait_stream(self.side)  # a_shard stays alive and unchanged until the pushes are done
         return out
 
     def gemm_only(self, a_full, b, out):
         """The same consumer kernel with every chunk present (no communication): the
         GEMM-alone time of the overlap efficiency."""
-        t = self.torch
+        t, p = self.torch, self.plan
         if not hasattr(self, "_all_set"):
-            self._all_set = t.full((self.plan.n_signals,), 1 << 30, dtype=t.int32, device="cuda")
-        L.ag_gemm(self.mod, self.plan, a_full, b, out, self._all_set, self.order, self.status, 1, self.max_spin,
-                  self.cfg)
+            self._all_set = t.full((p.n_signals,), 1 << 30, dtype=t.int32, device="cuda")
+        lo = p.rank * self.rows_per_rank
+        L.ag_gemm(self.mod, p, a_full[lo:lo + self.rows_per_rank], a_full, b, out, self._all_set, self.order,
+                  self.status, 1, self.max_spin, self.cfg)
         return out
 
 
@@ -133,14 +123,16 @@ class GemmReduceScatter(_Op):
 
     def __call__(self, a, b, out=None):
         t, p = self.torch, self.plan
+        self._checked("a", a, (p.rows, p.depth))
+        self._checked("b", b, (p.depth, p.cols))
         self.epoch += 1
         e, par = self.epoch, self.epoch % 2
         slot_bytes = p.world * self.rows_per_rank * p.cols * 2
         recvs = [cuda_ipc.PeerPtr(self.recv.ptrs[d] + par * slot_bytes, t.bfloat16) for d in range(p.world)]
         sigs = [self.sig.peer(d) for d in range(p.world)]
-        L.gemm_rs(self.mod, p, a, b, self.order, recvs, sigs, self.cfg)
         if out is None:
             out = t.empty((self.rows_per_rank, p.cols), dtype=t.bfloat16, device="cuda")
-        L.rs_reduce(self.mod, p, self.recv.local[par], self.sig.local, out, self.status, e * p.tiles_per_chunk,
-                    self.max_spin, self.cfg)
+        self._checked("out", out, (self.rows_per_rank, p.cols))
+        L.gemm_rs(self.mod, p, a, b, out, self.order, self.recv.local[par], self.sig.local, recvs, sigs, self.status,
+                  e, self.max_spin, self.cfg)
         return out

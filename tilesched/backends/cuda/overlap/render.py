@@ -1,7 +1,7 @@
 """Render the overlap kernels from a plan (Jinja2) and load them as Python modules.
 
 The templates only render what the plan decided: the world size (one receive-buffer
-argument per rank), the chunk geometry and whether K / N need masks."""
+argument per rank); the chunk geometry and tile sizes are kernel arguments."""
 
 from __future__ import annotations
 
@@ -31,8 +31,7 @@ def render(plan: OverlapPlan, program: str) -> str:
     tpl = _env.get_template(TEMPLATE_OF[plan.collective])
     return tpl.render(
         program=program, collective=plan.collective, world=plan.world, engine=plan.engine,
-        chunks_per_rank=plan.chunks_per_rank, even_k=plan.depth % plan.block_k == 0,
-        even_n=plan.cols % plan.block_n == 0,
+        chunks_per_rank=plan.chunks_per_rank,
     )
 
 
