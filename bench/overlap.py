@@ -40,11 +40,13 @@ from tilesched.schedules.overlap import build_plan, derive_overlap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CFG = 3  # configs tried (--quick: 1)
-SPIN = 1 << 22  # a wait that never completes reports within seconds instead of hanging the run
-CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, epilogue_subtile)
+SPIN = 1 << 24  # a wait that never completes reports (in seconds) instead of hanging the run
+CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, epilogue_subtile): the best three of a
+    # one-GPU sweep of the consumer alone at M=8192/16384 (bench/results/overlap-loopback-*.json)
     (128, 256, 64, 8, 3, True),
+    (256, 128, 64, 8, 3, True),
     (128, 256, 64, 8, 4, True),
-    (128, 256, 64, 8, 3, False),
+    (128, 128, 64, 4, 4, True),
 ]
 
 
@@ -70,6 +72,22 @@ def lcfg(cfg):
     return L.LaunchConfig(num_warps=cfg[3], num_stages=cfg[4], epilogue_subtile=cfg[5])
 
 
+def _checked_call(op, *args) -> bool:
+    """Run one call and return whether a wait timed out instead of raising, so that every rank
+    goes on through the same collectives whatever happened on the others."""
+    op(*args)
+    return _timed_out(op)
+
+
+def _timed_out(op) -> bool:
+    try:
+        op.check()
+    except Exception as exc:
+        print(f"rank {dist.get_rank()}: {exc}", flush=True)
+        return True
+    return False
+
+
 def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     p = plan_for("all_gather", rank, world, rows, cols, depth, chunks, cfg)
     op = AllGatherGemm(p, max_spin=SPIN, cfg=lcfg(cfg))
@@ -77,12 +95,11 @@ def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     for _ in range(calls):
         a = torch.randn(rows // world, depth, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
-        out = torch.full((rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16)
-        op(a, b, out)
-        op.check()
         full = torch.empty(rows, depth, device="cuda", dtype=torch.bfloat16)
-        dist.all_gather_into_tensor(full, a)
-        errs.append(rel_err(out, full.double() @ b.double()))
+        dist.all_gather_into_tensor(full, a)  # the reference's collective comes first, on every rank
+        out = torch.full((rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16)
+        failed = _checked_call(op, a, b, out)
+        errs.append(float("inf") if failed else rel_err(out, full.double() @ b.double()))
     return max(errs)
 
 
@@ -94,12 +111,11 @@ def check_rs(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     for _ in range(calls):
         a = torch.randn(rows, depth, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
-        out = torch.full((per, cols), float("nan"), device="cuda", dtype=torch.bfloat16)
-        op(a, b, out)
-        op.check()
         ref = a.double() @ b.double()
         dist.all_reduce(ref)
-        errs.append(rel_err(out, ref[rank * per:(rank + 1) * per]))
+        out = torch.full((per, cols), float("nan"), device="cuda", dtype=torch.bfloat16)
+        failed = _checked_call(op, a, b, out)
+        errs.append(float("inf") if failed else rel_err(out, ref[rank * per:(rank + 1) * per]))
     return max(errs)
 
 
@@ -141,7 +157,7 @@ def correctness(world, rank, quick=False):
     cases = [  # (rows, cols, depth, chunks, cfg): default, ragged N and K, more chunks
         (world * 2 * 128 * 2, 1024, 512, 2, CONFIGS[0]),
         (world * 2 * 128, 1000, 1000, 2, CONFIGS[2]),
-        (world * 4 * 128, 768, 520, 4, CONFIGS[1]),
+        (world * 4 * 256, 768, 520, 4, CONFIGS[1]),
         (8192, 4096, 8192, 2, CONFIGS[0]),
     ]
     if quick:
@@ -150,12 +166,15 @@ def correctness(world, rank, quick=False):
         key = f"M={rows},N={cols},K={depth},chunks={chunks},cfg={cfg}"
         for name, fn in (("ag_gemm", check_ag), ("gemm_rs", check_rs)):
             try:
-                e = gather_max(fn(world, rank, rows, cols, depth, chunks, cfg))
-                res = {"rel_err": e, "ok": bool(e < 2e-2)}
-            except Exception as exc:
-                res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:600]}
-                if rank == 0:
-                    traceback.print_exc()
+                e = fn(world, rank, rows, cols, depth, chunks, cfg)
+            except Exception as exc:  # every rank reports its own failure, then all agree below
+                e = float("inf")
+                err = f"rank {rank}: {type(exc).__name__}: {exc}"[:600]
+                print(err, flush=True)
+                traceback.print_exc()
+            # one collective on every rank, failed or not, so no rank is left in a collective alone
+            e = gather_max(e if e == e else float("inf"))
+            res = {"rel_err": e, "ok": bool(e < 2e-2)} if e != float("inf") else {"ok": False, "error": "see log"}
             out[f"{name} {key}"] = res
             log(f"check {name} {key}: {res}")
     return out
@@ -211,11 +230,13 @@ def bench_ag(world, rank, rows, cols, depth):
                 op = AllGatherGemm(plan_for("all_gather", rank, world, rows, cols, depth, chunks, best_cfg),
                                    max_spin=SPIN, cfg=lcfg(best_cfg))
                 c.fill_(float("nan"))
-                op(a, b, c)
-                op.check()
-                e = gather_max(rel_err(c, ref))
+                failed = _checked_call(op, a, b, c)
+                e = gather_max(float("inf") if failed else rel_err(c, ref))
+                if e == float("inf"):  # every rank raises together
+                    raise RuntimeError("a rank's check failed (see its log line)")
                 t = timeit(lambda op=op: op(a, b, c))
-                op.check()
+                if gather_max(float(_timed_out(op))):
+                    raise RuntimeError("a wait timed out while timing (see the log)")
                 variants[f"fused chunks={chunks} cfg={best_cfg}"] = {"ms": t, "rel_err": e}
                 log(f"  ours chunks={chunks}: {t:.3f} ms (rel err {e:.2e})")
                 if e < 2e-2 and (best is None or t < best[0]):
@@ -263,11 +284,13 @@ def bench_rs(world, rank, rows, cols, depth):
                 op = GemmReduceScatter(plan_for("reduce_scatter", rank, world, rows, cols, depth, chunks, cfg),
                                        max_spin=SPIN, cfg=lcfg(cfg))
                 out.fill_(float("nan"))
-                op(a, b, out)
-                op.check()
-                e = gather_max(rel_err(out, ref))
+                failed = _checked_call(op, a, b, out)
+                e = gather_max(float("inf") if failed else rel_err(out, ref))
+                if e == float("inf"):  # every rank raises together
+                    raise RuntimeError("a rank's check failed (see its log line)")
                 t = timeit(lambda op=op: op(a, b, out))
-                op.check()
+                if gather_max(float(_timed_out(op))):
+                    raise RuntimeError("a wait timed out while timing (see the log)")
                 variants[f"fused chunks={chunks} cfg={cfg}"] = {"ms": t, "rel_err": e}
                 log(f"  ours chunks={chunks} cfg={cfg}: {t:.3f} ms (rel err {e:.2e})")
                 if e < 2e-2 and (best is None or t < best[0]):
@@ -347,7 +370,8 @@ def main():
     args = ap.parse_args()
     local = int(os.environ.get("LOCAL_RANK", 0))
     torch.cuda.set_device(local)
-    dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+    # a rank stuck in a collective its peers never join fails after this, instead of hanging the run
+    dist.init_process_group("nccl", device_id=torch.device("cuda", local), timeout=datetime.timedelta(seconds=180))
     world, rank = dist.get_world_size(), dist.get_rank()
     torch.manual_seed(1234 + rank)
     # the example specs bind and derive (the bench shapes use explicit geometry below)

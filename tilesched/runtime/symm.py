@@ -1,9 +1,11 @@
 """Symmetric buffers: every rank of a torch.distributed group allocates the same-shaped
-tensor, and every rank can address every other rank's copy (CUDA IPC, same node)."""
+tensor, and every rank can address every other rank's copy (CUDA IPC, same node; or, for
+a `LoopbackRank`, ranks simulated in one process on one GPU)."""
 
 from __future__ import annotations
 
 from tilesched.runtime import cuda_ipc
+from tilesched.runtime.loopback import LoopbackRank
 
 
 class SymmetricBuffer:
@@ -12,30 +14,44 @@ class SymmetricBuffer:
 
     def __init__(self, shape, dtype, group=None, fill=None):
         import torch
-        import torch.distributed as dist
 
         self.group = group
-        self.rank = dist.get_rank(group)
-        self.world = dist.get_world_size(group)
+        self.dtype = dtype
         self.local = torch.empty(shape, dtype=dtype, device="cuda")
+        self.shape = tuple(self.local.shape)
+        self._opened: list[bytes] = []
         if fill is not None:
             self.local.fill_(fill)
         torch.cuda.synchronize()
         cuda_ipc.init()
+        if isinstance(group, LoopbackRank):
+            self.rank, self.world = group.rank, group.world
+            self._ptrs = group.group.exchange(self.rank, self.local.data_ptr())
+            return
+        import torch.distributed as dist
+
+        self.rank = dist.get_rank(group)
+        self.world = dist.get_world_size(group)
         mine = cuda_ipc.export_handle(self.local.data_ptr())
         handles: list = [None] * self.world
         dist.all_gather_object(handles, mine, group=group)
-        self.ptrs: list[int] = []
-        self._opened: list[bytes] = []
+        self._ptrs: list[int | None] = []
         for r, (raw, off) in enumerate(handles):
             if r == self.rank:
-                self.ptrs.append(self.local.data_ptr())
+                self._ptrs.append(self.local.data_ptr())
             else:
                 ptr, key = cuda_ipc.open_handle(raw, off)
-                self.ptrs.append(ptr)
+                self._ptrs.append(ptr)
                 self._opened.append(key)
-        self.dtype = dtype
-        self.shape = tuple(self.local.shape)
+
+    @property
+    def ptrs(self) -> list[int]:
+        """Every rank's copy, as addresses in this process."""
+        missing = [r for r, p in enumerate(self._ptrs) if p is None]
+        if missing:
+            raise RuntimeError(f"rank {self.rank}: ranks {missing} have not created this symmetric buffer yet "
+                               "(in a loopback group, create every rank's op before calling one)")
+        return self._ptrs
 
     def peer(self, r: int) -> cuda_ipc.PeerPtr:
         """Rank r's copy as a Triton pointer argument."""

@@ -62,7 +62,9 @@ def store_tile(c_desc, row, col, acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constex
         c_desc.store([row, col], acc.to(c_desc.dtype))
 
 
-@triton.jit
+# epoch, rank and max_spin are not specialised: one binary serves every call and rank
+# (a recompile at epoch 2 or 16 would stall this rank while its peers spin on it)
+@triton.jit(do_not_specialize=["epoch", "rank", "max_spin"])
 def ag_gemm_kernel(
     a_local_desc, a_full_desc, b_desc, c_desc, flags_ptr, order_ptr, status_ptr,
     epoch, rank, max_spin, N, K, CHUNK_ROWS, CHUNKS, N_TILES,

@@ -64,7 +64,9 @@ def store_tile(c_desc, row, col, acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constex
         c_desc.store([row, col], acc.to(c_desc.dtype))
 
 
-@triton.jit
+# epoch, rank and max_spin are not specialised: one binary serves every call and rank
+# (a recompile at epoch 2 or 16 would stall this rank while its peers spin on it)
+@triton.jit(do_not_specialize=["epoch", "rank", "max_spin"])
 def gemm_rs_kernel(
     a_desc, b_desc, out_desc, order_ptr, recv_ptr, sig_ptr, status_ptr,
     recv0, sig0,

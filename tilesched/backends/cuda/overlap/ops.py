@@ -136,3 +136,18 @@ class GemmReduceScatter(_Op):
         L.gemm_rs(self.mod, p, a, b, out, self.order, self.recv.local[par], self.sig.local, recvs, sigs, self.status,
                   e, self.max_spin, self.cfg)
         return out
+
+    def gemm_only(self, a, b, out):
+        """The same kernel with every peer's count already in place and every partial tile
+        kept in this rank's own receive buffer (no communication): the GEMM-alone time of
+        the overlap efficiency. `out` gets this rank's partial sums plus whatever the
+        receive buffer holds: a timing, not a result."""
+        t, p = self.torch, self.plan
+        if not hasattr(self, "_alone"):
+            self._alone = (t.full((p.n_signals,), 1 << 30, dtype=t.int32, device="cuda"),
+                           t.zeros((p.n_signals,), dtype=t.int32, device="cuda"))
+        counted, scratch = self._alone
+        recv = self.recv.local[0]
+        L.gemm_rs(self.mod, p, a, b, out, self.order, recv, counted, [recv] * p.world, [scratch] * p.world,
+                  self.status, 1, self.max_spin, self.cfg)
+        return out
