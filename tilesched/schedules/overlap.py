@@ -36,7 +36,8 @@ from tilesched.ir.nodes import StageIR
 PEER_COPY_GBPS = 359.0
 # SM stores to a peer over NVLink: assumed equal to the copy engine (not measured here).
 PEER_STORE_GBPS = 359.0
-# bf16 GEMM throughput of a Triton kernel on H200: brief of issue 6 (~700 TFLOP/s); the
+# bf16 GEMM throughput of a Triton kernel on H200: brief of issue 6 (~700 TFLOP/s; our persistent
+# consumer alone measured 676-687, bench/results/overlap-loopback-h200.json); the
 # device page measured cuBLAS at 769-798 TFLOP/s on 8192^3.
 GEMM_TFLOPS = 700.0
 # HBM bandwidth, bytes read + written: device-to-device copy measured at ~4.3 TB/s on

@@ -42,10 +42,13 @@ def cache_dir() -> Path:
 def load(source: str):
     """Import rendered source from a file named by its hash (Triton needs real source files)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    name = f"tilesched_overlap_{digest}"
+    # @triton.jit binds to the interpreter or the GPU when the module is executed: one module
+    # per mode, so interpreter tests and GPU runs in one process do not share kernels
+    mode = "_interp" if os.environ.get("TRITON_INTERPRET") == "1" else ""
+    name = f"tilesched_overlap_{digest}{mode}"
     if name in sys.modules:
         return sys.modules[name]
-    path = cache_dir() / f"{name}.py"
+    path = cache_dir() / f"tilesched_overlap_{digest}.py"
     write_atomic(path, source)
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
