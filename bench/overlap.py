@@ -32,44 +32,20 @@ safe_env()  # multicast off before torch.distributed starts
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from overlap_common import CONFIGS, lcfg, mean_ms, plan_for, rel_err  # noqa: E402  (bench/ is on sys.path)
 
 from tilesched import bind, load_program  # noqa: E402
-from tilesched.backends.cuda.overlap import launch as L  # noqa: E402
 from tilesched.backends.cuda.overlap.ops import AllGatherGemm, GemmReduceScatter  # noqa: E402
-from tilesched.schedules.overlap import build_plan, derive_overlap  # noqa: E402
+from tilesched.schedules.overlap import derive_overlap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 N_CFG = 3  # configs tried (--quick: 1)
 SPIN = 1 << 24  # a wait that never completes reports (in seconds) instead of hanging the run
-CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, epilogue_subtile): the best three of a
-    # one-GPU sweep of the consumer alone at M=8192/16384 (bench/results/overlap-loopback-*.json)
-    (128, 256, 64, 8, 3, True),
-    (256, 128, 64, 8, 3, True),
-    (128, 256, 64, 8, 4, True),
-    (128, 128, 64, 4, 4, True),
-]
 
 
 def log(*a):
     if dist.get_rank() == 0:
         print(*a, flush=True)
-
-
-def rel_err(out, ref) -> float:
-    out = out.double()
-    if torch.isnan(out).any():
-        return float("nan")
-    return float((out - ref).norm() / ref.norm())
-
-
-def plan_for(collective, rank, world, rows, cols, depth, chunks, cfg):
-    bm, bn, bk = cfg[:3]
-    return build_plan(collective, rank, world, engine="copy_engine" if collective == "all_gather" else "sm",
-                      rows=rows, cols=cols, depth=depth, chunks_per_rank=chunks, block_m=bm, block_n=bn, block_k=bk)
-
-
-def lcfg(cfg):
-    return L.LaunchConfig(num_warps=cfg[3], num_stages=cfg[4], epilogue_subtile=cfg[5])
 
 
 def _checked_call(op, *args) -> bool:
@@ -132,14 +108,22 @@ def timeit(fn, iters=20, warmup=3, rounds=3) -> float:
     for _ in range(rounds):
         torch.cuda.synchronize()
         dist.barrier()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(iters):
-            fn()
-        e.record()
-        torch.cuda.synchronize()
-        vals.append(gather_max(s.elapsed_time(e) / iters))
+        vals.append(gather_max(mean_ms(fn, iters)))
     return statistics.median(vals)
+
+
+def checked_time(op, a, b, out, ref) -> tuple[float, float]:
+    """(time, rel err) of op(a, b, out): one checked call on a NaN-poisoned `out`, then the
+    timing. A failure on any rank raises on every rank, so none is left in a collective."""
+    out.fill_(float("nan"))
+    failed = _checked_call(op, a, b, out)
+    e = gather_max(float("inf") if failed else rel_err(out, ref))
+    if e == float("inf"):
+        raise RuntimeError("a rank's check failed (see its log line)")
+    t = timeit(lambda: op(a, b, out))
+    if gather_max(float(_timed_out(op))):
+        raise RuntimeError("a wait timed out while timing (see the log)")
+    return t, e
 
 
 def try_time(name, fn, errors):
@@ -229,14 +213,7 @@ def bench_ag(world, rank, rows, cols, depth):
             try:
                 op = AllGatherGemm(plan_for("all_gather", rank, world, rows, cols, depth, chunks, best_cfg),
                                    max_spin=SPIN, cfg=lcfg(best_cfg))
-                c.fill_(float("nan"))
-                failed = _checked_call(op, a, b, c)
-                e = gather_max(float("inf") if failed else rel_err(c, ref))
-                if e == float("inf"):  # every rank raises together
-                    raise RuntimeError("a rank's check failed (see its log line)")
-                t = timeit(lambda op=op: op(a, b, c))
-                if gather_max(float(_timed_out(op))):
-                    raise RuntimeError("a wait timed out while timing (see the log)")
+                t, e = checked_time(op, a, b, c, ref)
                 variants[f"fused chunks={chunks} cfg={best_cfg}"] = {"ms": t, "rel_err": e}
                 log(f"  ours chunks={chunks}: {t:.3f} ms (rel err {e:.2e})")
                 if e < 2e-2 and (best is None or t < best[0]):
@@ -283,14 +260,7 @@ def bench_rs(world, rank, rows, cols, depth):
             try:
                 op = GemmReduceScatter(plan_for("reduce_scatter", rank, world, rows, cols, depth, chunks, cfg),
                                        max_spin=SPIN, cfg=lcfg(cfg))
-                out.fill_(float("nan"))
-                failed = _checked_call(op, a, b, out)
-                e = gather_max(float("inf") if failed else rel_err(out, ref))
-                if e == float("inf"):  # every rank raises together
-                    raise RuntimeError("a rank's check failed (see its log line)")
-                t = timeit(lambda op=op: op(a, b, out))
-                if gather_max(float(_timed_out(op))):
-                    raise RuntimeError("a wait timed out while timing (see the log)")
+                t, e = checked_time(op, a, b, out, ref)
                 variants[f"fused chunks={chunks} cfg={cfg}"] = {"ms": t, "rel_err": e}
                 log(f"  ours chunks={chunks} cfg={cfg}: {t:.3f} ms (rel err {e:.2e})")
                 if e < 2e-2 and (best is None or t < best[0]):

@@ -29,39 +29,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
+from overlap_common import CONFIGS, lcfg, mean_ms, plan_for, rel_err  # noqa: E402  (bench/ is on sys.path)
 
-from tilesched.backends.cuda.overlap import launch as L  # noqa: E402
 from tilesched.backends.cuda.overlap.loopback import LoopbackNode  # noqa: E402
-from tilesched.schedules.overlap import build_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, epilogue_subtile): the best three of a
-    # one-GPU sweep of the consumer alone at M=8192/16384 (bench/results/overlap-loopback-*.json)
-    (128, 256, 64, 8, 3, True),
-    (256, 128, 64, 8, 3, True),
-    (128, 256, 64, 8, 4, True),
-    (128, 128, 64, 4, 4, True),
-]
 
 
 def plans(collective, world, rows, cols, depth, chunks, cfg):
-    engine = "copy_engine" if collective == "all_gather" else "sm"
-    return [build_plan(collective, r, world, engine=engine, rows=rows, cols=cols, depth=depth, chunks_per_rank=chunks,
-                       block_m=cfg[0], block_n=cfg[1], block_k=cfg[2]) for r in range(world)]
-
-
-def lcfg(cfg):
-    return L.LaunchConfig(num_warps=cfg[3], num_stages=cfg[4], epilogue_subtile=cfg[5])
+    return [plan_for(collective, r, world, rows, cols, depth, chunks, cfg) for r in range(world)]
 
 
 def bf16(*shape, scale=1.0):
     return (torch.randn(*shape, device="cuda") * scale).to(torch.bfloat16)
-
-
-def rel_err(out, ref) -> float:
-    if torch.isnan(out).any():
-        return float("nan")
-    return float((out.double() - ref).norm() / ref.norm())
 
 
 def check(collective, world, rows, cols, depth, chunks, cfg, calls=3) -> float:
@@ -108,16 +88,6 @@ def correctness(quick: bool) -> dict:
                 out[key] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:600]}
             print(f"check {key}: {out[key]}", flush=True)
     return out
-
-
-def mean_ms(fn, iters=20) -> float:
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(iters):
-        fn()
-    e.record()
-    torch.cuda.synchronize()
-    return s.elapsed_time(e) / iters
 
 
 def side_by_side(fns: dict, rounds=5, warmup=3) -> dict:

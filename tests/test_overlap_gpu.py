@@ -41,7 +41,7 @@ def test_all_gather_gemm(world, rows, cols, depth, chunks):
         shards = [bf16(per, depth) for _ in range(world)]
         bs = [bf16(depth, cols, scale=depth ** -0.5) for _ in range(world)]
         outs = [torch.full((rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in range(world)]
-        node.call([(a, b, o) for a, b, o in zip(shards, bs, [*outs])])
+        node.call(list(zip(shards, bs, outs)))
         node.check()
         full = torch.cat(shards).double()
         for r in range(world):
@@ -57,7 +57,7 @@ def test_gemm_reduce_scatter(world, rows, cols, depth, chunks):
         a = [bf16(rows, depth) for _ in range(world)]
         b = [bf16(depth, cols, scale=depth ** -0.5) for _ in range(world)]
         outs = [torch.full((per, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in range(world)]
-        node.call([(x, y, o) for x, y, o in zip(a, b, outs)])
+        node.call(list(zip(a, b, outs)))
         node.check()
         full = sum(x.double() @ y.double() for x, y in zip(a, b))
         for r in range(world):

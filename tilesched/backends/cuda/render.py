@@ -59,6 +59,11 @@ def _load(source: str, interpret: bool) -> ModuleType:
     return mod
 
 
+def load_source(source: str) -> ModuleType:
+    """Import rendered Triton source (cached per source text and interpreter mode)."""
+    return _load(source, os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+
+
 def load_module(kp: KernelPlan) -> ModuleType:
     """Render and import the kernel module of `kp` (cached per source text)."""
-    return _load(render(kp), os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+    return load_source(render(kp))

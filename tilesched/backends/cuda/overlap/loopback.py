@@ -40,7 +40,7 @@ class LoopbackNode:
         self.ops = [OP_OF[p.collective](p, group=group.member(p.rank), cfg=cfg, **extra) for p in plans]
         self.streams = [torch.cuda.Stream() for _ in plans]
 
-    def call(self, args, method: str = "__call__") -> list:
+    def call(self, args) -> list:
         """Launch every rank's call after the work queued so far; returns their outputs
         (complete once `synchronize` returns)."""
         t = self.torch
@@ -49,7 +49,7 @@ class LoopbackNode:
         for op, s, a in zip(self.ops, self.streams, args):
             s.wait_stream(now)
             with t.cuda.stream(s):
-                outs.append(getattr(op, method)(*a))
+                outs.append(op(*a))
         for s in self.streams:
             now.wait_stream(s)
         return outs

@@ -5,15 +5,11 @@ argument per rank); the chunk geometry and tile sizes are kernel arguments."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import sys
 from pathlib import Path
 
 import jinja2
 
-from tilesched.fsutil import write_atomic
+from tilesched.backends.cuda.render import load_source
 from tilesched.schedules.overlap import OverlapPlan
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -35,23 +31,6 @@ def render(plan: OverlapPlan, program: str) -> str:
     )
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("TILESCHED_CACHE", Path.home() / ".cache" / "tilesched")) / "overlap"
-
-
-def load(source: str):
-    """Import rendered source from a file named by its hash (Triton needs real source files)."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    # @triton.jit binds to the interpreter or the GPU when the module is executed: one module
-    # per mode, so interpreter tests and GPU runs in one process do not share kernels
-    mode = "_interp" if os.environ.get("TRITON_INTERPRET") == "1" else ""
-    name = f"tilesched_overlap_{digest}{mode}"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = cache_dir() / f"tilesched_overlap_{digest}.py"
-    write_atomic(path, source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    sys.modules[name] = mod
-    return mod
+# the GEMM backend's loader: a content-addressed file (Triton reads kernel source through
+# `inspect`), one module per interpreter mode
+load = load_source
