@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tilesched import __version__
-from tilesched.errors import SpecError
+from tilesched.errors import SpecError, UserError
 from tilesched.fsutil import write_atomic
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -175,6 +175,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tilesched", description="Declarative tile schedules with an autotuner.")
     p.add_argument("--version", action="version", version=f"tilesched {__version__}")
+    p.add_argument("--debug", action="store_true", help="show a traceback on failure")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("schema", help="write the JSON Schema of the spec language")
@@ -216,9 +217,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure ends as one line on stderr: exit 1 for invalid input (specs, lock files,
+    manifests, values), 2 for errors (file system, toolchain, storage, internal), never a
+    traceback unless `--debug` asks for one."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        if args.debug:
+            raise
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"tilesched {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"tilesched {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) not in str(exc) else ""
+        print(f"tilesched {args.command}: {exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 2
+        if args.debug:
+            raise
+        first = (str(exc).splitlines() or [""])[0][:300]
+        print(f"tilesched {args.command}: internal error: {type(exc).__name__}: {first} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

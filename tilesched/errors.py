@@ -45,3 +45,21 @@ def format_path(loc: tuple) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+class UserError(Exception):
+    """A failure the command line reports as one line (no traceback) with `exit_code`.
+
+    Raise `InvalidInput` for bad input that is not a spec (a lock file, a manifest, a storage
+    URL, a command-line value): exit 1. Raise `ToolFailure` when the environment fails (a file
+    system, a toolchain, a database that is down): exit 2. The message names what and where."""
+
+    exit_code = 2
+
+
+class InvalidInput(UserError):
+    exit_code = 1
+
+
+class ToolFailure(UserError):
+    exit_code = 2
