@@ -82,15 +82,17 @@ def test_lock_entries_reach_the_launcher_and_a_lock_change_is_stale(tmp_path, ca
     from tilesched.ir.hashing import content_hash
     from tilesched.tuner.lockfile import LockEntry, LockFile
 
-    prog = load_program(CUDA_SPECS[0])
+    spec = tmp_path / "gemm_bias_gelu.yaml"
+    shutil.copy(CUDA_SPECS[0], spec)
+    prog = load_program(spec)
     lock = tmp_path / "lock.json"
     entry = LockEntry(spec=prog.name, spec_hash=content_hash(prog), target="cuda", bucket={"M": 64, "N": 64, "K": 64},
                       params={"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 1, "NUM_WARPS": 4,
                               "NUM_STAGES": 2}, objective="model")
     LockFile(entries=(entry,)).write(lock)
     out = tmp_path / "lib"
-    assert main(["emit", str(CUDA_SPECS[0]), "--out", str(out), "--lock", str(lock)]) == 0
-    assert '"BLOCK_M": 64' in (out / "gemm_bias_gelu.py").read_text()
+    assert main(["emit", str(spec), "--out", str(out), "--lock", str(lock)]) == 0
+    assert "'BLOCK_M': 64" in (out / "gemm_bias_gelu.py").read_text()
     LockFile(entries=(entry.model_copy(update={"params": {**entry.params, "NUM_STAGES": 3}}),)).write(lock)
     capsys.readouterr()
     assert main(["check", str(out)]) == 1

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tilesched import __version__
-from tilesched.errors import SpecError, UserError
+from tilesched.errors import SpecError, UserError, located
 from tilesched.fsutil import write_atomic
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -50,6 +50,7 @@ def cmd_validate(args) -> int:
 def cmd_plan(args) -> int:
     from tilesched import load_with_source
     from tilesched.ir.bind import bind, parse_assignments
+    from tilesched.schedules.limits import limit_problem
     from tilesched.schedules.plan import derive_schedule, format_schedule
 
     try:
@@ -57,6 +58,10 @@ def cmd_plan(args) -> int:
         binding = bind(prog, parse_assignments(args.set or []), source)
     except SpecError as exc:
         print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    over = limit_problem(binding)
+    if over is not None:  # nothing below is worth doing for a point that cannot fit the hardware
+        print(over.located(source), file=sys.stderr)
         return EXIT_INVALID
     schedule = derive_schedule(binding)
     print(format_schedule(schedule))
@@ -66,7 +71,7 @@ def cmd_plan(args) -> int:
         try:
             print(format_memory_plan(plan_memory(binding)))
         except SpecError as exc:
-            print(f"memory plan: none ({exc})")
+            print(f"memory plan: none ({exc.located(source)})")
     if args.json:
         write_atomic(args.json, json.dumps(schedule.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
         print(f"wrote {args.json}")
@@ -98,29 +103,27 @@ def cmd_run(args) -> int:
 
     from tilesched import load_with_source
     from tilesched.ir.bind import bind, parse_assignments
+    from tilesched.schedules.limits import check_limits
 
-    try:
-        prog, source = load_with_source(args.spec)
+    prog, source = load_with_source(args.spec)
+    with located(source):
         binding = bind(prog, parse_assignments(args.set or []), source)
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_INVALID
-    try:
-        runner = importlib.import_module(RUNNERS[prog.target])
-    except ImportError as exc:
-        print(f"{args.spec}: the {prog.target} backend cannot be loaded: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return runner.run_cli(binding, args)
+        check_limits(binding)
+        try:
+            runner = importlib.import_module(RUNNERS[prog.target])
+        except ImportError as exc:
+            print(f"{args.spec}: the {prog.target} backend cannot be loaded: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return runner.run_cli(binding, args)
 
 
 def cmd_emit(args) -> int:
-    from tilesched.library.emit import emit
+    from tilesched.library.emit import emit, outside_project, project_root
 
-    try:
-        changed = emit(list(args.specs), args.out, args.lock, args.name)
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_INVALID
+    changed = emit(list(args.specs), args.out, args.lock, args.name, force=args.force)
+    for path in outside_project(args.out, [*args.specs, *([args.lock] if args.lock else [])]):
+        print(f"note: {path} lies outside {project_root(args.out)}: `tilesched check` reads a library's "
+              "inputs only from its own repository and will refuse this one", file=sys.stderr)
     print(f"{args.out}: {len(changed)} file(s) written" + (": " + ", ".join(changed) if changed else " (up to date)"))
     return EXIT_OK
 
@@ -131,8 +134,10 @@ def cmd_check(args) -> int:
 
     try:
         result = check(args.dir)
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
+    except (SpecError, UserError, OSError) as exc:  # check's contract: 2 for every error
+        if args.debug:
+            raise
+        print(exc if isinstance(exc, SpecError) else f"tilesched check: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if result.up_to_date:
         print(f"{args.dir}: up to date")
@@ -200,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="library directory")
     s.add_argument("--lock", type=Path, help="lock file of tuned parameters (default: spec defaults)")
     s.add_argument("--name", help="package / library name (default: the directory name)")
+    s.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder that is not a tilesched library (its other files stay)")
     s.set_defaults(func=cmd_emit)
 
     s = sub.add_parser("check", help="exit 0 if an emitted library is up to date, 1 if stale, 2 on error")

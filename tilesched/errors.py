@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -14,6 +15,7 @@ class Diagnostic:
     file: str | None = None
     line: int | None = None  # 1-based
     column: int | None = None  # 1-based
+    loc: tuple = field(default=(), compare=False)  # the field path as a tuple, to place it in a file later
 
     def __str__(self) -> str:
         where = self.file or "<spec>"
@@ -35,6 +37,21 @@ class SpecError(Exception):
     def __str__(self) -> str:
         return "\n".join(str(d) for d in self.diagnostics)
 
+    def located(self, source) -> SpecError:
+        """The same errors, those raised without a file (by passes and backends, which see only
+        the IR) placed at their field in `source` (a spec.loader.SourceInfo)."""
+        if source is None:
+            return self
+        placed = [source.diagnostic(d.loc, d.message) if d.file is None and d.line is None else d
+                  for d in self.diagnostics]
+        return SpecError(placed)
+
+
+def spec_error(loc: tuple, message: str) -> SpecError:
+    """An error about the spec field at `loc` (e.g. ("stages", 2)), raised where only the IR is
+    at hand; the command line places it in the file with `SpecError.located`."""
+    return SpecError([Diagnostic(message, format_path(loc), loc=tuple(loc))])
+
 
 def format_path(loc: tuple) -> str:
     """('stages', 2, 'reads') -> 'stages[2].reads'."""
@@ -45,6 +62,16 @@ def format_path(loc: tuple) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+@contextmanager
+def located(source):
+    """Place the spec errors raised inside (by passes and backends, which see only the IR) at
+    their file:line:col in `source`."""
+    try:
+        yield
+    except SpecError as exc:
+        raise exc.located(source) from None
 
 
 class UserError(Exception):

@@ -21,6 +21,7 @@ from itertools import permutations
 import numpy as np
 
 from tilesched.ir.bind import Binding
+from tilesched.schedules.limits import check_limits
 from tilesched.schedules.memory_programs import Buffer, TileProgram, tile_program
 
 ALIGN = 4
@@ -188,6 +189,7 @@ def _timeline(prog: TileProgram, live, offsets) -> tuple[TimelinePoint, ...]:
 
 def plan_memory(binding: Binding) -> MemoryPlan:
     """The arena plan of a bound MCU spec (see memory_programs for the schedules)."""
+    check_limits(binding)  # before building the tile program, whose size grows with the problem
     return place_program(tile_program(binding))
 
 

@@ -36,7 +36,7 @@ class SourceInfo:
     def diagnostic(self, loc: tuple, message: str, path: tuple | None = None) -> Diagnostic:
         """A diagnostic at `loc`; `path` (default: `loc`) is the field path printed."""
         line, col = self.locate(loc)
-        return Diagnostic(message, format_path(path if path is not None else loc), self.file, line, col)
+        return Diagnostic(message, format_path(path if path is not None else loc), self.file, line, col, tuple(loc))
 
 
 def _compose(text: str, file: str | None) -> yaml.Node | None:

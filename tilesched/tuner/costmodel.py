@@ -29,6 +29,7 @@ import numpy as np
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import nbytes
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
+from tilesched.schedules.limits import smem_estimate
 from tilesched.schedules.plan import derive_schedule
 
 # H100 SXM5 (public figures)
@@ -93,9 +94,7 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     """CTAs per SM from shared memory and registers; also smem bytes and registers per thread."""
     stages = int(b.option("num_stages", 2) or 2)
     warps = int(b.option("num_warps", 4) or 4)
-    red = _reduction(b)
-    staged = [s.writes[0] for s in b.program.stages if s.kind == "memory" and s.op == "load" and s.at == red]
-    smem = stages * sum(_tile_bytes(b, t) for t in staged)
+    smem = smem_estimate(b)
     acc = [t for s in b.program.stages if s.op == "dot" for t in s.writes]
     acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
     regs = min(255, acc_elems // (warps * 32) + 40)

@@ -1,8 +1,8 @@
 """The tuning space of one spec at one shape: its legal parameter points.
 
 Legality is decided before anything is compiled: a point must satisfy the spec's
-constraints (which may name hardware limits such as `smem_bytes` or `sram_bytes`) and
-the tile rules that `bind` enforces. The tuner rejects illegal suggestions without
+constraints (which may name hardware limits such as `smem_bytes` or `sram_bytes`), the
+tile rules that `bind` enforces and the limit bounds of `schedules.limits`. The tuner rejects illegal suggestions without
 evaluating them (see campaign.py).
 """
 
@@ -15,6 +15,7 @@ from tilesched.errors import SpecError
 from tilesched.ir.bind import Binding, bind
 from tilesched.ir.nodes import Program
 from tilesched.ir.space import iter_points
+from tilesched.schedules.limits import limit_problem
 
 
 def point_key(params: Mapping[str, object]) -> str:
@@ -47,10 +48,11 @@ class Space:
     def check(self, params: Mapping[str, object]) -> str | None:
         """None when the point is legal, else why not (one line)."""
         try:
-            bind(self.program, {**self._symbolic, **self.pinned, **dict(params)})
+            b = bind(self.program, {**self._symbolic, **self.pinned, **dict(params)})
         except SpecError as exc:
             return str(exc).strip().splitlines()[-1]
-        return None
+        over = limit_problem(b)  # a point over smem_bytes / sram_bytes is never compiled
+        return str(over).strip().splitlines()[-1] if over is not None else None
 
     def bind(self, params: Mapping[str, object]) -> Binding:
         return bind(self.program, {**self._symbolic, **self.pinned, **dict(params)})

@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tilesched.backends.cortexm import build, codegen, params, session
+from tilesched.errors import located
 from tilesched.ir.bind import Binding, bind
+from tilesched.schedules.limits import check_arena, check_limits
 from tilesched.schedules.memory import plan_memory
 
 HERE = Path(__file__).resolve().parent
@@ -88,8 +90,11 @@ def render(units, package: str) -> dict[str, str]:
     info = []
     for unit in units:
         name = unit.program.name
-        b = library_binding(unit)
-        plan = plan_memory(b)
+        with located(unit.source):
+            b = library_binding(unit)
+            check_limits(b)
+            plan = plan_memory(b)
+            check_arena(b, plan.peak_bytes)
         wl = session.make_workload(b, plan, _seed(unit))
         wl.arrays["int8_t ts_expected"] = wl.expected
         files[f"{name}/{name}.c"] = codegen.render_kernel(name, b.program.target, plan).replace(

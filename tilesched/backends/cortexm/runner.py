@@ -7,7 +7,6 @@ import json
 import sys
 
 from tilesched.backends.cortexm import build, session
-from tilesched.errors import SpecError
 from tilesched.fsutil import write_atomic
 from tilesched.ir.bind import Binding
 from tilesched.schedules.memory import format_memory_plan
@@ -16,10 +15,7 @@ from tilesched.schedules.memory import format_memory_plan
 def run_cli(binding: Binding, args) -> int:
     seed = getattr(args, "seed", None)
     try:
-        report = session.run_binding(binding, seed=seed)
-    except SpecError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        report = session.run_binding(binding, seed=seed, check_sram=True)
     except build.BuildError as exc:
         print(f"{binding.program.name}: {exc}", file=sys.stderr)
         return 2

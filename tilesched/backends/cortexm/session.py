@@ -13,6 +13,7 @@ import numpy as np
 
 from tilesched.backends.cortexm import build, codegen, params
 from tilesched.ir.bind import Binding
+from tilesched.schedules.limits import check_arena
 from tilesched.schedules.memory import MemoryPlan, plan_memory
 
 
@@ -43,9 +44,13 @@ def make_workload(b: Binding, plan: MemoryPlan, seed: int | None) -> params.Work
     return make(b, plan.program.shape, rng)
 
 
-def run_binding(b: Binding, seed: int | None = None, workdir: Path | None = None) -> Report:
-    """Raises SpecError (no schedule for this spec) or build.BuildError; a wrong result is a Report."""
+def run_binding(b: Binding, seed: int | None = None, workdir: Path | None = None,
+                check_sram: bool = False) -> Report:
+    """Raises SpecError (no schedule for this spec; with `check_sram`, an arena over
+    `limits.sram_bytes`) or build.BuildError; a wrong result is a Report."""
     plan = plan_memory(b)
+    if check_sram:
+        check_arena(b, plan.peak_bytes)
     wl = make_workload(b, plan, seed)
     kernel = codegen.render_kernel(b.program.name, b.program.target, plan)
     res = build.build_and_run(kernel, params.data_header(wl), b.program.target, workdir)

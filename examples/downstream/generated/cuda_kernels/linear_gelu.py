@@ -15,441 +15,215 @@ from tilesched.tuner.lockfile import LockFile
 
 from . import _linear_gelu_triton as _kernels
 
-PROGRAM = Program.model_validate_json(r"""
-{
- "axes": [
-  {
-   "expr": "M",
-   "hint": 512,
-   "name": "M",
-   "size": null,
-   "symbolic": true
-  },
-  {
-   "expr": "N",
-   "hint": 1024,
-   "name": "N",
-   "size": null,
-   "symbolic": true
-  },
-  {
-   "expr": "K",
-   "hint": 256,
-   "name": "K",
-   "size": null,
-   "symbolic": true
-  }
- ],
- "constraints": [
-  {
-   "expr": "NUM_STAGES * (BLOCK_M + BLOCK_N) * BLOCK_K * 2 <= smem_bytes",
-   "message": ""
-  }
- ],
- "deps": [
-  {
-   "dst": "mma",
-   "kind": "raw",
-   "src": "load_x",
-   "tensor": "x_tile"
-  },
-  {
-   "dst": "mma",
-   "kind": "raw",
-   "src": "load_w",
-   "tensor": "w_tile"
-  },
-  {
-   "dst": "epilogue",
-   "kind": "raw",
-   "src": "mma",
-   "tensor": "acc"
-  },
-  {
-   "dst": "store_y",
-   "kind": "raw",
-   "src": "epilogue",
-   "tensor": "acc"
-  }
- ],
- "description": "fp16 linear layer with a fused bias + GELU epilogue",
- "limits": {
-  "flash_bytes": null,
-  "registers_per_thread": null,
-  "smem_bytes": 232448,
-  "sram_bytes": null,
-  "world_size": null
- },
- "loops": [
-  {
-   "axis": "M",
-   "kind": "spatial",
-   "tile": "BLOCK_M"
-  },
-  {
-   "axis": "N",
-   "kind": "spatial",
-   "tile": "BLOCK_N"
-  },
-  {
-   "axis": "K",
-   "kind": "reduction",
-   "tile": "BLOCK_K"
-  }
- ],
- "name": "linear_gelu",
- "options": [
-  [
-   "num_stages",
-   "NUM_STAGES"
-  ],
-  [
-   "num_warps",
-   "NUM_WARPS"
-  ]
- ],
- "order": [
-  "load_x",
-  "load_w",
-  "mma",
-  "epilogue",
-  "store_y"
- ],
- "params": [
-  {
-   "default": 64,
-   "name": "BLOCK_M",
-   "values": [
-    16,
-    32,
-    64,
-    128
-   ]
-  },
-  {
-   "default": 64,
-   "name": "BLOCK_N",
-   "values": [
-    32,
-    64,
-    128
-   ]
-  },
-  {
-   "default": 32,
-   "name": "BLOCK_K",
-   "values": [
-    32,
-    64
-   ]
-  },
-  {
-   "default": 8,
-   "name": "GROUP_M",
-   "values": [
-    1,
-    8
-   ]
-  },
-  {
-   "default": 4,
-   "name": "NUM_WARPS",
-   "values": [
-    4,
-    8
-   ]
-  },
-  {
-   "default": 3,
-   "name": "NUM_STAGES",
-   "values": [
-    2,
-    3
-   ]
-  }
- ],
- "stages": [
-  {
-   "at": "K",
-   "axis": null,
-   "chunks": null,
-   "depth": 3,
-   "engine": null,
-   "fn": [],
-   "granularity": "tensor",
-   "index": 0,
-   "kernel": null,
-   "kind": "memory",
-   "name": "load_x",
-   "op": "load",
-   "padding": 0,
-   "reads": [
-    "x"
-   ],
-   "reduce": null,
-   "stride": 1,
-   "writes": [
-    "x_tile"
-   ]
-  },
-  {
-   "at": "K",
-   "axis": null,
-   "chunks": null,
-   "depth": 3,
-   "engine": null,
-   "fn": [],
-   "granularity": "tensor",
-   "index": 1,
-   "kernel": null,
-   "kind": "memory",
-   "name": "load_w",
-   "op": "load",
-   "padding": 0,
-   "reads": [
-    "w"
-   ],
-   "reduce": null,
-   "stride": 1,
-   "writes": [
-    "w_tile"
-   ]
-  },
-  {
-   "at": "K",
-   "axis": null,
-   "chunks": null,
-   "depth": 3,
-   "engine": null,
-   "fn": [],
-   "granularity": "tensor",
-   "index": 2,
-   "kernel": null,
-   "kind": "compute",
-   "name": "mma",
-   "op": "dot",
-   "padding": 0,
-   "reads": [
-    "x_tile",
-    "w_tile",
-    "acc"
-   ],
-   "reduce": null,
-   "stride": 1,
-   "writes": [
-    "acc"
-   ]
-  },
-  {
-   "at": "N",
-   "axis": null,
-   "chunks": null,
-   "depth": 2,
-   "engine": null,
-   "fn": [
-    "bias",
-    "gelu"
-   ],
-   "granularity": "tensor",
-   "index": 3,
-   "kernel": null,
-   "kind": "compute",
-   "name": "epilogue",
-   "op": "elementwise",
-   "padding": 0,
-   "reads": [
-    "acc",
-    "b"
-   ],
-   "reduce": null,
-   "stride": 1,
-   "writes": [
-    "acc"
-   ]
-  },
-  {
-   "at": "N",
-   "axis": null,
-   "chunks": null,
-   "depth": 2,
-   "engine": null,
-   "fn": [],
-   "granularity": "tensor",
-   "index": 4,
-   "kernel": null,
-   "kind": "memory",
-   "name": "store_y",
-   "op": "store",
-   "padding": 0,
-   "reads": [
-    "acc"
-   ],
-   "reduce": null,
-   "stride": 1,
-   "writes": [
-    "y"
-   ]
-  }
- ],
- "target": "cuda",
- "tensors": [
-  {
-   "dtype": "fp16",
-   "layout": "row_major",
-   "name": "x",
-   "placement": "local",
-   "quant": null,
-   "region": null,
-   "role": "input",
-   "scope": "global",
-   "shape": [
-    "M",
-    "K"
-   ],
-   "shard_axis": null
-  },
-  {
-   "dtype": "fp16",
-   "layout": "col_major",
-   "name": "w",
-   "placement": "local",
-   "quant": null,
-   "region": null,
-   "role": "input",
-   "scope": "global",
-   "shape": [
-    "K",
-    "N"
-   ],
-   "shard_axis": null
-  },
-  {
-   "dtype": "fp32",
-   "layout": "row_major",
-   "name": "b",
-   "placement": "local",
-   "quant": null,
-   "region": null,
-   "role": "input",
-   "scope": "global",
-   "shape": [
-    "N"
-   ],
-   "shard_axis": null
-  },
-  {
-   "dtype": "fp16",
-   "layout": "row_major",
-   "name": "x_tile",
-   "placement": "local",
-   "quant": null,
-   "region": null,
-   "role": "tile",
-   "scope": "tile",
-   "shape": [
-    "M",
-    "K"
-   ],
-   "shard_axis": null
-  },
-  {
-   "dtype": "fp16",
-   "layout": "row_major",
-   "name": "w_tile",
-   "placement": "local",
-   "quant": null,
-   "region": null,
-   "role": "tile",
-   "scope": "tile",
-   "shape": [
-    "K",
-    "N"
-   ],
-   "shard_axis": null
-  },
-  {
-   "dtype": "fp32",
-   "layout": "row_major",
-   "name": "acc",
-   "placement": "local",
-   "quant": null,
-   "region": null,
-   "role": "tile",
-   "scope": "tile",
-   "shape": [
-    "M",
-    "N"
-   ],
-   "shard_axis": null
-  },
-  {
-   "dtype": "fp16",
-   "layout": "row_major",
-   "name": "y",
-   "placement": "local",
-   "quant": null,
-   "region": null,
-   "role": "output",
-   "scope": "global",
-   "shape": [
-    "M",
-    "N"
-   ],
-   "shard_axis": null
-  }
- ],
- "tile_order": {
-  "axis": null,
-  "group": "GROUP_M",
-  "kind": "grouped"
- }
-}
-""")
+PROGRAM = Program.model_validate(
+{'axes': [{'expr': 'M', 'hint': 512, 'name': 'M', 'size': None, 'symbolic': True},
+          {'expr': 'N', 'hint': 1024, 'name': 'N', 'size': None, 'symbolic': True},
+          {'expr': 'K', 'hint': 256, 'name': 'K', 'size': None, 'symbolic': True}],
+ 'constraints': [{'expr': 'NUM_STAGES * (BLOCK_M + BLOCK_N) * BLOCK_K * 2 <= smem_bytes',
+                  'message': ''}],
+ 'deps': [{'dst': 'mma', 'kind': 'raw', 'src': 'load_x', 'tensor': 'x_tile'},
+          {'dst': 'mma', 'kind': 'raw', 'src': 'load_w', 'tensor': 'w_tile'},
+          {'dst': 'epilogue', 'kind': 'raw', 'src': 'mma', 'tensor': 'acc'},
+          {'dst': 'store_y', 'kind': 'raw', 'src': 'epilogue', 'tensor': 'acc'}],
+ 'description': 'fp16 linear layer with a fused bias + GELU epilogue',
+ 'limits': {'flash_bytes': None,
+            'registers_per_thread': None,
+            'smem_bytes': 232448,
+            'sram_bytes': None,
+            'world_size': None},
+ 'loops': [{'axis': 'M', 'kind': 'spatial', 'tile': 'BLOCK_M'},
+           {'axis': 'N', 'kind': 'spatial', 'tile': 'BLOCK_N'},
+           {'axis': 'K', 'kind': 'reduction', 'tile': 'BLOCK_K'}],
+ 'name': 'linear_gelu',
+ 'options': [['num_stages', 'NUM_STAGES'], ['num_warps', 'NUM_WARPS']],
+ 'order': ['load_x', 'load_w', 'mma', 'epilogue', 'store_y'],
+ 'params': [{'default': 64, 'name': 'BLOCK_M', 'values': [16, 32, 64, 128]},
+            {'default': 64, 'name': 'BLOCK_N', 'values': [32, 64, 128]},
+            {'default': 32, 'name': 'BLOCK_K', 'values': [32, 64]},
+            {'default': 8, 'name': 'GROUP_M', 'values': [1, 8]},
+            {'default': 4, 'name': 'NUM_WARPS', 'values': [4, 8]},
+            {'default': 3, 'name': 'NUM_STAGES', 'values': [2, 3]}],
+ 'stages': [{'at': 'K',
+             'axis': None,
+             'chunks': None,
+             'depth': 3,
+             'engine': None,
+             'fn': [],
+             'granularity': 'tensor',
+             'index': 0,
+             'kernel': None,
+             'kind': 'memory',
+             'name': 'load_x',
+             'op': 'load',
+             'padding': 0,
+             'reads': ['x'],
+             'reduce': None,
+             'stride': 1,
+             'writes': ['x_tile']},
+            {'at': 'K',
+             'axis': None,
+             'chunks': None,
+             'depth': 3,
+             'engine': None,
+             'fn': [],
+             'granularity': 'tensor',
+             'index': 1,
+             'kernel': None,
+             'kind': 'memory',
+             'name': 'load_w',
+             'op': 'load',
+             'padding': 0,
+             'reads': ['w'],
+             'reduce': None,
+             'stride': 1,
+             'writes': ['w_tile']},
+            {'at': 'K',
+             'axis': None,
+             'chunks': None,
+             'depth': 3,
+             'engine': None,
+             'fn': [],
+             'granularity': 'tensor',
+             'index': 2,
+             'kernel': None,
+             'kind': 'compute',
+             'name': 'mma',
+             'op': 'dot',
+             'padding': 0,
+             'reads': ['x_tile', 'w_tile', 'acc'],
+             'reduce': None,
+             'stride': 1,
+             'writes': ['acc']},
+            {'at': 'N',
+             'axis': None,
+             'chunks': None,
+             'depth': 2,
+             'engine': None,
+             'fn': ['bias', 'gelu'],
+             'granularity': 'tensor',
+             'index': 3,
+             'kernel': None,
+             'kind': 'compute',
+             'name': 'epilogue',
+             'op': 'elementwise',
+             'padding': 0,
+             'reads': ['acc', 'b'],
+             'reduce': None,
+             'stride': 1,
+             'writes': ['acc']},
+            {'at': 'N',
+             'axis': None,
+             'chunks': None,
+             'depth': 2,
+             'engine': None,
+             'fn': [],
+             'granularity': 'tensor',
+             'index': 4,
+             'kernel': None,
+             'kind': 'memory',
+             'name': 'store_y',
+             'op': 'store',
+             'padding': 0,
+             'reads': ['acc'],
+             'reduce': None,
+             'stride': 1,
+             'writes': ['y']}],
+ 'target': 'cuda',
+ 'tensors': [{'dtype': 'fp16',
+              'layout': 'row_major',
+              'name': 'x',
+              'placement': 'local',
+              'quant': None,
+              'region': None,
+              'role': 'input',
+              'scope': 'global',
+              'shape': ['M', 'K'],
+              'shard_axis': None},
+             {'dtype': 'fp16',
+              'layout': 'col_major',
+              'name': 'w',
+              'placement': 'local',
+              'quant': None,
+              'region': None,
+              'role': 'input',
+              'scope': 'global',
+              'shape': ['K', 'N'],
+              'shard_axis': None},
+             {'dtype': 'fp32',
+              'layout': 'row_major',
+              'name': 'b',
+              'placement': 'local',
+              'quant': None,
+              'region': None,
+              'role': 'input',
+              'scope': 'global',
+              'shape': ['N'],
+              'shard_axis': None},
+             {'dtype': 'fp16',
+              'layout': 'row_major',
+              'name': 'x_tile',
+              'placement': 'local',
+              'quant': None,
+              'region': None,
+              'role': 'tile',
+              'scope': 'tile',
+              'shape': ['M', 'K'],
+              'shard_axis': None},
+             {'dtype': 'fp16',
+              'layout': 'row_major',
+              'name': 'w_tile',
+              'placement': 'local',
+              'quant': None,
+              'region': None,
+              'role': 'tile',
+              'scope': 'tile',
+              'shape': ['K', 'N'],
+              'shard_axis': None},
+             {'dtype': 'fp32',
+              'layout': 'row_major',
+              'name': 'acc',
+              'placement': 'local',
+              'quant': None,
+              'region': None,
+              'role': 'tile',
+              'scope': 'tile',
+              'shape': ['M', 'N'],
+              'shard_axis': None},
+             {'dtype': 'fp16',
+              'layout': 'row_major',
+              'name': 'y',
+              'placement': 'local',
+              'quant': None,
+              'region': None,
+              'role': 'output',
+              'scope': 'global',
+              'shape': ['M', 'N'],
+              'shard_axis': None}],
+ 'tile_order': {'axis': None, 'group': 'GROUP_M', 'kind': 'grouped'}}
+)
 
 # tuned configuration per shape bucket (1 entry)
-TUNED = LockFile.model_validate_json(r"""
-{
- "entries": [
-  {
-   "bucket": {
-    "K": 256,
-    "M": 512,
-    "N": 1024
-   },
-   "device": "cost-model (H100 SXM constants)",
-   "metrics": {
-    "time_ms": 0.006961202626865671
-   },
-   "objective": "model",
-   "params": {
-    "BLOCK_K": 32,
-    "BLOCK_M": 32,
-    "BLOCK_N": 32,
-    "GROUP_M": 1,
-    "NUM_STAGES": 2,
-    "NUM_WARPS": 8
-   },
-   "sizes": {
-    "K": 256,
-    "M": 512,
-    "N": 1024
-   },
-   "spec": "linear_gelu",
-   "spec_hash": "684d63fd1f2b16fdff8d77ce74e53bddfa6b1d29342cac9541e1fa446b6a8d4f",
-   "study": "linear_gelu[K=256,M=512,N=1024]-model",
-   "target": "cuda",
-   "trials": 20,
-   "value": 0.006961202626865671,
-   "versions": {
-    "costmodel": "1",
-    "optuna": "5.0.0",
-    "tilesched": "0.1.0"
-   }
-  }
- ],
- "version": 1
-}
-""")
+TUNED = LockFile.model_validate(
+{'entries': [{'bucket': {'K': 256, 'M': 512, 'N': 1024},
+              'device': 'cost-model (H100 SXM constants)',
+              'metrics': {'time_ms': 0.006961202626865671},
+              'objective': 'model',
+              'params': {'BLOCK_K': 32,
+                         'BLOCK_M': 32,
+                         'BLOCK_N': 32,
+                         'GROUP_M': 1,
+                         'NUM_STAGES': 2,
+                         'NUM_WARPS': 8},
+              'sizes': {'K': 256, 'M': 512, 'N': 1024},
+              'spec': 'linear_gelu',
+              'spec_hash': '684d63fd1f2b16fdff8d77ce74e53bddfa6b1d29342cac9541e1fa446b6a8d4f',
+              'study': 'linear_gelu[K=256,M=512,N=1024]-model',
+              'target': 'cuda',
+              'trials': 20,
+              'value': 0.006961202626865671,
+              'versions': {'costmodel': '1', 'optuna': '5.0.0', 'tilesched': '0.1.0'}}],
+ 'version': 1}
+)
 
 _kernel = None
 
