@@ -16,3 +16,31 @@ def cuda_gemm_specs():
         if prog.target == "cuda" and not any(s.kind == "comm" for s in prog.stages):
             out.append(path)
     return out
+
+
+def oracle_inputs(program, sizes: dict, seed: int, params: dict | None = None):
+    """(binding, numpy inputs, torch CPU inputs, the oracle's outputs) for one point."""
+    import numpy as np
+
+    from tilesched.backends.cuda.defaults import select_binding
+    from tilesched.backends.cuda.io import to_device
+    from tilesched.ir.bind import bind
+    from tilesched.semantics import random_inputs, run_spec
+
+    sym = {a.name: sizes[a.name] for a in program.axes if a.symbolic}
+    b = bind(program, {**sym, **params}) if params else select_binding(program, sizes)[0]
+    ins = random_inputs(b, np.random.default_rng(seed))
+    tensors = {n: to_device(program.tensor(n), v, "cpu") for n, v in ins.items()}
+    return b, ins, tensors, run_spec(b, ins)
+
+
+def run_against_oracle(gemm, sizes: dict, params: dict | None = None, seed: int = 0):
+    """Run a GemmKernel on fresh random inputs with a poisoned output; the Verdict vs the oracle."""
+    from tilesched.backends.cuda.io import check_outputs, poisoned
+
+    b, _, tensors, want = oracle_inputs(gemm.program, sizes, seed, params)
+    c = gemm.plan.c.name
+    out = poisoned(gemm.program.tensor(c), b.sizes, "cpu")
+    gemm(out=out, params=params, **tensors)
+    (verdict,) = check_outputs(b, {c: out}, want)
+    return verdict

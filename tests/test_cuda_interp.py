@@ -1,5 +1,5 @@
 """Generated kernels executed by the Triton interpreter on CPU tensors, on ragged shapes, against
-the float64 numpy reference, with NaN-poisoned outputs. bf16 specs run as fp16 and fp32 (the
+the spec's semantics (tilesched.semantics, float64), with NaN-poisoned outputs. bf16 specs run as fp16 and fp32 (the
 interpreter's bf16 dot is not trustworthy)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
-from tests.cuda_util import cuda_gemm_specs  # noqa: E402
+from tests.cuda_util import cuda_gemm_specs, oracle_inputs, run_against_oracle  # noqa: E402
 from tilesched import load_program  # noqa: E402
-from tilesched.backends.cuda import reference as R  # noqa: E402
+from tilesched.backends.cuda.io import check_outputs, poisoned  # noqa: E402
 from tilesched.backends.cuda.launch import GemmKernel, LaunchError  # noqa: E402
 from tilesched.backends.cuda.plan import retyped  # noqa: E402
 
@@ -40,10 +40,8 @@ def _program(name, dt):
 
 
 def _run(gemm, sizes, params=None, seed=0):
-    ins = R.make_inputs(gemm.plan, sizes, "cpu", seed=seed)
-    out = R.poisoned_output(gemm.plan, sizes, "cpu")
-    gemm(out=out, params=params, **ins)
-    return R.compare(gemm.plan, out, R.reference(gemm.plan, ins))
+    v = run_against_oracle(gemm, sizes, params, seed)
+    return v.ok, v.rel_error, v.max_error, v.why
 
 
 @pytest.mark.parametrize("name,dt", list(_cases()))
@@ -97,36 +95,33 @@ def test_default_parameters_fit_small_shapes():
 def test_wrong_result_is_detected():
     """The check is not vacuous: a corrupted output fails it, an unwritten element fails it."""
     gemm = GemmKernel(_program("gemm_bias_gelu", None))
-    sizes = dict(RAGGED)
-    ins = R.make_inputs(gemm.plan, sizes, "cpu", seed=1)
-    out = R.poisoned_output(gemm.plan, sizes, "cpu")
+    b, _, ins, want = oracle_inputs(gemm.program, dict(RAGGED), seed=1)
+    out = poisoned(gemm.program.tensor("C"), b.sizes, "cpu")
     gemm(out=out, **ins)
-    ref = R.reference(gemm.plan, ins)
-    assert R.compare(gemm.plan, out, ref)[0]
+    assert check_outputs(b, {"C": out}, want)[0].ok
     bad = out.clone()
     bad[3, 7] += 1.0
-    assert not R.compare(gemm.plan, bad, ref)[0]
+    assert not check_outputs(b, {"C": bad}, want)[0].ok
     bad = out.clone()
     bad[-1, -1] = float("nan")
-    assert not R.compare(gemm.plan, bad, ref)[0]
+    assert not check_outputs(b, {"C": bad}, want)[0].ok
 
 
 def test_launcher_errors_name_the_problem():
     gemm = GemmKernel(_program("gemm_bias_gelu", None))
-    sizes = dict(RAGGED)
-    ins = R.make_inputs(gemm.plan, sizes, "cpu", seed=2)
+    _, _, ins, _ = oracle_inputs(gemm.program, dict(RAGGED), seed=2)
     with pytest.raises(LaunchError, match="dtype"):
         gemm(**{**ins, "A": ins["A"].float()})
-    with pytest.raises(LaunchError, match="bias.*shape"):
+    with pytest.raises(LaunchError, match="bias says N=49"):
         gemm(**{**ins, "bias": ins["bias"][:-1]})
     with pytest.raises(LaunchError, match="layout col_major"):
         gemm(**{**ins, "B": ins["B"].contiguous()})
-    with pytest.raises(LaunchError, match="disagree on K"):
+    with pytest.raises(LaunchError, match="says K=70, A says 69"):
         gemm(**{**ins, "A": ins["A"][:, :-1]})
     with pytest.raises(LaunchError, match="missing input bias"):
         gemm(A=ins["A"], B=ins["B"])
     tma = GemmKernel(_program("gemm_bf16_hopper", "fp16"))
-    t = R.make_inputs(tma.plan, {"M": 8, "N": 20, "K": 36}, "cpu", seed=3)
+    _, _, t, _ = oracle_inputs(tma.program, {"M": 8, "N": 20, "K": 36}, seed=3)
     with pytest.raises(LaunchError, match="16-byte"):
         tma(**t)
 

@@ -190,6 +190,20 @@ class ModelBuilder:
         self._op("BATCH_MATMUL", [a, b], [out], opts)
         return out
 
+    def add(self, name: str, a: Tensor, b: Tensor, act: str, out_q: QParams) -> Tensor:
+        """Elementwise int8 ADD (residual connections), broadcasting like numpy."""
+        return self._binary("ADD", fb.AddOptionsT(), name, a, b, act, out_q)
+
+    def mul(self, name: str, a: Tensor, b: Tensor, act: str, out_q: QParams) -> Tensor:
+        return self._binary("MUL", fb.MulOptionsT(), name, a, b, act, out_q)
+
+    def _binary(self, code: str, opts, name: str, a: Tensor, b: Tensor, act: str, out_q: QParams) -> Tensor:
+        out = self.activation(name, np.broadcast_shapes(a.shape, b.shape), out_q)
+        opts.fusedActivationFunction = _ACT[act]
+        self._op(code, [a, b], [out], opts)
+        self.rms[out.index] = 40.0
+        return out
+
     def softmax(self, name: str, x: Tensor, beta: float = 1.0) -> Tensor:
         out = self.activation(name, x.shape, QParams.per_tensor(1.0 / 256.0, -128))  # TFLite int8 softmax spec
         opts = fb.SoftmaxOptionsT()

@@ -14,12 +14,12 @@ from pathlib import Path
 def empty_inputs(kp, sizes: dict[str, int], device) -> dict:
     import torch
 
-    from tilesched.backends.cuda.reference import TORCH_DTYPES, logical_shape
+    from tilesched.backends.cuda.io import torch_dtype
 
     out = {}
     for op in (kp.a, kp.b, *kp.extra_operands):
-        shape = logical_shape(op, sizes, kp.axes)
-        dt = getattr(torch, TORCH_DTYPES[op.dtype])
+        shape = tuple(sizes[kp.axes[r]] for r in op.axes)
+        dt = torch_dtype(op.dtype)
         if op.layout == "col_major" and len(shape) >= 2:
             t = torch.empty(shape[:-2] + (shape[-1], shape[-2]), dtype=dt, device=device).mT
         else:
@@ -38,7 +38,7 @@ def _warm(job: tuple[str, dict, dict]) -> tuple[str, str | None]:
 
         gemm = GemmKernel(load_program(spec_path))
         ins = empty_inputs(gemm.plan, sizes, torch.device("cuda"))
-        args, _ = gemm.prepare(ins, params=params)
+        args, _ = gemm.prepare(ins, params=params, sizes=sizes)
         pos, kw = gemm.module.launch_args(*args)
         kernel = getattr(gemm.module, f"{gemm.plan.name}_kernel")
         kernel.warmup(*pos, grid=args[0].grid, **kw)

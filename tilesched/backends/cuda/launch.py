@@ -4,11 +4,12 @@ shape (lock file, else a shape-aware default) and launches the rendered kernel."
 from __future__ import annotations
 
 from tilesched.backends.cuda.defaults import select_binding
+from tilesched.backends.cuda.io import torch_dtype
 from tilesched.backends.cuda.plan import KernelPlan, LaunchPlan, Operand, kernel_plan, launch_plan
-from tilesched.backends.cuda.reference import TORCH_DTYPES
 from tilesched.backends.cuda.render import load_module
 from tilesched.ir.bind import Binding
 from tilesched.ir.nodes import Program
+from tilesched.ir.shapes import ShapeError, solve_sizes
 from tilesched.tuner.lockfile import LockFile
 
 
@@ -41,7 +42,7 @@ class GemmKernel:
         name = f"{self.program.name}: tensor {op.name}"
         if not isinstance(t, torch.Tensor):
             raise LaunchError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        want = getattr(torch, TORCH_DTYPES[op.dtype])
+        want = torch_dtype(op.dtype)
         if t.dtype != want:
             raise LaunchError(f"{name}: dtype {t.dtype} but the spec says {op.dtype} ({want})")
         if t.device != device:
@@ -65,25 +66,18 @@ class GemmKernel:
                 raise LaunchError(f"{name}: TMA needs 16-byte aligned rows (row pitch {row * t.element_size()} "
                                   "bytes): pad the inner dimension to a multiple of 16 bytes")
 
-    def sizes_of(self, tensors: dict) -> dict[str, int]:
-        """Axis sizes read off A and B (every other tensor is checked against them)."""
-        p, ax = self.plan, self.plan.axes
+    def sizes_of(self, tensors: dict, given: dict | None = None) -> dict[str, int]:
+        """Axis sizes read off the tensors (`given` sizes symbols no tensor shows)."""
+        p = self.plan
         for op in (p.a, p.b):
             if op.name not in tensors:
                 raise LaunchError(f"{self.program.name}: missing input {op.name}")
-            if len(getattr(tensors[op.name], "shape", ())) != len(op.axes):
-                raise LaunchError(f"{self.program.name}: tensor {op.name} must have {len(op.axes)} dimensions "
-                                  f"[{', '.join(ax[r] for r in op.axes)}]")
-        sizes = {ax[r]: int(s) for r, s in zip(p.a.axes, tensors[p.a.name].shape)}
-        for r, s in zip(p.b.axes, tensors[p.b.name].shape):
-            if ax[r] in sizes and sizes[ax[r]] != s:
-                raise LaunchError(f"{self.program.name}: {p.a.name} and {p.b.name} disagree on {ax[r]} "
-                                  f"({sizes[ax[r]]} vs {s})")
-            sizes[ax[r]] = int(s)
-        for a in self.program.axes:
-            if not a.symbolic and a.size is not None and sizes.get(a.name, a.size) != a.size:
-                raise LaunchError(f"{self.program.name}: axis {a.name} is fixed at {a.size}, got {sizes[a.name]}")
-        return sizes
+        shapes = {n: tuple(getattr(t, "shape", ())) for n, t in tensors.items()
+                  if n in {o.name for o in (p.a, p.b, *p.extra_operands)}}
+        try:
+            return solve_sizes(self.program, shapes, given)
+        except ShapeError as exc:
+            raise LaunchError(str(exc)) from None
 
     # -- launch -------------------------------------------------------------------------------
     def binding_for(self, sizes: dict[str, int], params: dict | None = None) -> tuple[Binding, str]:
@@ -94,11 +88,11 @@ class GemmKernel:
             return bind(self.program, {**sym, **params}), "given"
         return select_binding(self.program, sizes, self.lock)
 
-    def prepare(self, tensors: dict, out=None, params: dict | None = None):
+    def prepare(self, tensors: dict, out=None, params: dict | None = None, sizes: dict | None = None):
         """Check everything and return (launch plan, argument tuple) without launching."""
         import torch
 
-        sizes = self.sizes_of(tensors)
+        sizes = self.sizes_of(tensors, sizes)
         p = self.plan
         device = tensors[p.a.name].device
         for op in (p.a, p.b, *p.extra_operands):
@@ -111,7 +105,7 @@ class GemmKernel:
             raise LaunchError(f"{self.program.name}: unexpected tensors {sorted(extra)} (inputs: {sorted(known)})")
         if out is None:
             shape = tuple(sizes[p.axes[r]] for r in p.c.axes)
-            out = torch.empty(shape, dtype=getattr(torch, TORCH_DTYPES[p.c.dtype]), device=device)
+            out = torch.empty(shape, dtype=torch_dtype(p.c.dtype), device=device)
         self._check(p.c, out, sizes, device)
         b, _ = self.binding_for(sizes, params)
         lp: LaunchPlan = launch_plan(p, b, num_sms=_num_sms(device))
@@ -120,7 +114,7 @@ class GemmKernel:
                 *(tensors[op.name] for op in p.extra_operands))
         return args, out
 
-    def __call__(self, out=None, params: dict | None = None, **tensors):
-        args, out = self.prepare(tensors, out=out, params=params)
+    def __call__(self, out=None, params: dict | None = None, sizes: dict | None = None, **tensors):
+        args, out = self.prepare(tensors, out=out, params=params, sizes=sizes)
         self.module.launch(*args)
         return out

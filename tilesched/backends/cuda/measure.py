@@ -54,8 +54,12 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
         return Measurement(ok=False, reason="runtime_error", detail=f"torch is not installed: {exc}")
     if not torch.cuda.is_available():
         return Measurement(ok=False, reason="runtime_error", detail="no CUDA GPU on this machine")
-    from tilesched.backends.cuda import reference as R
+    import numpy as np
+
+    from tilesched.backends.cuda.io import check_outputs, poisoned, to_device
     from tilesched.backends.cuda.launch import GemmKernel
+    from tilesched.semantics import random_inputs, run_spec
+    from tilesched.semantics.arrays import TorchOps
 
     device = torch.device("cuda")
     dev_name = torch.cuda.get_device_name(device)
@@ -72,18 +76,24 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
     except Exception as exc:  # noqa: BLE001 - a broken template/module is a failed point
         return fail("compile_error", _short(exc))
     kp = gemm.plan
+    program = binding.program
     sizes = dict(binding.sizes)
+    rng = np.random.default_rng(seed)
     guard = lock if hasattr(lock, "__enter__") else contextlib.nullcontext()
     with guard:
         try:
-            ins = R.make_inputs(kp, sizes, device, seed=seed)
+            inputs = random_inputs(binding, rng)
+            ins = {n: to_device(program.tensor(n), v, device) for n, v in inputs.items()}
             if check:
-                out = R.poisoned_output(kp, sizes, device)
-                gemm(out=out, params=dict(binding.params), **ins)
+                out = poisoned(program.tensor(kp.c.name), sizes, device)
+                gemm(out=out, params=dict(binding.params), sizes=sizes, **ins)
                 torch.cuda.synchronize()
-                ok, rel, _, why = R.compare(kp, out, R.reference(kp, ins))
-                if not ok:
-                    return fail("wrong_result", why, rel)
+                # the oracle in float64 on this GPU: the same definition, without minutes of CPU time
+                want = run_spec(binding, {n: t.double() for n, t in ins.items()}, xp=TorchOps(device))
+                (verdict,) = check_outputs(binding, {kp.c.name: out}, want)
+                rel = verdict.rel_error
+                if not verdict.ok:
+                    return fail("wrong_result", verdict.why, rel)
             else:
                 rel = None
             if not timed:
@@ -91,11 +101,11 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
             # rotate input sets so the timed launches read from HBM, not L2
             per_set = sum(t.numel() * t.element_size() for t in ins.values())
             n_sets = max(1, min(16, math.ceil(L2_FLUSH_BYTES / max(per_set, 1))))
-            sets = [ins] + [R.make_inputs(kp, sizes, device, seed=None if seed is None else seed + i + 1)
-                            for i in range(n_sets - 1)]
+            sets = [ins] + [{n: torch.rand_like(t, dtype=torch.float32).to(t.dtype) * 2 - 1 if t.is_floating_point()
+                             else t.clone() for n, t in ins.items()} for _ in range(n_sets - 1)]
             launches = []
             for s in sets:
-                args, _ = gemm.prepare(s, params=dict(binding.params))
+                args, _ = gemm.prepare(s, params=dict(binding.params), sizes=sizes)
                 launches.append(args)
             launch = gemm.module.launch
             for args in launches[: min(len(launches), 3)]:
