@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.tuner_helpers import MCU_SMALL
 from tilesched import load_program
@@ -55,3 +57,36 @@ def test_tune_rejects_bad_input(tmp_path, monkeypatch, capsys):
     assert main(["tune", str(MCU_SMALL), "--trials", "2", "--objective", "model", "--study", "s",
                  "--quiet"]) == 2
     assert "tuned for another" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- bad input: one line, no traceback
+SMALL_GEMM = [str(GEMM), "--objective", "model", "--set", "M=1000", "--set", "N=512", "--set", "K=512", "--quiet"]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["tune", "studies"])
+@pytest.mark.parametrize("url, code, message", [
+    ("notaurl", 1, "--storage notaurl: not a database URL (e.g. sqlite:///studies.db or "
+                   "postgresql+psycopg2://user@host/db)"),
+    ("foo://", 1, "--storage foo://: unknown database dialect 'foo'"),
+    ("sqlite:///", 1, "--storage sqlite:///: refused: an in-memory study cannot be resumed"),
+    ("sqlite://", 1, "--storage sqlite://: refused: an in-memory study cannot be resumed"),
+    ("sqlite:///missing/folder/x.db", 1, "the folder missing/folder does not exist"),
+    ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", 2,
+     "cannot connect to postgresql+psycopg2://u:***@127.0.0.1:1/db: connection to server at"),
+    ("u:secret@nowhere", 1, "--storage u:***@nowhere: not a database URL"),
+], ids=["not-a-url", "unknown-dialect", "sqlite-memory-3", "sqlite-memory-2", "missing-folder", "server-down",
+        "password-unparsed"])
+def test_a_bad_storage_is_one_line_with_the_password_masked(tmp_path, monkeypatch, capsys, command, url, code,
+                                                           message):
+    monkeypatch.chdir(tmp_path)
+    argv = ["tune", *SMALL_GEMM, "--trials", "2"] if command == "tune" else ["studies"]
+    assert main([*argv, "--storage", url]) == code
+    err = _one_line_error(capsys)
+    assert err.startswith(f"tilesched {command}: ") and message in err and "secret" not in err
+    assert not (tmp_path / "tilesched.lock.json").exists()
