@@ -90,3 +90,19 @@ def test_a_bad_storage_is_one_line_with_the_password_masked(tmp_path, monkeypatc
     err = _one_line_error(capsys)
     assert err.startswith(f"tilesched {command}: ") and message in err and "secret" not in err
     assert not (tmp_path / "tilesched.lock.json").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "tilesched.lock.json: invalid lock file: Expecting property name"),
+    ('{"version": 7, "entries": []}', "tilesched.lock.json: lock file version 7, but this tilesched"),
+    ('{"version": 1, "entries": [{"spec": "g", "spec_hash": "h", "target": "cuda", "bucket": {"H": 0}, '
+     '"params": {}, "objective": "model"}]}', "tilesched.lock.json: invalid lock file: entries[0].bucket: "),
+], ids=["syntax", "version", "bucket"])
+def test_tune_checks_the_lock_file_before_the_campaign(tmp_path, monkeypatch, capsys, content, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tilesched.lock.json").write_text(content)
+    db = tmp_path / "s.db"
+    assert main(["tune", *SMALL_GEMM, "--trials", "2", "--storage", f"sqlite:///{db}"]) == 1
+    assert message in _one_line_error(capsys)
+    assert not db.exists()  # no study was started
+    assert (tmp_path / "tilesched.lock.json").read_text() == content

@@ -134,6 +134,9 @@ def cmd_check(args) -> int:
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    except UserError as exc:  # e.g. the lock file it was emitted from is gone or broken: an error, not stale
+        print(f"tilesched check: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if result.up_to_date:
         print(f"{args.dir}: up to date")
         return EXIT_OK

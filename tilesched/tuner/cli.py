@@ -23,6 +23,9 @@ def cmd_tune(args) -> int:
     from tilesched.tuner.lockfile import LockFile
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # a bad lock file must stop us before the campaign, not when its winner is written
+    lock_path = Path(args.lock)
+    LockFile.read(lock_path)
     try:
         prog, _source = load_with_source(args.spec)
         values = parse_assignments(args.set or [])
@@ -72,7 +75,7 @@ def cmd_tune(args) -> int:
         for p in res.pareto:
             print(f"  {_fmt(p['values'][0])} cycles  {int(p['values'][1])} B  "
                   + " ".join(f"{k}={v}" for k, v in p["params"].items()))
-    lock_path = Path(args.lock)
+    # read again: other campaigns may have added their buckets meanwhile
     lock = LockFile.read(lock_path).with_entry(camp.lock_entry())
     changed = lock.write(lock_path)
     print(f"{'wrote' if changed else 'unchanged'} {lock_path}")
