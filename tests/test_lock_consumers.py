@@ -1,5 +1,5 @@
-"""What reads the lock file besides the tuner: `tilesched emit` / `check` and the CUDA launcher.
-Bad or stale lock files are said in one line, never a traceback."""
+"""What reads the lock file besides the tuner: `tilesched emit` / `check`, the Cortex-M library
+renderer and the CUDA launcher. Bad or stale lock files are said in one line, never a traceback."""
 
 import pytest
 
@@ -7,9 +7,10 @@ from tests.conftest import ROOT
 from tilesched import load_program
 from tilesched.cli import main
 from tilesched.ir.hashing import content_hash
-from tilesched.tuner.lockfile import LockEntry, LockFile
+from tilesched.tuner.lockfile import LockEntry, LockFile, bucket_of
 
 CUDA_SPEC = ROOT / "configs" / "gemm_bias_gelu.yaml"
+MCU_SPEC = ROOT / "configs" / "mcu_inverted_bottleneck.yaml"
 CUDA_PARAMS = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "GROUP_M": 1, "NUM_WARPS": 4, "NUM_STAGES": 2}
 
 
@@ -62,6 +63,24 @@ def test_check_is_an_error_not_stale_when_the_lock_file_is_gone(tmp_path, capsys
     capsys.readouterr()
     assert main(["check", str(out)]) == 2
     assert "tilesched.lock.json: no such lock file" in _one_line_error(capsys)
+
+
+def test_the_cortex_m_library_takes_the_entry_of_its_shape_among_several_buckets():
+    from tilesched.backends.cortexm.library import library_binding
+    from tilesched.library.emit import LibraryUnit
+
+    prog = load_program(MCU_SPEC)
+    hints = {a.name: a.hint for a in prog.axes if a.symbolic}  # the library's shape: H = W = 80
+    mine = _entry(prog, bucket_of(prog, hints), {"ROWS": 8})
+    # sorts first by bucket (H=32 before H=128): the entry the renderer used to take
+    smaller = _entry(prog, bucket_of(prog, {**hints, "H": 32, "W": 32}), {"ROWS": 2})
+    lock = LockFile(entries=(mine, smaller))
+    for entries in (lock.entries, lock.entries[::-1]):
+        unit = LibraryUnit(program=prog, spec_path="spec.yaml", lock_entries=tuple(entries))
+        assert library_binding(unit).params == {"ROWS": 8}
+    # only the other bucket: its entry is the nearest, and legal at 80x80
+    unit = LibraryUnit(program=prog, spec_path="spec.yaml", lock_entries=(smaller,))
+    assert library_binding(unit).params == {"ROWS": 2}
 
 
 def test_the_cuda_launcher_warns_about_lock_entries_it_cannot_use():
