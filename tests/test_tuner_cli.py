@@ -106,3 +106,37 @@ def test_tune_checks_the_lock_file_before_the_campaign(tmp_path, monkeypatch, ca
     assert message in _one_line_error(capsys)
     assert not db.exists()  # no study was started
     assert (tmp_path / "tilesched.lock.json").read_text() == content
+
+
+@pytest.mark.parametrize("option", [["--trials", "0"], ["--trials", "-3"], ["--trials", "2", "--timeout", "0"],
+                                    ["--trials", "2", "--warm-k", "-1"]])
+def test_tune_refuses_numbers_a_campaign_cannot_use(tmp_path, monkeypatch, capsys, option):
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", *SMALL_GEMM, *option]) == 1
+    err = _one_line_error(capsys)
+    assert f"{option[-2]} {option[-1]}: must be" in err
+    assert not (tmp_path / ".tilesched").exists()
+
+
+def test_tune_says_when_the_space_is_exhausted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", str(MCU_SMALL), "--trials", "30", "--objective", "model", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluated 6 trials" in out
+    assert "the search space has 6 legal points: all evaluated (asked for 30)" in out
+    assert main(["tune", str(MCU_SMALL), "--trials", "6", "--objective", "model", "--quiet"]) == 0
+    assert "all evaluated" not in capsys.readouterr().out  # asked for exactly what there is
+
+
+def test_tune_refuses_a_point_the_spec_cannot_satisfy_and_writes_no_lock(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # ROWS=40 is in the domain but breaks the spec's row-buffer constraint
+    assert main(["tune", str(MCU_SMALL), "--trials", "3", "--objective", "model", "--set", "ROWS=40",
+                 "--quiet"]) == 1
+    assert "constraint" in _one_line_error(capsys)
+    # every legal point is evaluated, none fits a 1 KiB SRAM budget: nothing to lock
+    spec = tmp_path / "tiny_sram.yaml"
+    spec.write_text(MCU_SMALL.read_text().replace("sram_bytes: 131072", "sram_bytes: 1024"))
+    assert main(["tune", str(spec), "--trials", "6", "--objective", "model", "--quiet"]) == 1
+    assert "no successful trial within the SRAM budget: lock file not written" in _one_line_error(capsys)
+    assert not (tmp_path / "tilesched.lock.json").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tilesched.errors import SpecError
+from tilesched.errors import InvalidInput, SpecError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -23,6 +23,7 @@ def cmd_tune(args) -> int:
     from tilesched.tuner.lockfile import LockFile
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_tune_args(args)
     # a bad lock file must stop us before the campaign, not when its winner is written
     lock_path = Path(args.lock)
     LockFile.read(lock_path)
@@ -65,6 +66,8 @@ def cmd_tune(args) -> int:
     bar.close()
     unit = "ms" if not camp.mcu else "cycles"
     print(f"evaluated {res.evaluated} trials ({res.failed} failed)")
+    if res.evaluated < args.trials:  # the campaign stops early only when every legal point is done
+        print(f"the search space has {len(space.legal_points)} legal points: all evaluated (asked for {args.trials})")
     if res.best_params is None:
         why = " within the SRAM budget" if camp.mcu else ""
         print(f"no successful trial{why}: lock file not written", file=sys.stderr)
@@ -85,6 +88,16 @@ def cmd_tune(args) -> int:
         for p in plot_campaign(camp, Path(args.plot)):
             print(f"wrote {p}")
     return EXIT_OK
+
+
+def check_tune_args(args) -> None:
+    """Numbers argparse accepts but a campaign cannot use."""
+    if args.trials < 1:
+        raise InvalidInput(f"--trials {args.trials}: must be at least 1")
+    if not args.timeout > 0:  # also NaN
+        raise InvalidInput(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    if args.warm_k is not None and args.warm_k < 0:
+        raise InvalidInput(f"--warm-k {args.warm_k}: must be 0 or more")
 
 
 def cmd_studies(args) -> int:
