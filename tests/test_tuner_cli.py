@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from tests.conftest import ROOT
 from tests.tuner_helpers import MCU_SMALL
 from tilesched import load_program
@@ -55,3 +57,87 @@ def test_tune_rejects_bad_input(tmp_path, monkeypatch, capsys):
     assert main(["tune", str(MCU_SMALL), "--trials", "2", "--objective", "model", "--study", "s",
                  "--quiet"]) == 2
     assert "tuned for another" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- bad input: one line, no traceback
+SMALL_GEMM = [str(GEMM), "--objective", "model", "--set", "M=1000", "--set", "N=512", "--set", "K=512", "--quiet"]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["tune", "studies"])
+@pytest.mark.parametrize("url, code, message", [
+    ("notaurl", 1, "--storage notaurl: not a database URL (e.g. sqlite:///studies.db or "
+                   "postgresql+psycopg2://user@host/db)"),
+    ("foo://", 1, "--storage foo://: unknown database dialect 'foo'"),
+    ("sqlite:///", 1, "--storage sqlite:///: refused: an in-memory study cannot be resumed"),
+    ("sqlite://", 1, "--storage sqlite://: refused: an in-memory study cannot be resumed"),
+    ("sqlite:///missing/folder/x.db", 1, "the folder missing/folder does not exist"),
+    ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", 2,
+     "cannot connect to postgresql+psycopg2://u:***@127.0.0.1:1/db: connection to server at"),
+    ("u:secret@nowhere", 1, "--storage u:***@nowhere: not a database URL"),
+], ids=["not-a-url", "unknown-dialect", "sqlite-memory-3", "sqlite-memory-2", "missing-folder", "server-down",
+        "password-unparsed"])
+def test_a_bad_storage_is_one_line_with_the_password_masked(tmp_path, monkeypatch, capsys, command, url, code,
+                                                           message):
+    monkeypatch.chdir(tmp_path)
+    argv = ["tune", *SMALL_GEMM, "--trials", "2"] if command == "tune" else ["studies"]
+    assert main([*argv, "--storage", url]) == code
+    err = _one_line_error(capsys)
+    assert err.startswith(f"tilesched {command}: ") and message in err and "secret" not in err
+    assert not (tmp_path / "tilesched.lock.json").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "tilesched.lock.json: invalid lock file: Expecting property name"),
+    ('{"version": 7, "entries": []}', "tilesched.lock.json: lock file version 7, but this tilesched"),
+    ('{"version": 1, "entries": [{"spec": "g", "spec_hash": "h", "target": "cuda", "bucket": {"H": 0}, '
+     '"params": {}, "objective": "model"}]}', "tilesched.lock.json: invalid lock file: entries[0].bucket: "),
+], ids=["syntax", "version", "bucket"])
+def test_tune_checks_the_lock_file_before_the_campaign(tmp_path, monkeypatch, capsys, content, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tilesched.lock.json").write_text(content)
+    db = tmp_path / "s.db"
+    assert main(["tune", *SMALL_GEMM, "--trials", "2", "--storage", f"sqlite:///{db}"]) == 1
+    assert message in _one_line_error(capsys)
+    assert not db.exists()  # no study was started
+    assert (tmp_path / "tilesched.lock.json").read_text() == content
+
+
+@pytest.mark.parametrize("option", [["--trials", "0"], ["--trials", "-3"], ["--trials", "2", "--timeout", "0"],
+                                    ["--trials", "2", "--warm-k", "-1"]])
+def test_tune_refuses_numbers_a_campaign_cannot_use(tmp_path, monkeypatch, capsys, option):
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", *SMALL_GEMM, *option]) == 1
+    err = _one_line_error(capsys)
+    assert f"{option[-2]} {option[-1]}: must be" in err
+    assert not (tmp_path / ".tilesched").exists()
+
+
+def test_tune_says_when_the_space_is_exhausted(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", str(MCU_SMALL), "--trials", "30", "--objective", "model", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluated 6 trials" in out
+    assert "the search space has 6 legal points: all evaluated (asked for 30)" in out
+    assert main(["tune", str(MCU_SMALL), "--trials", "6", "--objective", "model", "--quiet"]) == 0
+    assert "all evaluated" not in capsys.readouterr().out  # asked for exactly what there is
+
+
+def test_tune_refuses_a_point_the_spec_cannot_satisfy_and_writes_no_lock(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # ROWS=40 is in the domain but breaks the spec's row-buffer constraint
+    assert main(["tune", str(MCU_SMALL), "--trials", "3", "--objective", "model", "--set", "ROWS=40",
+                 "--quiet"]) == 1
+    assert "constraint" in _one_line_error(capsys)
+    # no point fits a 1 KiB SRAM budget (the input alone is larger): refused before any trial, nothing to lock
+    spec = tmp_path / "tiny_sram.yaml"
+    spec.write_text(MCU_SMALL.read_text().replace("sram_bytes: 131072", "sram_bytes: 1024"))
+    assert main(["tune", str(spec), "--trials", "6", "--objective", "model", "--quiet"]) == 1
+    err = _one_line_error(capsys)
+    assert "no legal point" in err and "more than sram_bytes 1,024 B" in err
+    assert not (tmp_path / "tilesched.lock.json").exists()

@@ -134,7 +134,7 @@ def cmd_check(args) -> int:
 
     try:
         result = check(args.dir)
-    except (SpecError, UserError, OSError) as exc:  # check's contract: 2 for every error
+    except (SpecError, UserError, OSError) as exc:  # check's contract: 2 for every error (a broken lock too)
         if args.debug:
             raise
         print(exc if isinstance(exc, SpecError) else f"tilesched check: {exc}", file=sys.stderr)

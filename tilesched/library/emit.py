@@ -12,6 +12,7 @@ import hashlib
 import importlib
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def render(spec_paths: list[Path], out_dir: Path, lock_path: Path | None, packag
 
     if not spec_paths:
         raise SpecError([Diagnostic("emit needs at least one spec")])
-    lock = LockFile.read(lock_path) if lock_path else LockFile()
+    lock = LockFile.read(lock_path, must_exist=True) if lock_path else LockFile()
     programs = [(p, *load_with_source(p)) for p in spec_paths]
     families = {target_family(prog.target) for _, prog, _ in programs}
     if len(families) != 1:
@@ -87,6 +88,8 @@ def render(spec_paths: list[Path], out_dir: Path, lock_path: Path | None, packag
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise SpecError([Diagnostic(f"two specs share the name {sorted(dup)[0]!r}")])
+    for note in (n for _, prog, _ in programs for n in lock.stale_notes(prog, str(lock_path))):
+        print(note, file=sys.stderr)  # entries named after a spec that cannot serve it: say why
     module = importlib.import_module(RENDERERS[family])
     package = package or out_dir.resolve().name.replace("-", "_")
     if not package.isidentifier():

@@ -37,6 +37,7 @@ import datetime as _dt
 import math
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -51,6 +52,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tilesched import __version__
 from tilesched.backends.base import Measurement
+from tilesched.errors import InvalidInput, ToolFailure
 from tilesched.ir.hashing import content_hash
 from tilesched.tuner.costmodel import predict
 from tilesched.tuner.evaluators import Evaluator, get_evaluator, is_mcu, objective_values
@@ -68,20 +70,100 @@ def default_storage_url() -> str:
     return f"sqlite:///{(DEFAULT_STORAGE_DIR / 'studies.db').as_posix()}"
 
 
+STORAGE_EXAMPLES = "e.g. sqlite:///studies.db or postgresql+psycopg2://user@host/db"
+
+
 def make_storage(url: str | None) -> optuna.storages.RDBStorage:
-    url = url or default_storage_url()
-    kwargs = {"pool_pre_ping": True} if not url.startswith("sqlite") else {"connect_args": {"timeout": 60}}
+    """Optuna's RDB storage at `url` (default: the SQLite file under .tilesched). A URL that is
+    not usable is InvalidInput, a database that cannot be reached ToolFailure: one line each,
+    naming the URL with its password masked."""
     import sqlalchemy.exc
 
+    url = url or default_storage_url()
+    parsed = check_storage_url(url)
+    shown = _shown(url, parsed)
+    kwargs = {"pool_pre_ping": True} if parsed.get_backend_name() != "sqlite" else {"connect_args": {"timeout": 60}}
+    _connect_once(url, shown, parsed.password, kwargs)
     for attempt in range(6):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
             # workers starting together on a fresh database race to create Optuna's tables
             if attempt == 5:
-                raise
+                raise ToolFailure(f"cannot set up the study tables in {shown}: "
+                                  f"{_driver_error(exc, parsed.password)}") from None
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def check_storage_url(url: str):
+    """The parsed URL (a sqlalchemy URL) when it names an installed dialect and, for SQLite, a file
+    in an existing folder; InvalidInput (ToolFailure for a missing driver) otherwise."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise InvalidInput(f"--storage {_mask_password(url)}: not a database URL ({STORAGE_EXAMPLES})") from None
+    shown = _shown(url, parsed)
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise InvalidInput(f"--storage {shown}: unknown database dialect {parsed.drivername!r} "
+                           f"({STORAGE_EXAMPLES})") from None
+    try:
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()  # SQLAlchemy 2 / 1.4
+    except ImportError as exc:
+        raise ToolFailure(f"--storage {shown}: the {parsed.get_backend_name()} driver {dialect.driver} is not "
+                          f"installed ({exc}); install it or name an installed one as dialect+driver://") from None
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_file(parsed, shown)
+    return parsed
+
+
+def _check_sqlite_file(parsed, shown: str) -> None:
+    db = parsed.database
+    if not db or db == ":memory:" or parsed.query.get("mode") == "memory":
+        # sqlite:// and sqlite:/// are valid SQLAlchemy URLs of an in-memory database: a
+        # campaign there vanishes with the process, which defeats resuming
+        raise InvalidInput(f"--storage {shown}: refused: an in-memory study cannot be resumed; "
+                           "name a file, e.g. sqlite:///studies.db")
+    folder = Path(db).parent
+    if not folder.is_dir():
+        raise InvalidInput(f"--storage {shown}: the folder {folder} does not exist")
+
+
+def _connect_once(url: str, shown: str, password: str | None, kwargs: dict) -> None:
+    """Fail at once, in words, when the database cannot be reached (the retries in make_storage
+    are for workers racing on a fresh database, not for a server that is down)."""
+    import sqlalchemy
+    import sqlalchemy.exc
+
+    engine = sqlalchemy.create_engine(url, **kwargs)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise ToolFailure(f"cannot connect to {shown}: {_driver_error(exc, password)}") from None
+    finally:
+        engine.dispose()
+
+
+def _shown(url: str, parsed) -> str:
+    """The URL as typed, or with its password masked when it has one."""
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def _driver_error(exc: Exception, password: str | None) -> str:
+    """The first line of the driver's own message (SQLAlchemy's wrapper adds a URL to its docs)."""
+    line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line.replace(password, "***") if password else line
+
+
+def _mask_password(text: str) -> str:
+    """`user:secret@host` -> `user:***@host` in text SQLAlchemy could not parse."""
+    return re.sub(r":[^:@/]*@", ":***@", text)
 
 
 def default_study_name(space: Space, objective: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tilesched.errors import SpecError
+from tilesched.errors import InvalidInput, SpecError
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -23,6 +23,10 @@ def cmd_tune(args) -> int:
     from tilesched.tuner.lockfile import LockFile
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_tune_args(args)
+    # a bad lock file must stop us before the campaign, not when its winner is written
+    lock_path = Path(args.lock)
+    LockFile.read(lock_path)
     try:
         prog, _source = load_with_source(args.spec)
         values = parse_assignments(args.set or [])
@@ -36,7 +40,11 @@ def cmd_tune(args) -> int:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
     if not space.legal_points:
-        print(f"{args.spec}: no legal point in the search space at {space.sizes}", file=sys.stderr)
+        from tilesched.schedules.limits import limit_problem
+
+        over = limit_problem(space.bind({}))  # the usual reason: the shape itself exceeds a limit
+        why = f": {over.diagnostics[0].message}" if over is not None else ""
+        print(f"{args.spec}: no legal point in the search space at {space.sizes}{why}", file=sys.stderr)
         return EXIT_INVALID
     try:
         camp = Campaign(space, args.objective, storage=args.storage, study_name=args.study, seed=args.seed,
@@ -62,6 +70,8 @@ def cmd_tune(args) -> int:
     bar.close()
     unit = "ms" if not camp.mcu else "cycles"
     print(f"evaluated {res.evaluated} trials ({res.failed} failed)")
+    if res.evaluated < args.trials:  # the campaign stops early only when every legal point is done
+        print(f"the search space has {len(space.legal_points)} legal points: all evaluated (asked for {args.trials})")
     if res.best_params is None:
         why = " within the SRAM budget" if camp.mcu else ""
         print(f"no successful trial{why}: lock file not written", file=sys.stderr)
@@ -72,7 +82,7 @@ def cmd_tune(args) -> int:
         for p in res.pareto:
             print(f"  {_fmt(p['values'][0])} cycles  {int(p['values'][1])} B  "
                   + " ".join(f"{k}={v}" for k, v in p["params"].items()))
-    lock_path = Path(args.lock)
+    # read again: other campaigns may have added their buckets meanwhile
     lock = LockFile.read(lock_path).with_entry(camp.lock_entry())
     changed = lock.write(lock_path)
     print(f"{'wrote' if changed else 'unchanged'} {lock_path}")
@@ -82,6 +92,16 @@ def cmd_tune(args) -> int:
         for p in plot_campaign(camp, Path(args.plot)):
             print(f"wrote {p}")
     return EXIT_OK
+
+
+def check_tune_args(args) -> None:
+    """Numbers argparse accepts but a campaign cannot use."""
+    if args.trials < 1:
+        raise InvalidInput(f"--trials {args.trials}: must be at least 1")
+    if not args.timeout > 0:  # also NaN
+        raise InvalidInput(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    if args.warm_k is not None and args.warm_k < 0:
+        raise InvalidInput(f"--warm-k {args.warm_k}: must be 0 or more")
 
 
 def cmd_studies(args) -> int:

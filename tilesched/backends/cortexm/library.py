@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tilesched.backends.cortexm import build, codegen, params, session
-from tilesched.errors import located
+from tilesched.errors import SpecError, located
 from tilesched.ir.bind import Binding, bind
 from tilesched.schedules.limits import check_arena, check_limits
 from tilesched.schedules.memory import plan_memory
+from tilesched.tuner.lockfile import LockFile
 
 HERE = Path(__file__).resolve().parent
 TEMPLATE_DIRS = [HERE / "templates", HERE / "support"]
@@ -22,14 +23,17 @@ SUPPORT_FILES = ("ts_runtime.h", "ts_kernels.h", "cmsis_compiler.h", "startup.c"
 
 
 def library_binding(unit) -> Binding:
-    """The spec at its default sizes, with the tuned parameters of the lock file when it has them."""
+    """The spec at its default sizes, with the lock file's parameters for that shape (its bucket's
+    entry, else the nearest bucket's, as the CUDA launcher picks them) when they are legal there."""
     program = unit.program
     sizes = {a.name: a.hint for a in program.axes if a.symbolic and a.hint is not None}
-    b = bind(program, sizes)
-    entry = next(iter(sorted(unit.lock_entries, key=lambda e: sorted(e.bucket.items()))), None)
+    entry = LockFile(entries=unit.lock_entries).select(program, sizes)
     if entry is not None:
-        b = bind(program, {**sizes, **entry.params})
-    return b
+        try:
+            return bind(program, {**sizes, **entry.params})
+        except SpecError:
+            pass  # tuned for a bucket whose tiles do not fit this shape: the defaults, as on CUDA
+    return bind(program, sizes)
 
 
 def _seed(unit) -> int:

@@ -3,6 +3,8 @@ shape (lock file, else a shape-aware default) and launches the rendered kernel."
 
 from __future__ import annotations
 
+import warnings
+
 from tilesched.backends.cuda.defaults import select_binding
 from tilesched.backends.cuda.io import torch_dtype
 from tilesched.backends.cuda.plan import KernelPlan, LaunchPlan, Operand, kernel_plan, launch_plan
@@ -33,6 +35,8 @@ class GemmKernel:
         self.program = program
         self.plan: KernelPlan = kernel_plan(program)
         self.lock = lock
+        for note in lock.stale_notes(program) if lock is not None else ():
+            warnings.warn(note, stacklevel=2)  # tuned entries it will not use: say so once, here
         self.module = module if module is not None else load_module(self.plan)
 
     # -- checks -------------------------------------------------------------------------------
