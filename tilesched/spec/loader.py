@@ -90,16 +90,35 @@ def _to_data(node: yaml.Node, path: tuple, positions: SourceMap, file: str | Non
     fail(f"unsupported YAML node {type(node).__name__}")  # pragma: no cover
 
 
-def _pydantic_diagnostics(exc: ValidationError, source: SourceInfo) -> list[Diagnostic]:
+def _pydantic_diagnostics(exc: ValidationError, source: SourceInfo, data) -> list[Diagnostic]:
     out = []
     for err in exc.errors(include_url=False):
-        # pydantic adds union-member and validator names to loc; keep real field path parts
-        loc = tuple(p for p in err["loc"] if isinstance(p, int) or not _is_internal(p))
+        loc = _field_path(err["loc"], data)
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         out.append(source.diagnostic(loc, msg))
     return out
+
+
+def _field_path(loc: tuple, data) -> tuple:
+    """The field path of a pydantic error location. Pydantic adds union-member and validator
+    names, and `[key]` for a bad mapping key; a part that is a key of the data (a tensor named
+    `int_acc`) is always kept."""
+    out = []
+    node = data
+    for part in loc:
+        is_key = isinstance(node, dict) and part in node
+        if part == "[key]" or not (is_key or isinstance(part, int) or not _is_internal(part)):
+            continue
+        out.append(part)
+        if is_key:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
 
 
 def _is_internal(part: str) -> bool:
@@ -114,7 +133,7 @@ def parse_data(data, source: SourceInfo) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(_pydantic_diagnostics(exc, source)) from None
+        raise SpecError(_pydantic_diagnostics(exc, source, data)) from None
     except RecursionError:
         raise SpecError([source.diagnostic((), "spec nests too deeply")]) from None
     return spec
