@@ -5,10 +5,12 @@ its memory, or pass validation and then fail later with a traceback.
 """
 
 import time
+from pathlib import Path
 
 import pytest
 
-from tilesched import SpecError, bind, load_spec_text, lower
+from tilesched import SpecError, bind, load_spec, load_spec_text, lower
+from tilesched.cli import main
 from tilesched.ir.bind import parse_assignments
 from tilesched.ir.nodes import ConstraintIR, ParamIR
 from tilesched.ir.space import ConstraintError, iter_points
@@ -156,3 +158,112 @@ def test_an_option_string_must_name_a_parameter():
     assert first_error(GEMM.replace("{num_warps: 4}", "{num_warps: \"<text>\"}")) == (
         "s.yaml:13:11: options.num_warps: '<text>' is neither a literal nor a search-space parameter")
     lower_text(GEMM.replace("{num_warps: 4}", "{num_warps: BLOCK_M}"))
+
+
+# --- the loader --------------------------------------------------------------------------
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """The "billion laughs": each level is `width` aliases of the level below."""
+    lines = ['a0: &a0 "lol"']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def load_error(text: str, seconds: float = 1.0) -> str:
+    """The one diagnostic loading `text` gives, which must come within `seconds`."""
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "s.yaml")
+    assert time.perf_counter() - start < seconds
+    assert len(info.value.diagnostics) == 1, info.value
+    return str(info.value.diagnostics[0])
+
+
+def test_an_alias_bomb_stops_at_the_alias_that_passes_the_node_bound():
+    # a5 stands for 66430 nodes: its first use in a6 takes the count past 100000
+    assert load_error(alias_bomb()) == "s.yaml:7:10: alias *a5 expands the spec to more than 100000 YAML nodes"
+
+
+def test_an_alias_may_not_expand_the_spec_too_deep():
+    text = "a: &deep " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 30 + "*deep" + "]" * 30 + "\n"
+    assert load_error(text) == "s.yaml:2:34: alias *deep expands the spec deeper than 64 levels"
+
+
+@pytest.mark.parametrize("levels", [65, 600, 100_000])
+def test_deep_flow_nesting_is_refused_at_the_first_level_too_deep(levels):
+    assert load_error("x: " + "[" * levels + "]" * levels) == "s.yaml:1:67: the spec nests deeper than 64 levels"
+
+
+def test_deep_block_nesting_is_refused_at_the_first_level_too_deep():
+    text = "".join(" " * i + f"k{i}:\n" for i in range(600))
+    assert load_error(text) == "s.yaml:64:64: the spec nests deeper than 64 levels"
+
+
+def test_aliases_within_the_bounds_still_load():
+    text = GEMM.replace("A: {shape: [M, K], dtype: fp16}", "A: {shape: &mk [M, K], dtype: &half fp16}")
+    prog, _ = lower_text(text.replace("B: {shape: [K, N], dtype: fp16}", "B: {shape: [K, N], dtype: *half}"))
+    assert prog.tensor("B").dtype == "fp16"
+
+
+def test_too_many_nodes_without_aliases_are_refused():
+    # no alias: the cost is PyYAML's parser (some 25 000 nodes a second), bounded by the node count
+    assert load_error("x: [" + ",".join(["1"] * 100_001) + "]", seconds=20) == (
+        "s.yaml:1:199999: the spec has more than 100000 YAML nodes")
+
+
+@pytest.mark.parametrize("scalar", ["9" * 20, "9" * 60_000, "9223372036854775808", "-9223372036854775809",
+                                    "0x" + "f" * 17, "0b" + "1" * 64])
+def test_huge_integer_scalars_are_refused(scalar):
+    assert load_error(GEMM.replace("N: 256", f"N: {scalar}")) == (
+        "s.yaml:3:36: axes.N: integer too large (integers must stay below 2**63)")
+
+
+def test_a_long_scalar_is_refused():
+    assert load_error(GEMM.replace("name: gemm", "name: " + "g" * 70_000)) == (
+        "s.yaml:1:7: a scalar of 70000 characters; at most 65536")
+
+
+def test_a_file_over_one_mib_is_refused_before_it_is_read(tmp_path):
+    big = tmp_path / "big.yaml"
+    with big.open("w") as f:
+        f.write(GEMM)
+        f.truncate(1 << 40)  # sparse: a terabyte that reading would never get through
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        load_spec(big)
+    assert time.perf_counter() - start < 1.0
+    assert str(info.value) == f"{big}:1:1: the spec is {1 << 40} bytes; at most 1048576 (1 MiB)"
+
+
+def test_a_file_without_a_size_is_read_only_up_to_the_bound():
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    with pytest.raises(SpecError, match="the spec is more than 1048576 bytes; at most 1048576"):
+        load_spec("/dev/zero")
+
+
+def test_spec_text_over_one_mib_is_refused():
+    # half a million characters, but each é is two bytes in UTF-8
+    with pytest.raises(SpecError, match=f"the spec is {(1 << 20) + 2} bytes; at most 1048576"):
+        load_spec_text("é" * (1 << 19) + "x\n", "s.yaml")
+
+
+def test_a_spec_of_exactly_one_mib_is_read(tmp_path):
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(GEMM + "#" * ((1 << 20) - len(GEMM)))
+    assert ok.stat().st_size == 1 << 20
+    load_spec(ok)
+
+
+@pytest.mark.parametrize("text, where", [
+    (alias_bomb(), "7:10: alias *a5 expands"), ("x: " + "[" * 100_000, "1:67: the spec nests deeper"),
+    ("n: " + "9" * 100, "1:4: n: integer too large"),
+])
+def test_validate_prints_one_line_and_no_traceback(tmp_path, capsys, text, where):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(text)
+    assert main(["validate", str(bomb)]) == 1
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert len(out.err.splitlines()) == 1 and out.err.startswith(f"{bomb}:{where}"), out.err
