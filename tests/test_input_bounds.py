@@ -151,6 +151,21 @@ def test_set_values_are_bounded():
     assert parse_assignments(["M=9223372036854775807"]) == {"M": 2**63 - 1}
 
 
+def test_a_long_chain_of_derived_axes_needs_no_recursion():
+    # listed outermost first, so each axis waits on the next: 3000 levels deep
+    axes = ", ".join(["A0: A0"] + [f"A{i}: A{i - 1} + 1" for i in range(1, 3000)][::-1])
+    text = CONV.replace("{H: {size: H, hint: 84}, OH: \"(H - 3) / 2 + 1\", C: 8}", "{H: 84, OH: H, C: 8, " + axes + "}")
+    start = time.perf_counter()
+    prog, source = lower_text(text)
+    assert bind(prog, {"A0": 3}, source).sizes["A2999"] == 3002
+    assert time.perf_counter() - start < 10
+
+
+def test_an_axis_cycle_is_still_reported_with_its_path():
+    text = CONV.replace("C: 8}", "C: D, D: E + 1, E: C * 2}")
+    assert first_error(text) == "s.yaml:3:55: axes.C.size: axis sizes refer to each other in a cycle: C -> D -> E -> C"
+
+
 # --- options -------------------------------------------------------------------------------
 
 

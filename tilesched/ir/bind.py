@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 from tilesched.errors import SpecError
 from tilesched.ir.expr import INT_BOUND, ExprError, names
 from tilesched.ir.lower import axis_size_problem, eval_axis_size, tile_problem
-from tilesched.ir.nodes import Program
+from tilesched.ir.nodes import AxisIR, Program
 from tilesched.ir.space import ConstraintError, violated
 from tilesched.spec.loader import SourceInfo
 from tilesched.spec.models import Scalar
@@ -86,19 +86,11 @@ def bind(program: Program, values: Mapping[str, object] | None = None, source: S
             sizes[a.name] = v
         elif a.name in values:
             raise _error(f"axis {a.name} has the fixed size {a.expr}; it cannot be set", ("axes", a.name))
-    pending = [a for a in program.axes if a.name not in sizes]
-    while pending:
-        progress = False
-        for a in list(pending):
-            if a.size is not None or names(a.expr) <= sizes.keys():
-                try:
-                    sizes[a.name] = a.size if a.size is not None else eval_axis_size(a.name, a.expr, sizes)
-                except ExprError as exc:
-                    raise _error(str(exc), ("axes", a.name)) from None
-                pending.remove(a)
-                progress = True
-        if not progress:  # pragma: no cover - lower() rejects cyclic or unknown axis references
-            raise _error(f"cannot resolve axes {[a.name for a in pending]}")
+    for a in _dependency_order([a for a in program.axes if a.name not in sizes]):
+        try:
+            sizes[a.name] = a.size if a.size is not None else eval_axis_size(a.name, a.expr, sizes)
+        except ExprError as exc:
+            raise _error(str(exc), ("axes", a.name)) from None
     params: dict[str, Scalar] = {}
     for p in program.params:
         v = values.get(p.name, p.default)
@@ -119,6 +111,25 @@ def bind(program: Program, values: Mapping[str, object] | None = None, source: S
         raise _error(f"constraint {bad.expr!r} fails at this point" + (f": {bad.message}" if bad.message else ""),
                      ("search_space", "constraints", program.constraints.index(bad)))
     return b
+
+
+def _dependency_order(axes: list[AxisIR]) -> list[AxisIR]:
+    """`axes` with each after the axes its size refers to: depth first, without recursion
+    (lower() has refused cycles and unknown names)."""
+    by_name = {a.name: a for a in axes}
+    order: list[AxisIR] = []
+    seen: set[str] = set()
+    for root in axes:
+        todo = [(root.name, False)]
+        while todo:
+            name, deps_done = todo.pop()
+            if deps_done:
+                order.append(by_name[name])
+            elif name in by_name and name not in seen:
+                seen.add(name)
+                todo.append((name, True))
+                todo.extend((n, False) for n in names(by_name[name].expr))
+    return order
 
 
 def parse_assignments(items: list[str]) -> dict[str, object]:

@@ -110,6 +110,7 @@ def _check_size(tree: ast.AST, text: str) -> None:
         stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
 
+@lru_cache(maxsize=4096)
 def names(text: str) -> frozenset[str]:
     """Free names of an expression (function names excluded)."""
     tree = parse(text)

@@ -113,33 +113,54 @@ def _lower_axes(spec: Spec, rep: _Report) -> tuple[AxisIR, ...]:
                 rep.error(("axes", name, "size"), f"unknown axis {sorted(unknown)[0]!r} in size {e!r}")
     sizes: dict[str, int | None] = {}
 
-    def resolve(name: str, stack: tuple[str, ...]) -> int | None:
-        if name in sizes:
-            return sizes[name]
-        if name in stack:
-            rep.error(("axes", name, "size"), "axis sizes refer to each other in a cycle: "
-                      + " -> ".join(stack[stack.index(name):] + (name,)))
-            sizes[name] = None
-            return None
+    def depends_on(name: str) -> list[str]:
+        e = exprs[name]
+        if not isinstance(e, str) or name in symbols:
+            return []
+        try:
+            return [n for n in names(e) if n in exprs]
+        except ExprError:
+            return []  # reported above
+
+    def size_of(name: str) -> int | None:
+        """The size of `name` once every axis it depends on has one, or None."""
         e = exprs[name]
         if isinstance(e, int):
-            sizes[name] = e if axis_size_problem(e) is None else None
-        elif name in symbols:
-            sizes[name] = None
-        else:
-            try:
-                deps = {n: resolve(n, stack + (name,)) for n in names(e) if n in exprs}
-                if any(v is None for v in deps.values()):
-                    sizes[name] = None
-                else:
-                    sizes[name] = eval_axis_size(name, e, deps)
-            except ExprError as exc:
-                rep.error(("axes", name, "size"), str(exc))
+            return e if axis_size_problem(e) is None else None
+        if name in symbols:
+            return None
+        try:
+            used = names(e)
+        except ExprError:
+            return None  # reported above, like an unknown axis
+        if used - exprs.keys() or any(sizes[n] is None for n in used):
+            return None
+        try:
+            return eval_axis_size(name, e, {n: sizes[n] for n in used})
+        except ExprError as exc:
+            rep.error(("axes", name, "size"), str(exc))
+            return None
+
+    def resolve(root: str) -> None:
+        # depth first without recursion: a chain of thousands of derived axes must not exhaust the stack
+        chain: list[str] = []  # axes waiting for the sizes of the ones after them
+        todo: list[tuple[str, bool]] = [(root, False)]
+        while todo:
+            name, deps_done = todo.pop()
+            if deps_done:
+                chain.pop()
+                sizes[name] = size_of(name)
+            elif name in chain:
+                rep.error(("axes", name, "size"), "axis sizes refer to each other in a cycle: "
+                          + " -> ".join(chain[chain.index(name):] + [name]))
                 sizes[name] = None
-        return sizes[name]
+            elif name not in sizes:
+                chain.append(name)
+                todo.append((name, True))
+                todo.extend((n, False) for n in depends_on(name))
 
     for name in exprs:
-        resolve(name, ())
+        resolve(name)
     return tuple(
         AxisIR(name=n, expr=str(ax.size), size=sizes[n], symbolic=n in symbols, hint=ax.hint)
         for n, ax in spec.axes.items()
