@@ -28,7 +28,8 @@ def test_every_error_class_has_a_broken_spec():
     assert {
         "unknown_tensor", "unknown_axis", "unknown_param", "unknown_stage", "shape_mismatch", "dtype_mismatch",
         "dependency_cycle", "tile_not_pow2", "tile_too_large", "comm_without_placement", "unsatisfiable",
-        "yaml_syntax", "bad_dtype", "duplicate_key", "missing_field",
+        "yaml_syntax", "bad_dtype", "duplicate_key", "missing_field", "keyword_name", "alias_bomb", "deep_nesting",
+        "constraint_error", "option_not_a_param",
     } <= names
 
 

@@ -1,4 +1,7 @@
-"""Fuzz the loader: any input yields a spec or a SpecError with a location, never a traceback."""
+"""Fuzz the loader: any input yields a spec or a SpecError with a location, never a traceback,
+and quickly, whatever aliases and nesting it holds."""
+
+import time
 
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -69,3 +72,57 @@ def test_structural_replacements(text, data):
         parent = parent[k]
     parent[path[-1]] = data.draw(yaml_values)
     _load(yaml.safe_dump(doc, sort_keys=False))
+
+
+def _load_quickly(text: str, seconds: float = 2.0) -> None:
+    start = time.perf_counter()
+    _load(text)
+    assert time.perf_counter() - start < seconds
+
+
+@st.composite
+def alias_bombs(draw) -> str:
+    """Anchored levels, each `width` aliases of the level below, in flow or block style, alone or
+    inside a real spec."""
+    levels, width = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    block = draw(st.booleans())
+    lines = ['l0: &l0 "lol"']
+    for i in range(1, levels + 1):
+        if block:
+            lines.append(f"l{i}: &l{i}\n" + "".join(f"  - *l{i - 1}\n" for _ in range(width)).rstrip("\n"))
+        else:
+            lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    lines.append(f"top: *l{levels}")
+    bomb = "\n".join(lines) + "\n"
+    return bomb + draw(st.sampled_from(VALID)) if draw(st.booleans()) else bomb
+
+
+@st.composite
+def deep_nesting(draw) -> str:
+    depth = draw(st.one_of(st.integers(1, 100), st.integers(100, 100_000)))
+    kind = draw(st.sampled_from(["flow_seq", "flow_map", "block_seq", "block_map", "unclosed"]))
+    if kind == "flow_seq":
+        body = "[" * depth + "1" + "]" * depth
+    elif kind == "flow_map":
+        body = "{a: " * depth + "1" + "}" * depth
+    elif kind == "block_seq":
+        body = "- " * depth + "1"
+    elif kind == "block_map":
+        depth = min(depth, 2000)  # deeper block mappings pass the file size bound instead
+        body = "".join(" " * i + "a:\n" for i in range(depth)) + " " * depth + "1"
+    else:
+        body = "[" * depth
+    anchor = draw(st.booleans())  # an alias of a deep subtree nests it again where it is used
+    return f"x: &deep {body}\ny: [[[*deep]]]\n" if anchor else f"x: {body}\n"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(alias_bombs())
+def test_alias_bombs_are_refused_quickly(text):
+    _load_quickly(text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(deep_nesting())
+def test_deep_nesting_is_refused_quickly(text):
+    _load_quickly(text)

@@ -62,3 +62,35 @@ def test_spec_round_trips_through_json():
 def test_loader_rejects_odd_yaml(text, message):
     with pytest.raises(SpecError, match=message):
         load_spec_text(text, "odd.yaml")
+
+
+SMALL = "name: {name}\ntarget: cortex-m4\naxes: {{M: 4}}\ntensors: {{{tensor}: {{shape: [M], dtype: int8}}}}\n" \
+        "stages: [{{name: {stage}, kind: memory, op: load, reads: [{tensor}]}}]\n"
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"name": "class"}, "s.yaml:1:1: name: 'class' is a Python keyword; generated code could not use it as a name"),
+    ({"tensor": "int"}, "s.yaml:4:11: tensors.int: 'int' is a C keyword; generated code could not use it as a name"),
+    ({"stage": "_Foo"}, "s.yaml:5:11: stages[0].name: '_Foo' is reserved in C (it starts with _ and an uppercase "
+                        "letter); generated code could not use it as a name"),
+    ({"stage": "while"}, "s.yaml:5:11: stages[0].name: 'while' is a Python and C keyword"),
+    ({"name": "__init"}, "s.yaml:1:1: name: '__init' is reserved in C (it starts with __)"),
+])
+def test_reserved_names_are_refused_where_they_are_written(fields, expected):
+    text = SMALL.format(**({"name": "ok", "tensor": "x", "stage": "s"} | fields))
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "s.yaml")
+    assert str(info.value.diagnostics[0]).startswith(expected)
+
+
+@pytest.mark.parametrize("name", ["match", "type", "_", "_x", "x__y", "int8", "Int", "classes", "intermediate"])
+def test_soft_keywords_and_near_misses_are_names(name):
+    load_spec_text(SMALL.format(name=name, tensor=name, stage=name), "s.yaml")
+
+
+def test_a_form_error_under_a_name_like_a_pydantic_tag_keeps_its_path():
+    # pydantic names union members `int`, `str`, ...; a tensor called `int_acc` is still a real path part
+    text = SMALL.format(name="ok", tensor="int_acc", stage="s").replace("int8", "int9")
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "s.yaml")
+    assert str(info.value.diagnostics[0]).startswith("s.yaml:4:33: tensors.int_acc.dtype: Input should be")

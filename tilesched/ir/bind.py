@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
 from tilesched.errors import SpecError
-from tilesched.ir.expr import ExprError, evaluate, names
-from tilesched.ir.lower import tile_problem
-from tilesched.ir.nodes import Program
-from tilesched.ir.space import violated
+from tilesched.ir.expr import INT_BOUND, ExprError, names
+from tilesched.ir.lower import axis_size_problem, eval_axis_size, tile_problem
+from tilesched.ir.nodes import AxisIR, Program
+from tilesched.ir.space import ConstraintError, violated
 from tilesched.spec.loader import SourceInfo
 from tilesched.spec.models import Scalar
 
@@ -80,26 +81,16 @@ def bind(program: Program, values: Mapping[str, object] | None = None, source: S
             v = values.get(a.name, a.hint)
             if v is None:
                 raise _error(f"axis {a.name} is symbolic: bind it with --set {a.name}=N", ("axes", a.name))
-            if not isinstance(v, int) or v < 1:
-                raise _error(f"axis {a.name} must be a positive integer, got {v!r}", ("axes", a.name))
+            if axis_size_problem(v):
+                raise _error(f"axis {a.name} must be a positive integer of at most 2**40, got {v!r}", ("axes", a.name))
             sizes[a.name] = v
         elif a.name in values:
             raise _error(f"axis {a.name} has the fixed size {a.expr}; it cannot be set", ("axes", a.name))
-    pending = [a for a in program.axes if a.name not in sizes]
-    while pending:
-        progress = False
-        for a in list(pending):
-            if names(a.expr) <= sizes.keys() or a.expr.isdigit():
-                try:
-                    sizes[a.name] = int(evaluate(int(a.expr) if a.expr.isdigit() else a.expr, sizes))
-                except ExprError as exc:
-                    raise _error(str(exc), ("axes", a.name)) from None
-                if sizes[a.name] < 1:
-                    raise _error(f"axis {a.name} = {a.expr} = {sizes[a.name]} is not positive", ("axes", a.name))
-                pending.remove(a)
-                progress = True
-        if not progress:  # pragma: no cover - lower() rejects cyclic or unknown axis references
-            raise _error(f"cannot resolve axes {[a.name for a in pending]}")
+    for a in _dependency_order([a for a in program.axes if a.name not in sizes]):
+        try:
+            sizes[a.name] = a.size if a.size is not None else eval_axis_size(a.name, a.expr, sizes)
+        except ExprError as exc:
+            raise _error(str(exc), ("axes", a.name)) from None
     params: dict[str, Scalar] = {}
     for p in program.params:
         v = values.get(p.name, p.default)
@@ -112,11 +103,33 @@ def bind(program: Program, values: Mapping[str, object] | None = None, source: S
             why = tile_problem(program.target, b.value(lp.tile), sizes[lp.axis], lp.axis)
             if why:
                 raise _error(why, ("loops", next(i for i, x in enumerate(program.loops) if x is lp), "tile"))
-    bad = violated(program.constraints, b.env())
+    try:
+        bad = violated(program.constraints, b.env())
+    except ConstraintError as exc:
+        raise _error(str(exc), ("search_space", "constraints", program.constraints.index(exc.constraint))) from None
     if bad is not None:
         raise _error(f"constraint {bad.expr!r} fails at this point" + (f": {bad.message}" if bad.message else ""),
                      ("search_space", "constraints", program.constraints.index(bad)))
     return b
+
+
+def _dependency_order(axes: list[AxisIR]) -> list[AxisIR]:
+    """`axes` with each after the axes its size refers to: depth first, without recursion
+    (lower() has refused cycles and unknown names)."""
+    by_name = {a.name: a for a in axes}
+    order: list[AxisIR] = []
+    seen: set[str] = set()
+    for root in axes:
+        todo = [(root.name, False)]
+        while todo:
+            name, deps_done = todo.pop()
+            if deps_done:
+                order.append(by_name[name])
+            elif name in by_name and name not in seen:
+                seen.add(name)
+                todo.append((name, True))
+                todo.extend((n, False) for n in names(by_name[name].expr))
+    return order
 
 
 def parse_assignments(items: list[str]) -> dict[str, object]:
@@ -126,17 +139,28 @@ def parse_assignments(items: list[str]) -> dict[str, object]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise SpecError([SourceInfo(None).diagnostic((), f"--set {item!r}: expected NAME=VALUE")])
-        raw = raw.strip()
-        low = raw.lower()
-        if low in ("true", "false"):
-            val: object = low == "true"
-        else:
-            try:
-                val = int(raw)
-            except ValueError:
-                try:
-                    val = float(raw)
-                except ValueError:
-                    val = raw
-        out[key.strip()] = val
+        out[key.strip()] = _parse_value(key.strip(), raw.strip())
     return out
+
+
+_INT_TEXT = re.compile(r"[+-]?[0-9][0-9_]*")
+
+
+def _parse_value(key: str, raw: str) -> object:
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    # digits counted before int(): converting thousands of them is slow, and no axis or tile needs them
+    too_large = SpecError([SourceInfo(None).diagnostic((), f"--set {key}: integer too large (at most 2**63 - 1)")])
+    if _INT_TEXT.fullmatch(raw) and len(raw.lstrip("+-").replace("_", "")) > 19:
+        raise too_large
+    try:
+        val = int(raw)
+    except ValueError:
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    if abs(val) >= INT_BOUND:
+        raise too_large
+    return val

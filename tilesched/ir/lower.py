@@ -11,7 +11,7 @@ from tilesched.ir.deps import derive_deps, topological_order
 from tilesched.ir.expr import ExprError, evaluate, names
 from tilesched.ir.nodes import AxisIR, ConstraintIR, LoopIR, ParamIR, Program, StageIR, TensorIR
 from tilesched.ir.opchecks import OP_CHECKS
-from tilesched.ir.space import domain, iter_points
+from tilesched.ir.space import ConstraintError, domain, iter_points
 from tilesched.spec.loader import SourceInfo
 from tilesched.spec.models import Spec
 
@@ -35,6 +35,7 @@ def lower(spec: Spec, source: SourceInfo | None = None) -> Program:
     tensors = _lower_tensors(spec, rep, sizes)
     loops = _lower_loops(spec, rep, sizes, params)
     _check_tile_order(spec, rep, param_names)
+    _check_options(spec, rep, param_names)
     stages = _lower_stages(spec, rep, loops)
     tensor_map = {t.name: t for t in tensors}
     if not rep.diagnostics:
@@ -60,12 +61,48 @@ def lower(spec: Spec, source: SourceInfo | None = None) -> Program:
     )
 
 
+MAX_AXIS_SIZE = 1 << 40
+
+
+def axis_size_problem(size) -> str | None:
+    """Why `size` is not a legal axis size ("is not positive", ...), or None."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        return "is not an integer"
+    if size < 1:
+        return "is not positive"
+    if size > MAX_AXIS_SIZE:
+        return "exceeds the largest axis size 2**40"
+    return None
+
+
+def eval_axis_size(name: str, expr: str, env: dict[str, int]) -> int:
+    """The size of axis `name` given by `expr` over the axis sizes in `env`; ExprError unless it
+    is an integer in 1..2**40. An integral float counts (`H / 2` with an even H); any other
+    float is refused, not truncated."""
+    v = evaluate(expr, env)
+    at = ", ".join(f"{n}={env[n]}" for n in sorted(names(expr) & env.keys()))
+    shown = f"axis {name} = {expr} = {v!r}" + (f" at {at}" if at else "")
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise ExprError(f"{shown} is not an integer (use // for floor division)")
+        v = int(v)
+    why = axis_size_problem(v)
+    if why:
+        raise ExprError(f"{shown} {why}")
+    return v
+
+
 def _lower_axes(spec: Spec, rep: _Report) -> tuple[AxisIR, ...]:
     exprs = {name: ax.size for name, ax in spec.axes.items()}
     symbols = {n for n, e in exprs.items() if isinstance(e, str) and e == n}
+    for name, ax in spec.axes.items():
+        if ax.hint is not None and ax.hint > MAX_AXIS_SIZE:
+            rep.error(("axes", name, "hint"), f"hint {ax.hint} exceeds the largest axis size 2**40")
     for name, e in exprs.items():
         if isinstance(e, int) and e < 1:
             rep.error(("axes", name, "size"), f"axis size must be positive, got {e}")
+        elif isinstance(e, int) and e > MAX_AXIS_SIZE:
+            rep.error(("axes", name, "size"), f"axis size {e} {axis_size_problem(e)}")
         elif isinstance(e, str) and e != name:
             try:
                 unknown = names(e) - exprs.keys()
@@ -76,37 +113,54 @@ def _lower_axes(spec: Spec, rep: _Report) -> tuple[AxisIR, ...]:
                 rep.error(("axes", name, "size"), f"unknown axis {sorted(unknown)[0]!r} in size {e!r}")
     sizes: dict[str, int | None] = {}
 
-    def resolve(name: str, stack: tuple[str, ...]) -> int | None:
-        if name in sizes:
-            return sizes[name]
-        if name in stack:
-            rep.error(("axes", name, "size"), "axis sizes refer to each other in a cycle: "
-                      + " -> ".join(stack[stack.index(name):] + (name,)))
-            sizes[name] = None
-            return None
+    def depends_on(name: str) -> list[str]:
+        e = exprs[name]
+        if not isinstance(e, str) or name in symbols:
+            return []
+        try:
+            return [n for n in names(e) if n in exprs]
+        except ExprError:
+            return []  # reported above
+
+    def size_of(name: str) -> int | None:
+        """The size of `name` once every axis it depends on has one, or None."""
         e = exprs[name]
         if isinstance(e, int):
-            sizes[name] = e if e >= 1 else None
-        elif name in symbols:
-            sizes[name] = None
-        else:
-            try:
-                deps = {n: resolve(n, stack + (name,)) for n in names(e) if n in exprs}
-                if any(v is None for v in deps.values()):
-                    sizes[name] = None
-                else:
-                    v = evaluate(e, deps)
-                    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                        rep.error(("axes", name, "size"), f"size {e!r} evaluates to {v!r}, not a positive integer")
-                        v = None
-                    sizes[name] = v
-            except ExprError as exc:
-                rep.error(("axes", name, "size"), str(exc))
+            return e if axis_size_problem(e) is None else None
+        if name in symbols:
+            return None
+        try:
+            used = names(e)
+        except ExprError:
+            return None  # reported above, like an unknown axis
+        if used - exprs.keys() or any(sizes[n] is None for n in used):
+            return None
+        try:
+            return eval_axis_size(name, e, {n: sizes[n] for n in used})
+        except ExprError as exc:
+            rep.error(("axes", name, "size"), str(exc))
+            return None
+
+    def resolve(root: str) -> None:
+        # depth first without recursion: a chain of thousands of derived axes must not exhaust the stack
+        chain: list[str] = []  # axes waiting for the sizes of the ones after them
+        todo: list[tuple[str, bool]] = [(root, False)]
+        while todo:
+            name, deps_done = todo.pop()
+            if deps_done:
+                chain.pop()
+                sizes[name] = size_of(name)
+            elif name in chain:
+                rep.error(("axes", name, "size"), "axis sizes refer to each other in a cycle: "
+                          + " -> ".join(chain[chain.index(name):] + [name]))
                 sizes[name] = None
-        return sizes[name]
+            elif name not in sizes:
+                chain.append(name)
+                todo.append((name, True))
+                todo.extend((n, False) for n in depends_on(name))
 
     for name in exprs:
-        resolve(name, ())
+        resolve(name)
     return tuple(
         AxisIR(name=n, expr=str(ax.size), size=sizes[n], symbolic=n in symbols, hint=ax.hint)
         for n, ax in spec.axes.items()
@@ -200,6 +254,13 @@ def _check_tile_order(spec: Spec, rep: _Report, param_names: set[str]) -> None:
         rep.error(("tile_order", "group"), f"unknown parameter {to.group!r}")
     if to.kind == "rank_rotated" and to.axis not in {lp.axis for lp in spec.loops}:
         rep.error(("tile_order",), "rank_rotated tile order needs `axis`, one of the looped axes")
+
+
+def _check_options(spec: Spec, rep: _Report, param_names: set[str]) -> None:
+    # option values are literals (ints, bools) or name a parameter; no option takes a word of its own
+    for name, value in spec.options.items():
+        if isinstance(value, str) and value not in param_names:
+            rep.error(("options", name), f"{value!r} is neither a literal nor a search-space parameter")
 
 
 def _lower_stages(spec: Spec, rep: _Report, loops: tuple[LoopIR, ...]) -> tuple[StageIR, ...]:
@@ -305,9 +366,9 @@ def _check_satisfiable(spec, rep, params, constraints, axes) -> None:
     pnames = {p.name for p in params}
     env = base_env(axes, spec.limits, {k: v for k, v in spec.options.items() if v not in pnames})
     try:
-        found = next(iter_points(params, constraints, env), None)
-    except ExprError as exc:
-        rep.error(("search_space", "constraints"), str(exc))
+        found = next(iter_points(params, constraints, env, strict=True), None)
+    except ConstraintError as exc:
+        rep.error(("search_space", "constraints", constraints.index(exc.constraint)), str(exc))
         return
     if found is None:
         size = 1

@@ -31,12 +31,32 @@ def domain(param: Param) -> tuple:
     return tuple(range(lo, hi + 1, param.step))
 
 
+class ConstraintError(ExprError):
+    """A constraint that cannot be evaluated at a point (`1/0`, `N % BLOCK` with BLOCK=0): a
+    mistake in the spec, which is not the same as a point that fails the constraint."""
+
+    def __init__(self, constraint: ConstraintIR, error: ExprError, env: Mapping[str, object]):
+        self.constraint = constraint
+        used = sorted(names(constraint.expr) & env.keys())
+        at = ", ".join(f"{n}={env[n]!r}" for n in used)
+        super().__init__(f"{error} at {at}" if at else str(error))
+
+
+def satisfies(constraint: ConstraintIR, env: Mapping[str, object]) -> bool:
+    """Whether `env` satisfies `constraint`; ConstraintError when it cannot be evaluated there."""
+    try:
+        return bool(evaluate(constraint.expr, env))
+    except ExprError as exc:
+        raise ConstraintError(constraint, exc, env) from None
+
+
 def violated(constraints: Sequence[ConstraintIR], env: Mapping[str, object]) -> ConstraintIR | None:
-    """The first constraint that `env` fails, or None. Constraints over unbound names are skipped."""
+    """The first constraint that `env` fails, or None. Constraints over unbound names are skipped.
+    Raises ConstraintError for a constraint that cannot be evaluated at `env`."""
     for c in constraints:
         if not names(c.expr) <= env.keys():
             continue
-        if not evaluate(c.expr, env):
+        if not satisfies(c, env):
             return c
     return None
 
@@ -46,12 +66,14 @@ def iter_points(
     constraints: Sequence[ConstraintIR],
     fixed: Mapping[str, object],
     budget: int = 2_000_000,
+    strict: bool = False,
 ) -> Iterator[dict[str, object]]:
     """Every point of the space that satisfies the constraints, by backtracking.
 
     Each constraint is tested as soon as all of its names are bound, so whole subtrees
     of illegal points are pruned. `fixed` binds axes, limits and pinned parameters.
-    Stops after `budget` partial assignments.
+    Stops after `budget` partial assignments. A constraint that cannot be evaluated at a
+    point makes the point illegal, or with `strict` raises ConstraintError (spec checking).
     """
     free = [p for p in params if p.name not in fixed]
     known = set(fixed) | {p.name for p in params}
@@ -68,8 +90,10 @@ def iter_points(
 
     def ok(depth: int) -> bool:
         try:
-            return all(evaluate(c.expr, env) for c in checks_at[depth])
-        except ExprError:
+            return all(satisfies(c, env) for c in checks_at[depth])
+        except ConstraintError:
+            if strict:
+                raise
             return False
 
     def walk(depth: int) -> Iterator[dict[str, object]]:
