@@ -78,7 +78,7 @@ def test_an_unsafe_plan_gives_wrong_results(tmp_path):
     ring = plan.buffer("ring")
     bad = replace(plan, buffers=tuple(replace(p, offset=ring.offset) if p.name == "y" else p for p in plan.buffers),
                   peak_bytes=max(plan.peak_bytes, ring.offset + plan.buffer("y").size))
-    wl = session.make_workload(b, plan, seed=1)
+    wl = session.make_workload(b, seed=1)
     res = build.build_and_run(codegen.render_kernel("bad", b.program.target, bad), params.data_header(wl),
                               b.program.target, tmp_path)
     assert np.count_nonzero(res.output != wl.expected.reshape(-1)) > 0

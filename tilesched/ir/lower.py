@@ -40,6 +40,9 @@ def lower(spec: Spec, source: SourceInfo | None = None) -> Program:
     tensor_map = {t.name: t for t in tensors}
     if not rep.diagnostics:
         _check_ops(spec, rep, stages, tensor_map, sizes, param_names)
+        _check_aliases(rep, stages, tensor_map, sizes)
+        _check_placements(rep, stages, loops, tensor_map)
+        _check_fn_constants(spec, rep, stages, sizes, param_names)
     known_stages = {s.name for s in stages}
     deps = derive_deps(stages, {s.name: [a for a in s.after if a in known_stages] for s in spec.stages})
     order, cycle = topological_order([s.name for s in stages], deps)
@@ -182,6 +185,7 @@ def _lower_tensors(spec: Spec, rep: _Report, sizes) -> tuple[TensorIR, ...]:
         out.append(TensorIR(
             name=name, shape=tuple(t.shape), dtype=t.dtype, layout=t.layout, scope=t.scope,
             placement=t.placement.kind, shard_axis=t.placement.axis, region=t.region, quant=t.quant, role="input",
+            alias=t.alias,
         ))
     return tuple(out)
 
@@ -291,7 +295,8 @@ def _lower_stages(spec: Spec, rep: _Report, loops: tuple[LoopIR, ...]) -> tuple[
         depth = loop_axes.index(at) + 1 if at is not None else 0
         out.append(StageIR(
             index=i, name=s.name, kind=s.kind, op=s.op, reads=tuple(s.reads), writes=tuple(s.writes), at=at,
-            depth=depth, fn=tuple(s.fn), axis=s.axis, reduce=s.reduce,
+            depth=depth, fn=tuple(f if isinstance(f, str) else next(iter(f.items())) for f in s.fn), axis=s.axis,
+            reduce=s.reduce,
             kernel=tuple(s.kernel) if s.kernel is not None else None, stride=s.stride, padding=s.padding,
             engine=s.engine, granularity=s.granularity, chunks=s.chunks,
         ))
@@ -310,6 +315,86 @@ def _check_ops(spec, rep, stages, tensor_map, sizes, param_names) -> None:
             rep.error(loc + ("chunks",), "chunk granularity needs `chunks`")
         for field, msg in OP_CHECKS[s.op](s, tensor_map, sizes):
             rep.error(loc + (field,), f"stage {s.name!r}: {msg}")
+
+
+def _check_aliases(rep: _Report, stages, tensors: dict[str, TensorIR], sizes) -> None:
+    """`alias: x` names the same values under other axis names: an input of x's dtype, quant and sizes."""
+    written = {t for s in stages for t in s.writes}
+    for t in tensors.values():
+        if t.alias is None:
+            continue
+        loc = ("tensors", t.name, "alias")
+        target = tensors.get(t.alias)
+        if target is None:
+            rep.error(loc, f"unknown tensor {t.alias!r}")
+            continue
+        problems = []
+        if target.alias is not None:
+            problems.append(f"{target.name} is itself an alias")
+        if t.scope != "global" or target.scope != "global":
+            problems.append("aliases name global tensors")
+        if t.name in written or target.name in written:
+            problems.append("an alias and its tensor are inputs: no stage may write them")
+        if (t.dtype, t.quant) != (target.dtype, target.quant):
+            problems.append(f"dtype and quant must be {target.name}'s")
+        if len(t.shape) != len(target.shape):
+            problems.append(f"{target.name} has {len(target.shape)} axes")
+        else:
+            for a, b in zip(t.shape, target.shape):
+                if sizes.get(a) is not None and sizes.get(b) is not None and sizes[a] != sizes[b]:
+                    problems.append(f"axis {a}={sizes[a]} but {target.name}'s {b}={sizes[b]}")
+        for why in problems:
+            rep.error(loc, f"alias of {target.name}: {why}")
+
+
+def _accumulates_over(stage: StageIR, axis: str, tensors: dict[str, TensorIR]) -> bool:
+    """A dot that contracts `axis`, or a reduction along it: reading its own output adds to it."""
+    if stage.op == "reduce":
+        return stage.axis == axis
+    if stage.op == "dot":
+        out = stage.writes[0]
+        operands = [tensors[n] for n in stage.reads if n != out]
+        return len(operands) == 2 and axis in operands[0].shape and axis in operands[1].shape \
+            and axis not in tensors[out].shape
+    return False
+
+
+def _check_placements(rep: _Report, stages, loops, tensors: dict[str, TensorIR]) -> None:
+    """Where `at` would make a result depend on the tiling, refuse the spec: a stage that updates a
+    tensor in place runs once per tile of every loop around it, so around it there may be only
+    loops over the tensor's own axes, or the reduction loop it accumulates over."""
+    for s in stages:
+        for t in s.writes:
+            if t not in s.reads:
+                continue
+            for j, lp in enumerate(loops[:s.depth]):
+                if lp.axis in tensors[t].shape or _accumulates_over(s, lp.axis, tensors):
+                    continue
+                outside = loops[j - 1].axis if j else "null"
+                rep.error(("stages", s.index, "at"),
+                          f"stage {s.name!r} updates {t} in place once per {lp.axis} tile, and {t} has no {lp.axis} "
+                          f"axis: its result would depend on the tile size (place it outside the {lp.axis} loop, "
+                          f"e.g. at: {outside})")
+                break
+
+
+def _check_fn_constants(spec: Spec, rep: _Report, stages, sizes, param_names) -> None:
+    known = set(sizes) | param_names | set(type(spec.limits).model_fields) | set(spec.options)
+    for s in stages:
+        for i, f in enumerate(s.fn):
+            if isinstance(f, str):
+                continue
+            name, arg = f
+            if isinstance(arg, bool):
+                rep.error(("stages", s.index, "fn", i), f"stage {s.name!r}: {name} takes a number, not {arg!r}")
+            elif isinstance(arg, str):
+                try:
+                    unknown = names(arg) - known
+                except ExprError as exc:
+                    rep.error(("stages", s.index, "fn", i), str(exc))
+                    continue
+                if unknown:
+                    rep.error(("stages", s.index, "fn", i), f"unknown name {sorted(unknown)[0]!r} in {arg!r}")
 
 
 def _lower_params(spec: Spec, rep: _Report) -> tuple[ParamIR, ...]:

@@ -37,6 +37,7 @@ class TensorIR(_Node):
     region: str | None
     quant: Quant | None
     role: Literal["input", "output", "workspace", "tile"]
+    alias: str | None = None  # the values of that tensor, axes renamed in order
 
 
 class LoopIR(_Node):
@@ -54,7 +55,7 @@ class StageIR(_Node):
     writes: tuple[str, ...]
     at: str | None  # enclosing loop axis, resolved; None = outside all loops
     depth: int  # number of enclosing loops
-    fn: tuple[str, ...] = ()
+    fn: tuple[str | tuple[str, int | float | str], ...] = ()  # "relu", or ("scale", 0.5) with a constant
     axis: str | None = None
     reduce: str | None = None
     kernel: tuple[int, ...] | None = None

@@ -73,7 +73,20 @@ def check_dot(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[P
     return probs
 
 
-_BINARY_FNS = {"bias", "add", "mul"}
+_BINARY_FNS = {"bias", "add", "sub", "mul", "scale", "div", "max", "min"}
+
+
+def _unary_only(stage: StageIR, allow_leading_scale: bool = False) -> list[Problem]:
+    """Fns of a conv / requantize: activations and other unary fns (requantize: a leading
+    `{scale: c}` folds a real factor into its multiplier)."""
+    out = []
+    for i, f in enumerate(stage.fn):
+        name = f if isinstance(f, str) else f[0]
+        if i == 0 and allow_leading_scale and not isinstance(f, str) and name == "scale":
+            continue
+        if name in _BINARY_FNS or name == "cast":
+            out.append(("fn", f"{stage.op} takes unary fns (activations); {name} belongs in an elementwise stage"))
+    return out
 
 
 def check_elementwise(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[Problem]:
@@ -84,7 +97,9 @@ def check_elementwise(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -
         return [("fn", "elementwise needs at least one fn (e.g. [bias, gelu])")]
     out = t[stage.writes[0]]
     ins = [t[n] for n in stage.reads]
-    binary = sum(f in _BINARY_FNS for f in stage.fn)
+    binary = sum(isinstance(f, str) and f in _BINARY_FNS for f in stage.fn)  # each takes a tensor input
+    if "scale" in stage.fn:
+        probs.append(("fn", "scale multiplies by a constant: write {scale: 0.125} (or mul with a tensor)"))
     if len(ins) < 1 + binary:
         probs.append(("reads", f"fn {list(stage.fn)} needs {1 + binary} inputs, got {len(ins)}"))
     for x in ins:
@@ -139,7 +154,7 @@ def check_rowwise(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> li
 
 def check_conv(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[Problem]:
     """conv2d / depthwise_conv2d over HWC tensors: input[H, W, C], output[OH, OW, CO]."""
-    probs = _arity(stage, (2, 3), 1)
+    probs = _arity(stage, (2, 3), 1) or _unary_only(stage)
     if probs:
         return probs
     if stage.kernel is None or len(stage.kernel) != 2:
@@ -171,7 +186,7 @@ def check_conv(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[
 
 
 def check_requantize(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[Problem]:
-    probs = _arity(stage, (1, 2), 1)
+    probs = _arity(stage, (1, 2), 1) or _unary_only(stage, allow_leading_scale=True)
     if probs:
         return probs
     x, out = t[stage.reads[0]], t[stage.writes[0]]

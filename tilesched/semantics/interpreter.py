@@ -23,6 +23,7 @@ def input_names(program: Program) -> list[str]:
     for name in program.order:
         stage = program.stage(name)
         for t in stage.reads:
+            t = program.tensor(t).alias or t  # an alias reads its tensor's values
             if program.tensor(t).scope == "global" and t not in written and t not in needed:
                 needed.append(t)
         written.update(stage.writes)
@@ -63,6 +64,15 @@ def execute(binding: Binding, inputs: Mapping[str, object], xp=NUMPY, draw=None)
         ctx = Ctx(stage=stage, program=program, sizes=sizes, env=env, xp=xp, values=values)
         for t in stage.reads:
             if t in values:
+                continue
+            target = program.tensor(t).alias
+            if target is not None:  # the same values under this tensor's axis names
+                if target not in values:
+                    if draw is None:
+                        raise KeyError(f"missing input {target!r}")
+                    take(target, draw(target, stage, values))
+                tv, ta = values[target], program.tensor(t)
+                values[t] = Value(tv.data, ta.shape, ta.dtype, declared_quant(ta, sizes))
                 continue
             if t in needed:
                 if draw is None:

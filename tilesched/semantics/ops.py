@@ -216,9 +216,7 @@ def requantize_to(ctx: Ctx, acc: np.ndarray, axes: tuple[str, ...], qacc: QInfo,
     """int32 accumulators (scale qacc) to int8 in qout, then the unary fns (clamps or a table)."""
     if not qout.per_tensor:
         raise ctx.error("writes", "a requantized output has one scale (per-channel outputs are not defined)")
-    mult = np.asarray(qacc.scale_along(axes), dtype=np.float64) / float(qout.scale)
-    qm, shift = Q.quantize_multipliers(mult.reshape(-1))
-    qm, shift = qm.reshape(mult.shape), shift.reshape(mult.shape)
+    qm, shift = Q.requant_multipliers(qacc.scale_along(axes), qout.scale)
     lo, hi = INT_RANGE[out_dtype]
     q = Q.requantize(acc, qm, shift, qout.zero_point, lo, hi)
     return int8_unary(ctx, q, qout, names, qout) if names else q
@@ -226,7 +224,8 @@ def requantize_to(ctx: Ctx, acc: np.ndarray, axes: tuple[str, ...], qacc: QInfo,
 
 def eval_requantize(ctx: Ctx) -> dict[str, Value]:
     """int32 (plus an optional int32 bias, the second read) to the output's quantisation with
-    TFLite's MultiplyByQuantizedMultiplier; `fn` entries then apply (relu/relu6: clamps)."""
+    TFLite's MultiplyByQuantizedMultiplier; a leading `{scale: c}` multiplies the real value first
+    (folded into the multiplier); unary `fn` entries then apply (relu/relu6: clamps)."""
     out = ctx.out
     acc = ctx.read(ctx.stage.reads[0])
     data = align(ctx.xp, acc, out.shape)
@@ -237,9 +236,14 @@ def eval_requantize(ctx: Ctx) -> dict[str, Value]:
         raise ctx.error("reads", f"{ctx.stage.reads[0]} has no scale: give it `quant`, or produce it "
                                  "with a dot or convolution of quantised tensors")
     qout = ctx.out_quant()
-    names = [n for n, _ in fn_items(ctx.stage)]
+    items = fn_items(ctx.stage)
+    if items and items[0][0] == "scale":  # a real factor, folded into the multiplier
+        c = ctx.constant(items[0][1])
+        qacc = QInfo(np.asarray(qacc.scale) * c if qacc.axis else float(qacc.scale) * c, 0, qacc.axis)
+        items = items[1:]
+    names = [n for n, _ in items]
     if any(F.is_binary(n) or n == F.CAST for n in names):
-        raise ctx.error("fn", "requantize takes unary fns only")
+        raise ctx.error("fn", "requantize takes one leading {scale: c} and unary fns only")
     return {out.name: Value(requantize_to(ctx, data, out.shape, qacc, qout, names, out.dtype), out.shape,
                             out.dtype, qout)}
 

@@ -80,6 +80,14 @@ def multiply_by_quantized_multiplier(acc, mult, shift) -> np.ndarray:
     return (high >> right) + (rem > threshold)
 
 
+def requant_multipliers(acc_scale, out_scale) -> tuple[np.ndarray, np.ndarray]:
+    """(Q31 multiplier, shift) arrays (the shape of `acc_scale`) for acc_scale / out_scale: the
+    effective scale in float64 from float32 scales, as TFLM computes it."""
+    mult = np.asarray(acc_scale, dtype=np.float64) / float(out_scale)
+    q, shift = quantize_multipliers(mult.reshape(-1))
+    return q.reshape(mult.shape), shift.reshape(mult.shape)
+
+
 def requantize(acc, mult, shift, zp_out: int, lo: int = INT8_MIN, hi: int = INT8_MAX) -> np.ndarray:
     out = multiply_by_quantized_multiplier(acc, mult, shift) + zp_out
     return np.clip(out, lo, hi).astype(np.int64)

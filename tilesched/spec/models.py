@@ -32,9 +32,23 @@ COMM_OPS = (
 )
 OPS_BY_KIND = {"memory": MEMORY_OPS, "compute": COMPUTE_OPS, "comm": COMM_OPS}
 
-ElementwiseFn = Literal[
-    "bias", "add", "mul", "relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "scale", "cast",
+# binary fns combine x with the next tensor the stage reads, or with a constant: `{mul: 0.5}`
+BinaryFn = Literal["bias", "add", "sub", "mul", "scale", "div", "max", "min"]
+UnaryFn = Literal[
+    "relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "exp2", "log", "sqrt", "rsqrt",
+    "reciprocal", "abs", "neg", "cast",
 ]
+ElementwiseFn = BinaryFn | UnaryFn
+FnConstant = int | float | str  # a number, or an expression over axes, parameters and options
+
+
+def _one_constant(v: dict) -> dict:
+    if len(v) != 1:
+        raise ValueError("a fn with a constant is one entry, e.g. {scale: 0.125} or {add: \"1 / D\"}")
+    return v
+
+
+FnEntry = ElementwiseFn | Annotated[dict[BinaryFn, FnConstant], AfterValidator(_one_constant)]
 
 
 class _Model(BaseModel):
@@ -108,6 +122,7 @@ class Tensor(_Model):
     placement: Placement = Placement()
     region: Literal["hbm", "sram", "flash"] | None = None
     quant: Quant | None = None
+    alias: Identifier | None = None  # the same values as that tensor, its axes renamed in order
     description: str = ""
 
 
@@ -154,9 +169,9 @@ class Stage(_Model):
     at: Identifier | None = "innermost"
     after: list[Identifier] = []
     # op attributes
-    fn: list[ElementwiseFn] = []
+    fn: list[FnEntry] = []
     axis: Identifier | None = None  # reduce/softmax/layernorm axis
-    reduce: Literal["sum", "max", "min"] | None = None
+    reduce: Literal["sum", "max", "min", "mean"] | None = None
     kernel: list[int] | None = None  # conv: [KH, KW]
     stride: int = Field(default=1, ge=1)
     padding: int = Field(default=0, ge=0)

@@ -99,7 +99,7 @@ def render(units, package: str) -> dict[str, str]:
             check_limits(b)
             plan = plan_memory(b)
             check_arena(b, plan.peak_bytes)
-        wl = session.make_workload(b, plan, _seed(unit))
+        wl = session.make_workload(b, _seed(unit))
         wl.arrays["int8_t ts_expected"] = wl.expected
         files[f"{name}/{name}.c"] = codegen.render_kernel(name, b.program.target, plan).replace(
             '#include "ts_data.h"', f'#include "{name}.h"\n#include "ts_data.h"', 1)

@@ -1,5 +1,6 @@
-"""One end-to-end Cortex-M run of a bound spec: plan memory, draw random parameters, render,
-cross-compile, run under QEMU and compare with the exact numpy reference. Shared by the CLI
+"""One end-to-end Cortex-M run of a bound spec: match it to a template (or refuse it), draw fresh
+random inputs, take the expected output from the semantics oracle, plan memory, render,
+cross-compile, run under QEMU and compare bit for bit. Shared by the CLI
 runner, `measure` (the tuner) and bench/mcu_peak.py."""
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from tilesched.backends.cortexm import build, codegen, params
+from tilesched.backends.cortexm.match import IBMatch, match
 from tilesched.ir.bind import Binding
 from tilesched.schedules.limits import check_arena
 from tilesched.schedules.memory import MemoryPlan, plan_memory
+from tilesched.semantics import random_inputs, run_spec
 
 
 @dataclass(frozen=True)
@@ -38,20 +41,24 @@ class Report:
         }
 
 
-def make_workload(b: Binding, plan: MemoryPlan, seed: int | None) -> params.Workload:
-    rng = np.random.default_rng(seed)
-    make = params.ib_workload if plan.program.kind == "ib" else params.bert_workload
-    return make(b, plan.program.shape, rng)
+def make_workload(b: Binding, seed: int | None) -> params.Workload:
+    """Fresh random inputs for the spec, the oracle's output for them, and the C data packing both."""
+    m = match(b.program)  # refuses, naming the stage, what the templates cannot render
+    inputs = random_inputs(b, np.random.default_rng(seed))
+    outputs = run_spec(b, inputs)
+    (out_name,) = outputs
+    pack = params.ib_workload if isinstance(m, IBMatch) else params.bert_workload
+    return pack(b, m, inputs, outputs[out_name])
 
 
 def run_binding(b: Binding, seed: int | None = None, workdir: Path | None = None,
                 check_sram: bool = False) -> Report:
-    """Raises SpecError (no schedule for this spec; with `check_sram`, an arena over
+    """Raises SpecError (a spec the templates cannot render; with `check_sram`, an arena over
     `limits.sram_bytes`) or build.BuildError; a wrong result is a Report."""
+    wl = make_workload(b, seed)
     plan = plan_memory(b)
     if check_sram:
         check_arena(b, plan.peak_bytes)
-    wl = make_workload(b, plan, seed)
     kernel = codegen.render_kernel(b.program.name, b.program.target, plan)
     res = build.build_and_run(kernel, params.data_header(wl), b.program.target, workdir)
     exp = wl.expected.reshape(-1)
