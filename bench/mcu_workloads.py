@@ -15,7 +15,7 @@ Attention (`op: attention`) is multi-head self-attention over already projected 
   probs_h  = softmax over keys (output scale 1/256, zero point -128, TFLite int8 softmax range)
   ctx_h    = requant(probs_h @ v_h)                                                    -> int8
 with ctx = concat_h ctx_h of shape [S, NH*HD]. tilesched's integer softmax is documented in
-tilesched/backends/cortexm/reference.py.
+tilesched/semantics/quant.py.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tilesched.backends.cortexm import reference as ref
+from tilesched.semantics import quant as ref
 
 
 def _srdhm(a: int, b: int) -> int:

@@ -180,18 +180,14 @@ def test_int8_fully_connected_matches_numpy_reference_exactly(per_channel):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("h,w,stride", [
-    (10, 8, 1),
-    (11, 9, 2),
-    # Known difference, found by this test: issue-mcu's depthwise3x3 pads 1 on every side (PyTorch padding=1),
-    # TFLite SAME at stride 2 on an even size pads only bottom/right. Remove the marker once they agree.
-    pytest.param(10, 8, 2, marks=pytest.mark.xfail(strict=True, reason="cortexm reference pads stride-2 "
-                                                    "depthwise symmetrically, not like TFLite SAME")),
-])
-def test_cortexm_integer_reference_matches_tflm(h, w, stride):
-    """tilesched's Cortex-M integer reference (issue-mcu) against TFLM itself: 1x1 conv expand + ReLU6, then
-    3x3 depthwise SAME + ReLU6. TFLite's SAME padding at stride 2 on an even size pads bottom/right only."""
-    ref = pytest.importorskip("tilesched.backends.cortexm.reference")
+@pytest.mark.parametrize("h,w,stride", [(10, 8, 1), (11, 9, 2), (10, 8, 2), (9, 10, 2)])
+def test_the_oracle_matches_tflm_on_an_expand_and_depthwise_block(h, w, stride):
+    """The semantics oracle against TFLM itself: 1x1 conv expand + ReLU6, then 3x3 depthwise with
+    `padding: same` + ReLU6 (TFLite SAME at stride 2 on an even size pads bottom/right only)."""
+    from tilesched import bind, lower
+    from tilesched.semantics import run_spec
+    from tilesched.spec import load_spec_text
+
     x_q, mid_q = QParams.per_tensor(0.0235, -128), QParams.per_tensor(6.0 / 255.0, -128)
     m = tflm.ModelBuilder(seed=9)
     x = m.input("x", (1, h, w, 16), x_q)
@@ -201,17 +197,27 @@ def test_cortexm_integer_reference_matches_tflm(h, w, stride):
     xin = np.random.default_rng(3).integers(-128, 128, size=(1, h, w, 16), dtype=np.int8)
     got = tflm.tflm_run(model, [xin])[0][0][0]
 
-    def requant(acc, in_q, w_q, out_q):
-        mult, shift = ref.quantize_multipliers([in_q.scale[0] * s / out_q.scale[0] for s in w_q.scale])
-        lo, hi = ref.act_range("relu6", out_q.scale[0], out_q.zero_point[0])
-        return ref.requantize(acc, mult, shift, out_q.zero_point[0], lo, hi)
-
-    we, be = m.tensor("expand/weights"), m.tensor("expand/bias")
-    h1 = requant(ref.conv1x1(xin[0], m.consts[we.index][:, 0, 0, :], m.consts[be.index].astype(np.int64),
-                             x_q.zero_point[0]), x_q, we.q, mid_q)
-    wd, bd = m.tensor("dw/weights"), m.tensor("dw/bias")
-    acc = ref.depthwise3x3(h1, m.consts[wd.index][0], m.consts[bd.index].astype(np.int64), mid_q.zero_point[0],
-                           stride, 1)
-    want = requant(acc, mid_q, wd.q, mid_q)
+    we, be, wd, bd = (m.tensor(n) for n in ("expand/weights", "expand/bias", "dw/weights", "dw/bias"))
+    spec, source = load_spec_text(f"""
+name: block
+target: cortex-m7
+axes: {{H: {h}, W: {w}, C: 16, E: 24, KH: 3, KW: 3, OH: "-(-H // {stride})", OW: "-(-W // {stride})"}}
+tensors:
+  x: {{shape: [H, W, C], dtype: int8, quant: {{scale: {x_q.scale[0]!r}, zero_point: -128}}}}
+  w1: {{shape: [E, C], dtype: int8, quant: {{scale: {list(we.q.scale)}, axis: E}}}}
+  b1: {{shape: [E], dtype: int32}}
+  h1: {{shape: [H, W, E], dtype: int8, scope: tile, quant: {{scale: {mid_q.scale[0]!r}, zero_point: -128}}}}
+  wd: {{shape: [KH, KW, E], dtype: int8, quant: {{scale: {list(wd.q.scale)}, axis: E}}}}
+  bd: {{shape: [E], dtype: int32}}
+  y: {{shape: [OH, OW, E], dtype: int8, quant: {{scale: {mid_q.scale[0]!r}, zero_point: -128}}}}
+stages:
+  - {{name: expand, kind: compute, op: conv2d, kernel: [1, 1], fn: [relu6], reads: [x, w1, b1], writes: [h1], at: null}}
+  - {{name: dw, kind: compute, op: depthwise_conv2d, kernel: [3, 3], stride: {stride}, padding: same, fn: [relu6],
+     reads: [h1, wd, bd], writes: [y], at: null}}
+""")
+    b = bind(lower(spec, source))
+    inputs = {"x": xin[0], "w1": m.consts[we.index][:, 0, 0, :], "b1": m.consts[be.index],
+              "wd": m.consts[wd.index][0], "bd": m.consts[bd.index]}
+    want = run_spec(b, inputs)["y"]
     assert np.unique(want).size > 16
     np.testing.assert_array_equal(got, want)

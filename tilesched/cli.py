@@ -32,18 +32,29 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
+def _generation_line(prog, source) -> str:
+    """What `validate` and `plan` say about generating a valid spec for its target."""
+    from tilesched.targets import generation_problem
+
+    problem = generation_problem(prog)
+    if problem is None:
+        return f"  {prog.target}: generates it"
+    return f"  {prog.target}: cannot generate it yet: {str(problem.located(source)).splitlines()[0]}"
+
+
 def cmd_validate(args) -> int:
-    from tilesched import load_program
+    from tilesched import load_with_source
 
     status = EXIT_OK
     for path in args.specs:
         try:
-            prog = load_program(path)
+            prog, source = load_with_source(path)
         except SpecError as exc:
             print(exc, file=sys.stderr)
             status = EXIT_INVALID
             continue
         print(f"{path}: ok ({prog.name}, {prog.target}, {len(prog.stages)} stages, {len(prog.params)} params)")
+        print(_generation_line(prog, source))
     return status
 
 
@@ -65,6 +76,7 @@ def cmd_plan(args) -> int:
         return EXIT_INVALID
     schedule = derive_schedule(binding)
     print(format_schedule(schedule))
+    print(_generation_line(prog, source).strip())
     if prog.target.startswith("cortex-m"):  # MCU specs: the SRAM arena plan and its timeline
         from tilesched.schedules.memory import format_memory_plan, plan_memory
 
@@ -88,33 +100,26 @@ def cmd_plan(args) -> int:
     return EXIT_OK
 
 
-RUNNERS = {
-    "cuda": "tilesched.backends.cuda.runner",
-    "cortex-m4": "tilesched.backends.cortexm.runner",
-    "cortex-m7": "tilesched.backends.cortexm.runner",
-}
-
-
 def cmd_run(args) -> int:
-    """Execute a spec on random inputs and check it against a numpy reference.
+    """Execute a spec on random inputs and check it against the spec's semantics (the oracle).
 
     Dispatches on the spec's target to the backend module's `run_cli(binding, args)`."""
-    import importlib
-
     from tilesched import load_with_source
     from tilesched.ir.bind import bind, parse_assignments
     from tilesched.schedules.limits import check_limits
+    from tilesched.targets import check_generatable, runner
 
     prog, source = load_with_source(args.spec)
     with located(source):
+        check_generatable(prog)
         binding = bind(prog, parse_assignments(args.set or []), source)
         check_limits(binding)
         try:
-            runner = importlib.import_module(RUNNERS[prog.target])
+            backend = runner(prog.target)
         except ImportError as exc:
             print(f"{args.spec}: the {prog.target} backend cannot be loaded: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        return runner.run_cli(binding, args)
+        return backend.run_cli(binding, args)
 
 
 def cmd_emit(args) -> int:

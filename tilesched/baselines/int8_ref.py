@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # one implementation of TFLite's rounding, shared with the Cortex-M backend's reference
-from tilesched.backends.cortexm.reference import act_range, multiply_by_quantized_multiplier, quantize_multiplier
+from tilesched.semantics.quant import act_range, multiply_by_quantized_multiplier, quantize_multiplier
 
 __all__ = [
     "QParams",

@@ -60,7 +60,7 @@ class StageIR(_Node):
     reduce: str | None = None
     kernel: tuple[int, ...] | None = None
     stride: int = 1
-    padding: int = 0
+    padding: int | str = 0  # or "same"
     engine: str | None = None
     granularity: str = "tensor"
     chunks: int | str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from tilesched.ir.conv import pads
 from tilesched.ir.dtypes import ACCUMULATORS, FLOAT, INT
 from tilesched.ir.nodes import StageIR, TensorIR
 
@@ -174,7 +175,7 @@ def check_conv(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[
     for in_ax, out_ax, k in ((h, oh, stage.kernel[0]), (wd, ow, stage.kernel[1])):
         n_in, n_out = sizes.get(in_ax), sizes.get(out_ax)
         if n_in is not None and n_out is not None:
-            want = (n_in + 2 * stage.padding - k) // stage.stride + 1
+            want = pads(stage.padding, n_in, k, stage.stride)[2]
             if n_out != want:
                 probs.append(("writes", f"shape mismatch: {out_ax}={n_out} but a {k}-wide kernel with stride "
                                         f"{stage.stride}, padding {stage.padding} over {in_ax}={n_in} gives {want}"))

@@ -24,6 +24,7 @@ from tilesched.library import swap
 from tilesched.library.headers import with_header
 from tilesched.library.manifest import MANIFEST, Manifest, SpecRecord
 from tilesched.spec.loader import SourceInfo
+from tilesched.targets import generation_problem
 from tilesched.tuner.lockfile import LockEntry, LockFile
 
 MAX_GENERATED_BYTES = 64 << 20  # a file larger than this was not written by emit
@@ -90,6 +91,10 @@ def render(spec_paths: list[Path], out_dir: Path, lock_path: Path | None, packag
         raise SpecError([Diagnostic(f"two specs share the name {sorted(dup)[0]!r}")])
     for note in (n for _, prog, _ in programs for n in lock.stale_notes(prog, str(lock_path))):
         print(note, file=sys.stderr)  # entries named after a spec that cannot serve it: say why
+    for _, prog, source in programs:  # a spec its target cannot generate is refused, naming the stage
+        problem = generation_problem(prog)
+        if problem is not None:
+            raise problem.located(source)
     module = importlib.import_module(RENDERERS[family])
     package = package or out_dir.resolve().name.replace("-", "_")
     if not package.isidentifier():

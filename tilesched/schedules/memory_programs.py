@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from tilesched.errors import SpecError
 from tilesched.ir.bind import Binding
+from tilesched.ir.conv import pads
 from tilesched.spec.loader import SourceInfo
 
 
@@ -63,10 +64,11 @@ class IBShape:
     KH: int
     KW: int
     stride: int
-    pad: int
+    pad: int  # rows padded above (the first output row reads input row -pad)
     OH: int
     OW: int
     ROWS: int
+    pad_w: int = 0  # columns padded on the left
 
     @property
     def ring_rows(self) -> int:
@@ -115,8 +117,10 @@ def ib_shape(b: Binding) -> IBShape:
         raise _error(b, "the expand and project convolutions must be 1x1")
     loop = prog.loops[0] if prog.loops else None
     rows = b.tile(loop.axis) if loop else oh
-    return IBShape(H=h, W=w, C=c, E=e, CO=co, KH=kh, KW=kw, stride=dw.stride, pad=dw.padding, OH=oh, OW=ow,
-                   ROWS=rows)
+    pad_h = pads(dw.padding, h, kh, dw.stride)[0]
+    pad_w = pads(dw.padding, w, kw, dw.stride)[0]
+    return IBShape(H=h, W=w, C=c, E=e, CO=co, KH=kh, KW=kw, stride=dw.stride, pad=pad_h, OH=oh, OW=ow,
+                   ROWS=rows, pad_w=pad_w)
 
 
 def bert_shape(b: Binding) -> BertShape:

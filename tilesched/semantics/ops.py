@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tilesched.errors import SpecError, spec_error
+from tilesched.ir.conv import pads
 from tilesched.ir.dtypes import FLOAT, INT
 from tilesched.ir.expr import ExprError, evaluate
 from tilesched.ir.nodes import Program, StageIR, TensorIR
@@ -480,7 +481,8 @@ def _conv_axes(ctx: Ctx, x: Value, w: TensorIR) -> tuple[str, str, list[str]]:
 def eval_conv(ctx: Ctx) -> dict[str, Value]:
     """conv2d / depthwise_conv2d over [H, W, C] inputs: out[oh, ow, co] = bias[co] +
     sum over kh, kw (and c for conv2d) of x[oh*stride - pad + kh, ow*stride - pad + kw, c] *
-    w[kh, kw, c, co], with zero padding (of x - zp for integers). The weight's axes are matched
+    w[kh, kw, c, co], with zero padding (of x - zp for integers); `padding` is the rows/columns
+    added on each side, or "same" (TFLite's SAME: output ceil(n/stride), the odd one at the end). The weight's axes are matched
     by name: the input and output channel axes, and the two kernel axes in order (none for 1x1).
     An int8 output is requantized (scale s_x * s_w / s_out) and `fn` applies (relu/relu6:
     TFLite's fused clamps); float outputs apply `fn` as elementwise."""
@@ -506,14 +508,17 @@ def eval_conv(ctx: Ctx) -> dict[str, Value]:
         wdata = wdata[None, None]
     h, wd, cin = (ctx.sizes[a] for a in x.axes)
     oh, ow, cout = (ctx.sizes[a] for a in out.shape)
-    p, s = st.padding, st.stride
+    s = st.stride
+    ph, _, _ = pads(st.padding, h, kh, s)
+    pw, _, _ = pads(st.padding, wd, kw, s)
+    shape = (s * oh + kh + s, s * ow + kw + s, cin)  # room for every window; zeros are the padding
     if integer:
-        padded = np.zeros((h + 2 * p + s, wd + 2 * p + s, cin), dtype=np.int64)
+        padded = np.zeros(shape, dtype=np.int64)
         acc = np.zeros((oh, ow, cout), dtype=np.int64)
     else:
-        padded = xp.zeros((h + 2 * p + s, wd + 2 * p + s, cin))
+        padded = xp.zeros(shape)
         acc = xp.zeros((oh, ow, cout))
-    padded[p:p + h, p:p + wd] = xs
+    padded[ph:ph + h, pw:pw + wd] = xs[:shape[0] - ph, :shape[1] - pw]
     for i in range(kh):
         for j in range(kw):
             win = padded[i:i + s * oh:s, j:j + s * ow:s]

@@ -174,7 +174,7 @@ class Stage(_Model):
     reduce: Literal["sum", "max", "min", "mean"] | None = None
     kernel: list[int] | None = None  # conv: [KH, KW]
     stride: int = Field(default=1, ge=1)
-    padding: int = Field(default=0, ge=0)
+    padding: Annotated[int, Field(ge=0)] | Literal["same"] = 0  # rows/columns each side, or TFLite's SAME
     # comm / execution attributes
     engine: Literal["sm", "copy_engine", "tma", "dma", "cpu"] | None = None
     granularity: Literal["tile", "chunk", "tensor"] = "tensor"

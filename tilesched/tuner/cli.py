@@ -39,6 +39,12 @@ def cmd_tune(args) -> int:
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
+    from tilesched.targets import generation_problem
+
+    problem = generation_problem(prog)
+    if problem is not None:  # tuning a kernel that cannot be generated would only collect failures
+        print(problem.located(_source), file=sys.stderr)
+        return EXIT_INVALID
     if not space.legal_points:
         from tilesched.schedules.limits import limit_problem
 

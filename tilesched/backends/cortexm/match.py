@@ -84,7 +84,7 @@ class _Walk:
         if s is None:
             raise self.refuse(consumer, f"{role} from the input {tensor} (the template computes it with a {op})")
         if s.op != op:
-            raise self.refuse(s, f"a {s.op} stage where the template has the {role} ({op})")
+            raise self.refuse(s, f"{_article(s.op)} {s.op} stage where the template has the {role} ({op})")
         if s.name in self.used:
             raise self.refuse(s, f"stage {s.name} in two roles")
         self.used.add(s.name)
@@ -116,6 +116,10 @@ class _Walk:
                 raise self.refuse(s, f"{s.op} stages beside the {self._family} kernel")
 
     _family = "matched"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 def _conv(w: _Walk, out: str, op: str, role: str, consumer: StageIR, one_by_one: bool) -> Conv:
@@ -215,3 +219,12 @@ def match(program: Program):
     raise spec_error(("stages", first.index), f"{program.target} cannot generate this kernel yet: the templates "
                                               "render an inverted-bottleneck block (conv2d 1x1 -> depthwise -> "
                                               f"conv2d 1x1) or a BERT encoder layer (stage {first.name!r})")
+
+
+def generation_problem(program: Program) -> SpecError | None:
+    """Why the Cortex-M templates cannot generate `program` (a SpecError naming the stage), or None."""
+    try:
+        match(program)
+    except SpecError as exc:
+        return exc
+    return None

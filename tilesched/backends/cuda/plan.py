@@ -86,6 +86,10 @@ class LaunchPlan(_Frozen):
     tiles: int  # spatial output tiles per batch
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _fail(msg: str, loc: tuple = ()) -> SpecError:
     return spec_error(loc, msg)
 
@@ -147,7 +151,7 @@ def match_dataflow(program: Program) -> _Dataflow:
         fills = writer.get(name, [])
         load = fills[0] if fills else None
         if load is None or load.op != "load":
-            raise _refuse(fills[0] if fills else dot, f"dot operand {name} filled by a {load.op if load else 'missing'} "
+            raise _refuse(fills[0] if fills else dot, f"dot operand {name} filled by {_article(load.op) + ' ' + load.op if load else 'no'} "
                                                      "stage (an operand prologue)")
         if len(fills) > 1:
             raise _refuse(fills[1], f"a stage that modifies the loaded operand {name} (an operand prologue)")
@@ -186,7 +190,7 @@ def match_dataflow(program: Program) -> _Dataflow:
                 raise _refuse(s, f"a store of {s.reads[0]}, which is not the kernel's result {current}")
             store = s
         else:  # an unused load
-            raise _refuse(s, f"a {s.op} whose tile no dot reads")
+            raise _refuse(s, f"{_article(s.op)} {s.op} whose tile no dot reads")
     if store is None:
         raise _refuse(stages[-1], "a kernel that stores no result")
     return _Dataflow(dot=dot, a=sources[0], b=sources[1], acc=acc, epilogue=tuple(epilogue), store=store)
