@@ -54,3 +54,19 @@ def test_builder_errors_carry_field_paths():
     b = gemm_bias_gelu_builder().stage("bad", "memory", "load", reads=["nope"], writes=["C"])
     with pytest.raises(SpecError, match=r"<spec>: stages\[5\].reads: unknown tensor 'nope'"):
         lower(b.build())
+
+
+def test_to_yaml_round_trips_to_an_equal_program(tmp_path):
+    from tilesched import SpecBuilder, load_program, lower
+
+    b = SpecBuilder("gemm", target="cuda").axis("M", "M", hint=256).axis("N", 128).axis("K", 64)
+    b.tensor("A", ["M", "K"], "fp16").tensor("B", ["K", "N"], "fp16").tensor("C", ["M", "N"], "fp16")
+    b.tensor("acc", ["M", "N"], "fp32", scope="tile")
+    b.loop("M", tile="BLOCK_M").loop("N", tile=64).loop("K", tile=32, kind="reduction")
+    b.stage("mma", "compute", "dot", reads=["A", "B", "acc"], writes=["acc"], at="K")
+    b.stage("act", "compute", "elementwise", fn=["gelu", {"scale": "1 / K"}], reads=["acc"], writes=["acc"], at="N")
+    b.stage("store", "memory", "store", reads=["acc"], writes=["C"], at="N")
+    b.param("BLOCK_M", choices=[64, 128])
+    path = tmp_path / "gemm.yaml"
+    path.write_text(b.to_yaml())
+    assert load_program(path) == lower(b.build())

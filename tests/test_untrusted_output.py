@@ -107,7 +107,7 @@ def test_a_hostile_cuda_library_imports_without_running_anything(tmp_path):
         ast.parse(path.read_text(), str(path))
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{repo}{os.pathsep}{ROOT}"}
     probe = ("import sys, kernels; m = sys.modules['kernels.gemm_bias_gelu']; "
-             "print(repr(m.__doc__)); print(repr(m.PROGRAM.description))")
+             "print(repr(m.__doc__)); print(repr(m._PROGRAM.description))")
     r = subprocess.run([sys.executable, "-c", probe], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     doc, description = (ast.literal_eval(line) for line in r.stdout.splitlines()[-2:])
@@ -400,3 +400,49 @@ def test_the_tuner_never_proposes_a_point_over_smem_bytes(tmp_path):
         assert smem_estimate(space.bind(point)) <= 100000
     big = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 1, "NUM_WARPS": 8, "NUM_STAGES": 4}
     assert "smem_bytes" in space.check(big)
+
+
+def test_spec_names_cannot_shadow_the_launchers_own_names(tmp_path):
+    """A spec may be named like anything the launcher module used to define (PROGRAM, GemmKernel):
+    the module's own names are reserved (`_` + capital), so the library still imports and runs."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    names = ["PROGRAM", "GemmKernel", "TUNED"]
+    specs = []
+    for n in names:
+        p = repo / f"{n}.yaml"
+        p.write_text(GEMM.read_text().replace("name: gemm_bias_gelu", f"name: {n}"))
+        specs.append(str(p))
+    assert main(["emit", *specs, "--out", str(repo / "kernels")]) == 0
+    probe = ("import torch, kernels\n"
+             f"for n in {names!r}:\n"
+             "    f = getattr(kernels, n)\n"
+             "    A = torch.randn(40, 32, dtype=torch.float16); W = torch.randn(40, 32, dtype=torch.float16).mT\n"
+             "    y = f(A=A, B=W, bias=torch.randn(40))\n"
+             "    assert y.shape == (40, 40) and not y.isnan().any(), n\n"
+             "print('ok')\n")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{repo}{os.pathsep}{ROOT}"}
+    r = subprocess.run([sys.executable, "-c", probe], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_a_tensor_named_like_a_launcher_keyword_is_refused(tmp_path, capsys):
+    spec = tmp_path / "g.yaml"
+    spec.write_text(GEMM.read_text().replace("bias: {shape", "sizes: {shape").replace("reads: [acc, bias]",
+                                                                                        "reads: [acc, sizes]"))
+    capsys.readouterr()
+    assert main(["emit", str(spec), "--out", str(tmp_path / "lib")]) == 1
+    err = capsys.readouterr().err
+    assert "tensors.sizes" in err and "rename the tensor" in err and f"{spec}:" in err
+
+
+def test_python_specs_are_never_run(tmp_path, capsys):
+    spec = tmp_path / "evil_spec.py"
+    spec.write_text("open('PWNED', 'w').close()\n")
+    capsys.readouterr()
+    for cmd in (["validate", str(spec)], ["plan", str(spec)], ["run", str(spec)],
+                ["emit", str(spec), "--out", str(tmp_path / "lib")]):
+        assert main(cmd) == 1
+        err = capsys.readouterr().err
+        assert "to_yaml" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()

@@ -66,3 +66,11 @@ class SpecBuilder:
     def build(self) -> Spec:
         """The validated spec; raises SpecError with field paths on bad input."""
         return parse_data(self._data, SourceInfo(None))
+
+    def to_yaml(self) -> str:
+        """The spec as YAML for every `tilesched` command (which never runs Python from a repo):
+        `python -c "from my_spec import b; print(b.to_yaml(), end='')" > my_spec.yaml`."""
+        import yaml
+
+        self.build()  # validate first: what is written must load back
+        return yaml.safe_dump(self._data, sort_keys=False, default_flow_style=None, width=110)

@@ -266,6 +266,11 @@ def _too_big(size: int | None, file: str | None) -> Diagnostic:
 
 def load_spec(path: str | Path) -> tuple[Spec, SourceInfo]:
     path = Path(path)
+    if path.suffix == ".py":  # specs come from other people's repositories: tilesched never runs them
+        raise SpecError([Diagnostic(
+            "a Python spec is not run by tilesched; write it out as YAML once: python -c \"from "
+            f"{path.stem} import b; print(b.to_yaml(), end='')\" > {path.with_suffix('.yaml').name} "
+            "(b: your SpecBuilder)", "", str(path))])
     try:
         with path.open(encoding="utf-8") as f:
             size = os.fstat(f.fileno()).st_size

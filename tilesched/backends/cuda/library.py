@@ -30,38 +30,38 @@ def _launcher(unit) -> str:
     lock = LockFile(entries=tuple(sorted(unit.lock_entries, key=lambda e: sorted(e.bucket.items()))))
     lock_data = py_literal(lock.model_dump(mode="json"))
     doc = comment_text(prog.description or name)
+    # module-level names start with `_` and a capital: no spec name can take them (names.py)
     return f'''"""{name}: {doc}.
 
-    {name}({", ".join(f"{t}=..." for t in inputs)}, out=None, params=None) -> {kp.c.name}
+    {name}({", ".join(f"{t}=..." for t in inputs)}, out=None, params=None, sizes=None) -> {kp.c.name}
 
 Tensors are torch tensors with the spec's shapes, dtypes and layouts; `out` (optional) receives
 the result; `params` pins tuning parameters (default: the tuned entry of the shape's bucket in
-TUNED, else shape-aware defaults).
+_TUNED, else shape-aware defaults); `sizes` gives axis sizes no tensor shows.
 """
 
-from tilesched.backends.cuda.launch import GemmKernel
-from tilesched.ir.nodes import Program
-from tilesched.tuner.lockfile import LockFile
+from tilesched.backends.cuda.launch import GemmKernel as _GemmKernel
+from tilesched.ir.nodes import Program as _Program
+from tilesched.tuner.lockfile import LockFile as _LockFile
 
-from . import _{name}_triton as _kernels
+from . import _{name}_triton as _KERNELS
 
-PROGRAM = Program.model_validate(
+_PROGRAM = _Program.model_validate(
 {program_data}
 )
 
 # tuned configuration per shape bucket ({len(lock.entries)} entr{"y" if len(lock.entries) == 1 else "ies"})
-TUNED = LockFile.model_validate(
+_TUNED = _LockFile.model_validate(
 {lock_data}
 )
 
-_kernel = None
+_KERNEL = []
 
 
-def {name}(out=None, params=None, **tensors):
-    global _kernel
-    if _kernel is None:
-        _kernel = GemmKernel(PROGRAM, TUNED, module=_kernels)
-    return _kernel(out=out, params=params, **tensors)
+def {name}(out=None, params=None, sizes=None, **tensors):
+    if not _KERNEL:
+        _KERNEL.append(_GemmKernel(_PROGRAM, _TUNED, module=_KERNELS))
+    return _KERNEL[0](out=out, params=params, sizes=sizes, **tensors)
 '''
 
 

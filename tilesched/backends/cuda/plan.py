@@ -21,6 +21,7 @@ UNARY_FNS = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "e
 BINARY_FNS = ("bias", "add", "mul")
 # spec `options` the CUDA backend reads; each is a literal or the name of a search-space parameter
 OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k")
+LAUNCHER_KEYWORDS = ("out", "params", "sizes")  # GemmKernel.__call__'s own keywords
 MIN_DOT = 16  # tl.dot needs every block dimension >= 16; smaller BLOCK_M uses a CUDA-core reduction
 
 
@@ -227,6 +228,11 @@ def kernel_plan(program: Program) -> KernelPlan:
         raise _refuse(dot, f"a {acc.dtype} accumulator")
     if c_glob.dtype not in INPUT_DTYPES:
         raise _refuse(flow.store, f"a {c_glob.dtype} output")
+
+    for t in (a_glob, b_glob, c_glob, *(program.tensor(n) for s in flow.epilogue for n in s.reads[1:])):
+        if t.name in LAUNCHER_KEYWORDS:
+            raise _fail(f"cuda cannot generate a tensor named {t.name!r}: the launcher takes {t.name}= for "
+                        "itself; rename the tensor", ("tensors", t.name))
 
     def operand(t) -> Operand:
         return Operand(name=t.name, dtype=t.dtype, layout=t.layout, axes=_roles(t.shape, axes))

@@ -2,20 +2,20 @@
 # Regenerate with `tilesched emit`; `tilesched check` tells when this file is stale.
 """linear_gelu: fp16 linear layer with a fused bias + GELU epilogue.
 
-    linear_gelu(x=..., w=..., b=..., out=None, params=None) -> y
+    linear_gelu(x=..., w=..., b=..., out=None, params=None, sizes=None) -> y
 
 Tensors are torch tensors with the spec's shapes, dtypes and layouts; `out` (optional) receives
 the result; `params` pins tuning parameters (default: the tuned entry of the shape's bucket in
-TUNED, else shape-aware defaults).
+_TUNED, else shape-aware defaults); `sizes` gives axis sizes no tensor shows.
 """
 
-from tilesched.backends.cuda.launch import GemmKernel
-from tilesched.ir.nodes import Program
-from tilesched.tuner.lockfile import LockFile
+from tilesched.backends.cuda.launch import GemmKernel as _GemmKernel
+from tilesched.ir.nodes import Program as _Program
+from tilesched.tuner.lockfile import LockFile as _LockFile
 
-from . import _linear_gelu_triton as _kernels
+from . import _linear_gelu_triton as _KERNELS
 
-PROGRAM = Program.model_validate(
+_PROGRAM = _Program.model_validate(
 {'axes': [{'expr': 'M', 'hint': 512, 'name': 'M', 'size': None, 'symbolic': True},
           {'expr': 'N', 'hint': 1024, 'name': 'N', 'size': None, 'symbolic': True},
           {'expr': 'K', 'hint': 256, 'name': 'K', 'size': None, 'symbolic': True}],
@@ -210,7 +210,7 @@ PROGRAM = Program.model_validate(
 )
 
 # tuned configuration per shape bucket (1 entry)
-TUNED = LockFile.model_validate(
+_TUNED = _LockFile.model_validate(
 {'entries': [{'bucket': {'K': 256, 'M': 512, 'N': 1024},
               'device': 'cost-model (H100 SXM constants)',
               'metrics': {'time_ms': 0.006961202626865671},
@@ -232,11 +232,10 @@ TUNED = LockFile.model_validate(
  'version': 1}
 )
 
-_kernel = None
+_KERNEL = []
 
 
-def linear_gelu(out=None, params=None, **tensors):
-    global _kernel
-    if _kernel is None:
-        _kernel = GemmKernel(PROGRAM, TUNED, module=_kernels)
-    return _kernel(out=out, params=params, **tensors)
+def linear_gelu(out=None, params=None, sizes=None, **tensors):
+    if not _KERNEL:
+        _KERNEL.append(_GemmKernel(_PROGRAM, _TUNED, module=_KERNELS))
+    return _KERNEL[0](out=out, params=params, sizes=sizes, **tensors)
