@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tilesched import load_program  # noqa: E402
-from tilesched.backends.cuda.plan import kernel_plan  # noqa: E402
 from tilesched.errors import SpecError  # noqa: E402
 from tilesched.ir.bind import bind  # noqa: E402
 from tilesched.ir.hashing import content_hash  # noqa: E402
 from tilesched.ir.space import iter_points  # noqa: E402
+from tilesched.passes.gpu import lower_kernel  # noqa: E402
 from tilesched.tuner.lockfile import LockEntry, LockFile, bucket_of  # noqa: E402
 
 CONFIGS = ROOT / "configs"
@@ -124,13 +124,13 @@ def cmd_check(args) -> int:
         if prog.target != "cuda":
             continue
         try:
-            kp = kernel_plan(prog)
+            kp = lower_kernel(prog)
         except SpecError as exc:
             rows.append({"spec": prog.name, "skipped": str(exc).splitlines()[-1]})
             continue
-        shape_list = ([{"M": 300, "N": 456, "K": 328}, {"M": 1000, "N": 1024, "K": 1032}] if kp.tma
+        shape_list = ([{"M": 300, "N": 456, "K": 328}, {"M": 1000, "N": 1024, "K": 1032}] if any(a.tma for a in kp.accesses)
                       else [{"M": 37, "N": 50, "K": 70}, {"M": 1000, "N": 1000, "K": 1000}])
-        if kp.batched:
+        if kp.points:
             shape_list = [dict(s, BATCH=3) for s in shape_list]
         if prog.name == "gemm_bf16_hopper":
             shape_list += [{"M": 1, "N": 4096, "K": 4096}, {"M": 16, "N": 1000, "K": 4096}]

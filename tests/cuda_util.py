@@ -35,12 +35,11 @@ def oracle_inputs(program, sizes: dict, seed: int, params: dict | None = None):
 
 
 def run_against_oracle(gemm, sizes: dict, params: dict | None = None, seed: int = 0):
-    """Run a GemmKernel on fresh random inputs with a poisoned output; the Verdict vs the oracle."""
+    """Run a Kernel on fresh random inputs with poisoned outputs; the worst Verdict vs the oracle."""
     from tilesched.backends.cuda.io import check_outputs, poisoned
 
     b, _, tensors, want = oracle_inputs(gemm.program, sizes, seed, params)
-    c = gemm.plan.c.name
-    out = poisoned(gemm.program.tensor(c), b.sizes, "cpu")
-    gemm(out=out, params=params, **tensors)
-    (verdict,) = check_outputs(b, {c: out}, want)
-    return verdict
+    outs = {n: poisoned(gemm.program.tensor(n), b.sizes, "cpu") for n in gemm.outputs}
+    gemm(params=params, sizes=dict(b.sizes), **tensors, **outs)
+    verdicts = check_outputs(b, outs, want)
+    return next((v for v in verdicts if not v.ok), verdicts[0])

@@ -1,4 +1,4 @@
-"""Rendering of the CUDA backend: kernel plans, golden Triton source, determinism, plan errors."""
+"""The CUDA lowering: kernel IR after every pass, golden Triton source, determinism, refusals."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 from tests.conftest import CONFIGS, ROOT
 from tests.cuda_util import cuda_gemm_specs
 from tilesched import bind, load_program
-from tilesched.backends.cuda.plan import kernel_plan, launch_plan
-from tilesched.backends.cuda.render import render
+from tilesched.backends.cuda.kernel import compiled, launch_config
 from tilesched.errors import SpecError
+from tilesched.passes.gpu import dump_passes, lower_kernel
 
 GOLDEN = ROOT / "tests" / "golden" / "cuda"
+IR_GOLDEN = ROOT / "tests" / "golden" / "cuda_ir"
 SPECS = cuda_gemm_specs()
 
 
@@ -23,62 +24,72 @@ def test_the_example_gemm_specs_are_covered():
             "gemm_bias_gelu_hopper", "gemm_tma_col_a"} <= names
 
 
+def _golden(path, text: str, update: bool) -> None:
+    if update:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"missing {path}: run pytest --update-golden"
+    assert text == path.read_text(), f"{path} differs from what is generated now (pytest --update-golden)"
+
+
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_golden_source(path, update_golden):
-    src = render(kernel_plan(load_program(path)))
+    src = compiled(load_program(path))[1]
     ast.parse(src)  # valid Python
-    golden = GOLDEN / f"{path.stem}.py"
-    if update_golden:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(src)
-    assert golden.exists(), f"missing {golden}: run pytest --update-golden"
-    assert src == golden.read_text(), f"{golden} differs from the rendered source (pytest --update-golden)"
+    _golden(GOLDEN / f"{path.stem}.py", src, update_golden)
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_golden_ir_after_every_pass(path, update_golden):
+    """Small IR goldens per pass: a change to one pass shows in its own section."""
+    _golden(IR_GOLDEN / f"{path.stem}.txt", dump_passes(load_program(path)), update_golden)
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_render_is_deterministic(path):
-    prog = load_program(path)
-    assert render(kernel_plan(prog)) == render(kernel_plan(load_program(path)))
+    assert compiled(load_program(path))[1] == compiled(load_program(path).model_copy())[1]
 
 
-def test_plan_follows_the_spec_annotations():
-    gelu = kernel_plan(load_program(CONFIGS[0].parent / "gemm_bias_gelu.yaml"))
-    assert [op.fn for op in gelu.epilogue] == ["bias", "gelu"] and gelu.b.layout == "col_major"
-    assert not gelu.tma and gelu.persistent is None and gelu.k_mask
-    res = kernel_plan(load_program(CONFIGS[0].parent / "gemm_silu_residual.yaml"))
-    assert [op.fn for op in res.epilogue] == ["bias", "silu", "add"]  # cast is the store's
-    assert res.a.layout == "col_major" and res.extra_operands[1].axes == ("m", "n")
-    hop = kernel_plan(load_program(CONFIGS[0].parent / "gemm_bf16_hopper.yaml"))
-    assert hop.tma and hop.persistent == "PERSISTENT" and hop.epilogue_subtile == "EPILOGUE_SUBTILE" and hop.small_m
-    src = render(hop)
-    assert "a_desc.load" in src and "tl.range(tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS)" in src
-    batched = kernel_plan(load_program(CONFIGS[0].parent / "batched_gemm.yaml"))
-    assert batched.batched and "pid_b = tl.program_id(1)" in render(batched)
+def test_the_ir_follows_the_spec_annotations():
+    gelu = lower_kernel(load_program(CONFIGS[0].parent / "gemm_bias_gelu.yaml"))
+    assert [i.fn for i in gelu.post if i.op == "elementwise"] == [(("bias", None), ("gelu", None))]
+    assert not any(a.tma for a in gelu.accesses) and gelu.persistent is None and gelu.axis("K").masked
+    assert gelu.access("B", "load").layout == "col_major" and gelu.carried == ("acc",)
+    hop = lower_kernel(load_program(CONFIGS[0].parent / "gemm_bf16_hopper.yaml"))
+    assert all(a.tma for a in hop.accesses) and hop.persistent == "PERSISTENT" and hop.axis("M").small
+    src = compiled(load_program(CONFIGS[0].parent / "gemm_bf16_hopper.yaml"))[1]
+    assert "d_A_load.load(" in src and "tl.range(tl.program_id(0), tiles_M * tiles_N, NUM_SMS)" in src
+    batched = load_program(CONFIGS[0].parent / "batched_gemm.yaml")
+    assert lower_kernel(batched).points == ("BATCH",)
+    bsrc = compiled(batched)[1]
+    assert "pid_BATCH = tl.program_id(1)" in bsrc
     # what the spec does not ask for is not rendered
-    assert "erf" not in render(batched) and "PERSISTENT" not in render(batched)
+    assert "erf" not in bsrc and "PERSISTENT" not in bsrc and "SPLIT_K" not in bsrc
 
 
-def test_launch_plan_masks_come_from_the_schedule():
+def test_launch_masks_and_grid_come_from_the_binding():
     prog = load_program(CONFIGS[0].parent / "gemm_bias_gelu.yaml")
-    kp = kernel_plan(prog)
-    even = launch_plan(kp, bind(prog, {"M": 256, "N": 256, "K": 256, "BLOCK_M": 128, "BLOCK_N": 128}))
+    k = lower_kernel(prog)
+    even = launch_config(k, bind(prog, {"M": 256, "N": 256, "K": 256, "BLOCK_M": 128, "BLOCK_N": 128}))
     assert even.constexprs["EVEN_M"] and even.constexprs["EVEN_K"] and even.grid == (4,)
-    ragged = launch_plan(kp, bind(prog, {"M": 37, "N": 50, "K": 70, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}))
+    ragged = launch_config(k, bind(prog, {"M": 37, "N": 50, "K": 70, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}))
     assert not ragged.constexprs["EVEN_M"] and not ragged.constexprs["EVEN_N"] and not ragged.constexprs["EVEN_K"]
     hop = load_program(CONFIGS[0].parent / "gemm_bf16_hopper.yaml")
-    lp = launch_plan(kernel_plan(hop), bind(hop, {"M": 4096, "N": 4096, "K": 4096}), num_sms=132)
-    assert lp.persistent and lp.grid == (132,) and lp.tiles == 32 * 16 and lp.num_warps == 8
+    lp = launch_config(lower_kernel(hop), bind(hop, {"M": 4096, "N": 4096, "K": 4096}), num_sms=132)
+    assert lp.constexprs["PERSISTENT"] and lp.grid == (132,) and lp.finish_grid == (32 * 16,) and lp.num_warps == 8
 
 
 def test_comm_specs_are_refused_with_a_clear_message():
     for name in ("ag_gemm", "gemm_rs"):
-        with pytest.raises(SpecError, match="overlap backend"):
-            kernel_plan(load_program(CONFIGS[0].parent / f"{name}.yaml"))
+        with pytest.raises(SpecError, match="overlap consumers"):
+            lower_kernel(load_program(CONFIGS[0].parent / f"{name}.yaml"))
 
 
-def test_unsupported_epilogue_fn_is_refused(tmp_path):
-    text = (CONFIGS[0].parent / "gemm_bias_gelu.yaml").read_text().replace("fn: [bias, gelu]", "fn: [bias, scale]")
+def test_an_unknown_fn_is_refused_and_the_new_ones_render(tmp_path):
+    text = (CONFIGS[0].parent / "gemm_bias_gelu.yaml").read_text()
     path = tmp_path / "scaled.yaml"
-    path.write_text(text)
-    with pytest.raises(SpecError, match="scale"):
-        kernel_plan(load_program(path))
+    path.write_text(text.replace("fn: [bias, gelu]", 'fn: [bias, {scale: "1 / K"}, rsqrt, {max: 0.5}]'))
+    k = lower_kernel(load_program(path))
+    assert [c.expr for c in k.constants] == ["1 / K", 0.5]
+    src = compiled(load_program(path))[1]
+    assert "tl.rsqrt(" in src and "c_epilogue_1" in src

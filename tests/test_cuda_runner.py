@@ -54,7 +54,7 @@ def test_comm_specs_are_refused(tmp_path):
     r = _cli("configs/ag_gemm.yaml", tmp_path=tmp_path)
     assert r.returncode == 1  # a spec this target cannot generate is invalid input for it, named by stage
     assert "ag_gemm.yaml:" in r.stderr and "stages[0]: cuda cannot generate comm stage all_gather" in r.stderr
-    assert "overlap backend" in r.stderr and "Traceback" not in r.stderr
+    assert "overlap consumers" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.skipif(_has_gpu(), reason="checks the no-GPU path")

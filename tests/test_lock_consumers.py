@@ -94,7 +94,7 @@ def test_the_cortex_m_library_takes_the_entry_of_its_shape_among_several_buckets
 
 
 def test_the_cuda_launcher_warns_about_lock_entries_it_cannot_use():
-    from tilesched.backends.cuda.launch import GemmKernel
+    from tilesched.backends.cuda.kernel import Kernel as GemmKernel
 
     prog = load_program(CUDA_SPEC)
     stale = _entry(prog, {"M": 64, "N": 64, "K": 64}, CUDA_PARAMS).model_copy(update={"target": "cortex-m7"})

@@ -67,9 +67,12 @@ def _relpath(path: Path, base: Path) -> str:
 def _templates_hash(module) -> str:
     h = hashlib.sha256()
     for d in module.TEMPLATE_DIRS:
-        for f in sorted(Path(d).rglob("*")):
-            if f.is_file() and "__pycache__" not in f.parts:
-                h.update(f.relative_to(d).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+        d = Path(d)
+        files = [d] if d.is_file() else sorted(d.rglob("*"))
+        for f in files:
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc":
+                rel = f.name if f == d else f.relative_to(d).as_posix()
+                h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
 
 

@@ -15,12 +15,12 @@ class HopperBuild:
     cubin_bytes: int
 
 
-def compile_for_hopper(gemm, tensors: dict, params: dict | None = None, capability: int = 90) -> HopperBuild:
-    """Compile `gemm` (a GemmKernel, loaded without TRITON_INTERPRET) for the point its launcher
+def compile_for_hopper(kernel, tensors: dict, params: dict | None = None, capability: int = 90) -> HopperBuild:
+    """Compile `kernel` (a Kernel, loaded without TRITON_INTERPRET) for the point its launcher
     would pick for `tensors` (CPU tensors are fine: only their types and strides matter)."""
-    args, _ = gemm.prepare(tensors, params=params)
-    pos, kw = gemm.module.launch_args(*args)
-    return compile_call_for_hopper(getattr(gemm.module, f"{gemm.plan.name}_kernel"), pos, kw, capability)
+    plan, full = kernel.prepare(tensors, params=params)
+    pos, kw = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
+    return compile_call_for_hopper(getattr(kernel.module, f"{kernel.ir.name}_kernel"), pos, kw, capability)
 
 
 def compile_call_for_hopper(fn, pos: tuple, kw: dict, capability: int = 90) -> HopperBuild:

@@ -11,20 +11,21 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
-def empty_inputs(kp, sizes: dict[str, int], device) -> dict:
+def empty_inputs(kernel, sizes: dict[str, int], device) -> dict:
+    """Uninitialised tensors of the spec's shapes and layouts for every input of `kernel`."""
     import torch
 
     from tilesched.backends.cuda.io import torch_dtype
 
     out = {}
-    for op in (kp.a, kp.b, *kp.extra_operands):
-        shape = tuple(sizes[kp.axes[r]] for r in op.axes)
-        dt = torch_dtype(op.dtype)
-        if op.layout == "col_major" and len(shape) >= 2:
-            t = torch.empty(shape[:-2] + (shape[-1], shape[-2]), dtype=dt, device=device).mT
+    for name in kernel.inputs:
+        t = kernel.program.tensor(name)
+        shape = tuple(sizes[a] for a in t.shape)
+        dt = torch_dtype(t.dtype)
+        if t.layout == "col_major" and len(shape) >= 2:
+            out[name] = torch.empty(shape[:-2] + (shape[-1], shape[-2]), dtype=dt, device=device).mT
         else:
-            t = torch.empty(shape, dtype=dt, device=device)
-        out[op.name] = t
+            out[name] = torch.empty(shape, dtype=dt, device=device)
     return out
 
 
@@ -34,14 +35,12 @@ def _warm(job: tuple[str, dict, dict]) -> tuple[str, str | None]:
         import torch
 
         from tilesched import load_program
-        from tilesched.backends.cuda.launch import GemmKernel
+        from tilesched.backends.cuda.kernel import Kernel
 
-        gemm = GemmKernel(load_program(spec_path))
-        ins = empty_inputs(gemm.plan, sizes, torch.device("cuda"))
-        args, _ = gemm.prepare(ins, params=params, sizes=sizes)
-        pos, kw = gemm.module.launch_args(*args)
-        kernel = getattr(gemm.module, f"{gemm.plan.name}_kernel")
-        kernel.warmup(*pos, grid=args[0].grid, **kw)
+        kernel = Kernel(load_program(spec_path))
+        plan, full = kernel.prepare(empty_inputs(kernel, sizes, torch.device("cuda")), params=params, sizes=sizes)
+        pos, kw = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
+        getattr(kernel.module, f"{kernel.ir.name}_kernel").warmup(*pos, grid=plan.launch.grid, **kw)
         return spec_path, None
     except Exception as exc:  # noqa: BLE001 - reported per job
         return spec_path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:300]

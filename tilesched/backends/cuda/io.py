@@ -14,6 +14,13 @@ TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64"
                 "uint8": "uint8", "int16": "int16", "int32": "int32"}
 
 
+def retyped(program, old: str, new: str):
+    """The same program with every `old` tensor dtype replaced by `new` (bf16 -> fp32 for the
+    Triton interpreter, whose bf16 dots are not trustworthy)."""
+    tensors = tuple(t.model_copy(update={"dtype": new}) if t.dtype == old else t for t in program.tensors)
+    return program.model_copy(update={"tensors": tensors})
+
+
 def torch_dtype(dtype: str):
     import torch
 

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tilesched.backends.cuda.plan import kernel_plan
-from tilesched.backends.cuda.render import render as render_kernel_module
+from tilesched.backends.cuda.kernel import Kernel, compiled
 from tilesched.errors import located
 from tilesched.library.escape import comment_text, py_literal
 from tilesched.tuner.lockfile import LockFile
 
-TEMPLATE_DIRS = [Path(__file__).resolve().parent / "templates"]
+HERE = Path(__file__).resolve().parent
+# what generated code depends on besides the spec: the lowering and the rules that render it
+TEMPLATE_DIRS = [HERE / "triton_rules.py", HERE / "triton_emit.py", HERE / "kernel.py",
+                 HERE.parent.parent / "passes", HERE.parent.parent / "ir" / "looptree.py"]
 
 
 def _launcher(unit) -> str:
     prog = unit.program
     name = prog.name
-    kp = kernel_plan(prog)
-    inputs = [kp.a.name, kp.b.name, *(op.name for op in kp.extra_operands)]
+    k = Kernel.__new__(Kernel)  # only the names of the inputs and outputs: nothing compiled here
+    k.ir = compiled(prog)[0]
+    reads = {a.tensor for a in k.ir.accesses if a.mode == "load"}
+    outputs = list(dict.fromkeys(a.tensor for a in k.ir.accesses if a.mode == "store"))
+    inputs = sorted(reads - set(outputs))
     # spec text (the description, every string of the IR) reaches the module only as escaped
     # comment text or as Python literals: importing the package can never run spec content
     program_data = py_literal(prog.model_dump(mode="json"))
@@ -33,14 +38,14 @@ def _launcher(unit) -> str:
     # module-level names start with `_` and a capital: no spec name can take them (names.py)
     return f'''"""{name}: {doc}.
 
-    {name}({", ".join(f"{t}=..." for t in inputs)}, out=None, params=None, sizes=None) -> {kp.c.name}
+    {name}({", ".join(f"{t}=..." for t in inputs)}, out=None, params=None, sizes=None) -> {", ".join(outputs)}
 
 Tensors are torch tensors with the spec's shapes, dtypes and layouts; `out` (optional) receives
 the result; `params` pins tuning parameters (default: the tuned entry of the shape's bucket in
 _TUNED, else shape-aware defaults); `sizes` gives axis sizes no tensor shows.
 """
 
-from tilesched.backends.cuda.launch import GemmKernel as _GemmKernel
+from tilesched.backends.cuda.kernel import Kernel as _Kernel
 from tilesched.ir.nodes import Program as _Program
 from tilesched.tuner.lockfile import LockFile as _LockFile
 
@@ -60,7 +65,7 @@ _KERNEL = []
 
 def {name}(out=None, params=None, sizes=None, **tensors):
     if not _KERNEL:
-        _KERNEL.append(_GemmKernel(_PROGRAM, _TUNED, module=_KERNELS))
+        _KERNEL.append(_Kernel(_PROGRAM, _TUNED, module=_KERNELS))
     return _KERNEL[0](out=out, params=params, sizes=sizes, **tensors)
 '''
 
@@ -71,7 +76,7 @@ def render(units, package: str) -> dict[str, str]:
     for unit in units:
         name = unit.program.name
         with located(unit.source):
-            files[f"_{name}_triton.py"] = render_kernel_module(kernel_plan(unit.program))
+            files[f"_{name}_triton.py"] = compiled(unit.program)[1]
             files[f"{name}.py"] = _launcher(unit)
         names.append(name)
     imports = "".join(f"from .{n} import {n}\n" for n in names)

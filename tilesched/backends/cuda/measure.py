@@ -57,7 +57,7 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
     import numpy as np
 
     from tilesched.backends.cuda.io import check_outputs, poisoned, to_device
-    from tilesched.backends.cuda.launch import GemmKernel
+    from tilesched.backends.cuda.kernel import Kernel
     from tilesched.semantics import random_inputs, run_spec
     from tilesched.semantics.arrays import TorchOps
 
@@ -70,12 +70,11 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
                            max_rel_error=err)
 
     try:
-        gemm = GemmKernel(binding.program)
+        kernel = Kernel(binding.program)
     except SpecError as exc:
         return fail("compile_error", str(exc))
     except Exception as exc:  # noqa: BLE001 - a broken template/module is a failed point
         return fail("compile_error", _short(exc))
-    kp = gemm.plan
     program = binding.program
     sizes = dict(binding.sizes)
     rng = np.random.default_rng(seed)
@@ -85,15 +84,16 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
             inputs = random_inputs(binding, rng)
             ins = {n: to_device(program.tensor(n), v, device) for n, v in inputs.items()}
             if check:
-                out = poisoned(program.tensor(kp.c.name), sizes, device)
-                gemm(out=out, params=dict(binding.params), sizes=sizes, **ins)
+                outs = {n: poisoned(program.tensor(n), sizes, device) for n in kernel.outputs}
+                kernel(params=dict(binding.params), sizes=sizes, **ins, **outs)
                 torch.cuda.synchronize()
                 # the oracle in float64 on this GPU: the same definition, without minutes of CPU time
                 want = run_spec(binding, {n: t.double() for n, t in ins.items()}, xp=TorchOps(device))
-                (verdict,) = check_outputs(binding, {kp.c.name: out}, want)
-                rel = verdict.rel_error
-                if not verdict.ok:
-                    return fail("wrong_result", verdict.why, rel)
+                verdicts = check_outputs(binding, outs, want)
+                rel = max(v.rel_error for v in verdicts)
+                bad = next((v for v in verdicts if not v.ok), None)
+                if bad is not None:
+                    return fail("wrong_result", bad.why, rel)
             else:
                 rel = None
             if not timed:
@@ -105,9 +105,9 @@ def measure(binding: Binding, *, repeats: int = 100, lock=None, seed: int | None
                              else t.clone() for n, t in ins.items()} for _ in range(n_sets - 1)]
             launches = []
             for s in sets:
-                args, _ = gemm.prepare(s, params=dict(binding.params), sizes=sizes)
-                launches.append(args)
-            launch = gemm.module.launch
+                plan, full = kernel.prepare(s, params=dict(binding.params), sizes=sizes)
+                launches.append((plan.launch, full, plan.sizes, plan.consts))
+            launch = kernel.module.launch
             for args in launches[: min(len(launches), 3)]:
                 launch(*args)
             torch.cuda.synchronize()

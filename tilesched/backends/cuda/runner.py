@@ -36,16 +36,17 @@ def use_interpreter_if_no_gpu() -> bool:
 
 def run_cli(binding: Binding, args) -> int:
     """Run the generated kernel once on fresh random inputs; check it against the spec's semantics."""
-    from tilesched.backends.cuda.plan import kernel_plan, retyped
+    from tilesched.backends.cuda.io import retyped
+    from tilesched.passes.gpu import lower_kernel
 
     program = binding.program
-    kernel_plan(program)  # a spec this backend cannot generate is refused here, naming the stage
+    lower_kernel(program)  # a spec this backend cannot generate is refused here, naming the stage
     interpret = use_interpreter_if_no_gpu()
     import numpy as np
     import torch
 
     from tilesched.backends.cuda.io import check_outputs, poisoned, to_device
-    from tilesched.backends.cuda.launch import GemmKernel, LaunchError
+    from tilesched.backends.cuda.kernel import Kernel, LaunchError
     from tilesched.ir.bind import bind
     from tilesched.semantics import random_inputs, run_spec
 
@@ -58,22 +59,22 @@ def run_cli(binding: Binding, args) -> int:
         note = "bf16 -> fp32 (Triton interpreter)"
     device = torch.device("cpu" if interpret else "cuda")
     seed = args.seed if getattr(args, "seed", None) is not None else int(time.time_ns() % (1 << 31))
-    gemm = GemmKernel(program)
-    kp = gemm.plan
+    kernel = Kernel(program)
     inputs = random_inputs(binding, np.random.default_rng(seed))
     want = run_spec(binding, inputs)
     tensors = {n: to_device(program.tensor(n), v, device) for n, v in inputs.items()}
-    out = poisoned(program.tensor(kp.c.name), binding.sizes, device)
+    outs = {n: poisoned(program.tensor(n), binding.sizes, device) for n in kernel.outputs}
     t0 = time.perf_counter()
     try:
-        gemm(out=out, params=dict(binding.params), sizes=dict(binding.sizes), **tensors)
+        kernel(params=dict(binding.params), sizes=dict(binding.sizes), **tensors, **outs)
         if device.type == "cuda":
             torch.cuda.synchronize()
     except LaunchError as exc:
         print(f"{program.name}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     wall = time.perf_counter() - t0
-    (verdict,) = check_outputs(binding, {kp.c.name: out}, want)
+    verdicts = check_outputs(binding, outs, want)
+    verdict = next((v for v in verdicts if not v.ok), max(verdicts, key=lambda v: v.rel_error))
     mode = "Triton interpreter (CPU)" if interpret else torch.cuda.get_device_name(device)
     shape = " ".join(f"{k}={v}" for k, v in binding.sizes.items())
     params = " ".join(f"{k}={v}" for k, v in binding.params.items())

@@ -2,14 +2,14 @@
 # Regenerate with `tilesched emit`; `tilesched check` tells when this file is stale.
 """linear_gelu: fp16 linear layer with a fused bias + GELU epilogue.
 
-    linear_gelu(x=..., w=..., b=..., out=None, params=None, sizes=None) -> y
+    linear_gelu(b=..., w=..., x=..., out=None, params=None, sizes=None) -> y
 
 Tensors are torch tensors with the spec's shapes, dtypes and layouts; `out` (optional) receives
 the result; `params` pins tuning parameters (default: the tuned entry of the shape's bucket in
 _TUNED, else shape-aware defaults); `sizes` gives axis sizes no tensor shows.
 """
 
-from tilesched.backends.cuda.launch import GemmKernel as _GemmKernel
+from tilesched.backends.cuda.kernel import Kernel as _Kernel
 from tilesched.ir.nodes import Program as _Program
 from tilesched.tuner.lockfile import LockFile as _LockFile
 
@@ -237,5 +237,5 @@ _KERNEL = []
 
 def linear_gelu(out=None, params=None, sizes=None, **tensors):
     if not _KERNEL:
-        _KERNEL.append(_GemmKernel(_PROGRAM, _TUNED, module=_KERNELS))
+        _KERNEL.append(_Kernel(_PROGRAM, _TUNED, module=_KERNELS))
     return _KERNEL[0](out=out, params=params, sizes=sizes, **tensors)

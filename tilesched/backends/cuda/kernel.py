@@ -1,0 +1,258 @@
+"""The one launcher of every generated CUDA kernel.
+
+`Kernel(program, lock)(**tensors)` checks the tensors against the spec (shapes, dtypes, layouts,
+devices, TMA alignment), reads the axis sizes off them, takes the lock file's entry for the
+shape's bucket (else shape-aware defaults), allocates outputs, and launches. Everything that
+depends only on the shapes, strides, dtypes and devices is computed once per such key and
+cached, so a repeated call costs a dictionary lookup and the argument tuple on top of the
+Triton launch itself (bench/launch_overhead.py measures it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from tilesched.backends.cuda.io import torch_dtype
+from tilesched.backends.cuda.render import load_source
+from tilesched.backends.cuda.triton_emit import render
+from tilesched.errors import SpecError, spec_error
+from tilesched.ir.bind import Binding, bind
+from tilesched.ir.expr import evaluate
+from tilesched.ir.nodes import Program
+from tilesched.ir.shapes import ShapeError, solve_sizes
+from tilesched.passes.gpu import MIN_DOT, lower_kernel
+from tilesched.passes.kernel import KernelIR
+from tilesched.tuner.lockfile import LockFile
+
+
+class LaunchError(ValueError):
+    """A tensor does not fit the spec (shape, dtype, layout, device, alignment)."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One launch of a kernel: what the generated `launch` reads."""
+
+    grid: tuple[int, ...]
+    finish_grid: tuple[int, ...]
+    constexprs: dict
+    num_warps: int
+    num_stages: int
+    device: object = None
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def _value(b: Binding, ref, default):
+    return default if ref is None else b.value(ref, default)
+
+
+def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> Launch:
+    """Block sizes, EVEN_ flags, switches and the grid for one bound point."""
+    const: dict = {}
+    block: dict[str, int] = {}
+    for a in k.axes:
+        size = b.sizes[a.name]
+        if a.role in ("grid", "reduction"):
+            block[a.name] = b.tile(a.name)
+        elif a.role == "whole":
+            block[a.name] = _pow2(size)
+        else:
+            continue
+        const[f"BLOCK_{a.name}"] = block[a.name]
+        if a.masked:
+            const[f"EVEN_{a.name}"] = size % block[a.name] == 0
+    for i in k.pre + k.loop + k.post:
+        if i.op == "dot":
+            out = k.value(i.out)
+            q = out.axes[1]
+            (c,) = set(k.value(i.args[0]).axes) - set(out.axes)
+            for ax in (q, c):
+                if block[ax] < MIN_DOT:
+                    raise spec_error(("loops",), f"{k.spec}: the dot of stage {i.stage!r} needs blocks of at least "
+                                                 f"{MIN_DOT} along {ax} (got {block[ax]}; tl.dot)")
+    if k.tile_order == "grouped":
+        const["GROUP"] = int(_value(b, k.group, 1))
+    tiles = math.prod(-(-b.sizes[g] // block[g]) for g in k.grid)
+    persistent = bool(_value(b, k.persistent, False)) if k.persistent is not None else False
+    if k.persistent is not None:
+        const["PERSISTENT"] = persistent
+        const["NUM_SMS"] = num_sms
+    split = int(_value(b, k.split_k, 1)) if k.split_k is not None else 1
+    if k.split_k is not None:
+        if split > 1 and persistent:
+            raise spec_error(("options", "split_k"), f"{k.spec}: split_k={split} with a persistent grid is not "
+                                                     "generated (constrain them apart)")
+        const["SPLIT_K"] = split
+    if k.subtile is not None:
+        # half a tile narrower than 16 columns is not worth a second store
+        const["EPILOGUE_SUBTILE"] = bool(_value(b, k.subtile, False)) and block[k.grid[-1]] >= 2 * MIN_DOT
+    grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
+    grid += tuple(b.sizes[p] for p in k.points)
+    if split > 1:
+        grid += (split,)
+    return Launch(grid=grid, finish_grid=(tiles,), constexprs=const, num_warps=int(_value(b, k.num_warps, 4)),
+                  num_stages=int(_value(b, k.num_stages, 3)), device=device)
+
+
+def constants(k: KernelIR, b: Binding) -> dict[str, float]:
+    env = b.env()
+    return {c.name: float(evaluate(c.expr, env) if isinstance(c.expr, str) else c.expr) for c in k.constants}
+
+
+@lru_cache(maxsize=256)
+def compiled(program: Program) -> tuple[KernelIR, str]:
+    """The kernel IR and Triton source of a program (cached per program)."""
+    k = lower_kernel(program)
+    return k, render(k)
+
+
+def load_module(program: Program):
+    return load_source(compiled(program)[1])
+
+
+def _num_sms(device) -> int:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # interpreter: a few persistent programs still exercise the tile loop
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a call with one key (shapes, strides, dtypes, devices, params) needs."""
+
+    binding: Binding
+    source: str  # "lock" | "default" | "given"
+    launch: Launch
+    consts: dict
+    sizes: dict
+    outputs: tuple[tuple[str, tuple[int, ...], object, str], ...]  # name, shape, torch dtype, layout
+    tma_inputs: tuple[str, ...]
+
+
+class Kernel:
+    """`Kernel(program, lock)(A=..., B=..., bias=...) -> C` for a generated CUDA kernel. A spec
+    with several outputs returns a dict; outputs may be passed in (`C=...` or `out=` for one)."""
+
+    def __init__(self, program: Program, lock: LockFile | None = None, module=None):
+        self.program = program
+        self.ir, _ = compiled(program)
+        self.lock = lock
+        if lock is not None:
+            import warnings
+
+            for note in lock.stale_notes(program, "lock file"):
+                warnings.warn(note, stacklevel=2)
+        self.module = module if module is not None else load_module(program)
+        reads = {a.tensor for a in self.ir.accesses if a.mode == "load"}
+        writes = [a.tensor for a in self.ir.accesses if a.mode == "store"]
+        self.outputs = tuple(dict.fromkeys(writes))
+        self.inputs = tuple(sorted(reads - set(self.outputs)))
+        self._plans: dict = {}
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check(self, name: str, t, device) -> None:
+        import torch
+
+        spec_t = self.program.tensor(name)
+        where = f"{self.program.name}: tensor {name}"
+        if not isinstance(t, torch.Tensor):
+            raise LaunchError(f"{where}: expected a torch.Tensor, got {type(t).__name__}")
+        want = torch_dtype(spec_t.dtype)
+        if t.dtype != want:
+            raise LaunchError(f"{where}: dtype {t.dtype} but the spec says {spec_t.dtype} ({want})")
+        if t.device != device:
+            raise LaunchError(f"{where}: on {t.device}, other tensors are on {device}")
+        if t.dim() >= 2:
+            inner = -1 if spec_t.layout == "row_major" else -2
+            if t.stride(inner) != 1 and t.shape[inner] > 1:
+                dims = list(spec_t.shape[-2:])
+                how = "contiguous" if spec_t.layout == "row_major" else f"x.mT of a contiguous [{dims[1]}, {dims[0]}] tensor"
+                raise LaunchError(f"{where}: layout {spec_t.layout} needs unit stride along its "
+                                  f"{'last' if inner == -1 else 'second-to-last'} axis (strides {t.stride()}); pass {how}")
+        elif t.dim() == 1 and t.stride(0) != 1 and t.shape[0] > 1:
+            raise LaunchError(f"{where}: expected a contiguous vector (stride {t.stride(0)})")
+
+    def _tma_aligned(self, name: str, t) -> None:
+        layout = self.program.tensor(name).layout
+        row = t.stride(-2) if layout == "row_major" else t.stride(-1)
+        if t.data_ptr() % 16 or (row * t.element_size()) % 16:
+            raise LaunchError(f"{self.program.name}: tensor {name}: TMA needs 16-byte aligned rows (row pitch "
+                              f"{row * t.element_size()} bytes): pad the inner dimension to a multiple of 16 bytes")
+
+    # -- planning -----------------------------------------------------------------------------
+    def binding_for(self, sizes: dict[str, int], params: dict | None = None) -> tuple[Binding, str]:
+        from tilesched.backends.cuda.defaults import select_binding
+
+        if params is not None:
+            sym = {a.name: sizes[a.name] for a in self.program.axes if a.symbolic}
+            return bind(self.program, {**sym, **params}), "given"
+        return select_binding(self.program, sizes, self.lock)
+
+    def _plan(self, tensors: dict, params: dict | None, given: dict | None) -> _Plan:
+        missing = [n for n in self.inputs if n not in tensors]
+        if missing:
+            raise LaunchError(f"{self.program.name}: missing input {missing[0]} (inputs: {', '.join(self.inputs)})")
+        extra = sorted(set(tensors) - set(self.inputs) - set(self.outputs))
+        if extra:
+            raise LaunchError(f"{self.program.name}: unexpected tensors {extra} (inputs: {list(self.inputs)}, "
+                              f"outputs: {list(self.outputs)})")
+        device = tensors[self.inputs[0]].device if self.inputs else next(iter(tensors.values())).device
+        for n, t in tensors.items():
+            self._check(n, t, device)
+        try:
+            sizes = solve_sizes(self.program, {n: tuple(t.shape) for n, t in tensors.items()}, given)
+        except ShapeError as exc:
+            raise LaunchError(str(exc)) from None
+        try:
+            b, source = self.binding_for(sizes, params)
+            launch = launch_config(self.ir, b, num_sms=_num_sms(device), device=device)
+        except SpecError as exc:
+            raise LaunchError(f"{self.program.name}: {str(exc).splitlines()[0]}") from None
+        outs = tuple((n, tuple(sizes[a] for a in self.program.tensor(n).shape),
+                      torch_dtype(self.program.tensor(n).dtype), self.program.tensor(n).layout)
+                     for n in self.outputs)
+        tma = tuple(dict.fromkeys(a.tensor for a in self.ir.accesses if a.tma))
+        return _Plan(b, source, launch, constants(self.ir, b), sizes, outs, tma)
+
+    def prepare(self, tensors: dict, params: dict | None = None, sizes: dict | None = None):
+        """Check everything; (plan, tensors with allocated outputs) without launching."""
+        import torch
+
+        key = (tuple((n, tuple(t.shape), t.stride(), t.dtype, t.device) for n, t in sorted(tensors.items())),
+               tuple(sorted((params or {}).items())) if params is not None else None,
+               tuple(sorted((sizes or {}).items())))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(tensors, params, sizes)
+            if len(self._plans) > 256:
+                self._plans.clear()
+            self._plans[key] = plan
+        full = dict(tensors)
+        device = plan.launch.device
+        for name, shape, dtype, layout in plan.outputs:
+            if name not in full:
+                t = torch.empty(shape[:-2] + shape[-2:][::-1] if layout == "col_major" and len(shape) >= 2 else shape,
+                                dtype=dtype, device=device)
+                full[name] = t.mT if layout == "col_major" and len(shape) >= 2 else t
+                self._check(name, full[name], device)
+        for name in plan.tma_inputs:
+            self._tma_aligned(name, full[name])
+        return plan, full
+
+    def __call__(self, out=None, params: dict | None = None, sizes: dict | None = None, **tensors):
+        if out is not None:
+            if len(self.outputs) != 1:
+                raise LaunchError(f"{self.program.name}: out= names one output; pass {list(self.outputs)} by name")
+            tensors[self.outputs[0]] = out
+        plan, full = self.prepare(tensors, params, sizes)
+        self.module.launch(plan.launch, full, plan.sizes, plan.consts)
+        if len(self.outputs) == 1:
+            return full[self.outputs[0]]
+        return {n: full[n] for n in self.outputs}

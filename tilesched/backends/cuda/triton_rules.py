@@ -1,0 +1,298 @@
+"""Per-op rules: one kernel-IR instruction -> lines of Triton.
+
+Each rule reads the instruction and an emission context (`Ctx`: variable names, offsets, masks
+and block sizes per axis in the current piece of code) and returns source lines. Every
+instruction op has a rule; a new op needs one rule here and nothing in the renderer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tilesched.passes.kernel import Instr, KernelIR
+
+TL_DTYPES = {"fp16": "tl.float16", "bf16": "tl.bfloat16", "fp32": "tl.float32", "fp64": "tl.float64"}
+
+
+@dataclass
+class Ctx:
+    """Names in one piece of generated code. A subtiled epilogue renders the same instructions
+    twice with other suffixes, offsets and block sizes along the split axis."""
+
+    k: KernelIR
+    suffix: str = ""
+    offs: dict[str, str] = field(default_factory=dict)  # axis -> 1-D offsets variable
+    block: dict[str, str] = field(default_factory=dict)  # axis -> block size expression
+    start: dict[str, str] = field(default_factory=dict)  # axis -> first index of the tile
+    phase: str = "post"
+    local: set[str] = field(default_factory=set)  # values defined in this piece (take the suffix)
+
+    def v(self, name: str) -> str:
+        return f"v_{name}{self.suffix}" if (name in self.local or name in self.k.carried) else f"v_{name}"
+
+    def define(self, name: str) -> str:
+        self.local.add(name)
+        return self.v(name)
+
+    def mask(self, axis: str) -> str:
+        return f"({self.offs[axis]} < n_{axis})"
+
+    def masked(self, axis: str) -> bool:
+        return self.k.axis(axis).masked
+
+
+def index(axes: tuple[str, ...], axis: str) -> str:
+    """`[:, None]`-style index that places a 1-D vector along `axis` of a block over `axes`."""
+    if len(axes) == 1:
+        return ""
+    return "[" + ", ".join(":" if a == axis else "None" for a in axes) + "]"
+
+
+def align(ctx: Ctx, name: str, to: tuple[str, ...]) -> str:
+    """Value `name` as a block over `to` (its axes a subset, in any order): permuted, then
+    broadcast by indexing with None."""
+    axes = ctx.k.value(name).axes
+    var = ctx.v(name)
+    order = tuple(a for a in to if a in axes)
+    if order != axes:
+        perm = tuple(axes.index(a) for a in order)
+        var = f"tl.permute({var}, {perm})" if len(axes) > 2 else f"{var}.T"
+    if order == to:
+        return var
+    return var + "[" + ", ".join(":" if a in axes else "None" for a in to) + "]"
+
+
+def block_shape(ctx: Ctx, axes: tuple[str, ...]) -> str:
+    return "(" + ", ".join(ctx.block[a] for a in axes) + ("," if len(axes) == 1 else "") + ")"
+
+
+def mask_expr(ctx: Ctx, axes: tuple[str, ...]) -> str | None:
+    parts = [ctx.mask(a) + index(axes, a) for a in axes if ctx.masked(a)]
+    return " & ".join(parts) if parts else None
+
+
+def even_condition(ctx: Ctx, axes: tuple[str, ...]) -> str:
+    return " and ".join(f"EVEN_{a}" for a in axes if ctx.masked(a))
+
+
+def _guarded(ctx: Ctx, axes: tuple[str, ...], plain: str, masked_fmt: str) -> list[str]:
+    """`plain` where no axis can be ragged; otherwise a compile-time branch on the EVEN_ flags."""
+    m = mask_expr(ctx, axes)
+    if m is None:
+        return [plain]
+    return [f"if {even_condition(ctx, axes)}:", f"    {plain}", "else:", f"    {masked_fmt.format(mask=m)}"]
+
+
+# ------------------------------------------------------------------------------------ memory
+
+def pointers(ctx: Ctx, tensor: str, axes: tuple[str, ...]) -> str:
+    k = ctx.k
+    t_axes = next(a.axes for a in k.accesses if a.tensor == tensor)
+    terms = [f"p_{tensor}"]
+    for a in t_axes:
+        if a in k.points:
+            terms.append(f"pid_{a} * s_{tensor}_{a}")
+        else:
+            terms.append(f"{ctx.offs[a]}{index(axes, a)} * s_{tensor}_{a}")
+    return " + ".join(terms)
+
+
+def rule_load(ctx: Ctx, i: Instr) -> list[str]:
+    k = ctx.k
+    acc = k.access(i.tensor, "load")
+    v = k.value(i.out)
+    out = ctx.define(i.out)
+    logical = tuple(a for a in acc.axes if a not in k.points)
+    if acc.tma:
+        mem = logical if acc.layout == "row_major" else logical[::-1]
+        load = f"d_{i.tensor}_load.load([{', '.join(ctx.start[a] for a in mem)}])"
+        if mem != logical:
+            load += ".T"
+        lines = [f"{out} = {load}"]
+    else:
+        ptrs = pointers(ctx, i.tensor, logical)
+        lines = _guarded(ctx, logical, f"{out} = tl.load({ptrs})",
+                         f"{out} = tl.load({ptrs}, mask={{mask}}, other=0.0)")
+    if v.axes != logical:
+        lines.append(f"{out} = {align_var(out, logical, v.axes)}")
+    return lines
+
+
+def align_var(var: str, axes: tuple[str, ...], to: tuple[str, ...]) -> str:
+    perm = tuple(axes.index(a) for a in to)
+    return f"tl.permute({var}, {perm})" if len(axes) > 2 else f"{var}.T"
+
+
+def rule_store(ctx: Ctx, i: Instr) -> list[str]:
+    k = ctx.k
+    acc = k.access(i.tensor, "store")
+    logical = tuple(a for a in acc.axes if a not in k.points)
+    src = align(ctx, i.args[0], logical)
+    val = f"{src}.to({TL_DTYPES[acc.dtype]})"
+    if acc.tma:
+        mem = logical if acc.layout == "row_major" else logical[::-1]
+        if mem != logical:
+            val = f"{val}.T"
+        return [f"d_{i.tensor}_store.store([{', '.join(ctx.start[a] for a in mem)}], {val})"]
+    ptrs = pointers(ctx, i.tensor, logical)
+    return _guarded(ctx, logical, f"tl.store({ptrs}, {val})", f"tl.store({ptrs}, {val}, mask={{mask}})")
+
+
+def rule_copy(ctx: Ctx, i: Instr) -> list[str]:
+    return [f"{ctx.define(i.out)} = {align(ctx, i.args[0], ctx.k.value(i.out).axes)}"]
+
+
+FILL = {None: "0.0", "sum": "0.0", "mean": "0.0", "max": "float('-inf')", "min": "float('inf')"}
+
+
+def rule_zeros(ctx: Ctx, i: Instr) -> list[str]:
+    v = ctx.k.value(i.out)
+    return [f"{ctx.define(i.out)} = tl.full({block_shape(ctx, v.axes)}, {FILL[i.reduce]}, {TL_DTYPES[v.dtype]})"]
+
+
+# ------------------------------------------------------------------------------------ compute
+
+def rule_dot(ctx: Ctx, i: Instr) -> list[str]:
+    k = ctx.k
+    out = k.value(i.out)
+    if len(out.axes) != 2:
+        raise ValueError(f"dot {i.stage}: a {len(out.axes)}-D result")
+    p, q = out.axes
+    a, b = (k.value(n) for n in i.args)
+    if p not in a.axes:
+        a, b = b, a
+    (c,) = set(a.axes) - {p}
+    lhs = ctx.v(a.name) + ("" if a.axes == (p, c) else ".T")
+    rhs = ctx.v(b.name) + ("" if b.axes == (c, q) else ".T")
+    acc = ctx.v(i.out) if i.accumulate else None
+    res = ctx.define(i.out)
+    dot = f"tl.dot({lhs}, {rhs}{', ' + acc if acc else ''})"
+    if not k.axis(p).small:
+        return [f"{res} = {dot}"]
+    core = f"tl.reduce({lhs}.to(tl.float32)[:, :, None] * {rhs}.to(tl.float32)[None, :, :], 1, _add)"
+    return [f"if {ctx.block[p]} < 16:  # too few rows for tensor cores: multiply-add on CUDA cores",
+            f"    {res} = {acc + ' + ' if acc else ''}{core}",
+            "else:",
+            f"    {res} = {dot}"]
+
+
+UNARY: dict[str, Callable[[str], str]] = {
+    "relu": lambda x: f"tl.maximum({x}, 0.0)",
+    "relu6": lambda x: f"tl.minimum(tl.maximum({x}, 0.0), 6.0)",
+    "gelu": lambda x: f"0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476))",
+    "gelu_tanh": lambda x: f"0.5 * {x} * (2.0 * _sigmoid(1.5957691216057308 * ({x} + 0.044715 * {x} * {x} * {x})))",
+    "silu": lambda x: f"{x} * _sigmoid({x})",
+    "sigmoid": lambda x: f"_sigmoid({x})",
+    "tanh": lambda x: f"2.0 * _sigmoid(2.0 * {x}) - 1.0",
+    "exp": lambda x: f"tl.exp({x})",
+    "exp2": lambda x: f"tl.exp2({x})",
+    "log": lambda x: f"tl.log({x})",
+    "sqrt": lambda x: f"tl.sqrt({x})",
+    "rsqrt": lambda x: f"tl.rsqrt({x})",
+    "reciprocal": lambda x: f"1.0 / {x}",
+    "abs": lambda x: f"tl.abs({x})",
+    "neg": lambda x: f"-{x}",
+}
+BINARY: dict[str, Callable[[str, str], str]] = {
+    "bias": lambda x, y: f"{x} + {y}", "add": lambda x, y: f"{x} + {y}", "sub": lambda x, y: f"{x} - {y}",
+    "mul": lambda x, y: f"{x} * {y}", "scale": lambda x, y: f"{x} * {y}", "div": lambda x, y: f"{x} / {y}",
+    "max": lambda x, y: f"tl.maximum({x}, {y})", "min": lambda x, y: f"tl.minimum({x}, {y})",
+}
+
+
+def _f32(ctx: Ctx, name: str, to: tuple[str, ...]) -> str:
+    """Value `name` aligned to `to`, as float32 (compute happens in fp32)."""
+    var = align(ctx, name, to)
+    return var if ctx.k.value(name).dtype == "fp32" else f"{var}.to(tl.float32)"
+
+
+def rule_elementwise(ctx: Ctx, i: Instr) -> list[str]:
+    k = ctx.k
+    out = k.value(i.out)
+    x = f"x_{i.out}"
+    lines = [f"{x} = {_f32(ctx, i.args[0], out.axes)}"]
+    operands = iter(i.args[1:])
+    for fn, const in i.fn:
+        if fn == "cast":
+            if out.dtype != "fp32":  # round to the output's dtype here, as the spec says
+                lines.append(f"{x} = {x}.to({TL_DTYPES[out.dtype]}).to(tl.float32)")
+        elif fn in BINARY:
+            y = const if const is not None else _f32(ctx, next(operands), out.axes)
+            lines.append(f"{x} = {BINARY[fn](x, y)}")
+        else:
+            lines.append(f"{x} = {UNARY[fn](x)}")
+    lines.append(f"{ctx.define(i.out)} = {x}" + ("" if out.dtype == "fp32" else f".to({TL_DTYPES[out.dtype]})"))
+    return lines
+
+
+def _where_masked(ctx: Ctx, var: str, axes: tuple[str, ...], axis: str, fill: str) -> str:
+    if not ctx.masked(axis):
+        return var
+    return f"tl.where({ctx.mask(axis)}{index(axes, axis)}, {var}, {fill})"
+
+
+REDUCE_FN = {"sum": "_add", "mean": "_add", "max": "_max", "min": "_min"}
+
+
+def rule_reduce(ctx: Ctx, i: Instr) -> list[str]:
+    k = ctx.k
+    src = k.value(i.args[0])
+    out = k.value(i.out)
+    x = f"x_{i.out}"
+    fill = FILL[i.reduce]
+    lines = [f"{x} = {_where_masked(ctx, ctx.v(src.name) + '.to(tl.float32)', src.axes, i.axis, fill)}",
+             f"{x} = tl.reduce({x}, {src.axes.index(i.axis)}, {REDUCE_FN[i.reduce]})"]
+    if i.reduce == "mean":
+        lines.append(f"{x} = {x} / n_{i.axis}")
+    kept = tuple(a for a in src.axes if a != i.axis)
+    if kept != out.axes:
+        lines.append(f"{x} = {align_var(x, kept, out.axes)}")
+    if i.accumulate:
+        prev = ctx.v(i.out)
+        comb = {"sum": f"{prev} + {x}", "max": f"tl.maximum({prev}, {x})", "min": f"tl.minimum({prev}, {x})"}
+        lines.append(f"{x} = {comb[i.reduce]}")
+    lines.append(f"{ctx.define(i.out)} = {x}" + ("" if out.dtype == "fp32" else f".to({TL_DTYPES[out.dtype]})"))
+    return lines
+
+
+def _expand(var: str, axes: tuple[str, ...], axis: str) -> str:
+    return var + "[" + ", ".join("None" if a == axis else ":" for a in axes) + "]"
+
+
+def rule_softmax(ctx: Ctx, i: Instr) -> list[str]:
+    out = ctx.k.value(i.out)
+    ax = out.axes.index(i.axis)
+    x, m, e = f"x_{i.out}", f"mx_{i.out}", f"e_{i.out}"
+    lines = [f"{x} = {_f32(ctx, i.args[0], out.axes)}"]
+    lines.append(f"{x} = {_where_masked(ctx, x, out.axes, i.axis, FILL['max'])}")
+    lines.append(f"{m} = tl.reduce({x}, {ax}, _max)")
+    lines.append(f"{e} = tl.exp({x} - {_expand(m, out.axes, i.axis)})")
+    lines.append(f"{e} = {_where_masked(ctx, e, out.axes, i.axis, '0.0')}")
+    lines.append(f"{ctx.define(i.out)} = ({e} / {_expand(f'tl.reduce({e}, {ax}, _add)', out.axes, i.axis)})"
+                 + ("" if out.dtype == "fp32" else f".to({TL_DTYPES[out.dtype]})"))
+    return lines
+
+
+LAYERNORM_EPS = 1e-5  # semantics/ops.py
+
+
+def rule_layernorm(ctx: Ctx, i: Instr) -> list[str]:
+    out = ctx.k.value(i.out)
+    ax = out.axes.index(i.axis)
+    x, mu, d, r = f"x_{i.out}", f"mu_{i.out}", f"d_{i.out}", f"r_{i.out}"
+    lines = [f"{x} = {_f32(ctx, i.args[0], out.axes)}",
+             f"{mu} = tl.reduce({_where_masked(ctx, x, out.axes, i.axis, '0.0')}, {ax}, _add) / n_{i.axis}",
+             f"{d} = {_where_masked(ctx, f'{x} - {_expand(mu, out.axes, i.axis)}', out.axes, i.axis, '0.0')}",
+             f"{r} = tl.rsqrt(tl.reduce({d} * {d}, {ax}, _add) / n_{i.axis} + {LAYERNORM_EPS!r})",
+             f"{x} = {d} * {_expand(r, out.axes, i.axis)}"]
+    for arg, op in zip(i.args[1:], ("*", "+")):
+        lines.append(f"{x} = {x} {op} {_f32(ctx, arg, out.axes)}")
+    lines.append(f"{ctx.define(i.out)} = {x}" + ("" if out.dtype == "fp32" else f".to({TL_DTYPES[out.dtype]})"))
+    return lines
+
+
+RULES: dict[str, Callable[[Ctx, Instr], list[str]]] = {
+    "load": rule_load, "store": rule_store, "copy": rule_copy, "zeros": rule_zeros, "dot": rule_dot,
+    "elementwise": rule_elementwise, "reduce": rule_reduce, "softmax": rule_softmax, "layernorm": rule_layernorm,
+}
