@@ -98,8 +98,9 @@ def test_all_reduce_broadcast_and_partial_destinations():
     total = sum(i["X"] for i in ins)
     for out in run_spec_ranks(_comm_spec("all_reduce", "partial", "replicated"), 3, ins):
         np.testing.assert_allclose(out["Y"], total, rtol=1e-12)
-    for out in run_spec_ranks(_comm_spec("broadcast", "partial", "replicated"), 3, ins):
-        np.testing.assert_array_equal(out["Y"], ins[0]["X"])  # rank 0's value
+    for dst in ("replicated", "partial"):
+        for out in run_spec_ranks(_comm_spec("broadcast", "partial", dst), 3, ins):
+            np.testing.assert_array_equal(out["Y"], ins[0]["X"])  # rank 0's value, on every rank
     got = run_spec_ranks(_comm_spec("put", "partial", "partial"), 3, ins)  # the sum on rank 0, zeros elsewhere
     np.testing.assert_allclose(got[0]["Y"], total, rtol=1e-12)
     assert not got[1]["Y"].any() and not got[2]["Y"].any()

@@ -186,7 +186,8 @@ def eval_comm_ranks(ranks: _Ranks, ctxs: list[Ctx]) -> list[dict[str, Value]]:
       destination holding the source's logical value in the destination's placement (a sharded
       source put into a replicated buffer is an all-gather made of puts); from a `local` source
       (a tile) each rank moves its own value;
-    - broadcast: every rank receives rank 0's value of the source;
+    - broadcast: every rank receives rank 0's value of the source (a sharded destination keeps
+      its slice of it);
     - signal / wait order stages and write nothing.
     The global view (`execute`) agrees on the logical values: the collectives and put/get are
     identities there, and so is broadcast of a replicated source."""
@@ -208,7 +209,7 @@ def eval_comm_ranks(ranks: _Ranks, ctxs: list[Ctx]) -> list[dict[str, Value]]:
     out = []
     for r, v in enumerate(moved):
         data = v.data if whole is None else whole
-        if whole is not None and dst.placement == "partial" and r > 0:
+        if whole is not None and dst.placement == "partial" and r > 0 and stage.op != "broadcast":
             data = _zeros_like(ranks.xp, v.is_float, ranks.shape(dst.name))
         out.append({dst.name: Value(data, dst.shape, dst.dtype, v.quant)})  # settle() slices sharded ones
     return out
