@@ -3,8 +3,10 @@
 Run one process per GPU:
     torchrun --nproc-per-node=2 bench/overlap.py --out DIR [--check-only]
 
-Correctness first (fresh random inputs, poisoned outputs, float64 references, ragged
-shapes, consecutive calls); then, at M in (8192, 16384), K=8192, N/rank=4096, bf16:
+Correctness first (fresh random inputs, poisoned outputs, ragged shapes, consecutive calls;
+expected values from the semantics oracle run SPMD on every rank's inputs, gathered to each
+process: configs/ag_gemm.yaml, gemm_rs.yaml, float64 on the GPU); then, at M in (8192, 16384),
+K=8192, N/rank=4096, bf16:
 AllGather+GEMM against NCCL all_gather_into_tensor + matmul run one after the other and
 torch.ops.symm_mem.fused_all_gather_matmul; GEMM+ReduceScatter against matmul +
 reduce_scatter_tensor and torch.ops.symm_mem.fused_matmul_reduce_scatter. Every time is
@@ -32,7 +34,7 @@ safe_env()  # multicast off before torch.distributed starts
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-from overlap_common import CONFIGS, lcfg, mean_ms, plan_for, rel_err  # noqa: E402  (bench/ is on sys.path)
+from overlap_common import CONFIGS, expected, lcfg, mean_ms, plan_for, rel_err  # noqa: E402  (bench/ is on sys.path)
 
 from tilesched import bind, load_program  # noqa: E402
 from tilesched.backends.cuda.overlap.ops import AllGatherGemm, GemmReduceScatter  # noqa: E402
@@ -64,6 +66,25 @@ def _timed_out(op) -> bool:
     return False
 
 
+def gathered(x):
+    """Every rank's `x` (same shape on each), in rank order."""
+    g = torch.empty((dist.get_world_size() * x.shape[0], *x.shape[1:]), device=x.device, dtype=x.dtype)
+    dist.all_gather_into_tensor(g, x.contiguous())
+    return g.chunk(dist.get_world_size())
+
+
+def oracle(plan, a, b):
+    """This rank's C as the semantics oracle has it: every rank's A and B gathered here (a
+    collective every rank takes at the same point), the spec bound at the plan's geometry and
+    run SPMD in float64 on this GPU. The values do not depend on the plan's chunks or blocks."""
+    ins = [{"A": x, "B": y} for x, y in zip(gathered(a), gathered(b))]
+    return expected(plan, ins)[plan.rank]
+
+
+def default_plan(collective, rank, world, rows, cols, depth):
+    return plan_for(collective, rank, world, rows, cols, depth, 2, CONFIGS[0])
+
+
 def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     p = plan_for("all_gather", rank, world, rows, cols, depth, chunks, cfg)
     op = AllGatherGemm(p, max_spin=SPIN, cfg=lcfg(cfg))
@@ -71,11 +92,10 @@ def check_ag(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     for _ in range(calls):
         a = torch.randn(rows // world, depth, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
-        full = torch.empty(rows, depth, device="cuda", dtype=torch.bfloat16)
-        dist.all_gather_into_tensor(full, a)  # the reference's collective comes first, on every rank
+        want = oracle(p, a, b)  # its collectives first, on every rank
         out = torch.full((rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16)
         failed = _checked_call(op, a, b, out)
-        errs.append(float("inf") if failed else rel_err(out, full.double() @ b.double()))
+        errs.append(float("inf") if failed else rel_err(out, want))
     return max(errs)
 
 
@@ -87,11 +107,10 @@ def check_rs(world, rank, rows, cols, depth, chunks, cfg, calls=3):
     for _ in range(calls):
         a = torch.randn(rows, depth, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
-        ref = a.double() @ b.double()
-        dist.all_reduce(ref)
+        want = oracle(p, a, b)
         out = torch.full((per, cols), float("nan"), device="cuda", dtype=torch.bfloat16)
         failed = _checked_call(op, a, b, out)
-        errs.append(float("inf") if failed else rel_err(out, ref[rank * per:(rank + 1) * per]))
+        errs.append(float("inf") if failed else rel_err(out, want))
     return max(errs)
 
 
@@ -190,7 +209,7 @@ def bench_ag(world, rank, rows, cols, depth):
     res["nccl_all_gather_ms"] = try_time("nccl_all_gather", lambda: dist.all_gather_into_tensor(full, a), errors)
     res["cublas_gemm_ms"] = try_time("cublas_gemm", lambda: torch.matmul(full, b, out=c), errors)
     res["sequential_ms"] = try_time("sequential", seq, errors)
-    ref = full.double() @ b.double()
+    ref = oracle(default_plan("all_gather", rank, world, rows, cols, depth), a, b)
     # ours: pick the GEMM config by the consumer kernel alone, then the chunk count by the fused time
     variants = {}
     best_cfg, best_alone = None, None
@@ -249,9 +268,7 @@ def bench_rs(world, rank, rows, cols, depth):
     res["cublas_gemm_ms"] = try_time("cublas_gemm", lambda: torch.matmul(a, b, out=part), errors)
     res["nccl_reduce_scatter_ms"] = try_time("nccl_rs", lambda: dist.reduce_scatter_tensor(out, part), errors)
     res["sequential_ms"] = try_time("sequential", seq, errors)
-    ref = a.double() @ b.double()
-    dist.all_reduce(ref)
-    ref = ref[rank * per:(rank + 1) * per]
+    ref = oracle(default_plan("reduce_scatter", rank, world, rows, cols, depth), a, b)
     variants, best = {}, None
     # every config at 2 chunks per rank, then the other chunk counts with the best config
     sweep = [(cfg, 2) for cfg in CONFIGS[:N_CFG]]
@@ -286,13 +303,12 @@ def bench_rs(world, rank, rows, cols, depth):
 def torch_fused_ag(world, rank, rows, cols, depth, gname, res):
     a = torch.randn(rows // world, depth, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
-    full = torch.empty(rows, depth, device="cuda", dtype=torch.bfloat16)
-    dist.all_gather_into_tensor(full, a)
+    ref = oracle(default_plan("all_gather", rank, world, rows, cols, depth), a, b)
     errors = res.setdefault("errors", {})
     try:
         log("  torch fused_all_gather_matmul")
         _, outs = torch.ops.symm_mem.fused_all_gather_matmul(a, [b], gather_dim=0, group_name=gname)
-        res["torch_fused_rel_err"] = gather_max(rel_err(outs[0], full.double() @ b.double()))
+        res["torch_fused_rel_err"] = gather_max(rel_err(outs[0], ref))
         res["torch_fused_ms"] = try_time("torch_fused", lambda: torch.ops.symm_mem.fused_all_gather_matmul(
             a, [b], gather_dim=0, group_name=gname), errors)
     except Exception as exc:
@@ -303,16 +319,14 @@ def torch_fused_ag(world, rank, rows, cols, depth, gname, res):
 
 
 def torch_fused_rs(world, rank, rows, cols, depth, gname, res):
-    per = rows // world
     a = torch.randn(rows, depth, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(depth, cols, device="cuda", dtype=torch.bfloat16) / depth ** 0.5
-    ref = a.double() @ b.double()
-    dist.all_reduce(ref)
+    ref = oracle(default_plan("reduce_scatter", rank, world, rows, cols, depth), a, b)
     errors = res.setdefault("errors", {})
     try:
         log("  torch fused_matmul_reduce_scatter")
         o = torch.ops.symm_mem.fused_matmul_reduce_scatter(a, b, "sum", scatter_dim=0, group_name=gname)
-        res["torch_fused_rel_err"] = gather_max(rel_err(o, ref[rank * per:(rank + 1) * per]))
+        res["torch_fused_rel_err"] = gather_max(rel_err(o, ref))
         res["torch_fused_ms"] = try_time("torch_fused", lambda: torch.ops.symm_mem.fused_matmul_reduce_scatter(
             a, b, "sum", scatter_dim=0, group_name=gname), errors)
     except Exception as exc:

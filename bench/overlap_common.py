@@ -1,12 +1,22 @@
 """What the two overlap benches share: the kernel configs tried, plan and launch-config
-construction, the relative error, and one CUDA-event timing of back-to-back calls."""
+construction, the expected outputs (the semantics oracle, float64 on the GPU), the relative
+error, and one CUDA-event timing of back-to-back calls."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from tilesched import load_program
 from tilesched.backends.cuda.overlap import launch as L
-from tilesched.schedules.overlap import build_plan
+from tilesched.schedules.overlap import build_plan, plan_binding
+from tilesched.semantics import execute
+from tilesched.semantics.arrays import TorchOps
+from tilesched.semantics.spmd import execute_ranks
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = {"all_gather": "ag_gemm", "reduce_scatter": "gemm_rs"}  # configs/ the overlap ops implement
 
 CONFIGS = [  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, epilogue_subtile): the best three of a
     # one-GPU sweep of the consumer alone at M=8192/16384 (bench/results/overlap-loopback-*.json)
@@ -25,6 +35,25 @@ def plan_for(collective, rank, world, rows, cols, depth, chunks, cfg):
 
 def lcfg(cfg):
     return L.LaunchConfig(num_warps=cfg[3], num_stages=cfg[4], epilogue_subtile=cfg[5])
+
+
+def oracle_binding(plan):
+    """configs/ag_gemm.yaml or gemm_rs.yaml bound at the plan's geometry (M, N, K, chunks, blocks)."""
+    return plan_binding(load_program(ROOT / "configs" / f"{SPECS[plan.collective]}.yaml"), plan)
+
+
+def expected(plan, inputs_per_rank) -> list:
+    """Every rank's C from the semantics oracle run SPMD, float64 on the inputs' GPU.
+    `inputs_per_rank[r]`: {"A": rank r's A (its shard for all_gather, its [M, K_local] for
+    reduce_scatter), "B": its weight}; C comes back as the rank holds it (reduce_scatter: its rows)."""
+    device = inputs_per_rank[0]["A"].device
+    held = execute_ranks(oracle_binding(plan), plan.world, inputs_per_rank, xp=TorchOps(device))
+    return [h["C"].data for h in held]
+
+
+def expected_alone(plan, a_full, b):
+    """C of the consumer alone (every chunk present): the oracle's global view, A whole."""
+    return execute(oracle_binding(plan), {"A": a_full, "B": b}, xp=TorchOps(a_full.device))["C"].data
 
 
 def rel_err(out, ref) -> float:

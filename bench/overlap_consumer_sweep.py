@@ -5,7 +5,8 @@ rendered kernel (warp specialisation of the K loop, flattening of the persistent
   python3 bench/overlap_consumer_sweep.py M [--out DIR]
 
 Times: mean of 20 back-to-back calls (CUDA events), median of 5 rounds, all variants and
-cuBLAS alternating round by round. Writes DIR/overlap-consumer-sweep-<device>-M<M>.json.
+cuBLAS alternating round by round; every variant's output checked against the semantics
+oracle first. Writes DIR/overlap-consumer-sweep-<device>-M<M>.json.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from overlap_common import mean_ms, plan_for, rel_err  # noqa: E402  (bench/ is on sys.path)
+from overlap_common import expected_alone, mean_ms, plan_for, rel_err  # noqa: E402  (bench/ is on sys.path)
 
 from tilesched.backends.cuda.overlap import launch as L  # noqa: E402
 from tilesched.backends.cuda.overlap.loopback import LoopbackNode  # noqa: E402
@@ -57,7 +58,7 @@ def main():
     a = torch.randn(m, k, device="cuda").to(torch.bfloat16)
     b = (torch.randn(k, n, device="cuda") * k ** -0.5).to(torch.bfloat16)
     c = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-    ref = a.double() @ b.double()
+    ref = expected_alone(plan_for("all_gather", 0, 2, m, n, k, 2, (128, 256, 64)), a, b)  # the oracle's C
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     fns, errors = {"cublas": lambda: torch.matmul(a, b, out=c)}, {}
     for name, blocks, cfg, patches in VARIANTS:

@@ -4,7 +4,8 @@
 
 1. Correctness of AllGather+GEMM and GEMM+ReduceScatter for world 2, 3 and 4 with the
    real kernels, streams, copy-engine pushes and signals (ranks share the GPU's SMs):
-   fresh random bf16 inputs, NaN-poisoned outputs, float64 references, ragged N and K,
+   fresh random bf16 inputs, NaN-poisoned outputs, expected values from the semantics
+   oracle run SPMD (configs/ag_gemm.yaml, gemm_rs.yaml; float64 on the GPU), ragged N and K,
    three consecutive calls per case.
 2. The consumer kernels alone (no communication) against cuBLAS (torch.matmul) in the same
    run at the issue's shapes: A[M, 8192] @ B[8192, 4096] for M in 8192, 16384. This is the
@@ -29,7 +30,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from overlap_common import CONFIGS, lcfg, mean_ms, plan_for, rel_err  # noqa: E402  (bench/ is on sys.path)
+from overlap_common import (  # noqa: E402  (bench/ is on sys.path)
+    CONFIGS,
+    expected,
+    expected_alone,
+    lcfg,
+    mean_ms,
+    plan_for,
+    rel_err,
+)
 
 from tilesched.backends.cuda.overlap.loopback import LoopbackNode  # noqa: E402
 
@@ -45,25 +54,19 @@ def bf16(*shape, scale=1.0):
 
 
 def check(collective, world, rows, cols, depth, chunks, cfg, calls=3) -> float:
-    node = LoopbackNode(plans(collective, world, rows, cols, depth, chunks, cfg), lcfg(cfg))
+    ps = plans(collective, world, rows, cols, depth, chunks, cfg)
+    node = LoopbackNode(ps, lcfg(cfg))
     per, errs = rows // world, []
     for _ in range(calls):
-        if collective == "all_gather":
-            a = [bf16(per, depth) for _ in range(world)]
-            b = [bf16(depth, cols, scale=depth ** -0.5) for _ in range(world)]
-            outs = [torch.full((rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in a]
-            node.call(list(zip(a, b, outs)))
-            node.check()
-            full = torch.cat(a).double()
-            errs += [rel_err(o, full @ y.double()) for o, y in zip(outs, b)]
-        else:
-            a = [bf16(rows, depth) for _ in range(world)]
-            b = [bf16(depth, cols, scale=depth ** -0.5) for _ in range(world)]
-            outs = [torch.full((per, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in a]
-            node.call(list(zip(a, b, outs)))
-            node.check()
-            full = sum(x.double() @ y.double() for x, y in zip(a, b))
-            errs += [rel_err(o, full[r * per:(r + 1) * per]) for r, o in enumerate(outs)]
+        # A: each rank's shard (all_gather) or its [M, K_local] (reduce_scatter); B: each rank's own
+        a = [bf16(per if collective == "all_gather" else rows, depth) for _ in range(world)]
+        b = [bf16(depth, cols, scale=depth ** -0.5) for _ in range(world)]
+        c_rows = rows if collective == "all_gather" else per  # what a rank holds of C
+        outs = [torch.full((c_rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in a]
+        node.call(list(zip(a, b, outs)))
+        node.check()
+        want = expected(ps[0], [{"A": x, "B": y} for x, y in zip(a, b)])
+        errs += [rel_err(o, w) for o, w in zip(outs, want)]
     return max(errs, key=lambda e: float("inf") if e != e else e)
 
 
@@ -110,10 +113,11 @@ def gemm_alone(m, n, k, configs) -> dict:
     fns, errors = {"cublas": lambda: torch.matmul(a, b, out=c)}, {}
     for cfg in configs:
         try:
-            ag = LoopbackNode(plans("all_gather", 2, m, n, k, 2, cfg), lcfg(cfg), sms_per_rank=sms).ops[0]
+            ag_plans = plans("all_gather", 2, m, n, k, 2, cfg)
+            ag = LoopbackNode(ag_plans, lcfg(cfg), sms_per_rank=sms).ops[0]
             c2 = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
             ag.gemm_only(a, b, c2)
-            e = rel_err(c2, a.double() @ b.double())
+            e = rel_err(c2, expected_alone(ag_plans[0], a, b))
             if not e < 2e-2:
                 raise AssertionError(f"all-gather consumer alone: rel err {e}")
             rs = LoopbackNode(plans("reduce_scatter", 2, m, n, k, 2, cfg), lcfg(cfg), sms_per_rank=sms).ops[0]

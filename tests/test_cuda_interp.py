@@ -16,7 +16,7 @@ from tilesched.backends.cuda.io import (  # noqa: E402
     poisoned,
     retyped,  # noqa: E402
 )
-from tilesched.backends.cuda.kernel import Kernel as GemmKernel  # noqa: E402
+from tilesched.backends.cuda.kernel import Kernel  # noqa: E402
 from tilesched.backends.cuda.kernel import LaunchError  # noqa: E402
 
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
@@ -50,7 +50,7 @@ def _run(gemm, sizes, params=None, seed=0):
 
 @pytest.mark.parametrize("name,dt", list(_cases()))
 def test_ragged_shape_matches_reference(name, dt):
-    gemm = GemmKernel(_program(name, dt))
+    gemm = Kernel(_program(name, dt))
     sizes = dict(RAGGED_TMA if any(a.tma for a in gemm.ir.accesses) else RAGGED)
     ok, rel, mx, why = _run(gemm, sizes, seed=hash(name) % 1000)
     assert ok, f"{name} ({dt}): {why}"
@@ -62,14 +62,14 @@ def test_ragged_shape_matches_reference(name, dt):
     {"PERSISTENT": False, "EPILOGUE_SUBTILE": True, "BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 128, "GROUP_M": 8},
 ], ids=["persistent-subtile", "plain", "subtile"])
 def test_hopper_switches(params):
-    gemm = GemmKernel(_program("gemm_bias_gelu_hopper", "fp16"))
+    gemm = Kernel(_program("gemm_bias_gelu_hopper", "fp16"))
     ok, _, _, why = _run(gemm, dict(RAGGED_TMA), params={"NUM_WARPS": 4, "NUM_STAGES": 3, **params}, seed=5)
     assert ok, why
 
 
 def test_small_m_uses_the_cuda_core_path():
     """BLOCK_M below 16 (decode shapes) cannot use tl.dot; the rendered fallback must be exact."""
-    gemm = GemmKernel(_program("gemm_bf16_hopper", "fp32"))
+    gemm = Kernel(_program("gemm_bf16_hopper", "fp32"))
     for m, bm in ((1, 1), (3, 4), (5, 8)):
         params = {"BLOCK_M": bm, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1, "NUM_WARPS": 4, "NUM_STAGES": 3,
                   "PERSISTENT": True, "EPILOGUE_SUBTILE": False}
@@ -80,7 +80,7 @@ def test_small_m_uses_the_cuda_core_path():
 @pytest.mark.parametrize("m,bm,split", [(1, 1, 4), (40, 16, 2), (40, 32, 8)])
 def test_split_k(m, bm, split):
     """K spread over programs: fp32 atomics into a workspace, then the finishing epilogue kernel."""
-    gemm = GemmKernel(_program("gemm_bf16_hopper", "fp32"))
+    gemm = Kernel(_program("gemm_bf16_hopper", "fp32"))
     params = {"BLOCK_M": bm, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1, "NUM_WARPS": 4,
               "NUM_STAGES": 3, "PERSISTENT": False, "EPILOGUE_SUBTILE": False, "SPLIT_K": split}
     ok, _, _, why = _run(gemm, {"M": m, "N": 56, "K": 264}, params=params, seed=split)
@@ -88,7 +88,7 @@ def test_split_k(m, bm, split):
 
 
 def test_default_parameters_fit_small_shapes():
-    gemm = GemmKernel(_program("gemm_silu_residual", None))
+    gemm = Kernel(_program("gemm_silu_residual", None))
     b, source = gemm.binding_for({"M": 20, "N": 24, "K": 40})
     assert source == "default"
     assert b.params["BLOCK_M"] == 32 and b.params["BLOCK_N"] == 32 and b.params["BLOCK_K"] == 64
@@ -98,7 +98,7 @@ def test_default_parameters_fit_small_shapes():
 
 def test_wrong_result_is_detected():
     """The check is not vacuous: a corrupted output fails it, an unwritten element fails it."""
-    gemm = GemmKernel(_program("gemm_bias_gelu", None))
+    gemm = Kernel(_program("gemm_bias_gelu", None))
     b, _, ins, want = oracle_inputs(gemm.program, dict(RAGGED), seed=1)
     out = poisoned(gemm.program.tensor("C"), b.sizes, "cpu")
     gemm(out=out, **ins)
@@ -112,7 +112,7 @@ def test_wrong_result_is_detected():
 
 
 def test_launcher_errors_name_the_problem():
-    gemm = GemmKernel(_program("gemm_bias_gelu", None))
+    gemm = Kernel(_program("gemm_bias_gelu", None))
     _, _, ins, _ = oracle_inputs(gemm.program, dict(RAGGED), seed=2)
     with pytest.raises(LaunchError, match="dtype"):
         gemm(**{**ins, "A": ins["A"].float()})
@@ -124,7 +124,7 @@ def test_launcher_errors_name_the_problem():
         gemm(**{**ins, "A": ins["A"][:, :-1]})
     with pytest.raises(LaunchError, match="missing input bias"):
         gemm(A=ins["A"], B=ins["B"])
-    tma = GemmKernel(_program("gemm_bf16_hopper", "fp16"))
+    tma = Kernel(_program("gemm_bf16_hopper", "fp16"))
     _, _, t, _ = oracle_inputs(tma.program, {"M": 8, "N": 20, "K": 36}, seed=3)
     with pytest.raises(LaunchError, match="16-byte"):
         tma(**t)
@@ -139,7 +139,7 @@ def test_lock_file_entry_is_used(tmp_path):
     params = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 4, "NUM_WARPS": 4, "NUM_STAGES": 2}
     lock = LockFile().with_entry(LockEntry(spec=prog.name, spec_hash=content_hash(prog), target="cuda",
                                            bucket=bucket_of(prog, sizes), params=params, objective="measure"))
-    gemm = GemmKernel(prog, lock=lock)
+    gemm = Kernel(prog, lock=lock)
     b, source = gemm.binding_for(sizes)
     assert source == "lock" and b.params == params
     ok, _, _, why = _run(gemm, sizes, seed=4)
@@ -157,7 +157,7 @@ def test_lock_file_from_the_gpu_benchmark_is_usable():
     locks = sorted((ROOT / "bench" / "results").glob("gemm-lock-*.json"))
     assert locks, "bench/results/gemm-lock-<device>.json is missing"
     lock = LockFile.read(locks[0])
-    gemm = GemmKernel(load_program(SPECS["gemm_bf16_hopper"]), lock=lock)
+    gemm = Kernel(load_program(SPECS["gemm_bf16_hopper"]), lock=lock)
     for sizes in ({"M": 4096, "N": 4096, "K": 4096}, {"M": 1, "N": 8192, "K": 8192}, {"M": 3000, "N": 5000, "K": 4096}):
         b, source = gemm.binding_for(sizes)
         assert source == "lock", sizes

@@ -94,9 +94,9 @@ def test_the_cortex_m_library_takes_the_entry_of_its_shape_among_several_buckets
 
 
 def test_the_cuda_launcher_warns_about_lock_entries_it_cannot_use():
-    from tilesched.backends.cuda.kernel import Kernel as GemmKernel
+    from tilesched.backends.cuda.kernel import Kernel
 
     prog = load_program(CUDA_SPEC)
     stale = _entry(prog, {"M": 64, "N": 64, "K": 64}, CUDA_PARAMS).model_copy(update={"target": "cortex-m7"})
     with pytest.warns(UserWarning, match="1 entry for gemm_bias_gelu was tuned for target cortex-m7, not cuda"):
-        GemmKernel(prog, LockFile(entries=(stale,)), module=object())
+        Kernel(prog, LockFile(entries=(stale,)), module=object())

@@ -1,17 +1,25 @@
 """The overlap ops with their real kernels, streams and signals on one GPU: every rank in
-one process (`LoopbackNode`), against float64 references on fresh random inputs, outputs
-poisoned before each call. Skipped without a GPU (CI has none: run on the device)."""
+one process (`LoopbackNode`), against the semantics oracle run SPMD (configs/ag_gemm.yaml,
+gemm_rs.yaml bound at the plans' geometry; float64 on the GPU) on fresh random inputs,
+outputs poisoned before each call. Skipped without a GPU (CI has none: run on the device)."""
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
+from tests.conftest import ROOT  # noqa: E402
+from tilesched import load_program  # noqa: E402
+from tilesched.backends.cuda.io import to_device  # noqa: E402
 from tilesched.backends.cuda.overlap import launch as L  # noqa: E402
 from tilesched.backends.cuda.overlap.loopback import LoopbackNode  # noqa: E402
 from tilesched.runtime.watchdog import SignalTimeout  # noqa: E402
-from tilesched.schedules.overlap import build_plan  # noqa: E402
+from tilesched.schedules.overlap import build_plan, plan_binding  # noqa: E402
+from tilesched.semantics import compare, random_inputs_ranks  # noqa: E402
+from tilesched.semantics.arrays import TorchOps  # noqa: E402
+from tilesched.semantics.spmd import execute_ranks  # noqa: E402
 
 CFG = L.LaunchConfig(num_warps=4, num_stages=3, epilogue_subtile=True)
 BLOCKS = dict(block_m=128, block_n=128, block_k=64)
@@ -23,45 +31,44 @@ def plans(collective, world, rows, cols, depth, chunks):
                        **BLOCKS) for r in range(world)]
 
 
-def rel_err(out, ref):
-    assert not torch.isnan(out).any(), "an output element was never written"
-    return float((out.double() - ref).norm() / ref.norm())
-
-
 def bf16(*shape, scale=1.0):
     return (torch.randn(*shape, device="cuda") * scale).to(torch.bfloat16)
+
+
+SPEC = {"all_gather": "ag_gemm", "reduce_scatter": "gemm_rs"}
+
+
+def check_calls(collective, world, rows, cols, depth, chunks, calls=3):
+    """`calls` consecutive calls (both buffer parities, epochs past 2), each on fresh inputs
+    (A: a shard per rank for all_gather, each rank's [M, K_local] for reduce_scatter; B: each
+    rank's own) into NaN-poisoned outputs, every rank's C against the oracle's."""
+    ps = plans(collective, world, rows, cols, depth, chunks)
+    node = LoopbackNode(ps, CFG)
+    b = plan_binding(load_program(ROOT / "configs" / f"{SPEC[collective]}.yaml"), ps[0])
+    c_rows = rows if collective == "all_gather" else rows // world  # what a rank holds of C
+    rng = np.random.default_rng()
+    for _ in range(calls):
+        ins = [{n: to_device(b.program.tensor(n), v, "cuda") for n, v in i.items()}
+               for i in random_inputs_ranks(b, world, rng)]
+        outs = [torch.full((c_rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in range(world)]
+        node.call([(i["A"], i["B"], o) for i, o in zip(ins, outs)])
+        node.check()
+        want = execute_ranks(b, world, ins, xp=TorchOps(torch.device("cuda")))
+        for r in range(world):
+            v = compare(b.program, "C", outs[r].double().cpu().numpy(), want[r]["C"].data.cpu().numpy())
+            assert v.ok, f"rank {r}: {v.why}"
 
 
 @pytest.mark.parametrize("world,rows,cols,depth,chunks", [(2, 512, 1000, 520, 2), (3, 768, 384, 256, 1),
                                                            (4, 1024, 256, 128, 2)])
 def test_all_gather_gemm(world, rows, cols, depth, chunks):
-    node = LoopbackNode(plans("all_gather", world, rows, cols, depth, chunks), CFG)
-    per = rows // world
-    for _ in range(3):  # consecutive calls: both buffer parities, epochs past 2
-        shards = [bf16(per, depth) for _ in range(world)]
-        bs = [bf16(depth, cols, scale=depth ** -0.5) for _ in range(world)]
-        outs = [torch.full((rows, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in range(world)]
-        node.call(list(zip(shards, bs, outs)))
-        node.check()
-        full = torch.cat(shards).double()
-        for r in range(world):
-            assert rel_err(outs[r], full @ bs[r].double()) < 1e-2, f"rank {r}"
+    check_calls("all_gather", world, rows, cols, depth, chunks)
 
 
 @pytest.mark.parametrize("world,rows,cols,depth,chunks", [(2, 512, 1000, 520, 2), (3, 768, 384, 256, 1),
                                                            (4, 1024, 256, 128, 2)])
 def test_gemm_reduce_scatter(world, rows, cols, depth, chunks):
-    node = LoopbackNode(plans("reduce_scatter", world, rows, cols, depth, chunks), CFG)
-    per = rows // world
-    for _ in range(3):
-        a = [bf16(rows, depth) for _ in range(world)]
-        b = [bf16(depth, cols, scale=depth ** -0.5) for _ in range(world)]
-        outs = [torch.full((per, cols), float("nan"), device="cuda", dtype=torch.bfloat16) for _ in range(world)]
-        node.call(list(zip(a, b, outs)))
-        node.check()
-        full = sum(x.double() @ y.double() for x, y in zip(a, b))
-        for r in range(world):
-            assert rel_err(outs[r], full[r * per:(r + 1) * per]) < 1e-2, f"rank {r}"
+    check_calls("reduce_scatter", world, rows, cols, depth, chunks)
 
 
 def test_a_rank_that_never_calls_times_out_by_name():

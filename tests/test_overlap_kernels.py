@@ -1,5 +1,7 @@
 """The generated overlap kernels: golden sources, and the kernels under TRITON_INTERPRET=1
-on the CPU with signals pre-set (float32: bf16 dot is not meaningful in the interpreter)."""
+on the CPU with signals pre-set (float32: bf16 dot is not meaningful in the interpreter),
+checked against the semantics oracle run SPMD (configs/ag_gemm.yaml, gemm_rs.yaml bound at
+the kernels' geometry)."""
 
 import os
 
@@ -8,9 +10,11 @@ import pytest
 
 from tests.conftest import ROOT
 from tilesched import bind, load_program
+from tilesched.backends.cuda.io import retyped
 from tilesched.backends.cuda.overlap.render import render
 from tilesched.runtime.watchdog import SignalTimeout, check_status
-from tilesched.schedules.overlap import build_plan, derive_overlap
+from tilesched.schedules.overlap import build_plan, derive_overlap, plan_binding
+from tilesched.semantics import compare, random_inputs_ranks, run_spec_ranks
 
 GOLDEN = ROOT / "tests" / "golden" / "cuda_overlap"
 
@@ -44,45 +48,61 @@ def interp(monkeypatch, tmp_path):
 CFG = dict(group_m=2, num_warps=4, num_stages=2)
 
 
+def oracle(spec, plan):
+    """The spec bound at the plan's geometry, fp32 as the kernels run here; fresh random inputs
+    per rank (rounded to fp32, so the oracle reads exactly the kernel's values); the oracle's
+    outputs per rank."""
+    b = plan_binding(retyped(load_program(ROOT / "configs" / f"{spec}.yaml"), "bf16", "fp32"), plan)
+    ins = [{n: v.astype(np.float32).astype(np.float64) for n, v in i.items()}
+           for i in random_inputs_ranks(b, plan.world, np.random.default_rng())]
+    return b, ins, run_spec_ranks(b, plan.world, ins)
+
+
+def check(b, got, want, what=""):
+    """fp32's tolerance (which allows tf32 dots), and the interpreter's IEEE fp32 dot well inside it."""
+    v = compare(b.program, "C", got.double().numpy(), want)
+    assert v.ok, f"{what}{v.why}"
+    assert v.max_error < 1e-5, f"{what}max error {v.max_error:.2e}"
+
+
 def _ag(interp, depth=40, cols=72, rank=1, world=2):
     torch, L, load = interp
     p = build_plan("all_gather", rank, world, engine="copy_engine", rows=world * 64, cols=cols, depth=depth,
                    chunks_per_rank=2, block_m=16, block_n=32, block_k=16)
     mod = load(render(p, "ag_gemm"))
-    g = np.random.default_rng()
-    a, b = g.standard_normal((p.rows, depth)), g.standard_normal((depth, cols))
+    b, ins, want = oracle("ag_gemm", p)
     per = p.rows // world
     a_full = torch.full((p.rows, depth), float("nan"))  # own rows never come from the gathered buffer
     remote = [c for c in p.chunks if c.owner != rank]
-    for c in remote:
-        a_full[c.row_start:c.row_stop] = torch.tensor(a[c.row_start:c.row_stop], dtype=torch.float32)
-    a_local = torch.tensor(a[rank * per:(rank + 1) * per], dtype=torch.float32)
+    for c in remote:  # what the peers pushed: rows of their shards
+        lo = c.row_start - c.owner * per
+        a_full[c.row_start:c.row_stop] = torch.tensor(ins[c.owner]["A"][lo:lo + c.row_stop - c.row_start],
+                                                      dtype=torch.float32)
+    a_local = torch.tensor(ins[rank]["A"], dtype=torch.float32)
+    w = torch.tensor(ins[rank]["B"], dtype=torch.float32)
     out = torch.full((p.rows, cols), float("nan"))
-    return torch, L, mod, p, a, b, a_local, a_full, out
+    return torch, L, mod, p, b, w, a_local, a_full, out, want[rank]["C"]
 
 
 @pytest.mark.parametrize("subtile,sms", [(True, 3), (False, 64)])
 def test_ag_consumer_kernel_with_flags_set(interp, subtile, sms):
-    torch, L, mod, p, a, b, a_local, a_full, out = _ag(interp)  # K=40, N=72: ragged K and N tiles
+    torch, L, mod, p, b, w, a_local, a_full, out, want = _ag(interp)  # K=40, N=72: ragged K and N tiles
     flags = torch.full((p.n_signals,), 5, dtype=torch.int32)
     status = torch.zeros(L.STATUS_WORDS, dtype=torch.int32)
-    L.ag_gemm(mod, p, a_local, a_full, torch.tensor(b, dtype=torch.float32), out, flags,
-              torch.tensor(p.order, dtype=torch.int32), status, 5, 1000,
+    L.ag_gemm(mod, p, a_local, a_full, w, out, flags, torch.tensor(p.order, dtype=torch.int32), status, 5, 1000,
               L.LaunchConfig(epilogue_subtile=subtile, num_sms=sms, **CFG))
     check_status(status)
-    ref = a @ b
-    assert not torch.isnan(out).any()
-    assert np.abs(out.double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
+    check(b, out, want)
 
 
 def test_ag_watchdog_names_rank_and_chunk(interp):
-    torch, L, mod, p, a, b, a_local, a_full, out = _ag(interp)
+    torch, L, mod, p, b, w, a_local, a_full, out, want = _ag(interp)
     flags = torch.full((p.n_signals,), 5, dtype=torch.int32)
     flags[1] = 4  # chunk 1 (rank 0's) was never pushed for epoch 5
     flags[2] = 0  # own chunks need no flag
     status = torch.zeros(L.STATUS_WORDS, dtype=torch.int32)
-    L.ag_gemm(mod, p, a_local, a_full, torch.tensor(b, dtype=torch.float32), out, flags,
-              torch.tensor(p.order, dtype=torch.int32), status, 5, 20, L.LaunchConfig(num_sms=3, **CFG))
+    L.ag_gemm(mod, p, a_local, a_full, w, out, flags, torch.tensor(p.order, dtype=torch.int32), status, 5, 20,
+              L.LaunchConfig(num_sms=3, **CFG))
     with pytest.raises(SignalTimeout, match=r"rank 1: timed out waiting for chunk 1.*reads 4, needed >= 5"):
         check_status(status)
 
@@ -95,9 +115,9 @@ def test_rs_kernel_ranks_in_one_process(interp):
     ps = [build_plan("reduce_scatter", r, world, engine="sm", rows=rows, cols=cols, depth=depth, chunks_per_rank=2,
                      block_m=16, block_n=32, block_k=16) for r in range(world)]
     mod = load(render(ps[0], "gemm_rs"))
-    g = np.random.default_rng()
-    a = [g.standard_normal((rows, depth)) for _ in range(world)]
-    b = [g.standard_normal((depth, cols)) for _ in range(world)]
+    binding, ins, want = oracle("gemm_rs", ps[0])
+    a = [i["A"] for i in ins]  # each rank's A[M, K_local] and B[K_local, N]
+    b = [i["B"] for i in ins]
     per = rows // world
     recv = [torch.full((world, per, cols), float("nan")) for _ in range(world)]
     sig = [torch.zeros(ps[0].n_signals, dtype=torch.int32) for _ in range(world)]
@@ -120,11 +140,8 @@ def test_rs_kernel_ranks_in_one_process(interp):
     status[1].zero_()
     run(ps[1], 1)
     check_status(status[1])
-    full = sum(a[q] @ b[q] for q in range(world))
     for p in ps:
-        assert not torch.isnan(outs[p.rank]).any()
-        ref = full[p.rank * per:(p.rank + 1) * per]
-        assert np.abs(outs[p.rank].double().numpy() - ref).max() / np.abs(ref).max() < 1e-5
+        check(binding, outs[p.rank], want[p.rank]["C"], f"rank {p.rank}: ")
 
 
 @pytest.mark.parametrize("collective,world", [("all_gather", 2), ("reduce_scatter", 2), ("reduce_scatter", 4)])

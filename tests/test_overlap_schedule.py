@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.conftest import ROOT
-from tilesched import bind, load_program
+from tilesched import SpecError, bind, load_program
 from tilesched.cli import main
 from tilesched.schedules.overlap import (
     COLLECTIVES,
@@ -14,6 +14,7 @@ from tilesched.schedules.overlap import (
     chrome_trace,
     derive_all,
     derive_overlap,
+    plan_binding,
     predicted_makespan_us,
     timeline_for,
 )
@@ -106,3 +107,20 @@ def test_timeline_overlaps_and_trace_loads(tmp_path):
     assert main(["plan", str(RS), "--trace", str(out)]) == 0
     assert any(e["cat"] == "comm" for e in json.loads(out.read_text())["traceEvents"] if e["ph"] == "X")
     assert main(["plan", str(ROOT / "configs" / "gemm_bf16.yaml"), "--trace", str(out)]) == 0
+
+
+@pytest.mark.parametrize("spec,collective", [(AG, "all_gather"), (RS, "reduce_scatter")])
+def test_plan_binding_derives_the_plan(spec, collective):
+    """A kernel test's small geometry (blocks the search space does not offer) binds the spec for
+    the semantics oracle, and the binding derives the very plan."""
+    prog = load_program(spec)
+    p = build_plan(collective, 1, 3, engine="copy_engine" if collective == "all_gather" else "sm", rows=96, cols=40,
+                   depth=24, chunks_per_rank=2, block_m=16, block_n=32, block_k=16)
+    b = plan_binding(prog, p)
+    assert (b.sizes, b.params["CHUNKS"], b.params["BLOCK_M"]) == ({"M": 96, "N": 40, "K": 24}, 2, 16)
+    assert derive_overlap(b, 1, 3) == p
+    with pytest.raises(SpecError, match="BLOCK_M=16 is not one of"):
+        bind(prog, {"M": 96, "N": 40, "K": 24, "BLOCK_M": 16})  # the schedule's checks still hold by default
+    other = RS if spec == AG else AG
+    with pytest.raises(OverlapError, match=f"no chunked {collective} stage"):
+        plan_binding(load_program(other), p)

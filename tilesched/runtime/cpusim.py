@@ -3,8 +3,9 @@ symmetric buffers and signal pads, numpy for data, and the *same* plan objects t
 runtime uses (chunk order, producer steps, signal indices, wait counts, epochs, buffer
 parity).
 
-What it checks: producers and consumers that follow the plans compute the collective
-exactly (float64 vs numpy references), a consumer never reads a chunk before its signal
+What it checks: producers and consumers that follow the plans compute the collective (each
+rank's output of each call comes back, with `sim_inputs` saying what the ranks computed from,
+for the caller to compare with the semantics oracle), a consumer never reads a chunk before its signal
 (unsent rows are NaN, producers write rows slowly in pieces, and every consumed block is
 checked for NaN), consecutive calls with epoch counters and parity buffers do not
 interfere, and a wait whose signal never comes fails with SignalTimeout naming rank and
@@ -66,7 +67,7 @@ class _Shm:
 
 
 def _inputs(plan: OverlapPlan, seed: int, call: int):
-    """Fresh inputs per call, the same on every rank (so every rank can build references)."""
+    """Fresh inputs per call, every rank's drawn on every rank (each takes its own)."""
     g = np.random.default_rng([seed, call])
     w = plan.world
     if plan.collective == "all_gather":
@@ -76,6 +77,16 @@ def _inputs(plan: OverlapPlan, seed: int, call: int):
         a = g.standard_normal((w, plan.rows, plan.depth))  # each rank's A (its K slice)
         b = g.standard_normal((w, plan.depth, plan.cols))
     return a, b
+
+
+def sim_inputs(plan: OverlapPlan, seed: int, call: int) -> list[dict[str, np.ndarray]]:
+    """What each rank computed from in call `call`, as inputs of configs/ag_gemm.yaml or
+    gemm_rs.yaml: A (all_gather: the rank's shard; reduce_scatter: its [M, K_local]) and B."""
+    a, b = _inputs(plan, seed, call)
+    per = plan.rows // plan.world
+    if plan.collective == "all_gather":
+        return [{"A": a[r * per:(r + 1) * per], "B": b[r]} for r in range(plan.world)]
+    return [{"A": a[r], "B": b[r]} for r in range(plan.world)]
 
 
 def _spin(flag_arr, idx, target, rank, chunk, opts: SimOptions, what: str):
@@ -150,8 +161,7 @@ def _ag_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
             if perr:
                 raise perr[0]
             mine[:] = np.nan  # consumed: poison for call e + 2 (the same parity)
-            ref = a @ b[r]
-            out_q.put(("result", r, e, float(np.abs(out - ref).max() / np.abs(ref).max())))
+            out_q.put(("result", r, e, out))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         err = exc
     out_q.put(("done", r, log, None if err is None else (type(err).__name__, str(err))))
@@ -197,8 +207,7 @@ def _rs_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
                     out[local] = part + block.sum(axis=0)
                 log.append((e, cid))
             mine[:] = np.nan  # consumed: poison for call e + 2 (the same parity)
-            ref = sum(a[q, r * per:(r + 1) * per] @ b[q] for q in range(plan.world))
-            out_q.put(("result", r, e, float(np.abs(out - ref).max() / np.abs(ref).max())))
+            out_q.put(("result", r, e, out))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         err = exc
     out_q.put(("done", r, log, None if err is None else (type(err).__name__, str(err))))
@@ -207,7 +216,7 @@ def _rs_rank(plan: OverlapPlan, specs, opts: SimOptions, out_q):
 @dataclass(frozen=True)
 class SimResult:
     errors: dict[int, tuple[str, str]]  # rank -> (exception type, message)
-    rel_err: dict[tuple[int, int], float]  # (rank, call) -> max |out - ref| / max |ref|
+    outputs: dict[tuple[int, int], np.ndarray]  # (rank, call) -> what the rank holds of C (inputs: sim_inputs)
     consumed: dict[int, list[tuple[int, int]]]  # rank -> [(call, chunk)] in consumption order
 
 
@@ -233,12 +242,12 @@ def simulate(plans: tuple[OverlapPlan, ...], opts: SimOptions = SimOptions(), ti
     try:
         for pr in procs:
             pr.start()
-        errors, rel, consumed, done = {}, {}, {}, 0
+        errors, outs, consumed, done = {}, {}, {}, 0
         deadline = time.monotonic() + timeout_s
         while done < w:
             msg = q.get(timeout=max(deadline - time.monotonic(), 0.1))
             if msg[0] == "result":
-                rel[(msg[1], msg[2])] = msg[3]
+                outs[(msg[1], msg[2])] = msg[3]
             else:
                 done += 1
                 consumed[msg[1]] = msg[2]
@@ -246,7 +255,7 @@ def simulate(plans: tuple[OverlapPlan, ...], opts: SimOptions = SimOptions(), ti
                     errors[msg[1]] = msg[3]
         for pr in procs:
             pr.join(timeout=10)
-        return SimResult(errors, rel, consumed)
+        return SimResult(errors, outs, consumed)
     finally:
         for pr in procs:
             if pr.is_alive():

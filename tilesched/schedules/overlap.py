@@ -26,9 +26,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tilesched.ir.bind import Binding
+from tilesched.ir.bind import Binding, bind
 from tilesched.ir.dtypes import nbytes
-from tilesched.ir.nodes import StageIR
+from tilesched.ir.nodes import Program, StageIR
 
 # Cost-model constants (the timeline is a prediction, not a measurement).
 # Peer copy-engine bandwidth, one direction: measured on 2x H200 (NV18) by the project
@@ -230,6 +230,35 @@ def build_plan(collective: str, rank: int, world: int, *, engine: str, rows: int
     g = dict(rows=rows, cols=cols, depth=depth, chunks_per_rank=chunks_per_rank,
              chunk_rows=rows // (world * chunks_per_rank), block_m=block_m, block_n=block_n, block_k=block_k)
     return COLLECTIVES[collective](rank, world, engine, g)
+
+
+def plan_binding(program: Program, plan: OverlapPlan) -> Binding:
+    """`program` bound at `plan`'s geometry (rows, cols, depth, chunks per rank and blocks), for
+    checking the plan's kernels against the semantics oracle: the oracle needs the sizes only, so
+    the search space (which offers no small test blocks) goes unchecked; the binding derives the
+    same geometry as the plan."""
+    stages = [s for s in program.stages if s.kind == "comm" and s.granularity == "chunk"]
+    if len(stages) != 1 or stages[0].op != plan.collective:
+        raise OverlapError(f"{program.name}: no chunked {plan.collective} stage to match the plan")
+    axis = program.tile_order.axis
+    spatial = [lp for lp in program.loops if lp.kind == "spatial" and lp.axis != axis]
+    red = [lp for lp in program.loops if lp.kind == "reduction"]
+    if len(spatial) != 1 or len(red) != 1 or program.loop(axis) is None:
+        raise OverlapError(f"{program.name}: overlap needs loops (M, N spatial; K reduction)")
+    n_loop, k_loop = spatial[0], red[0]
+    want = {axis: plan.rows, n_loop.axis: plan.cols, k_loop.axis: plan.depth}
+    values = {a: v for a, v in want.items() if program.axis(a).symbolic}
+    for ref, v in ((stages[0].chunks, plan.chunks_per_rank), (program.loop(axis).tile, plan.block_m),
+                   (n_loop.tile, plan.block_n), (k_loop.tile, plan.block_k)):
+        if isinstance(ref, str):
+            values[ref] = v
+    b = bind(program, values, schedule=False)
+    g = _geometry(b, stages[0], plan.world)
+    mismatch = {k: (v, getattr(plan, k)) for k, v in g.items() if v != getattr(plan, k)}
+    if mismatch:
+        raise OverlapError(f"{program.name} cannot be bound at the plan's geometry: " +
+                           ", ".join(f"{k} {v} (the plan's {p})" for k, (v, p) in mismatch.items()))
+    return b
 
 
 def derive_all(b: Binding, world: int | None = None) -> tuple[OverlapPlan, ...]:

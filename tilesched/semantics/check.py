@@ -10,6 +10,7 @@ byte would hide among them)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from math import prod
 
@@ -101,10 +102,13 @@ def _amplitudes(b: Binding, name: str, stage, values) -> tuple[float, int]:
     return 1.0, 0
 
 
-def random_inputs(b: Binding, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Fresh random values for every input of the spec, in each tensor's declared axis order."""
+def random_inputs(b: Binding, rng: np.random.Generator, given: Mapping[str, np.ndarray] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Fresh random values for every input of the spec, in each tensor's declared axis order;
+    inputs in `given` keep those values (and count as computed for the amplitudes)."""
     program = b.program
-    drawn: dict[str, np.ndarray] = {}
+    given = dict(given or {})
+    drawn: dict[str, np.ndarray] = dict(given)
 
     def draw(name: str, stage, values) -> np.ndarray:
         t = program.tensor(name)
@@ -125,9 +129,10 @@ def random_inputs(b: Binding, rng: np.random.Generator) -> dict[str, np.ndarray]
 
     if all(program.tensor(n).dtype in FLOAT for n in input_names(program)):
         for name in input_names(program):  # float amplitudes need no computed values
-            draw(name, None, {})
+            if name not in given:
+                draw(name, None, {})
     else:
-        execute(b, {}, draw=draw)
+        execute(b, given, draw=draw)
     return drawn
 
 

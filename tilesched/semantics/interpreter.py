@@ -36,52 +36,76 @@ def output_names(program: Program) -> list[str]:
     return [t.name for t in program.tensors if t.scope == "global" and t.name in written]
 
 
-def execute(binding: Binding, inputs: Mapping[str, object], xp=NUMPY, draw=None) -> dict[str, Value]:
-    """Every global tensor the spec writes, as Values (data in the tensor's declared axis order:
-    float64 arrays of `xp`, or exact int64 numpy arrays). `draw(name, stage, values)`, when
-    given, supplies an input that `inputs` lacks at the moment a stage first reads it."""
-    program = binding.program
-    sizes = dict(binding.sizes)
-    values: dict[str, Value] = {}
-    needed = set(input_names(program))
+class Run:
+    """The tensors of one execution (the global view, or one rank of an SPMD run) as its
+    stages run: `prepare` gives a stage its reads (inputs, aliases, zero-filled tiles)."""
 
-    def take(name: str, raw) -> None:
-        t = program.tensor(name)
+    def __init__(self, binding: Binding, xp=NUMPY, draw=None, who: str = ""):
+        self.program = binding.program
+        self.sizes = dict(binding.sizes)
+        self.env = binding.env()
+        self.xp = xp
+        self.draw = draw
+        self.who = who  # "rank 1: " in SPMD runs, for messages
+        self.values: dict[str, Value] = {}
+        self.needed = set(input_names(self.program))
+
+    def take(self, name: str, raw) -> None:
+        """Input `name` from `raw` (any array: numpy, torch, nested lists)."""
+        t = self.program.tensor(name)
         if t.dtype in FLOAT:
-            data = xp.asarray(raw)
+            data = self.xp.asarray(raw)
         else:
-            data = np.asarray(raw if isinstance(raw, np.ndarray) else xp.to_numpy(raw)).astype(np.int64)
-        shape = tuple(sizes[a] for a in t.shape)
+            data = np.asarray(raw if isinstance(raw, np.ndarray) else self.xp.to_numpy(raw)).astype(np.int64)
+        shape = tuple(self.sizes[a] for a in t.shape)
         if tuple(data.shape) != shape:
-            raise ValueError(f"input {name}: shape {tuple(data.shape)}, the spec says {shape}")
-        values[name] = Value(data, t.shape, t.dtype, declared_quant(t, sizes))
+            raise ValueError(f"{self.who}input {name}: shape {tuple(data.shape)}, the spec says {shape}")
+        self.values[name] = Value(data, t.shape, t.dtype, declared_quant(t, self.sizes))
 
-    for name in needed & set(inputs):
-        take(name, inputs[name])
-    env = binding.env()
-    for name in program.order:
-        stage = program.stage(name)
-        ctx = Ctx(stage=stage, program=program, sizes=sizes, env=env, xp=xp, values=values)
+    def _missing(self, name: str, stage) -> None:
+        if self.draw is None:
+            raise KeyError(f"{self.who}missing input {name!r}")
+        self.take(name, self.draw(name, stage, self.values))
+
+    def prepare(self, stage) -> Ctx:
+        """The stage's context, every tensor it reads present."""
+        program, values = self.program, self.values
+        ctx = Ctx(stage=stage, program=program, sizes=self.sizes, env=self.env, xp=self.xp, values=values)
         for t in stage.reads:
             if t in values:
                 continue
             target = program.tensor(t).alias
             if target is not None:  # the same values under this tensor's axis names
                 if target not in values:
-                    if draw is None:
-                        raise KeyError(f"missing input {target!r}")
-                    take(target, draw(target, stage, values))
+                    self._missing(target, stage)
                 tv, ta = values[target], program.tensor(t)
-                values[t] = Value(tv.data, ta.shape, ta.dtype, declared_quant(ta, sizes))
-                continue
-            if t in needed:
-                if draw is None:
-                    raise KeyError(f"missing input {t!r}")
-                take(t, draw(t, stage, values))
+                values[t] = Value(tv.data, ta.shape, ta.dtype, declared_quant(ta, self.sizes))
+            elif t in self.needed:
+                self._missing(t, stage)
             else:  # a tile (or workspace) read before any write holds zeros
                 values[t] = ctx.zeros(program.tensor(t))
-        values.update(RULES[stage.op](ctx))
-    return {n: values[n] for n in output_names(program) if n in values}
+        return ctx
+
+    def outputs(self) -> dict[str, Value]:
+        return {n: self.values[n] for n in output_names(self.program) if n in self.values}
+
+
+def execute(binding: Binding, inputs: Mapping[str, object], xp=NUMPY, draw=None) -> dict[str, Value]:
+    """Every global tensor the spec writes, as Values (data in the tensor's declared axis order:
+    float64 arrays of `xp`, or exact int64 numpy arrays). `draw(name, stage, values)`, when
+    given, supplies an input that `inputs` lacks at the moment a stage first reads it.
+
+    This is the global view: every tensor is its logical whole (a sharded tensor all its
+    shards, a partial one the sum of its terms), so comm stages move values unchanged. For
+    what each rank of a world holds, see `spmd.execute_ranks`."""
+    run = Run(binding, xp, draw)
+    for name in run.needed & set(inputs):
+        run.take(name, inputs[name])
+    for name in binding.program.order:
+        stage = binding.program.stage(name)
+        ctx = run.prepare(stage)
+        run.values.update(RULES[stage.op](ctx))
+    return run.outputs()
 
 
 def run_spec(binding: Binding, inputs: Mapping[str, object], xp=NUMPY) -> dict[str, np.ndarray]:
