@@ -11,13 +11,8 @@ pytest.importorskip("triton")
 
 from tests.cuda_util import cuda_gemm_specs, oracle_inputs, run_against_oracle  # noqa: E402
 from tilesched import load_program  # noqa: E402
-from tilesched.backends.cuda.io import (  # noqa: E402
-    check_outputs,
-    poisoned,
-    retyped,  # noqa: E402
-)
-from tilesched.backends.cuda.kernel import Kernel  # noqa: E402
-from tilesched.backends.cuda.kernel import LaunchError  # noqa: E402
+from tilesched.backends.cuda.io import check_outputs, poisoned, retyped  # noqa: E402
+from tilesched.backends.cuda.kernel import Kernel, LaunchError  # noqa: E402
 
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
 # ragged everywhere; TMA specs need 16-byte rows, so N and K stay multiples of 8 there
