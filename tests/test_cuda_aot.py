@@ -16,7 +16,7 @@ from tilesched.backends.cuda.compile_pool import empty_inputs  # noqa: E402
 from tilesched.backends.cuda.kernel import Kernel  # noqa: E402
 
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
-SIZES = {"M": 512, "N": 512, "K": 512, "BATCH": 2}
+SIZES = {"M": 512, "N": 512, "K": 512, "BATCH": 2, "NB": 2, "H": 16, "W": 16, "C": 256, "CO": 256}
 HOPPER_POINTS = [
     ("gemm_bf16_hopper", {"M": 4096, "N": 4096, "K": 4096}, {}),  # defaults: 128x256x64, persistent, subtile
     ("gemm_bf16_hopper", {"M": 16, "N": 4096, "K": 4096},
@@ -34,15 +34,20 @@ def _compiled_mode(monkeypatch):
 
 
 def _build(name, sizes, params=None):
+    from tilesched.ir.bind import bind
+
     kernel = Kernel(load_program(SPECS[name]))
-    return kernel, compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=params)
+    sym = {a.name: sizes.get(a.name, 512) for a in kernel.program.axes if a.symbolic}
+    sizes = bind(kernel.program, sym, schedule=False).sizes  # derived axes (P = NB * H * W) too
+    return kernel, compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=params, sizes=sym)
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_compiles_for_sm90(name):
     gemm, built = _build(name, SIZES)
     assert built.cubin_bytes > 0
-    assert built.wgmma, f"{name}: no wgmma in the PTX (tensor cores unused on Hopper)"
+    has_dot = any(i.op == "dot" for i in gemm.ir.loop + gemm.ir.post)
+    assert built.wgmma == has_dot, f"{name}: wgmma in the PTX: {built.wgmma}, dots in the kernel: {has_dot}"
     assert built.tma == any(a.tma for a in gemm.ir.accesses)
     assert 0 < built.shared_bytes <= 232448
 

@@ -18,7 +18,8 @@ from tilesched.ir.dtypes import nbytes
 from tilesched.ir.nodes import StageIR
 
 FLOPS_PER_ELEMENT = {
-    "bias": 1, "add": 1, "mul": 1, "scale": 1, "relu": 1, "relu6": 1, "cast": 0, "exp": 4,
+    "bias": 1, "add": 1, "sub": 1, "mul": 1, "scale": 1, "div": 4, "max": 1, "min": 1, "relu": 1, "relu6": 1,
+    "cast": 0, "exp": 4, "exp2": 4, "log": 4, "sqrt": 4, "rsqrt": 4, "reciprocal": 4, "abs": 1, "neg": 1,
     "gelu": 8, "gelu_tanh": 10, "silu": 5, "sigmoid": 4, "tanh": 6,
 }
 
@@ -109,7 +110,8 @@ def stage_cost(b: Binding, stage: StageIR) -> StageCost:
         macs = float(numel(b, out) * per_out)
         flops = 2 * macs
     elif stage.op == "elementwise":
-        flops = float(numel(b, stage.writes[0]) * sum(FLOPS_PER_ELEMENT[f] for f in stage.fn))
+        names = [f if isinstance(f, str) else f[0] for f in stage.fn]  # ("scale", 0.5) has a constant
+        flops = float(numel(b, stage.writes[0]) * sum(FLOPS_PER_ELEMENT[f] for f in names))
     elif stage.op in ("reduce", "requantize"):
         flops = float(numel(b, stage.reads[0]))
     elif stage.op == "softmax":

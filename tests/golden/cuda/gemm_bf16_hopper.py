@@ -87,11 +87,11 @@ def gemm_bf16_hopper_kernel(
                 if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                     v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                     o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(tl.bfloat16))
+                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
                     o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(tl.bfloat16))
+                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
                 else:
-                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(tl.bfloat16))
+                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
     else:
         tile_id = tl.program_id(0)
         pid_M, pid_N = _tile_coords(tile_id, tiles_M, tiles_N, GROUP)
@@ -119,11 +119,11 @@ def gemm_bf16_hopper_kernel(
             if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                 v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                 o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(tl.bfloat16))
+                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
                 o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(tl.bfloat16))
+                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
             else:
-                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(tl.bfloat16))
+                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
 
 
 @triton.jit
@@ -158,11 +158,11 @@ def gemm_bf16_hopper_finish(
     if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
         v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
         o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(tl.bfloat16))
+        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
         o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(tl.bfloat16))
+        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
     else:
-        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(tl.bfloat16))
+        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
 
 
 def launch_args(cfg, t, n, c):

@@ -83,7 +83,7 @@ def gemm_bias_gelu_hopper_kernel(
                 x_acc = x_acc + v_bias_0[None, :].to(tl.float32)
                 x_acc = 0.5 * x_acc * (1.0 + tl.erf(x_acc * 0.7071067811865476))
                 v_acc_0 = x_acc
-                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(tl.bfloat16))
+                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
                 o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
                 if EVEN_N:
                     v_bias_1 = tl.load(p_bias + o_N_1 * s_bias_N)
@@ -93,7 +93,7 @@ def gemm_bias_gelu_hopper_kernel(
                 x_acc = x_acc + v_bias_1[None, :].to(tl.float32)
                 x_acc = 0.5 * x_acc * (1.0 + tl.erf(x_acc * 0.7071067811865476))
                 v_acc_1 = x_acc
-                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(tl.bfloat16))
+                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
             else:
                 if EVEN_N:
                     v_bias = tl.load(p_bias + o_N * s_bias_N)
@@ -103,7 +103,7 @@ def gemm_bias_gelu_hopper_kernel(
                 x_acc = x_acc + v_bias[None, :].to(tl.float32)
                 x_acc = 0.5 * x_acc * (1.0 + tl.erf(x_acc * 0.7071067811865476))
                 v_acc = x_acc
-                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(tl.bfloat16))
+                d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
     else:
         tile_id = tl.program_id(0)
         pid_M, pid_N = _tile_coords(tile_id, tiles_M, tiles_N, GROUP)
@@ -127,7 +127,7 @@ def gemm_bias_gelu_hopper_kernel(
             x_acc = x_acc + v_bias_0[None, :].to(tl.float32)
             x_acc = 0.5 * x_acc * (1.0 + tl.erf(x_acc * 0.7071067811865476))
             v_acc_0 = x_acc
-            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(tl.bfloat16))
+            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
             o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
             if EVEN_N:
                 v_bias_1 = tl.load(p_bias + o_N_1 * s_bias_N)
@@ -137,7 +137,7 @@ def gemm_bias_gelu_hopper_kernel(
             x_acc = x_acc + v_bias_1[None, :].to(tl.float32)
             x_acc = 0.5 * x_acc * (1.0 + tl.erf(x_acc * 0.7071067811865476))
             v_acc_1 = x_acc
-            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(tl.bfloat16))
+            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
         else:
             if EVEN_N:
                 v_bias = tl.load(p_bias + o_N * s_bias_N)
@@ -147,7 +147,7 @@ def gemm_bias_gelu_hopper_kernel(
             x_acc = x_acc + v_bias[None, :].to(tl.float32)
             x_acc = 0.5 * x_acc * (1.0 + tl.erf(x_acc * 0.7071067811865476))
             v_acc = x_acc
-            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(tl.bfloat16))
+            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
 
 
 def launch_args(cfg, t, n, c):

@@ -80,7 +80,7 @@ def gemm_tma_col_a_kernel(
             x_acc = x_acc * v_R
             x_acc = tl.maximum(x_acc, 0.0)
             v_acc = x_acc
-            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(tl.float32))
+            d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
     else:
         tile_id = tl.program_id(0)
         pid_M = tile_id % tiles_M
@@ -102,7 +102,7 @@ def gemm_tma_col_a_kernel(
         x_acc = x_acc * v_R
         x_acc = tl.maximum(x_acc, 0.0)
         v_acc = x_acc
-        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(tl.float32))
+        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
 
 
 def launch_args(cfg, t, n, c):

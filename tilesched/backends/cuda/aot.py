@@ -15,10 +15,11 @@ class HopperBuild:
     cubin_bytes: int
 
 
-def compile_for_hopper(kernel, tensors: dict, params: dict | None = None, capability: int = 90) -> HopperBuild:
+def compile_for_hopper(kernel, tensors: dict, params: dict | None = None, capability: int = 90,
+                       sizes: dict | None = None) -> HopperBuild:
     """Compile `kernel` (a Kernel, loaded without TRITON_INTERPRET) for the point its launcher
     would pick for `tensors` (CPU tensors are fine: only their types and strides matter)."""
-    plan, full = kernel.prepare(tensors, params=params)
+    plan, full = kernel.prepare(tensors, params=params, sizes=sizes)
     pos, kw = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
     return compile_call_for_hopper(getattr(kernel.module, f"{kernel.ir.name}_kernel"), pos, kw, capability)
 

@@ -61,7 +61,9 @@ def heuristic_params(program: Program, sizes: dict[str, int]) -> dict:
 
 
 def select_binding(program: Program, sizes: dict[str, int], lock: LockFile | None = None) -> tuple[Binding, str]:
-    """(binding, where the parameters came from: 'lock' | 'default')."""
+    """(binding, where the parameters came from: 'lock' | 'default'). `sizes` needs the symbolic
+    axes; derived ones follow from them."""
+    sizes = bind(program, _symbolic(program, sizes), schedule=False).sizes
     if lock is not None:
         entry = lock.select(program, sizes)
         if entry is not None:

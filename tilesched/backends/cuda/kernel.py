@@ -75,6 +75,13 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
                 if block[ax] < MIN_DOT:
                     raise spec_error(("loops",), f"{k.spec}: the dot of stage {i.stage!r} needs blocks of at least "
                                                  f"{MIN_DOT} along {ax} (got {block[ax]}; tl.dot)")
+    for acc in k.accesses:  # a TMA box's inner dimension spans at least 16 bytes
+        if acc.tma:
+            inner = acc.axes[-1] if acc.layout == "row_major" else acc.axes[-2]
+            width = block[inner] * (2 if acc.dtype in ("fp16", "bf16") else 4)
+            if width < 16:
+                raise spec_error(("loops",), f"{k.spec}: a TMA {acc.mode} of {acc.tensor} needs blocks of at least "
+                                             f"16 bytes along {inner} (BLOCK_{inner}={block[inner]})")
     if k.tile_order == "grouped":
         const["GROUP"] = int(_value(b, k.group, 1))
     tiles = math.prod(-(-b.sizes[g] // block[g]) for g in k.grid)

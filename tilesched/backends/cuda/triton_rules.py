@@ -130,7 +130,8 @@ def rule_store(ctx: Ctx, i: Instr) -> list[str]:
     logical = tuple(a for a in acc.axes if a not in k.points)
     src = align(ctx, i.args[0], logical)
     val = f"{src}.to({TL_DTYPES[acc.dtype]})"
-    if acc.tma:
+    if acc.tma:  # the descriptor knows the tensor's element type
+        val = f"{src}.to(d_{i.tensor}_store.dtype)"
         mem = logical if acc.layout == "row_major" else logical[::-1]
         if mem != logical:
             val = f"{val}.T"
