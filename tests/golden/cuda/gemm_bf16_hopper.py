@@ -152,9 +152,9 @@ def launch(lp, *tensors):
     args, kwargs = launch_args(lp, *tensors)
     gemm_bf16_hopper_kernel[lp.grid](*args, **kwargs)
     if lp.split_k > 1:
-        M, N, _, _, _, C, *extras = tensors
+        M, N, _, _, _, C = tensors
         fm, fn = min(64, triton.next_power_of_2(M)), min(128, triton.next_power_of_2(N))
         gemm_bf16_hopper_splitk_epilogue[(triton.cdiv(M, fm), triton.cdiv(N, fn))](
-            args[3], C, *extras, M, N, C.stride(0),
+            args[3], C, M, N, C.stride(-2),
             BLOCK_M=fm, BLOCK_N=fn, EVEN_M=M % fm == 0, EVEN_N=N % fn == 0,
         )

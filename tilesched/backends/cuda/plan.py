@@ -14,9 +14,11 @@ from tilesched.errors import SpecError, spec_error
 from tilesched.ir.bind import Binding
 from tilesched.ir.nodes import Program, StageIR
 from tilesched.schedules.plan import derive_schedule
+from tilesched.semantics.ops import fn_items
 
 TRITON_DTYPES = {"fp16": "tl.float16", "bf16": "tl.bfloat16", "fp32": "tl.float32"}
 INPUT_DTYPES = ("fp16", "bf16", "fp32")
+ELEMENT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 UNARY_FNS = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "cast")
 BINARY_FNS = ("bias", "add", "mul")
 # spec `options` the CUDA backend reads; each is a literal or the name of a search-space parameter
@@ -170,10 +172,10 @@ def match_dataflow(program: Program) -> _Dataflow:
             for extra in s.reads[1:]:
                 if program.tensor(extra).scope != "global" or extra in writer:
                     raise _refuse(s, f"an epilogue operand {extra} that is not a global input")
-            for f in s.fn:
-                name = f if isinstance(f, str) else next(iter(dict(f)))
-                if not isinstance(f, str) or (name not in UNARY_FNS and name not in BINARY_FNS):
-                    raise spec_error(("stages", s.index, "fn"), f"cuda cannot generate fn {name!r} yet "
+            for name, arg in fn_items(s):
+                if arg is not None or (name not in UNARY_FNS and name not in BINARY_FNS):
+                    what = f"fn {name!r} with a constant" if arg is not None else f"fn {name!r}"
+                    raise spec_error(("stages", s.index, "fn"), f"cuda cannot generate {what} yet "
                                                                 f"(stage {s.name!r})")
             if program.tensor(s.writes[0]).scope != "tile":
                 raise _refuse(s, f"an elementwise stage writing the global tensor {s.writes[0]} (store it instead)")
@@ -305,6 +307,12 @@ def launch_plan(kp: KernelPlan, b: Binding, num_sms: int = 132) -> LaunchPlan:
     bm, bn, bk = (b.tile(kp.axes[r]) for r in ("m", "n", "k"))
     if bn < MIN_DOT or bk < MIN_DOT:
         raise _fail(f"{kp.spec}: BLOCK_N={bn} and BLOCK_K={bk} must be >= {MIN_DOT} (tl.dot)")
+    if kp.tma:  # a tensor descriptor's block spans at least 16 bytes along the tensor's contiguous axis
+        for op in (kp.a, kp.c):
+            if op.layout == "col_major" and bm * ELEMENT_BYTES[op.dtype] < 16:
+                raise _fail(f"{kp.spec}: BLOCK_M={bm} is {bm * ELEMENT_BYTES[op.dtype]} bytes of the col_major "
+                            f"{op.name}, whose TMA blocks need at least 16 bytes along M (BLOCK_M >= "
+                            f"{16 // ELEMENT_BYTES[op.dtype]})")
     m, n = b.sizes[kp.axes["m"]], b.sizes[kp.axes["n"]]
     tiles = -(-m // bm) * -(-n // bn)
     persistent = bool(b.value(kp.persistent, False)) if kp.persistent is not None else False
