@@ -413,7 +413,6 @@ def ib_spec(case: IBCase) -> dict:
 
 
 SCALES = st.floats(0.005, 0.1, allow_nan=False).map(lambda v: float(np.float32(v)))
-WEIGHT_SCALES = st.floats(0.002, 0.05, allow_nan=False).map(lambda v: float(np.float32(v)))
 
 
 @st.composite
@@ -435,7 +434,7 @@ def ib_cases(draw, max_hw: int = 12) -> IBCase:
                   # a clamped output keeps >= 64 levels: zero point <= 64 after relu/relu6
                   zero_points=tuple(draw(st.integers(-128, 127 if act == "none" else 64))
                                     for act in ("none",) + acts),
-                  weight_scales=tuple(draw(WEIGHT_SCALES) for _ in range(3)),
+                  weight_scales=tuple(draw(SCALES) for _ in range(3)),
                   per_channel=tuple(draw(st.booleans()) for _ in range(3)),
                   biases=tuple(draw(st.booleans()) for _ in range(3)),
                   transposed=tuple(draw(st.booleans()) for _ in range(2)),
