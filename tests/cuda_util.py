@@ -18,8 +18,9 @@ def cuda_gemm_specs():
     return out
 
 
-def oracle_inputs(program, sizes: dict, seed: int, params: dict | None = None):
-    """(binding, numpy inputs, torch CPU inputs, the oracle's outputs) for one point."""
+def oracle_inputs(program, sizes: dict, seed: int, params: dict | None = None, scale: dict | None = None):
+    """(binding, numpy inputs, torch CPU inputs, the oracle's outputs) for one point. `scale`
+    multiplies named inputs (e.g. {"A": 8.0}: results past relu6's clamp at 6)."""
     import numpy as np
 
     from tilesched.backends.cuda.defaults import select_binding
@@ -30,15 +31,17 @@ def oracle_inputs(program, sizes: dict, seed: int, params: dict | None = None):
     sym = {a.name: sizes[a.name] for a in program.axes if a.symbolic}
     b = bind(program, {**sym, **params}) if params else select_binding(program, sizes)[0]
     ins = random_inputs(b, np.random.default_rng(seed))
+    for name, factor in (scale or {}).items():
+        ins[name] = ins[name] * factor
     tensors = {n: to_device(program.tensor(n), v, "cpu") for n, v in ins.items()}
     return b, ins, tensors, run_spec(b, ins)
 
 
-def run_against_oracle(gemm, sizes: dict, params: dict | None = None, seed: int = 0):
+def run_against_oracle(gemm, sizes: dict, params: dict | None = None, seed: int = 0, scale: dict | None = None):
     """Run a Kernel on fresh random inputs with poisoned outputs; the worst Verdict vs the oracle."""
     from tilesched.backends.cuda.io import check_outputs, poisoned
 
-    b, _, tensors, want = oracle_inputs(gemm.program, sizes, seed, params)
+    b, _, tensors, want = oracle_inputs(gemm.program, sizes, seed, params, scale)
     outs = {n: poisoned(gemm.program.tensor(n), b.sizes, "cpu") for n in gemm.outputs}
     gemm(params=params, sizes=dict(b.sizes), **tensors, **outs)
     verdicts = check_outputs(b, outs, want)

@@ -5,6 +5,7 @@
     skeleton   axis roles; stages -> instructions in three phases (before, inside, after the
                reduction loop); global tensors a compute stage reads become loads
     carried    accumulators the reduction loop updates start as zeros before it
+    sink       what only the epilogue needs moves after the reduction loop
     tma        loads / stores a spec marks `engine: tma` go through tensor descriptors
     masks      which axes may be ragged for some point (masked loads, stores, reductions)
     switches   persistent grid, split-K, subtiled epilogue, warps and stages, from `options`
@@ -65,11 +66,14 @@ def structure(program: Program, tree: LoopTree) -> LoopTree:
 # ---------------------------------------------------------------------------------- skeleton
 
 def _axis_roles(program: Program, tree: LoopTree) -> dict[str, AxisInfo]:
+    # the rows and columns of a dot's result are block axes even with tile 1 (decode GEMMs);
+    # other tile-1 spatial loops (batches) are points: an index, not a block
+    dot_axes = {a for s in program.stages if s.op == "dot" for a in program.tensor(s.writes[0]).shape[-2:]}
     roles: dict[str, AxisInfo] = {}
     for lp in tree.loops():
         if lp.kind == "reduction":
             roles[lp.axis] = AxisInfo(name=lp.axis, role="reduction", tile=lp.tile)
-        elif lp.tile == 1:
+        elif lp.tile == 1 and lp.axis not in dot_axes:
             roles[lp.axis] = AxisInfo(name=lp.axis, role="point", tile=1)
         elif lp.tile is None:
             roles[lp.axis] = AxisInfo(name=lp.axis, role="whole")
@@ -160,6 +164,10 @@ class _Builder:
             if p.tensor(acc).scope != "tile":
                 raise refuse(stage, f"a dot writing the global tensor {acc} (write a tile and store it)")
             args = (self.operand(stage, a, phase, out), self.operand(stage, b, phase, out))
+            rows_cols = self.block_axes(p.tensor(acc).shape)
+            if len(rows_cols) != 2:
+                raise refuse(stage, f"a dot whose result has {len(rows_cols)} block axes (rows and columns, with "
+                                    "batch axes looped with tile 1)")
             out.append(Instr(op="dot", stage=stage.name, out=self.value(acc), args=args,
                              accumulate=phase == "loop" or acc in stage.reads))
             return out
@@ -259,6 +267,23 @@ def carried(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     return k.model_copy(update={"carried": names, "pre": inits + k.pre})
 
 
+# -------------------------------------------------------------------------------------- sink
+
+def sink(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
+    """Work before the reduction loop that only the epilogue needs (an epilogue operand's load)
+    moves after the loop: fewer live registers during it, and a subtiled epilogue loads halves."""
+    if k.reduction is None:
+        return k
+    loop_reads = {a for i in k.loop for a in i.args}
+    keep, moved = [], []
+    for i in k.pre:
+        if i.op != "zeros" and i.out not in loop_reads and not any(i.out in j.args for j in keep):
+            moved.append(i)
+        else:
+            keep.append(i)
+    return k.model_copy(update={"pre": tuple(keep), "post": tuple(moved) + k.post})
+
+
 # --------------------------------------------------------------------------------------- tma
 
 def tma(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
@@ -341,7 +366,9 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     if subtile is not None:
         last = k.grid[-1] if k.grid else None
         bad = next((i for i in k.post if i.op in ("reduce", "softmax", "layernorm") and i.axis == last), None)
-        if last is None or bad is not None or not k.carried:
+        pre_values = {i.out for i in k.pre} - set(k.carried)
+        full_width = [a for i in k.post for a in i.args if a in pre_values and last in k.value(a).axes]
+        if last is None or bad is not None or not k.carried or full_width:
             raise spec_error(("options", "epilogue_subtile"), f"{TARGET} subtiles an epilogue of elementwise "
                                                               "stages and stores after a reduction loop only")
     return k.model_copy(update={"persistent": persistent, "split_k": split_k, "subtile": subtile,
@@ -351,7 +378,7 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
 # ---------------------------------------------------------------------------------- pipeline
 
 Pass = Callable[[Program, LoopTree, KernelIR], KernelIR]
-PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("tma", tma), ("masks", masks),
+PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("sink", sink), ("tma", tma), ("masks", masks),
                                           ("switches", switches))
 
 
