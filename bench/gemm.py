@@ -77,6 +77,19 @@ def candidates(m: int) -> list[dict]:
             cfg(128, 256, 64, 8, 3, group=16), cfg(128, 256, 128, 8, 2)]
 
 
+def from_lock(lock, program, sizes: dict, m: int, extra: int) -> list[dict]:
+    """The lock file's entry for this shape's bucket first, then `extra` of the search list (a
+    re-run of configs tuned before, without the whole search)."""
+    entry = lock.select(program, sizes) if lock is not None else None
+    out = [dict(entry.params)] if entry is not None else []
+    for c in candidates(m):
+        if len(out) > extra:
+            break
+        if c not in out:
+            out.append(c)
+    return out
+
+
 def legal(program, sizes: dict, params: dict):
     try:
         return bind(program, {**sizes, **params})
@@ -123,6 +136,9 @@ def cmd_check(args) -> int:
         prog = load_program(path)
         if prog.target != "cuda":
             continue
+        if {a.name for a in prog.axes} != {"M", "N", "K"} | ({"BATCH"} if "BATCH" in {a.name for a in prog.axes}
+                                                                else set()):
+            continue  # the other examples: bench/ops.py check
         try:
             kp = lower_kernel(prog)
         except SpecError as exc:
@@ -222,13 +238,18 @@ def cmd_bench(args) -> int:
     program = load_program(GEMM_SPEC)
     fused = load_program(FUSED_SPEC)
     shapes = bench_shapes(args.quick)
+    seed_lock = LockFile.read(args.from_lock) if args.from_lock else None
+
+    def cands(prog, sizes, m):
+        return from_lock(seed_lock, prog, sizes, m, args.extra) if seed_lock is not None else candidates(m)
+
     jobs = []
     for _, m, n, k in shapes:
         sizes = {"M": m, "N": n, "K": k}
-        jobs += [(GEMM_SPEC, sizes, p) for p in candidates(m) if legal(program, sizes, p)]
+        jobs += [(GEMM_SPEC, sizes, p) for p in cands(program, sizes, m) if legal(program, sizes, p)]
     for m, n, k in FUSED_SHAPES[: (1 if args.quick else None)]:
         sizes = {"M": m, "N": n, "K": k}
-        jobs += [(FUSED_SPEC, sizes, p) for p in candidates(m) if legal(fused, sizes, p)]
+        jobs += [(FUSED_SPEC, sizes, p) for p in cands(fused, sizes, m) if legal(fused, sizes, p)]
     jobs = dedupe_jobs(jobs)
     t0 = time.time()
     errs = warm_compile(jobs, workers=args.workers)
@@ -252,7 +273,7 @@ def cmd_bench(args) -> int:
     del x
     for kind, m, n, k in shapes:
         sizes = {"M": m, "N": n, "K": k}
-        best, table = search_shape(program, GEMM_SPEC, sizes, candidates(m), args.repeats)
+        best, table = search_shape(program, GEMM_SPEC, sizes, cands(program, sizes, m), args.repeats)
         sets = [(torch.randn(m, k, dtype=bf16, device="cuda"), torch.randn(k, n, dtype=bf16, device="cuda"))
                 for _ in range(n_sets(2 * (m * k + k * n + m * n)))]
         fns = [lambda a=a, b=b: torch.matmul(a, b) for a, b in sets]
@@ -282,7 +303,7 @@ def cmd_bench(args) -> int:
 
     for m, n, k in FUSED_SHAPES[: (1 if args.quick else None)]:
         sizes = {"M": m, "N": n, "K": k}
-        best, table = search_shape(fused, FUSED_SPEC, sizes, candidates(m), args.repeats)
+        best, table = search_shape(fused, FUSED_SPEC, sizes, cands(fused, sizes, m), args.repeats)
         sets = [(torch.randn(m, k, dtype=bf16, device="cuda"), torch.randn(n, k, dtype=bf16, device="cuda"),
                  torch.randn(n, dtype=bf16, device="cuda")) for _ in range(n_sets(2 * (m * k + k * n + 2 * m * n)))]
         separate = time_callable([lambda a=a, w=w, b=b: F.gelu(torch.matmul(a, w.T) + b) for a, w, b in sets],
@@ -320,6 +341,8 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=3, help="random legal points per spec and shape (check)")
     p.add_argument("--workers", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-lock", type=Path, help="bench: the lock file's config per shape plus --extra of the list")
+    p.add_argument("--extra", type=int, default=2, help="search-list configs tried beside the lock's (--from-lock)")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "list":
