@@ -134,7 +134,10 @@ def _row_candidates(n: int) -> list[dict]:
         for w in (4, 8, 16, 32):
             if bm * n // (w * 32) < 4 or bm * n // (w * 32) > 256:
                 continue
-            out += [{"BLOCK_M": bm, "NUM_WARPS": w, "NUM_STAGES": st} for st in ((1, 2) if bm * n >= 16384 else (2,))]
+            out += [{"BLOCK_M": bm, "NUM_WARPS": w, "NUM_STAGES": st, "PERSISTENT": pers}
+                    for st in ((1, 2) if bm * n >= 16384 else (2,))
+                    # a persistent grid loads the row-invariant weights once per SM, not per row block
+                    for pers in (False, True)]
     return out
 
 

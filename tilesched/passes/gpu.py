@@ -6,6 +6,7 @@
                reduction loop); global tensors a compute stage reads become loads
     carried    accumulators the reduction loop updates start as zeros before it
     sink       what only the epilogue needs moves after the reduction loop
+    hoist      loads no tile changes (over whole axes only) happen once per program
     tma        loads / stores a spec marks `engine: tma` go through tensor descriptors
     masks      which axes may be ragged for some point (masked loads, stores, reductions)
     switches   persistent grid, split-K, subtiled epilogue, warps and stages, from `options`
@@ -284,6 +285,21 @@ def sink(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     return k.model_copy(update={"pre": tuple(keep), "post": tuple(moved) + k.post})
 
 
+# ------------------------------------------------------------------------------------- hoist
+
+def hoist(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
+    """Loads of tensors over whole axes only (a LayerNorm's gamma and beta) are the same for every
+    tile: a program loads them once, before its tiles (with a persistent grid, once per SM)."""
+    def invariant(i: Instr) -> bool:
+        return i.op == "load" and all(k.axis(a).role == "whole" for a in program.tensor(i.tensor).shape)
+
+    moved = tuple(i for i in k.pre + k.post if invariant(i))
+    if not moved:
+        return k
+    return k.model_copy(update={"invariant": moved, "pre": tuple(i for i in k.pre if not invariant(i)),
+                                "post": tuple(i for i in k.post if not invariant(i))})
+
+
 # --------------------------------------------------------------------------------------- tma
 
 def tma(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
@@ -378,8 +394,8 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
 # ---------------------------------------------------------------------------------- pipeline
 
 Pass = Callable[[Program, LoopTree, KernelIR], KernelIR]
-PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("sink", sink), ("tma", tma), ("masks", masks),
-                                          ("switches", switches))
+PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("sink", sink), ("hoist", hoist), ("tma", tma),
+                                          ("masks", masks), ("switches", switches))
 
 
 def lower_kernel(program: Program, trace: Callable[[str, str], None] | None = None) -> KernelIR:

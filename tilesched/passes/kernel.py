@@ -78,6 +78,7 @@ class KernelIR(_Node):
     values: tuple[ValueInfo, ...]
     accesses: tuple[Access, ...]
     constants: tuple[Constant, ...]
+    invariant: tuple[Instr, ...] = ()  # once per program, before its tiles (loads no tile changes)
     pre: tuple[Instr, ...]  # per tile, before the reduction loop
     loop: tuple[Instr, ...]  # the reduction loop's body
     post: tuple[Instr, ...]  # per tile, after the reduction loop
@@ -117,8 +118,10 @@ def dump_kernel(k: KernelIR) -> str:
         lines.append(f"  {a.mode} {a.tensor}[{', '.join(a.axes)}] {a.dtype} {a.layout}" + (" tma" if a.tma else ""))
     for c in k.constants:
         lines.append(f"  constant {c.name} = {c.expr!r}")
-    for phase in ("pre", "loop", "post"):
+    for phase in ("invariant", "pre", "loop", "post"):
         instrs = getattr(k, phase)
+        if phase == "invariant" and not instrs:
+            continue
         head = f"  {phase}" + (f" (for {k.reduction})" if phase == "loop" and k.reduction else "") + ":"
         lines.append(head)
         for i in instrs:

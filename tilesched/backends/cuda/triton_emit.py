@@ -151,7 +151,7 @@ def _post(k: KernelIR, base: Ctx) -> list[str]:
 
 def _tile_body(k: KernelIR) -> list[str]:
     """One output tile: coordinates, offsets, the phases."""
-    lines = _coords(k) + _offsets(k, [a.name for a in k.axes])
+    lines = _coords(k) + _offsets(k, [a.name for a in k.axes if a.role == "grid"])
     ctx = _ctx(k, "pre")
     lines += _emit(ctx, k.pre)
     if k.reduction is not None:
@@ -208,6 +208,9 @@ def _kernel(k: KernelIR) -> list[str]:
     total = " * ".join(f"tiles_{g}" for g in k.grid) or "1"
     for j, p in enumerate(k.points):
         w.add(f"pid_{p} = tl.program_id({j + 1}).to(tl.int64)", 1)
+    # what no tile changes: whole-axis offsets and the loads the hoist pass moved here
+    w.block(_offsets(k, [a.name for a in k.axes if a.role == "whole"]), 1)
+    w.block(_emit(_ctx(k, "pre"), k.invariant), 1)
     body = _tile_body(k)
     if k.persistent is not None:
         w.add("if PERSISTENT:  # one program per SM walks the tiles with stride NUM_SMS", 1)
@@ -235,6 +238,7 @@ def _finishing_kernel(k: KernelIR) -> list[str]:
         w.add(f"tiles_{g} = (n_{g} + BLOCK_{g} - 1) // BLOCK_{g}", 1)
     w.add("tile_id = tl.program_id(0)", 1)
     body = _coords(k) + _offsets(k, [a.name for a in k.axes])
+    body += _emit(_ctx(k, "post"), k.invariant)
     ctx = _ctx(k, "post")
     for c in k.carried:
         v = k.value(c)
