@@ -16,7 +16,8 @@ from tilesched.backends.cuda.compile_pool import empty_inputs  # noqa: E402
 from tilesched.backends.cuda.kernel import Kernel  # noqa: E402
 
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
-SIZES = {"M": 512, "N": 512, "K": 512, "BATCH": 2, "NB": 2, "H": 16, "W": 16, "C": 256, "CO": 256}
+SIZES = {"M": 512, "N": 512, "K": 512, "BATCH": 2, "NB": 2, "H": 16, "W": 16, "C": 256, "CO": 256,
+         "B": 2, "SQ": 512, "SK": 512, "D": 128, "HKV": 4, "G": 4}
 HOPPER_POINTS = [
     ("gemm_bf16_hopper", {"M": 4096, "N": 4096, "K": 4096}, {}),  # defaults: 128x256x64, persistent, subtile
     ("gemm_bf16_hopper", {"M": 16, "N": 4096, "K": 4096},

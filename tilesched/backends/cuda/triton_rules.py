@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tilesched.passes.kernel import Instr, KernelIR
+from tilesched.passes.kernel import Instr, KernelIR, mask_constant
 
 TL_DTYPES = {"fp16": "tl.float16", "bf16": "tl.bfloat16", "fp32": "tl.float32", "fp64": "tl.float64"}
 
@@ -27,6 +27,8 @@ class Ctx:
     start: dict[str, str] = field(default_factory=dict)  # axis -> first index of the tile
     phase: str = "post"
     local: set[str] = field(default_factory=set)  # values defined in this piece (take the suffix)
+    whole_tiles: set[str] = field(default_factory=set)  # axes whose tiles are known to lie inside the tensor here
+    unmasked: bool = False  # a loop over tiles the kernel's `skip` mask keeps whole: masks need no evaluation
 
     def v(self, name: str) -> str:
         return f"v_{name}{self.suffix}" if (name in self.local or name in self.k.carried) else f"v_{name}"
@@ -39,7 +41,7 @@ class Ctx:
         return f"({self.offs[axis]} < n_{axis})"
 
     def masked(self, axis: str) -> bool:
-        return self.k.axis(axis).masked
+        return self.k.axis(axis).masked and axis not in self.whole_tiles
 
 
 def index(axes: tuple[str, ...], axis: str) -> str:
@@ -242,8 +244,11 @@ def rule_reduce(ctx: Ctx, i: Instr) -> list[str]:
     out = k.value(i.out)
     x = f"x_{i.out}"
     fill = FILL[i.reduce]
-    lines = [f"{x} = {_where_masked(ctx, ctx.v(src.name) + '.to(tl.float32)', src.axes, i.axis, fill)}",
-             f"{x} = tl.reduce({x}, {src.axes.index(i.axis)}, {REDUCE_FN[i.reduce]})"]
+    lines = [f"{x} = {_where_masked(ctx, ctx.v(src.name) + '.to(tl.float32)', src.axes, i.axis, fill)}"]
+    user = user_mask(ctx, i, src.axes, i.mask_axes)
+    if user is not None:  # masked-out elements hold the reduction's identity
+        lines.append(f"{x} = tl.where({user}, {x}, {fill})")
+    lines.append(f"{x} = tl.reduce({x}, {src.axes.index(i.axis)}, {REDUCE_FN[i.reduce]})")
     if i.reduce == "mean":
         lines.append(f"{x} = {x} / n_{i.axis}")
     kept = tuple(a for a in src.axes if a != i.axis)
@@ -267,10 +272,18 @@ def rule_softmax(ctx: Ctx, i: Instr) -> list[str]:
     x, m, e = f"x_{i.out}", f"mx_{i.out}", f"e_{i.out}"
     lines = [f"{x} = {_f32(ctx, i.args[0], out.axes)}"]
     lines.append(f"{x} = {_where_masked(ctx, x, out.axes, i.axis, FILL['max'])}")
+    user = user_mask(ctx, i, out.axes, i.mask_axes)
+    if user is not None:  # masked-out elements get probability 0; rows with none left, zeros
+        lines.append(f"{x} = tl.where({user}, {x}, {NEG_INF})")
     lines.append(f"{m} = tl.reduce({x}, {ax}, _max)")
+    if user is not None:
+        lines.append(f"{m} = tl.where({m} == {NEG_INF}, 0.0, {m})")
     lines.append(f"{e} = tl.exp({x} - {_expand(m, out.axes, i.axis)})")
     lines.append(f"{e} = {_where_masked(ctx, e, out.axes, i.axis, '0.0')}")
-    lines.append(f"{ctx.define(i.out)} = ({e} / {_expand(f'tl.reduce({e}, {ax}, _add)', out.axes, i.axis)})"
+    total = f"tl.reduce({e}, {ax}, _add)"
+    if user is not None:
+        total = f"tl.where({total} == 0.0, 1.0, {total})"
+    lines.append(f"{ctx.define(i.out)} = ({e} / {_expand(total, out.axes, i.axis)})"
                  + ("" if out.dtype == "fp32" else f".to({TL_DTYPES[out.dtype]})"))
     return lines
 
@@ -293,7 +306,103 @@ def rule_layernorm(ctx: Ctx, i: Instr) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------ masks, online softmax
+
+NEG_INF = "float('-inf')"
+LOG2E = 1.4426950408889634
+
+
+def user_mask(ctx: Ctx, i: Instr, axes: tuple[str, ...], tensor_axes: tuple[str, ...]) -> str | None:
+    """The instruction's `mask` over a block with `axes` (the masked tensor's logical axes are
+    `tensor_axes`: point axes are the program's index), or None where it needs no evaluation."""
+    if i.mask is None or (ctx.unmasked and i.mask == ctx.k.skip):
+        return None
+    from tilesched.ir.indexexpr import triton_mask
+
+    def idx(a: str) -> str:
+        if a not in tensor_axes:
+            raise KeyError(a)
+        return f"pid_{a}" if a in ctx.k.points else f"{ctx.offs[a]}{index(axes, a)}"
+
+    return triton_mask(i.mask, idx, lambda a: f"n_{a}" if a in tensor_axes else mask_constant(i.stage, f"size_{a}"),
+                       lambda n: mask_constant(i.stage, n))
+
+
+def mask_bounds(k: KernelIR, i: Instr, tensor_axes: tuple[str, ...], tile: str) -> tuple[str, str]:
+    """(all kept, none kept): scalar tests of the mask over reduction tile `tile` of the current
+    output tile, by intervals (tilesched.ir.indexexpr.triton_bounds)."""
+    from tilesched.ir.indexexpr import triton_bounds
+
+    def box(a: str) -> tuple[str, str]:
+        if a not in tensor_axes:
+            raise KeyError(a)
+        role = k.axis(a).role
+        if role == "point":
+            return f"pid_{a}", f"pid_{a}"
+        if role == "grid":
+            return f"pid_{a} * BLOCK_{a}", f"tl.minimum(pid_{a} * BLOCK_{a} + BLOCK_{a}, n_{a}) - 1"
+        if role == "reduction":
+            return f"{tile} * BLOCK_{a}", f"tl.minimum({tile} * BLOCK_{a} + BLOCK_{a}, n_{a}) - 1"
+        return "0", f"n_{a} - 1"
+
+    return triton_bounds(i.mask, box, lambda a: f"n_{a}" if a in tensor_axes else mask_constant(i.stage, f"size_{a}"),
+                         lambda n: mask_constant(i.stage, n))
+
+
+def _bcast(var: str, axes: tuple[str, ...], to: tuple[str, ...]) -> str:
+    """A raw block over `axes` (a subset of `to`, same order) broadcast over `to`."""
+    if axes == to:
+        return var
+    return var + "[" + ", ".join(":" if a in axes else "None" for a in to) + "]"
+
+
+def rule_online_softmax(ctx: Ctx, i: Instr) -> list[str]:
+    """One tile of a softmax along the reduction loop's axis: the running maximum m and sum l are
+    updated, the accumulators the probabilities feed are rescaled by 2^(m_old - m_new) (in log2
+    units), and the tile's unnormalised probabilities 2^(x - m_new) are the output."""
+    k = ctx.k
+    src, m, l_ = i.args
+    out = k.value(i.out)
+    axes = out.axes
+    ax = axes.index(i.axis)
+    rows = tuple(a for a in axes if a != i.axis)
+    x, mx, ms, al, e = (f"{n}_{i.out}" for n in ("x", "mx", "ms", "al", "e"))
+    lines = [f"{x} = {_f32(ctx, src, axes)}"]
+    emptied = False  # some row of the tile may have no element left
+    if ctx.masked(i.axis):
+        lines += [f"if not EVEN_{i.axis}:",
+                  f"    {x} = tl.where({ctx.mask(i.axis)}{index(axes, i.axis)}, {x}, {NEG_INF})"]
+        emptied = True
+    user = user_mask(ctx, i, axes, i.mask_axes)
+    if user is not None:
+        lines.append(f"{x} = tl.where({user}, {x}, {NEG_INF})")
+        emptied = True
+    lines.append(f"{mx} = tl.maximum({ctx.v(m)}, tl.reduce({x}, {ax}, _max))")
+    if emptied:  # a row with nothing yet: keep exp2 finite (its terms are all 0)
+        lines.append(f"{ms} = tl.where({mx} == {NEG_INF}, 0.0, {mx}) * {LOG2E!r}")
+    else:
+        lines.append(f"{ms} = {mx} * {LOG2E!r}")
+    lines.append(f"{al} = tl.exp2({ctx.v(m)} * {LOG2E!r} - {ms})")
+    lines.append(f"{e} = tl.exp2({x} * {LOG2E!r} - {_expand(ms, axes, i.axis)})")
+    lines.append(f"{ctx.define(l_)} = {ctx.v(l_)} * {al} + tl.reduce({e}, {ax}, _add)")
+    for acc in i.targets:
+        lines.append(f"{ctx.define(acc)} = {ctx.v(acc)} * {_bcast(al, rows, k.value(acc).axes)}")
+    lines.append(f"{ctx.define(m)} = {mx}")
+    lines.append(f"{ctx.define(i.out)} = {e}" + ("" if out.dtype == "fp32" else f".to({TL_DTYPES[out.dtype]})"))
+    return lines
+
+
+def rule_normalize(ctx: Ctx, i: Instr) -> list[str]:
+    """After the loop: an accumulator divided by its online softmax's running sum (rows where the
+    mask kept nothing stay zero)."""
+    acc, l_ = i.args
+    out = ctx.k.value(i.out)
+    lv = ctx.k.value(l_)
+    return [f"{ctx.define(i.out)} = {ctx.v(acc)} / {_bcast(f'tl.where({ctx.v(l_)} == 0.0, 1.0, {ctx.v(l_)})', lv.axes, out.axes)}"]
+
+
 RULES: dict[str, Callable[[Ctx, Instr], list[str]]] = {
     "load": rule_load, "store": rule_store, "copy": rule_copy, "zeros": rule_zeros, "dot": rule_dot,
     "elementwise": rule_elementwise, "reduce": rule_reduce, "softmax": rule_softmax, "layernorm": rule_layernorm,
+    "online_softmax": rule_online_softmax, "normalize": rule_normalize,
 }
