@@ -403,10 +403,10 @@ def _check_fn_constants(spec: Spec, rep: _Report, stages, sizes, param_names) ->
 
 def _check_storage(spec: Spec, rep: _Report, stages, tensors: dict[str, TensorIR], param_names) -> None:
     """`group` and `pack` describe how an input is stored: over the tensor's own axes, on inputs only;
-    a group is a positive integer or an expression over axis sizes, parameters and options; packing
-    is for integers of at most 8 bits and fp4e2m1."""
+    a group is a positive integer or an expression over axis sizes and options (a caller's tensors
+    must determine it: never a tuned parameter); packing is for integers of at most 8 bits and fp4e2m1."""
     written = {t for s in stages for t in s.writes}
-    known = set(spec.axes) | param_names | set(spec.options)
+    known = set(spec.axes) | {k for k, v in spec.options.items() if not (isinstance(v, str) and v in param_names)}
     for t in tensors.values():
         loc = ("tensors", t.name)
         if (t.group or t.pack is not None) and (t.scope != "global" or t.name in written):

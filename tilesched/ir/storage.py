@@ -37,6 +37,13 @@ NARROW = {"fp8e4m3": (3, -6, 448.0), "fp8e5m2": (2, -14, 57344.0), "fp16": (10, 
           "bf16": (7, -126, 3.3895313892515355e38), "fp4e2m1": (1, 0, 6.0)}
 
 
+def size_env(program, sizes: Mapping[str, int]) -> dict:
+    """What a group expression may name: axis sizes and literal options."""
+    env = {k: v for k, v in program.option_map.items() if not isinstance(v, str)}
+    env.update(sizes)
+    return env
+
+
 def is_stored_differently(t: TensorIR) -> bool:
     return bool(t.group) or t.pack is not None or t.dtype == "fp4e2m1"
 

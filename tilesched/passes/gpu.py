@@ -31,6 +31,10 @@ UNARY = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp",
          "reciprocal", "abs", "neg", "cast")
 BINARY = ("bias", "add", "sub", "mul", "scale", "div", "max", "min")
 FLOATS = ("fp16", "bf16", "fp32")
+# what a kernel loads: floats, fp8, and integers (sub-byte ones packed into int32 words, fp4 codes)
+LOADABLE = FLOATS + ("fp8e4m3", "fp8e5m2", "fp4e2m1", "int32", "int16", "int8", "uint8", "int4", "uint4",
+                     "int3", "uint3", "int2", "uint2")
+STORABLE = FLOATS + ("fp8e4m3", "fp8e5m2")
 OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k")
 MIN_DOT = 16
 LAUNCHER_KEYWORDS = ("out", "params", "sizes")  # Kernel.__call__'s own keywords
@@ -121,7 +125,7 @@ class _Builder:
         t = self.program.tensor(name)
         if t.scope == "tile":
             return self.value(name)
-        if t.dtype not in FLOATS:
+        if t.dtype not in LOADABLE:
             raise refuse(stage, f"a {t.dtype} tensor {name}")
         key = (phase, name)
         if key not in self.loaded:
@@ -161,7 +165,9 @@ class _Builder:
             src, dst = p.tensor(stage.reads[0]), p.tensor(stage.writes[0])
             self.check_level(stage, src.name)
             self.check_level(stage, dst.name)
-            if src.dtype not in FLOATS or dst.dtype not in FLOATS:
+            if (src.dtype not in FLOATS or dst.dtype not in FLOATS) and not (
+                    op == "load" and src.dtype in LOADABLE or op == "store" and src.dtype in STORABLE
+                    and dst.dtype in STORABLE):
                 raise refuse(stage, f"{op} of {src.dtype} tensors")
             if src.scope == "global" and dst.scope == "tile":
                 out.append(Instr(op="load", stage=stage.name, out=self.value(dst.name), tensor=src.name))
@@ -255,7 +261,8 @@ def skeleton(program: Program, tree: LoopTree) -> KernelIR:
         for i in ins:
             t = program.tensor(i.tensor)
             if not any(a.tensor == t.name and a.mode == mode for a in accesses):
-                accesses.append(Access(tensor=t.name, axes=t.shape, dtype=t.dtype, layout=t.layout, mode=mode))
+                accesses.append(Access(tensor=t.name, axes=t.shape, dtype=t.dtype, layout=t.layout, mode=mode,
+                                       group=t.group, pack=t.pack))
     to = program.tile_order
     if to.kind == "rank_rotated":
         raise spec_error(("tile_order",), f"{TARGET} generates rank_rotated tile orders in overlap consumers only")
@@ -390,6 +397,8 @@ def tma(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
             continue
         if len(a.axes) != 2 or set(a.axes) & set(k.points):
             raise refuse(s, f"TMA {a.mode}s of {len(a.axes)}-D or batched tensors")
+        if a.group or a.pack or a.dtype == "fp4e2m1":
+            raise refuse(s, f"TMA {a.mode}s of grouped or packed tensors")
         accesses.append(a.model_copy(update={"tma": True}))
     for (t, mode), s in marked.items():
         if not any(a.tensor == t and a.mode == mode for a in accesses):

@@ -47,6 +47,8 @@ class Access(_Node):
     layout: str
     mode: Literal["load", "store"]
     tma: bool = False
+    group: tuple[tuple[str, int | str], ...] = ()  # (axis, group size): stored index = index // group
+    pack: str | None = None  # sub-byte values packed into int32 words along this axis
 
 
 class Instr(_Node):
@@ -127,7 +129,8 @@ def dump_kernel(k: KernelIR) -> str:
     sw = {n: getattr(k, n) for n in ("persistent", "split_k", "subtile", "num_warps", "num_stages")}
     lines.append("  switches " + " ".join(f"{n}={v}" for n, v in sw.items() if v is not None))
     for a in k.accesses:
-        lines.append(f"  {a.mode} {a.tensor}[{', '.join(a.axes)}] {a.dtype} {a.layout}" + (" tma" if a.tma else ""))
+        lines.append(f"  {a.mode} {a.tensor}[{', '.join(a.axes)}] {a.dtype} {a.layout}" + (" tma" if a.tma else "")
+                     + "".join(f" group({ax}={g})" for ax, g in a.group) + (f" packed({a.pack})" if a.pack else ""))
     for c in k.constants:
         lines.append(f"  constant {c.name} = {c.expr!r}")
     for phase in ("pre", "loop", "post"):

@@ -27,8 +27,8 @@ from tilesched.semantics.values import declared_quant
 # ||out - ref|| / ||ref|| and max|out - ref| / max|ref| bounds by the coarsest float dtype involved:
 # fp32 dots run as tf32 on tensor cores, fp16/bf16 round stored values
 TOLERANCE = {"fp64": (1e-9, 1e-8), "fp32": (2e-3, 1e-2), "fp16": (3e-3, 1e-2), "bf16": (2e-2, 5e-2),
-             "fp8e4m3": (8e-2, 2e-1), "fp8e5m2": (1.5e-1, 3e-1)}
-_COARSE = ["fp64", "fp32", "fp16", "bf16", "fp8e4m3", "fp8e5m2"]
+             "fp8e4m3": (8e-2, 2e-1), "fp8e5m2": (1.5e-1, 3e-1), "fp4e2m1": (1.5e-1, 3e-1)}
+_COARSE = ["fp64", "fp32", "fp16", "bf16", "fp8e4m3", "fp8e5m2", "fp4e2m1"]
 
 
 def _sources(program: Program) -> dict[str, str]:

@@ -6,7 +6,15 @@ asks for one, and the host `launch`. The renderer decides nothing: the passes di
 
 from __future__ import annotations
 
-from tilesched.backends.cuda.triton_rules import RULES, TL_DTYPES, Ctx, block_shape, index, mask_bounds
+from tilesched.backends.cuda.triton_rules import (
+    RULES,
+    TL_DTYPES,
+    Ctx,
+    block_shape,
+    group_constant,
+    index,
+    mask_bounds,
+)
 from tilesched.errors import spec_error
 from tilesched.passes.kernel import Instr, KernelIR
 
@@ -43,6 +51,7 @@ def signature(k: KernelIR, finishing: bool = False) -> list[str]:
     args += [c.name for c in k.constants]
     const = [f"BLOCK_{a}: tl.constexpr" for a in _tiled(k)]
     const += [f"EVEN_{a.name}: tl.constexpr" for a in k.axes if a.masked]
+    const += list(dict.fromkeys(f"{group_constant(a.tensor, ax)}: tl.constexpr" for a in k.accesses for ax, _ in a.group))
     if k.tile_order == "grouped":
         const.append("GROUP: tl.constexpr")
     if k.persistent is not None:

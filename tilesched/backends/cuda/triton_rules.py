@@ -56,6 +56,8 @@ def align(ctx: Ctx, name: str, to: tuple[str, ...]) -> str:
     broadcast by indexing with None."""
     axes = ctx.k.value(name).axes
     var = ctx.v(name)
+    if not axes:  # a scalar broadcasts by itself
+        return var
     order = tuple(a for a in to if a in axes)
     if order != axes:
         perm = tuple(axes.index(a) for a in order)
@@ -103,6 +105,8 @@ def pointers(ctx: Ctx, tensor: str, axes: tuple[str, ...]) -> str:
 def rule_load(ctx: Ctx, i: Instr) -> list[str]:
     k = ctx.k
     acc = k.access(i.tensor, "load")
+    if acc.group or acc.pack or acc.dtype == "fp4e2m1":
+        return rule_load_stored(ctx, i)
     v = k.value(i.out)
     out = ctx.define(i.out)
     logical = tuple(a for a in acc.axes if a not in k.points)
@@ -119,6 +123,121 @@ def rule_load(ctx: Ctx, i: Instr) -> list[str]:
     if v.axes != logical:
         lines.append(f"{out} = {align_var(out, logical, v.axes)}")
     return lines
+
+
+def group_constant(tensor: str, axis: str) -> str:
+    """The constexpr holding a tensor's group size along an axis."""
+    return f"G_{tensor}_{axis}"
+
+
+def _fp4_decode(var: str) -> str:
+    """fp4e2m1 codes (int32) -> float32: sign, 2 exponent bits (bias 1), 1 mantissa bit."""
+    m = f"({var} & 1).to(tl.float32)"
+    e = f"(({var} >> 1) & 3)"
+    mag = f"tl.where({e} == 0, 0.5 * {m}, (1.0 + 0.5 * {m}) * tl.exp2(({e} - 1).to(tl.float32)))"
+    return f"tl.where((({var} >> 3) & 1) == 1, -{mag}, {mag})"
+
+
+def rule_load_stored(ctx: Ctx, i: Instr) -> list[str]:
+    """A load of a grouped or packed tensor (tilesched.ir.storage). A grouped axis indexes the
+    stored tensor at index // group; where a whole tile falls in one group (the group a multiple
+    of the block, a compile-time test) one row is loaded and broadcast. Packed values are shifted
+    out of their int32 words: the words of a tile are loaded once and spread along the packed
+    axis when the block holds whole words, gathered per element otherwise. fp4 codes are decoded
+    to float32."""
+    k = ctx.k
+    acc = k.access(i.tensor, "load")
+    v = k.value(i.out)
+    out = ctx.define(i.out)
+    logical = tuple(a for a in acc.axes if a not in k.points)
+    wide = [a for a, _ in acc.group if a in logical and a != acc.pack]  # may fall in one group per tile
+    if wide:  # the first such axis (two grouped block axes are rare: the others gather)
+        a = wide[0]
+        lines = ([f"if {group_constant(acc.tensor, a)} % {ctx.block[a]} == 0:  # a tile of {a} lies in one group: "
+                  "one row, broadcast"] + ["    " + ln for ln in _stored_rows(ctx, acc, out, logical, (a,))]
+                 + ["else:"] + ["    " + ln for ln in _stored_load(ctx, acc, out, logical, ())])
+    else:
+        lines = _stored_load(ctx, acc, out, logical, ())
+    if acc.dtype == "fp4e2m1":
+        lines.append(f"{out} = {_fp4_decode(out)}")
+    if v.axes != logical:
+        lines.append(f"{out} = {align_var(out, logical, v.axes)}")
+    return lines
+
+
+def _stored_rows(ctx: Ctx, acc, out: str, logical: tuple[str, ...], rows: tuple[str, ...]) -> list[str]:
+    """The load over the axes other than `rows` (each one stored row per tile), broadcast back."""
+    lines = _stored_load(ctx, acc, out, logical, rows)
+    shape = "(" + ", ".join(ctx.block[a] for a in logical) + ("," if len(logical) == 1 else "") + ")"
+    spread = "[" + ", ".join("None" if a in rows else ":" for a in logical) + "]"
+    lines.append(f"{out} = tl.broadcast_to({out}{spread}, {shape})")
+    return lines
+
+
+def _stored_load(ctx: Ctx, acc, out: str, logical: tuple[str, ...], rows: tuple[str, ...]) -> list[str]:
+    """Load a grouped / packed tensor over `logical` minus `rows` (axes read at one stored row)."""
+    from tilesched.ir.dtypes import BITS, per_word
+
+    k = ctx.k
+    t = acc.tensor
+    groups = dict(acc.group)
+    axes = tuple(a for a in logical if a not in rows)  # the loaded block's axes
+
+    def stored_index(a: str) -> str:
+        if a in rows:
+            return f"(({ctx.start[a]}) // {group_constant(t, a)})"
+        base = f"pid_{a}" if a in k.points else ctx.offs[a]
+        return f"({base} // {group_constant(t, a)})" if a in groups else base
+
+    def ptrs(word_axis: str | None = None, word_offs: str | None = None) -> str:
+        terms = [f"p_{t}"]
+        for a in acc.axes:
+            idx = word_offs if a == word_axis else stored_index(a)
+            if a == acc.pack and a != word_axis:
+                idx = f"({idx} // {per_word(acc.dtype)})"
+            scalar = a in k.points or a in rows
+            terms.append(f"{idx} * s_{t}_{a}" if scalar else f"{idx}{index(axes, a)} * s_{t}_{a}")
+        return " + ".join(terms)
+
+    def guarded(plain: str, masked: str, parts: list[str]) -> list[str]:
+        if not parts:
+            return [plain]
+        return [f"if {even_condition(ctx, axes)}:", f"    {plain}", "else:", f"    {masked}"]
+
+    parts = [ctx.mask(a) + index(axes, a) for a in axes if ctx.masked(a)]
+    load = f"{out} = tl.load({ptrs()})"
+    gather = guarded(load, f"{out} = tl.load({ptrs()}, mask={' & '.join(parts)}, other=0)", parts)
+    pa = acc.pack
+    if pa is None:
+        return gather
+    bits, per = BITS[acc.dtype], per_word(acc.dtype)
+    low = f"((1 << {bits}) - 1)"
+
+    def unpack(raw: str, shift: str) -> str:
+        if acc.dtype.startswith("int"):  # the field to the top, then an arithmetic shift back: two's complement
+            return f"(({raw} << ({32 - bits} - {shift})) >> {32 - bits})"
+        return f"(({raw} >> {shift}) & {low})"
+
+    if pa in rows or pa in k.points:
+        return gather + [f"{out} = {unpack(out, f'({stored_index(pa)} % {per}) * {bits}')}"]
+    gather.append(f"{out} = {unpack(out, f'(({stored_index(pa)} % {per}) * {bits}){index(axes, pa)}')}")
+    if pa in groups or per & (per - 1):
+        return gather
+    # whole words: load the tile's words once, spread each over `per` values along the packed axis
+    wo = f"w_{t}"
+    j = axes.index(pa)
+    inner = axes[:j + 1] + ("",) + axes[j + 1:]
+    spread = out + "[" + ", ".join("None" if a == "" else ":" for a in inner) + "]"
+    shifts = f"(tl.arange(0, {per}) * {bits})" + "[" + ", ".join(":" if a == "" else "None" for a in inner) + "]"
+    shape = "(" + ", ".join(ctx.block[a] for a in axes) + ("," if len(axes) == 1 else "") + ")"
+    wparts = [f"({wo} < (n_{pa} + {per - 1}) // {per}){index(axes, pa)}" if a == pa else
+              ctx.mask(a) + index(axes, a) for a in axes if ctx.masked(a)]
+    fast = [f"{wo} = ({ctx.start[pa]}) // {per} + tl.arange(0, {ctx.block[pa]} // {per})"]
+    fast += guarded(f"{out} = tl.load({ptrs(pa, wo)})",
+                    f"{out} = tl.load({ptrs(pa, wo)}, mask={' & '.join(wparts)}, other=0)", wparts)
+    fast.append(f"{out} = tl.reshape({unpack(spread, shifts)}, {shape})")
+    return ([f"if {ctx.block[pa]} % {per} == 0:  # whole words per tile"] + ["    " + ln for ln in fast]
+            + ["else:"] + ["    " + ln for ln in gather])
 
 
 def align_var(var: str, axes: tuple[str, ...], to: tuple[str, ...]) -> str:
@@ -210,14 +329,23 @@ def _f32(ctx: Ctx, name: str, to: tuple[str, ...]) -> str:
     return var if ctx.k.value(name).dtype == "fp32" else f"{var}.to(tl.float32)"
 
 
+def _exact_in(src: str, dst: str) -> bool:
+    """Every value of integer type `src` is a value of float type `dst` (8 significant bits: bf16)."""
+    from tilesched.ir.dtypes import BITS, INT
+
+    return src in INT and BITS[src] <= 8 and dst in ("fp16", "bf16", "fp32")
+
+
 def rule_elementwise(ctx: Ctx, i: Instr) -> list[str]:
     k = ctx.k
     out = k.value(i.out)
     x = f"x_{i.out}"
     lines = [f"{x} = {_f32(ctx, i.args[0], out.axes)}"]
     operands = iter(i.args[1:])
-    for fn, const in i.fn:
+    for n, (fn, const) in enumerate(i.fn):
         if fn == "cast":
+            if n == 0 and _exact_in(k.value(i.args[0]).dtype, out.dtype):
+                continue  # small integers are exact in any float type: nothing to round
             if out.dtype != "fp32":  # round to the output's dtype here, as the spec says
                 lines.append(f"{x} = {x}.to({TL_DTYPES[out.dtype]}).to(tl.float32)")
         elif fn in BINARY:
