@@ -144,3 +144,15 @@ def test_split_k_with_an_online_softmax_is_refused():
     spec, source = load_spec_text(text)
     with pytest.raises(SpecError, match="cannot generate split_k"):
         lower_kernel(lower(spec, source))
+
+
+def test_a_scale_folds_into_the_softmax_and_other_score_fns_stay():
+    k = lower_kernel(_program())
+    on = next(i for i in k.loop if i.op == "online_softmax")
+    assert on.args[0] == "s" and on.fn == (("scale", "c_scale_0"),) and not any(i.op == "elementwise" for i in k.loop)
+    # logit soft-capping (cap * tanh(s / cap)), then the softmax: the fns stay an elementwise stage
+    capped = CAUSAL.replace('fn: [{scale: "D ** -0.5"}]', 'fn: [{scale: "1 / 5"}, tanh, {scale: 5}]')
+    prog = _program(text=capped)
+    assert any(i.op == "elementwise" for i in lower_kernel(prog).loop)
+    v = run_against_oracle(Kernel(prog), {"B": 1, "H": 2, "SQ": 37, "SK": 45, "D": 16}, SMALL, seed=9)
+    assert v.ok, v.why

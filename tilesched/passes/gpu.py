@@ -312,9 +312,8 @@ def online(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     values = list(k.values)
     taken = {v.name for v in values}
     pre, post_norm, carried, owned = [], [], list(k.carried), set()
-    for n, i in enumerate(loop):
-        if i.op != "online_softmax":
-            continue
+    for i in [j for j in loop if j.op == "online_softmax"]:
+        n = loop.index(i)
         stage = program.stage(i.stage)
         p = i.out
         consumers = [j for j in loop if p in j.args]
@@ -341,6 +340,15 @@ def online(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
             if not set(rows) <= set(k.value(acc).axes):
                 raise refuse(stage, f"rescaling {acc}[{', '.join(k.value(acc).axes)}] by a maximum over "
                                     f"[{', '.join(rows)}]")
+        src = i.args[0]
+        producer = next((j for j in loop if j.out == src), None)
+        if producer is not None and producer.op == "elementwise" and len(producer.fn) == 1 \
+                and producer.fn[0][0] == "scale" and producer.fn[0][1] is not None and len(producer.args) == 1 \
+                and not any(src in j.args for j in loop + list(k.post) if j is not i) and src not in k.carried:
+            # softmax(c * s): the constant joins the kernel's own scaling to base 2 (one multiply per element)
+            loop.remove(producer)
+            n = loop.index(i)
+            i = i.model_copy(update={"args": producer.args, "fn": producer.fn})
         m, l_ = f"{p}__max", f"{p}__sum"
         for name in (m, l_):
             if name in taken:

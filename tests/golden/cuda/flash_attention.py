@@ -93,16 +93,13 @@ def flash_attention_kernel(
         else:
             v_k = tl.load(p_K + pid_B * s_K_B + pid_H * s_K_H + o_SK[:, None] * s_K_SK + o_D[None, :] * s_K_D, mask=(o_SK < n_SK)[:, None] & (o_D < n_D)[None, :], other=0.0)
         v_s = tl.dot(v_q, v_k.T)
-        x_z = v_s
-        x_z = x_z * c_scale_0
-        v_z = x_z
-        x_p = v_z
+        x_p = v_s * (c_scale_0 * 1.4426950408889634)
         if not EVEN_SK:
             x_p = tl.where((o_SK < n_SK)[None, :], x_p, float('-inf'))
         mx_p = tl.maximum(v_p__max, tl.reduce(x_p, 1, _max))
-        ms_p = tl.where(mx_p == float('-inf'), 0.0, mx_p) * 1.4426950408889634
-        al_p = tl.exp2(v_p__max * 1.4426950408889634 - ms_p)
-        e_p = tl.exp2(x_p * 1.4426950408889634 - ms_p[:, None])
+        ms_p = tl.where(mx_p == float('-inf'), 0.0, mx_p)
+        al_p = tl.exp2(v_p__max - ms_p)
+        e_p = tl.exp2(x_p - ms_p[:, None])
         v_p__sum = v_p__sum * al_p + tl.reduce(e_p, 1, _add)
         v_o = v_o * al_p[:, None]
         v_p__max = mx_p

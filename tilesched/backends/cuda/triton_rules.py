@@ -486,8 +486,9 @@ def _bcast(var: str, axes: tuple[str, ...], to: tuple[str, ...]) -> str:
 
 def rule_online_softmax(ctx: Ctx, i: Instr) -> list[str]:
     """One tile of a softmax along the reduction loop's axis: the running maximum m and sum l are
-    updated, the accumulators the probabilities feed are rescaled by 2^(m_old - m_new) (in log2
-    units), and the tile's unnormalised probabilities 2^(x - m_new) are the output."""
+    updated, the accumulators the probabilities feed are rescaled by 2^(m_old - m_new) (m in log2
+    units), and the tile's unnormalised probabilities 2^(x - m_new) are the output. `fn`: a
+    folded `{scale: c}` of the input."""
     k = ctx.k
     src, m, l_ = i.args
     out = k.value(i.out)
@@ -495,7 +496,9 @@ def rule_online_softmax(ctx: Ctx, i: Instr) -> list[str]:
     ax = axes.index(i.axis)
     rows = tuple(a for a in axes if a != i.axis)
     x, mx, ms, al, e = (f"{n}_{i.out}" for n in ("x", "mx", "ms", "al", "e"))
-    lines = [f"{x} = {_f32(ctx, src, axes)}"]
+    # everything in base 2: x = src * c * log2(e) (c a folded {scale: c}), so exp(c * s - m) = 2^(x - m)
+    factor = f"({i.fn[0][1]} * {LOG2E!r})" if i.fn else repr(LOG2E)
+    lines = [f"{x} = {_f32(ctx, src, axes)} * {factor}"]
     emptied = False  # some row of the tile may have no element left
     if ctx.masked(i.axis):
         lines += [f"if not EVEN_{i.axis}:",
@@ -507,11 +510,11 @@ def rule_online_softmax(ctx: Ctx, i: Instr) -> list[str]:
         emptied = True
     lines.append(f"{mx} = tl.maximum({ctx.v(m)}, tl.reduce({x}, {ax}, _max))")
     if emptied:  # a row with nothing yet: keep exp2 finite (its terms are all 0)
-        lines.append(f"{ms} = tl.where({mx} == {NEG_INF}, 0.0, {mx}) * {LOG2E!r}")
+        lines.append(f"{ms} = tl.where({mx} == {NEG_INF}, 0.0, {mx})")
     else:
-        lines.append(f"{ms} = {mx} * {LOG2E!r}")
-    lines.append(f"{al} = tl.exp2({ctx.v(m)} * {LOG2E!r} - {ms})")
-    lines.append(f"{e} = tl.exp2({x} * {LOG2E!r} - {_expand(ms, axes, i.axis)})")
+        lines.append(f"{ms} = {mx}")
+    lines.append(f"{al} = tl.exp2({ctx.v(m)} - {ms})")
+    lines.append(f"{e} = tl.exp2({x} - {_expand(ms, axes, i.axis)})")
     lines.append(f"{ctx.define(l_)} = {ctx.v(l_)} * {al} + tl.reduce({e}, {ax}, _add)")
     for acc in i.targets:
         lines.append(f"{ctx.define(acc)} = {ctx.v(acc)} * {_bcast(al, rows, k.value(acc).axes)}")
