@@ -112,6 +112,12 @@ def eval_mask(text: str, axes: tuple[str, ...], sizes: Mapping[str, int], env: M
         shape = [1] * len(axes)
         shape[j] = sizes[a]
         grids[a] = np.arange(sizes[a], dtype=np.int64).reshape(shape)
+    return eval_mask_at(text, grids, sizes, env)
+
+
+def eval_mask_at(text: str, grids: Mapping[str, np.ndarray], sizes: Mapping[str, int],
+                 env: Mapping[str, object]) -> np.ndarray:
+    """The mask at the indices `grids` gives per axis (broadcastable int64 arrays)."""
 
     def ev(node):
         if isinstance(node, ast.Constant):

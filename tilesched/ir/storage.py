@@ -188,6 +188,17 @@ def expand_groups(xp, data, t: TensorIR, sizes: Mapping[str, int], env: Mapping[
     return data
 
 
+def stored_fraction(t: TensorIR, env: Mapping[str, object]) -> float:
+    """Stored elements per logical element: 1 / (product of group sizes); 1 for ungrouped tensors
+    (packing is in the dtype's bits already)."""
+    if not t.group:
+        return 1.0
+    try:
+        return 1.0 / math.prod(groups(t, env).values())
+    except ExprError:
+        return 1.0
+
+
 def storage_bytes(t: TensorIR, sizes: Mapping[str, int], env: Mapping[str, object]) -> int:
     shape = storage_shape(t, sizes, env)
     return math.prod(shape) * max(1, BITS[storage_dtype(t)] // 8)
