@@ -113,12 +113,18 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
 
     spec = BITS_SPECS[bits]
     program = load_program(sb.CONFIGS / f"{spec}.yaml")
+    act = torch.float16 if args.act == "fp16" else torch.bfloat16
+    if args.act == "fp16":  # the same spec with fp16 activations and scales
+        from tilesched.backends.cuda.io import retyped
+
+        program = retyped(program, "bf16", "fp16")
     kernel = Kernel(program)
     sizes = {"M": m, "N": n, "K": k}
     cands = candidates(m)
-    sb.warm_compile(sb.CONFIGS / f"{spec}.yaml", sizes, cands, program, args.workers)
+    if args.act == "bf16":
+        sb.warm_compile(sb.CONFIGS / f"{spec}.yaml", sizes, cands, program, args.workers)
     nbytes = weight_bytes(bits, m, n, k)
-    sets = [make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
+    sets = [make_inputs(bits, m, n, k, "cuda", act) for _ in range(sb.n_sets(nbytes))]
     best, table, rho = sb.search(kernel, program, sizes, cands, sets, args.repeats)
     if best is None:
         print(f"{spec} {sizes}: no candidate ran", flush=True)
@@ -131,18 +137,18 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
     if "hbm" not in copy_cache:
         copy_cache["hbm"] = sb.copy_gbs()
     sol_ms = nbytes / (copy_cache["hbm"] * 1e9) * 1e3
-    common = {"op": f"w{bits}a16_gemm", "shape": sizes, "dtype": f"uint{bits} x bf16", "ours_ms": ms, "flops": fl,
+    common = {"op": f"w{bits}a16_gemm", "shape": sizes, "dtype": f"uint{bits} x {args.act}", "ours_ms": ms, "flops": fl,
               "bytes": nbytes, "copy_GBs": copy_cache["hbm"], "ours_GBs": nbytes / (ms * 1e-3) / 1e9,
               "rel_err": err, "check": why or "ok", "params": best["params"], "spearman": rho, "candidates": table}
     rows = [{**common, "baseline": "packed-weight speed of light (device copy bandwidth)", "baseline_ms": sol_ms,
              "ratio": sol_ms / ms}]
-    wb = [(torch.randn(k, n, device="cuda").to(torch.bfloat16), s["X"]) for s in sets[:2]]
+    wb = [(torch.randn(k, n, device="cuda").to(act), s["X"]) for s in sets[:2]]
     cublas = sb.time_fns([lambda w=w, x=x: torch.matmul(x, w) for w, x in wb], args.repeats)
-    rows.append({**common, "baseline": "bf16 cuBLAS (torch.matmul, same shape)", "baseline_ms": cublas,
+    rows.append({**common, "baseline": f"{args.act} cuBLAS (torch.matmul, same shape)", "baseline_ms": cublas,
                  "ratio": cublas / ms})
     line = (f"{spec} M={m:5d} N={n:5d} K={k:5d}  ours {ms:.4f} ms ({nbytes / (ms * 1e-3) / 1e9:.0f} GB/s, "
-            f"{sol_ms / ms:.2f} of SOL)  cuBLAS bf16 {cublas:.4f} ms x{cublas / ms:.2f}")
-    if bits == 4:
+            f"{sol_ms / ms:.2f} of SOL)  cuBLAS {args.act} {cublas:.4f} ms x{cublas / ms:.2f}")
+    if bits == 4 and args.act == "bf16":  # torch's int4 kernel takes bf16
         fn, bad = int4pack_baseline(m, n, k, "cuda")
         if fn is not None:
             try:
@@ -170,7 +176,8 @@ def cmd_bench(args) -> int:
 
     dev = torch.cuda.get_device_name()
     out = Path(args.out)
-    result, lock_path = out / f"lowbit-{sb.slug(dev)}.json", out / f"lowbit-lock-{sb.slug(dev)}.json"
+    tag = "lowbit" if args.act == "bf16" else f"lowbit-{args.act}"
+    result, lock_path = out / f"{tag}-{sb.slug(dev)}.json", out / f"{tag}-lock-{sb.slug(dev)}.json"
     report = sb.report_header(dev, "weight-only low-bit GEMMs from specs vs bf16 cuBLAS, torch int4, speed of light")
     lock = LockFile.read(lock_path)
     sb.warm_up_clocks()
@@ -193,6 +200,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--bits", default="4,8,2,3", help="weight widths to bench, in order")
+    p.add_argument("--act", choices=["bf16", "fp16"], default="bf16", help="activation (and scale) dtype")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--points", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
