@@ -16,8 +16,9 @@ from tilesched.backends.cuda.kernel import Kernel, LaunchError  # noqa: E402
 
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
 # ragged everywhere; TMA specs need 16-byte rows, so N and K stay multiples of 8 there
-RAGGED = {"M": 37, "N": 50, "K": 70, "BATCH": 3, "NB": 2, "H": 5, "W": 7, "C": 40, "CO": 48}
-RAGGED_TMA = {"M": 40, "N": 56, "K": 72}  # 40 rows: column-major A needs 16-byte rows too
+RAGGED = {"M": 37, "N": 50, "K": 70, "BATCH": 3, "NB": 2, "H": 5, "W": 7, "C": 40, "CO": 48,
+          "B": 2, "SQ": 37, "SK": 53, "D": 24, "HKV": 2, "G": 3}  # attention: batch, heads, queries, keys, head dim
+RAGGED_TMA = {"M": 40, "N": 56, "K": 80}  # 40 rows: column-major A needs 16-byte rows too; fp8 rows of K too
 
 
 @pytest.fixture(autouse=True)

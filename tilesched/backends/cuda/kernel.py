@@ -14,11 +14,12 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tilesched.backends.cuda.io import torch_dtype
+from tilesched.backends.cuda.io import storage_torch_dtype, torch_dtype
 from tilesched.backends.cuda.render import load_source
 from tilesched.backends.cuda.triton_emit import render
 from tilesched.errors import SpecError, spec_error
 from tilesched.ir.bind import Binding, bind
+from tilesched.ir.dtypes import BITS
 from tilesched.ir.expr import evaluate
 from tilesched.ir.nodes import Program
 from tilesched.ir.shapes import ShapeError, solve_sizes
@@ -78,10 +79,13 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     for acc in k.accesses:  # a TMA box's inner dimension spans at least 16 bytes
         if acc.tma:
             inner = acc.axes[-1] if acc.layout == "row_major" else acc.axes[-2]
-            width = block[inner] * (2 if acc.dtype in ("fp16", "bf16") else 4)
+            width = block[inner] * BITS[acc.dtype] // 8
             if width < 16:
                 raise spec_error(("loops",), f"{k.spec}: a TMA {acc.mode} of {acc.tensor} needs blocks of at least "
                                              f"16 bytes along {inner} (BLOCK_{inner}={block[inner]})")
+    for acc in k.accesses:  # group sizes of grouped tensors, from the sizes (tilesched.ir.storage)
+        for ax, g in acc.group:
+            const[f"G_{acc.tensor}_{ax}"] = int(evaluate(g, b.env()) if isinstance(g, str) else g)
     if k.tile_order == "grouped":
         const["GROUP"] = int(_value(b, k.group, 1))
     tiles = math.prod(-(-b.sizes[g] // block[g]) for g in k.grid)
@@ -172,7 +176,7 @@ class Kernel:
         where = f"{self.program.name}: tensor {name}"
         if not isinstance(t, torch.Tensor):
             raise LaunchError(f"{where}: expected a torch.Tensor, got {type(t).__name__}")
-        want = torch_dtype(spec_t.dtype)
+        want = storage_torch_dtype(spec_t)
         if t.dtype != want:
             raise LaunchError(f"{where}: dtype {t.dtype} but the spec says {spec_t.dtype} ({want})")
         if t.device != device:
