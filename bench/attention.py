@@ -33,9 +33,9 @@ from tilesched import load_program  # noqa: E402
 
 SPECS = {False: "flash_attention", True: "flash_attention_causal"}
 GQA_SPEC = "flash_attention_gqa"
-# (B, H, S, D): 16k tokens per batch, as FlashAttention's benchmarks; D = 64 with twice the heads
-SHAPES = [(8, 16, 2048, 128), (4, 16, 4096, 128), (2, 16, 8192, 128), (1, 16, 16384, 128),
-          (8, 32, 2048, 64), (2, 32, 8192, 64)]
+# (B, H, S, D): the targets, S in {1024, 4096, 16384} with B·H >= 64, D = 128 and 64
+SHAPES = [(8, 16, 1024, 128), (4, 32, 4096, 128), (4, 16, 16384, 128),
+          (8, 16, 1024, 64), (4, 32, 4096, 64), (4, 16, 16384, 64)]
 GQA_SHAPES = [(4, 32, 4096, 128, 4)]  # (B, H, S, D, G): 8 key/value heads
 CHECK = {"flash_attention": {"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128},
          "flash_attention_causal": {"B": 2, "H": 3, "SQ": 333, "SK": 333, "D": 64},

@@ -29,7 +29,8 @@ import spec_bench as sb  # noqa: E402
 from tilesched import load_program  # noqa: E402
 
 SPEC = "fp8_gemm"
-SHAPES = [(4096, 4096, 4096), (8192, 8192, 8192), (2048, 14336, 4096), (16384, 4096, 4096), (128, 8192, 8192)]
+# the target: the square and LLM shapes of bench/gemm.py (M, N, K)
+SHAPES = [(m, n, k) for _, m, n, k in __import__("gemm").bench_shapes(False)]
 CHECK = {SPEC: {"M": 300, "N": 528, "K": 1040}}  # ragged; TMA needs 16-byte rows: N, K multiples of 16
 
 
@@ -39,6 +40,12 @@ def cfg(bm, bn, bk, w, s, persistent=True, subtile=True, group=8) -> dict:
 
 
 def candidates(m: int) -> list[dict]:
+    if m < 16:  # a row tile of 1: CUDA cores, memory-bound (a tile may not exceed its axis)
+        return [cfg(1, 64, 256, 4, 4, False, False), cfg(1, 128, 128, 4, 4, False, False),
+                cfg(1, 64, 128, 4, 5, False, False), cfg(1, 128, 256, 8, 3, False, False)]
+    if m < 64:
+        return [cfg(16, 64, 256, 4, 4, False, False), cfg(16, 128, 128, 4, 4, False, False),
+                cfg(16, 64, 128, 4, 5, False, False), cfg(16, 128, 256, 4, 3, False, False)]
     if m <= 256:
         return [cfg(64, 128, 128, 4, 4, False, False), cfg(64, 256, 128, 4, 3, False, False),
                 cfg(128, 128, 128, 8, 4, False, False), cfg(64, 128, 256, 4, 3, False, False),

@@ -36,8 +36,8 @@ from tilesched import load_program  # noqa: E402
 from tilesched.ir.dtypes import BITS  # noqa: E402
 
 BITS_SPECS = {2: "w2a16_gemm", 3: "w3a16_gemm", 4: "w4a16_gemm", 8: "w8a16_gemm"}
-NK = [(4096, 4096), (14336, 4096), (4096, 14336)]  # Llama-3-8B: attention projection, up/gate, down
-MS = [1, 16, 1024, 4096]
+NK = [(4096, 4096), (8192, 8192), (28672, 8192)]  # the targets: K = N, and Llama-3-70B's up/gate
+MS = [1, 16, 128, 1024]
 GROUP = 128
 CHECK = {name: {"M": 37, "N": 300, "K": 520} for name in BITS_SPECS.values()}
 

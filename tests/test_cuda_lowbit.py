@@ -119,6 +119,15 @@ def test_fp8_gemm_matches_the_oracle():
     assert ins["A"].dtype == torch.float8_e4m3fn and ins["B"].stride(0) == 1  # column-major [K, N]
 
 
+@pytest.mark.parametrize("block_m, m", [(1, 3), (16, 20)])
+def test_fp8_gemm_small_row_tiles(block_m, m):
+    """Decode-sized M (bench/fp8.py at M = 1 and 16): a row tile of 1 multiplies on CUDA cores."""
+    kernel = Kernel(load_program(CONFIGS / "fp8_gemm.yaml"))
+    params = {**FP8_POINT[1], "BLOCK_M": block_m, "PERSISTENT": False, "EPILOGUE_SUBTILE": False}
+    v = run_against_oracle(kernel, {"M": m, "N": 56, "K": 80}, params, seed=3)
+    assert v.ok, v.why
+
+
 @pytest.mark.parametrize("variant", ["per-tensor", "e5m2", "no-tma"])
 def test_fp8_variants(variant):
     swaps = {

@@ -73,7 +73,10 @@ def fp8_gemm_kernel(
                 o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
                 v_a = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
                 v_b = d_B_load.load([pid_N * BLOCK_N, it_K * BLOCK_K]).T
-                v_acc = tl.dot(v_a, v_b, v_acc)
+                if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
+                    v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
+                else:
+                    v_acc = tl.dot(v_a, v_b, v_acc)
             if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                 v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                 o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
@@ -129,7 +132,10 @@ def fp8_gemm_kernel(
             o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
             v_a = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
             v_b = d_B_load.load([pid_N * BLOCK_N, it_K * BLOCK_K]).T
-            v_acc = tl.dot(v_a, v_b, v_acc)
+            if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
+                v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
+            else:
+                v_acc = tl.dot(v_a, v_b, v_acc)
         if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
             v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
             o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
