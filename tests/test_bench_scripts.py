@@ -113,3 +113,23 @@ def test_fp8_glue_on_the_cpu():
     except (RuntimeError, NotImplementedError):  # no fp8 matmul on this CPU build
         return
     assert torch.allclose(base.float(), ref, rtol=2e-2, atol=5e-2)
+
+
+def test_collect_ops_appends_issue16_rows_once(tmp_path):
+    import json
+
+    import collect_ops
+
+    dev = {"device": "GPU X", "date": "d0", "rows": [{"op": "softmax", "ratio": 1.0}]}
+    (tmp_path / "ops-gpu-x.json").write_text(json.dumps(dev))
+    run = {"device": "GPU X", "date": "d1", "versions": {"torch": "t"},
+           "rows": [{"op": "attention", "ratio": 1.4, "candidates": [{"ms": 1.0}]}]}
+    (tmp_path / "attention-gpu-x.json").write_text(json.dumps(run))
+    assert collect_ops.collect(tmp_path, "gpu-x") == 1
+    assert collect_ops.collect(tmp_path, "gpu-x") == 1  # re-collecting replaces, never duplicates
+    rows = json.loads((tmp_path / "ops-gpu-x.json").read_text())["rows"]
+    assert [r["op"] for r in rows] == ["softmax", "attention"]
+    assert rows[1]["date"] == "d1" and rows[1]["source"] == "attention-gpu-x.json" and "candidates" not in rows[1]
+    (tmp_path / "fp8-gpu-x.json").write_text(json.dumps({**run, "device": "GPU Y"}))
+    with pytest.raises(SystemExit, match="GPU Y"):
+        collect_ops.collect(tmp_path, "gpu-x")
