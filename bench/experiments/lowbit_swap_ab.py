@@ -3,7 +3,8 @@ tl.dot's first operand (Y^T = W^T X^T; Hopper's wgmma takes its first operand fr
 only from shared memory) close the gap to cuBLAS at M >= 128? Patches the generated source of the
 w8/w4 specs and times both orders beside cuBLAS bf16, each checked against the oracle.
 `TRITON_INTERPRET=1 python bench/experiments/lowbit_swap_ab.py` checks the patched source on the CPU.
-Answer on an H100: no (see the JSON)."""
+`--variant ws` instead runs the K loop warp-specialised (bench/results/lowbit-warp-specialize-*.json).
+Answer on an H100: neither helps (see the JSON)."""
 
 import functools
 import json
@@ -33,6 +34,18 @@ def swapped(program):
     assert a.count("v_accT") >= 4, a.count("v_accT")
     return k, a
 
+
+def warp_specialized(program):
+    """The K loop under Triton's warp specialisation (producer warps load, consumers dequantise and MMA)."""
+    k, src = orig(program)
+    a = src.replace("for it_K in tl.range(lo_K, hi_K):", "for it_K in tl.range(lo_K, hi_K, warp_specialize=True):")
+    assert a != src
+    return k, a
+
+
+VARIANT = sys.argv[sys.argv.index("--variant") + 1] if "--variant" in sys.argv else "swap"
+PATCH = {"v0": orig, "swap": swapped, "ws": warp_specialized}
+
 def cfg(bm, bn, bk, w, s):
     return lowbit.cfg(bm, bn, bk, w, s)
 
@@ -44,8 +57,8 @@ if os.environ.get("TRITON_INTERPRET"):  # CPU sanity check of the patched source
     for bits in (8, 4):
         from tilesched.backends.cuda.io import retyped
         prog = retyped(load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml"), "bf16", "fp16")
-        for variant in ("v0", "swap"):
-            K.compiled = functools.lru_cache(maxsize=256)(swapped if variant == "swap" else orig)
+        for variant in ("v0", VARIANT):
+            K.compiled = functools.lru_cache(maxsize=256)(PATCH[variant])
             for p in (cfg(16, 32, 128, 4, 2), cfg(1, 32, 128, 4, 2)):
                 v = run_against_oracle(K.Kernel(prog), {"M": 20, "N": 40, "K": 256}, p, seed=1)
                 print(bits, variant, p["BLOCK_M"], v.ok, v.why)
@@ -58,8 +71,8 @@ for bits in (8, 4):
         sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(bits, m, n, k)))]
         bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
-        for variant in ("v0", "swap"):
-            K.compiled = functools.lru_cache(maxsize=256)(swapped if variant == "swap" else orig)
+        for variant in ("v0", VARIANT):
+            K.compiled = functools.lru_cache(maxsize=256)(PATCH[variant])
             kern = K.Kernel(prog)
             for p in CANDS:
                 b = sb.legal(prog, sizes, p)
@@ -75,4 +88,4 @@ for bits in (8, 4):
                 row = dict(spec=spec, M=m, N=n, K=k, variant=variant, params=p, ms=ms, cublas_ms=cub, ratio=cub / ms, err=err, why=why)
                 out.append(row)
                 print(f"{spec} M={m} N={n} K={k} {variant:5s} {p['BLOCK_M']}x{p['BLOCK_N']}x{p['BLOCK_K']} w{p['NUM_WARPS']} s{p['NUM_STAGES']}: {ms:.4f} ms  cuBLAS {cub:.4f}  x{cub/ms:.2f}  err {err:.1e} {why}", flush=True)
-        json.dump(out, open(os.path.join(os.environ.get("OUT", "/tmp"), "swap-exp.json"), "w"), indent=1)
+        json.dump(out, open(os.path.join(os.environ.get("OUT", "/tmp"), f"{VARIANT}-exp.json"), "w"), indent=1)
