@@ -17,10 +17,8 @@ Targets (issue 16): ≥ 1.3x SDPA flash and ≥ 0.9x cuDNN. Needs a CUDA GPU; --
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,42 +139,15 @@ def bench_one(args, report, lock, spec: str, shape: tuple, causal: bool, g: int 
 
 
 def cmd_bench(args) -> int:
-    import torch
-
-    from tilesched.tuner.lockfile import LockFile
-
-    dev = torch.cuda.get_device_name()
-    out = Path(args.out)
-    result, lock_path = out / f"attention-{sb.slug(dev)}.json", out / f"attention-lock-{sb.slug(dev)}.json"
-    report = sb.report_header(dev, "attention forward from specs vs torch SDPA (flash, cuDNN)")
-    lock = LockFile.read(lock_path)
-    sb.warm_up_clocks()
-    t0 = time.time()
     shapes = SHAPES[1:2] + SHAPES[4:5] if args.quick else SHAPES
-    for shape in shapes:
-        for causal in (False, True):
-            lock = bench_one(args, report, lock, SPECS[causal], shape, causal)
-            sb.write_json(result, report)
-            lock.write(lock_path)
+    cases = [lambda r, lock, s=s, c=c: bench_one(args, r, lock, SPECS[c], s, c) for s in shapes for c in (False, True)]
     if not args.quick:
-        for b_, h, s, d, g in GQA_SHAPES:
-            lock = bench_one(args, report, lock, GQA_SPEC, (b_, h, s, d), True, g)
-            sb.write_json(result, report)
-            lock.write(lock_path)
-    print(f"bench done in {time.time() - t0:.0f} s -> {result}")
-    return 0
+        cases += [lambda r, lock, g=g: bench_one(args, r, lock, GQA_SPEC, g[:4], True, g[4]) for g in GQA_SHAPES]
+    return sb.run_bench("attention", "attention forward from specs vs torch SDPA (flash, cuDNN)", Path(args.out), cases)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["check", "bench"])
-    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--points", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=8)
-    args = p.parse_args(argv)
+    args = sb.parser(__doc__).parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "check":
         return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "attention")

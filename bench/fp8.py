@@ -14,10 +14,8 @@ DIR/fp8-lock-<device>.json. Target (issue 16): >= 0.95x torch._scaled_mm. Needs 
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,35 +109,12 @@ def bench_one(args, report, lock, m: int, n: int, k: int):
 
 
 def cmd_bench(args) -> int:
-    import torch
-
-    from tilesched.tuner.lockfile import LockFile
-
-    dev = torch.cuda.get_device_name()
-    out = Path(args.out)
-    result, lock_path = out / f"fp8-{sb.slug(dev)}.json", out / f"fp8-lock-{sb.slug(dev)}.json"
-    report = sb.report_header(dev, "fp8 e4m3 GEMM from a spec vs torch._scaled_mm (row-wise scales)")
-    lock = LockFile.read(lock_path)
-    sb.warm_up_clocks()
-    t0 = time.time()
-    for m, n, k in SHAPES[:1] if args.quick else SHAPES:
-        lock = bench_one(args, report, lock, m, n, k)
-        sb.write_json(result, report)
-        lock.write(lock_path)
-    print(f"bench done in {time.time() - t0:.0f} s -> {result}")
-    return 0
+    cases = [lambda r, lock, s=s: bench_one(args, r, lock, *s) for s in (SHAPES[:1] if args.quick else SHAPES)]
+    return sb.run_bench("fp8", "fp8 e4m3 GEMM from a spec vs torch._scaled_mm (row-wise scales)", Path(args.out), cases)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["check", "bench"])
-    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--points", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=8)
-    args = p.parse_args(argv)
+    args = sb.parser(__doc__).parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "check":
         return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "fp8")

@@ -20,10 +20,8 @@ packed weight), bf16 scales in [0.01, 0.02). Needs a CUDA GPU; --quick for M = 1
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,41 +168,19 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
 
 
 def cmd_bench(args) -> int:
-    import torch
-
-    from tilesched.tuner.lockfile import LockFile
-
-    dev = torch.cuda.get_device_name()
-    out = Path(args.out)
-    tag = "lowbit" if args.act == "bf16" else f"lowbit-{args.act}"
-    result, lock_path = out / f"{tag}-{sb.slug(dev)}.json", out / f"{tag}-lock-{sb.slug(dev)}.json"
-    report = sb.report_header(dev, "weight-only low-bit GEMMs from specs vs bf16 cuBLAS, torch int4, speed of light")
-    lock = LockFile.read(lock_path)
-    sb.warm_up_clocks()
-    t0 = time.time()
     copy_cache: dict = {}
-    bits_list = [int(b) for b in args.bits.split(",")]
     shapes = [(m, n, k) for n, k in (NK[:1] if args.quick else NK) for m in (MS[:2] if args.quick else MS)]
-    for bits in bits_list:
-        for m, n, k in shapes:
-            lock = bench_one(args, report, lock, bits, m, n, k, copy_cache)
-            sb.write_json(result, report)
-            lock.write(lock_path)
-    print(f"bench done in {time.time() - t0:.0f} s -> {result}")
-    return 0
+    cases = [lambda r, lock, b=int(b), s=s: bench_one(args, r, lock, b, *s, copy_cache)
+             for b in args.bits.split(",") for s in shapes]
+    tag = "lowbit" if args.act == "bf16" else f"lowbit-{args.act}"
+    what = "weight-only low-bit GEMMs from specs vs bf16 cuBLAS, torch int4, speed of light"
+    return sb.run_bench(tag, what, Path(args.out), cases)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["check", "bench"])
-    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    p.add_argument("--quick", action="store_true")
+    p = sb.parser(__doc__)
     p.add_argument("--bits", default="4,8,2,3", help="weight widths to bench, in order")
     p.add_argument("--act", choices=["bf16", "fp16"], default="bf16", help="activation (and scale) dtype")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--points", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=8)
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "check":

@@ -10,10 +10,13 @@ the Triton interpreter (tests/test_bench_scripts.py)."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
 import sys
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -248,3 +251,38 @@ def check_specs(specs: dict[str, dict], points: int, seed: int, out: Path, tag: 
                {"device": dev, "versions": versions(), "date": now(), "rows": rows, "failed": failed})
     print(f"check: {len(rows)} points, {failed} failed")
     return 1 if failed else 0
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The command line every spec bench shares (a bench adds its own options to it)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cmd", choices=["check", "bench"])
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--points", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=8)
+    return p
+
+
+def run_bench(tag: str, what: str, out: Path, cases: Iterable[Callable]) -> int:
+    """Time `cases` (each `case(report, lock) -> lock` adds its rows and lock entries) into
+    OUT/<tag>-<device>.json and OUT/<tag>-lock-<device>.json, both written after every case so a run
+    cut short keeps what it measured."""
+    import torch
+
+    from tilesched.tuner.lockfile import LockFile
+
+    dev = torch.cuda.get_device_name()
+    result, lock_path = out / f"{tag}-{slug(dev)}.json", out / f"{tag}-lock-{slug(dev)}.json"
+    report = report_header(dev, what)
+    lock = LockFile.read(lock_path)
+    warm_up_clocks()
+    t0 = time.time()
+    for case in cases:
+        lock = case(report, lock)
+        write_json(result, report)
+        lock.write(lock_path)
+    print(f"bench done in {time.time() - t0:.0f} s -> {result}")
+    return 0

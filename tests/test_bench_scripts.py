@@ -133,3 +133,36 @@ def test_collect_ops_appends_issue16_rows_once(tmp_path):
     (tmp_path / "fp8-gpu-x.json").write_text(json.dumps({**run, "device": "GPU Y"}))
     with pytest.raises(SystemExit, match="GPU Y"):
         collect_ops.collect(tmp_path, "gpu-x")
+
+
+@pytest.mark.parametrize("module, argv, expected", [
+    ("attention", ["--quick"], [("flash_attention", attention.SHAPES[1], False),
+                                ("flash_attention_causal", attention.SHAPES[1], True),
+                                ("flash_attention", attention.SHAPES[4], False),
+                                ("flash_attention_causal", attention.SHAPES[4], True)]),
+    ("lowbit", ["--quick", "--bits", "4,2"], [(4, 1, 4096, 4096), (4, 16, 4096, 4096),
+                                               (2, 1, 4096, 4096), (2, 16, 4096, 4096)]),
+    ("fp8", [], [s for s in fp8.SHAPES]),
+])
+def test_bench_runs_every_case_and_writes_after_each(module, argv, expected, tmp_path, monkeypatch):
+    """cmd_bench's cases (closures over the shapes) reach bench_one with their own shape, in order, and
+    the result and lock files exist after the first case (a run cut short keeps what it measured)."""
+    from tilesched.tuner.lockfile import LockFile
+
+    mod = {"attention": attention, "lowbit": lowbit, "fp8": fp8}[module]
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "GPU X")
+    monkeypatch.setattr(sb, "warm_up_clocks", lambda *a: None)
+    seen = []
+
+    def fake(args, report, lock, *case):
+        seen.append(case[:-1] if module == "lowbit" else case[:3] if module == "attention" else case)
+        if len(seen) > 1:
+            assert (tmp_path / f"{module}-gpu-x.json").exists() and (tmp_path / f"{module}-lock-gpu-x.json").exists()
+        report["rows"].append({"op": module, "case": list(map(str, case))})
+        assert isinstance(lock, LockFile)
+        return lock
+
+    monkeypatch.setattr(mod, "bench_one", fake)
+    parser_argv = ["bench", "--out", str(tmp_path), *argv]
+    assert mod.main(parser_argv) == 0
+    assert seen == [tuple(e) for e in expected]
