@@ -14,8 +14,6 @@ sets rotated past L2. Needs a CUDA GPU.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
 import sys
 import time
@@ -24,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import spec_bench as sb  # noqa: E402
+
 from tilesched import load_program  # noqa: E402
-from tilesched.errors import SpecError  # noqa: E402
 from tilesched.ir.bind import bind  # noqa: E402
 
 CONFIGS = ROOT / "configs"
@@ -38,29 +37,6 @@ CHECK_SIZES = {  # ragged shapes for the GPU correctness pass of every example s
     "gated_mlp": {"M": 300, "N": 1000, "K": 520}, "conv1x1_nhwc": {"NB": 3, "H": 7, "W": 11, "C": 200, "CO": 300},
     "gemm_gelu_prologue": {"M": 300, "N": 400, "K": 264},
 }
-
-
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-
-
-def versions() -> dict:
-    from tilesched.backends.cuda.measure import versions as v
-
-    return v()
-
-
-def write_json(path: Path, data) -> None:
-    from tilesched.fsutil import write_atomic
-
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def legal(program, sizes, params):
-    try:
-        return bind(program, {**sizes, **params})
-    except SpecError:
-        return None
 
 
 # ------------------------------------------------------------------------------------ check
@@ -85,7 +61,7 @@ def cmd_check(args) -> int:
         sizes = CHECK_SIZES[prog.name]
         b0, _ = select_binding(prog, sizes)
         fixed = {**prog.limit_env(), **b0.sizes}
-        pts = [p for p in iter_points(prog.params, prog.constraints, fixed) if legal(prog, sizes, p)]
+        pts = [p for p in iter_points(prog.params, prog.constraints, fixed) if sb.legal(prog, sizes, p)]
         rng.shuffle(pts)
         for params in [dict(b0.params)] + pts[: args.points]:
             b = bind(prog, {**sizes, **params})
@@ -96,24 +72,14 @@ def cmd_check(args) -> int:
             print(f"{'ok  ' if m.ok else 'FAIL'} {prog.name:20s} {sizes} {params} err={m.max_rel_error} "
                   f"{m.reason or ''} {m.detail[:200] if not m.ok else ''}", flush=True)
     dev = torch.cuda.get_device_name()
-    write_json(Path(args.out) / f"ops-check-{slug(dev)}.json",
-               {"device": dev, "versions": versions(), "date": datetime.datetime.now(datetime.UTC).isoformat(),
+    sb.write_json(Path(args.out) / f"ops-check-{sb.slug(dev)}.json",
+               {"device": dev, "versions": sb.versions(), "date": sb.now(),
                 "rows": rows, "failed": failed})
     print(f"check: {len(rows)} points, {failed} failed")
     return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------ bench
-
-def _copy_gbs(torch, elements: int) -> float:
-    """Device-to-device copy bandwidth at this size (bytes read + written), same run."""
-    from tilesched.backends.cuda.measure import time_callable
-
-    x = torch.empty(elements, dtype=torch.bfloat16, device="cuda").normal_()
-    y = torch.empty_like(x)
-    ms = time_callable([lambda: y.copy_(x)], repeats=20)
-    return 2 * x.numel() * 2 / (ms * 1e-3) / 1e9
-
 
 def _baseline_fn(op: str, torch):
     import torch.nn.functional as F
@@ -141,35 +107,6 @@ def _row_candidates(n: int) -> list[dict]:
     return out
 
 
-def _time_kernel(kernel, b, tensor_sets, repeats):
-    from tilesched.backends.cuda.measure import _time
-
-    launches = []
-    for s in tensor_sets:
-        plan, full = kernel.prepare(s, params=dict(b.params), sizes=dict(b.sizes))
-        launches.append((plan.launch, full, plan.sizes, plan.consts))
-    launch = kernel.module.launch
-    for args in launches[:2]:
-        launch(*args)
-    torch = __import__("torch")
-    torch.cuda.synchronize()
-    return _time(launch, launches, repeats, 10.0, "graph")
-
-
-def _check(kernel, b, ins, torch) -> float:
-    """The kernel's rel. error against the oracle on these inputs (float64 on the GPU); inf if wrong."""
-    from tilesched.backends.cuda.io import check_outputs, poisoned
-    from tilesched.semantics import run_spec
-    from tilesched.semantics.arrays import TorchOps
-
-    outs = {n: poisoned(kernel.program.tensor(n), b.sizes, "cuda") for n in kernel.outputs}
-    kernel(params=dict(b.params), sizes=dict(b.sizes), **ins, **outs)
-    torch.cuda.synchronize()
-    want = run_spec(b, {n: t.double() for n, t in ins.items()}, xp=TorchOps(torch.device("cuda")))
-    verdicts = check_outputs(b, outs, want)
-    return max(v.rel_error for v in verdicts) if all(v.ok for v in verdicts) else math.inf
-
-
 def bench_rowwise(args, torch, report, copy_cache):
     from tilesched.backends.cuda.kernel import Kernel
     from tilesched.backends.cuda.measure import time_callable
@@ -187,7 +124,7 @@ def bench_rowwise(args, torch, report, copy_cache):
             # X read once, Y written once (bf16), plus the weight vectors
             nbytes = 4 * elements + {"softmax": 0, "rmsnorm": 2 * n, "layernorm": 4 * n}[op]
             if elements not in copy_cache:
-                copy_cache[elements] = _copy_gbs(torch, elements)
+                copy_cache[elements] = sb.copy_gbs(elements)
             sets = []
             for _ in range(max(1, min(4, math.ceil((256 << 20) / (elements * 4))))):
                 x = torch.randn(m, n, device="cuda").to(torch.bfloat16)
@@ -200,11 +137,11 @@ def bench_rowwise(args, torch, report, copy_cache):
                 sets.append(ins)
             best, table = None, []
             for params in _row_candidates(n):
-                b = legal(prog, sizes, params)
+                b = sb.legal(prog, sizes, params)
                 if b is None:
                     continue
                 try:
-                    ms = _time_kernel(kernel, b, sets, args.repeats)
+                    ms = sb.time_kernel(kernel, b, sets, args.repeats)
                 except Exception as exc:  # noqa: BLE001 - a failing candidate is skipped, reported
                     table.append({"params": params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                     print(f"  {op} {sizes} {params}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
@@ -215,7 +152,7 @@ def bench_rowwise(args, torch, report, copy_cache):
             if best is None:
                 continue
             ms, params, b = best
-            err = _check(kernel, b, sets[0], torch)
+            err = sb.oracle_error(kernel, b, sets[0])[0]
             fns = [lambda s=s, fn=fn: fn(s["X"], s.get("w", s.get("gamma")), s.get("beta")) for s in sets]
             compiled_ms = time_callable(fns, repeats=args.repeats)
             ours_gbs = nbytes / (ms * 1e-3) / 1e9
@@ -228,7 +165,7 @@ def bench_rowwise(args, torch, report, copy_cache):
             print(f"{op:9s} M={m:6d} N={n:6d}  ours {ms:8.4f} ms {ours_gbs:7.0f} GB/s "
                   f"({ours_gbs / copy_cache[elements]:.2f} of copy {copy_cache[elements]:.0f})  torch.compile "
                   f"{compiled_ms:8.4f} ms (x{compiled_ms / ms:.2f})  err {err:.1e}  {params}", flush=True)
-            write_json(args.result, report)
+            sb.write_json(args.result, report)
 
 
 def _mlp_candidates(m: int) -> list[dict]:
@@ -263,11 +200,11 @@ def bench_mlp(args, torch, report):
                  "W3": (torch.randn(n, k, device="cuda") / math.sqrt(k)).to(bf).mT} for _ in range(2)]
         best, table = None, []
         for params in _mlp_candidates(m):
-            b = legal(prog, sizes, params)
+            b = sb.legal(prog, sizes, params)
             if b is None:
                 continue
             try:
-                ms = _time_kernel(kernel, b, sets, args.repeats)
+                ms = sb.time_kernel(kernel, b, sets, args.repeats)
             except Exception as exc:  # noqa: BLE001
                 table.append({"params": params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 print(f"  gated_mlp {sizes} {params}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
@@ -278,7 +215,7 @@ def bench_mlp(args, torch, report):
         if best is None:
             continue
         ms, params, b = best
-        err = _check(kernel, b, sets[0], torch)
+        err = sb.oracle_error(kernel, b, sets[0])[0]
         fns = [lambda s=s: F.silu(s["X"] @ s["W1"]) * (s["X"] @ s["W3"]) for s in sets]
         base = time_callable(fns, repeats=args.repeats)
         flops = 2 * 2.0 * m * n * k
@@ -288,15 +225,15 @@ def bench_mlp(args, torch, report):
                                "ours_TFLOPs": flops / ms / 1e9, "candidates": table})
         print(f"gated_mlp M={m:5d} N={n} K={k}  ours {ms:8.4f} ms ({flops / ms / 1e9:.0f} TFLOP/s)  "
               f"cuBLAS x2 + silu*mul {base:8.4f} ms  x{base / ms:.3f}  err {err:.1e}  {params}", flush=True)
-        write_json(args.result, report)
+        sb.write_json(args.result, report)
 
 
 def cmd_bench(args) -> int:
     import torch
 
     dev = torch.cuda.get_device_name()
-    args.result = Path(args.out) / f"ops-{slug(dev)}.json"
-    report = {"device": dev, "versions": versions(), "date": datetime.datetime.now(datetime.UTC).isoformat(),
+    args.result = Path(args.out) / f"ops-{sb.slug(dev)}.json"
+    report = {"device": dev, "versions": sb.versions(), "date": sb.now(),
               "timing": "medians of CUDA-graph replays, input sets rotated past L2; baselines in the same run",
               "rows": []}
     t0 = time.time()
@@ -305,7 +242,7 @@ def cmd_bench(args) -> int:
         bench_rowwise(args, torch, report, copy_cache)
     if args.only in (None, "mlp"):
         bench_mlp(args, torch, report)
-    write_json(args.result, report)
+    sb.write_json(args.result, report)
     print(f"bench done in {time.time() - t0:.0f} s -> {args.result}")
     return 0
 

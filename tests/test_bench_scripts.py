@@ -166,3 +166,15 @@ def test_bench_runs_every_case_and_writes_after_each(module, argv, expected, tmp
     parser_argv = ["bench", "--out", str(tmp_path), *argv]
     assert mod.main(parser_argv) == 0
     assert seen == [tuple(e) for e in expected]
+
+
+def test_ops_bench_candidates_bind_at_its_shapes():
+    """bench/ops.py (row-wise ops and the gated MLP) on the shared helpers: its searches have legal points."""
+    ops = importlib.import_module("ops")
+    for op in ops.ROWWISE:
+        prog = load_program(CONFIGS / f"{op}.yaml")
+        for m, n in ops.ROW_SHAPES:
+            assert [p for p in ops._row_candidates(n) if sb.legal(prog, {"M": m, "N": n}, p)], (op, m, n)
+    prog = load_program(CONFIGS / "gated_mlp.yaml")
+    for m, n, k in ops.MLP_SHAPES:
+        assert [p for p in ops._mlp_candidates(m) if sb.legal(prog, {"M": m, "N": n, "K": k}, p)], (m, n, k)
