@@ -204,6 +204,22 @@ class ModelBuilder:
         self.rms[out.index] = 40.0
         return out
 
+    def average_pool2d(self, name: str, x: Tensor, k: int | tuple[int, int], stride: int, act: str = "none",
+                       padding: str = "valid") -> Tensor:
+        """AVERAGE_POOL_2D (the output keeps the input's quantisation, as TFLite's int8 kernel requires)."""
+        kh, kw = (k, k) if isinstance(k, int) else k
+        _, h, w, c = x.shape
+        oh = -(-h // stride) if padding == "same" else (h - kh) // stride + 1
+        ow = -(-w // stride) if padding == "same" else (w - kw) // stride + 1
+        out = self.activation(name, (1, oh, ow, c), x.q)
+        opts = fb.Pool2DOptionsT()
+        opts.padding, opts.strideH, opts.strideW = _PADDING[padding], stride, stride
+        opts.filterHeight, opts.filterWidth = kh, kw
+        opts.fusedActivationFunction = _ACT[act]
+        self._op("AVERAGE_POOL_2D", [x], [out], opts)
+        self.rms[out.index] = self.rms.get(x.index, 60.0) / 2.0
+        return out
+
     def softmax(self, name: str, x: Tensor, beta: float = 1.0) -> Tensor:
         out = self.activation(name, x.shape, QParams.per_tensor(1.0 / 256.0, -128))  # TFLite int8 softmax spec
         opts = fb.SoftmaxOptionsT()

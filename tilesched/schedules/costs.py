@@ -71,7 +71,7 @@ def aligned_axes(program) -> dict[str, str]:
         return a
 
     for s in program.stages:
-        if s.op in ("conv2d", "depthwise_conv2d"):
+        if s.op in ("conv2d", "depthwise_conv2d", "avgpool2d"):
             x, out = program.tensor(s.reads[0]), program.tensor(s.writes[0])
             for i, o in zip(x.shape[:2], out.shape[:2]):
                 ri, ro = find(i), find(o)
@@ -83,7 +83,7 @@ def aligned_axes(program) -> dict[str, str]:
 def _conv_halo(b: Binding, stage: StageIR, tensor: str) -> dict[str, float]:
     """For a conv's input, loops over its output rows/cols fetch overlapping input windows:
     per output-axis loop, the fraction of input re-read (>= 1 with a halo)."""
-    if stage.op not in ("conv2d", "depthwise_conv2d") or tensor != stage.reads[0]:
+    if stage.op not in ("conv2d", "depthwise_conv2d", "avgpool2d") or tensor != stage.reads[0]:
         return {}
     x, out = b.program.tensor(tensor), b.program.tensor(stage.writes[0])
     factors = {}
@@ -109,6 +109,8 @@ def stage_cost(b: Binding, stage: StageIR) -> StageCost:
         per_out = stage.kernel[0] * stage.kernel[1] * (b.sizes[x.shape[-1]] if stage.op == "conv2d" else 1)
         macs = float(numel(b, out) * per_out)
         flops = 2 * macs
+    elif stage.op == "avgpool2d":
+        flops = float(numel(b, stage.writes[0]) * stage.kernel[0] * stage.kernel[1])
     elif stage.op == "elementwise":
         names = [f if isinstance(f, str) else f[0] for f in stage.fn]  # ("scale", 0.5) has a constant
         flops = float(numel(b, stage.writes[0]) * sum(FLOPS_PER_ELEMENT[f] for f in names))
