@@ -26,7 +26,7 @@ from math import prod
 
 from tilesched.errors import SpecError, spec_error
 from tilesched.ir.bind import Binding
-from tilesched.ir.conv import pads
+from tilesched.ir.conv import pads, window
 from tilesched.ir.dtypes import FLOAT
 from tilesched.ir.looptree import LoopTree, build_tree, dump_tree
 from tilesched.ir.nodes import Program, StageIR
@@ -34,6 +34,7 @@ from tilesched.passes.mcu_ir import (
     BufferInfo,
     Chain,
     Expr,
+    Fill,
     LoopNode,
     McuKernel,
     OpNode,
@@ -51,7 +52,7 @@ from tilesched.semantics import fns as F
 TARGETS = ("cortex-m4", "cortex-m7")
 OPS = ("conv2d", "depthwise_conv2d", "avgpool2d", "dot", "requantize", "elementwise", "softmax", "layernorm",
        "load", "store", "copy")
-OPTIONS = {"halo": ("cache", "recompute")}
+OPTIONS = {"halo": ("cache", "recompute"), "fuse": None}
 HEADS = ("conv", "dw", "pool")  # rules that read windows of their input: they start a chain
 
 
@@ -142,10 +143,7 @@ def structure(program: Program, tree: LoopTree) -> LoopTree:
     if unknown:
         raise spec_error(("options",), f"options {unknown} are not {program.target} options "
                                        f"({', '.join(OPTIONS)})")
-    for k, allowed in OPTIONS.items():
-        v = program.option_map.get(k)
-        if v is not None and v not in allowed and not any(p.name == v for p in program.params):
-            raise spec_error(("options", k), f"option {k} is one of {', '.join(allowed)}")
+    _check_option_values(program)
     for lp in program.loops:
         if lp.kind != "spatial":
             raise spec_error(("loops",), f"{program.target} cannot generate reduction loops ({lp.axis}) yet")
@@ -307,8 +305,9 @@ def _point_local(program: Program, op: OpNode, s: StageIR, t: str) -> bool:
     return False
 
 
-def chains(program: Program, tree: LoopTree) -> tuple[Chain, ...]:
-    """Group every level's stages into chains (see the module docstring)."""
+def chains(program: Program, tree: LoopTree, ends: set[str] = frozenset()) -> tuple[Chain, ...]:
+    """Group every level's stages into chains (see the module docstring); a chain ends at the stages in
+    `ends` (the boundaries of fused groups)."""
     readers = _readers(program)
     consts = constants(program)
     forced: set[str] = set()  # tensors a later check found must be materialised
@@ -324,7 +323,7 @@ def chains(program: Program, tree: LoopTree) -> tuple[Chain, ...]:
                                           ins=last.ins + ((("rbias", s.reads[1]),) if len(s.reads) > 1 else ()),
                                           attrs=last.attrs + (("requant", s.name),))
                     continue
-                if cur is not None and _joins(program, cur, s, op, forced):
+                if cur is not None and not set(cur.ops[-1].stages) & ends and _joins(program, cur, s, op, forced):
                     cur.ops.append(op)
                     continue
                 cur = _Draft(depth, group, [op])
@@ -467,8 +466,9 @@ def read_boxes(program: Program, tinfo: dict[str, TensorInfo], sizes: dict[str, 
                 x = program.tensor(t)
                 o = program.tensor(st.writes[0])
                 box = {}
+                kernel = window(st, x.shape, sizes)
                 for i, (ia, oa) in enumerate(zip(x.shape[:2], o.shape[:2])):
-                    k = st.kernel[i]
+                    k = kernel[i]
                     p = pads(st.padding, sizes[ia], k, st.stride)[0]
                     lo, hi = region.get(oa, (0, sizes[oa] - 1))
                     box[ia] = (_max(0, lo * st.stride - p), _min(sizes[ia] - 1, hi * st.stride - p + (k - 1)))
@@ -493,8 +493,33 @@ def _enclosing(tree: LoopTree, depth: int) -> list:
     return tree.loops()[:depth]
 
 
+def fuse_boundaries(program: Program, value) -> set[str]:
+    """The stages the option `fuse` names (a parameter's value: stage names separated by commas): each
+    ends a row-fused group of the stages outside every loop."""
+    if value in (None, "", "none"):
+        return set()
+    names = {x.strip() for x in str(value).split(",") if x.strip()}
+    unknown = sorted(names - {s.name for s in program.stages})
+    if unknown:
+        raise spec_error(("options", "fuse"), f"fuse names unknown stages {unknown}")
+    return names
+
+
+def _check_option_values(program: Program) -> None:
+    for key, allowed in OPTIONS.items():
+        v = program.option_map.get(key)
+        if v is None:
+            continue
+        param = next((p for p in program.params if p.name == v), None)
+        for value in (param.values if param is not None else (v,)):
+            if key == "fuse":
+                fuse_boundaries(program, value)
+            elif value not in allowed:
+                raise spec_error(("options", key), f"option {key} is one of {', '.join(allowed)}, not {value!r}")
+
+
 def schedule(b: Binding, tree: LoopTree, k: McuKernel) -> McuKernel:
-    """Loop nodes and runs with their regions (see the module docstring)."""
+    """Loop nodes, runs and fills with their regions (see the module docstring)."""
     program, sizes = b.program, b.sizes
     halo = str(b.option("halo", "cache"))
     loops = tree.loops()
@@ -505,61 +530,114 @@ def schedule(b: Binding, tree: LoopTree, k: McuKernel) -> McuKernel:
     for c in k.chains:
         for t in c.reads:
             readers.setdefault(t, []).append(c)
+    producer = {c.out: c for c in k.chains}
     outputs = {t.name for t in program.tensors if t.role == "output"}
     loop_nodes = [LoopNode(var=f"b_{lp.axis}", axis=lp.axis, tile=b.tile(lp.axis), count=b.n_tiles(lp.axis),
                            size=sizes[lp.axis]) for lp in loops]
+    boundaries = fuse_boundaries(program, b.option("fuse"))
     done_vars: list[str] = []
 
     def full(a: str):
         return (Expr.const(0), Expr.const(sizes[a] - 1))
 
-    def level_runs(depth: int, group: str) -> list[Run]:
-        cs = by_level.get((depth, group), [])
-        tiles = {ln.axis: (ln.lo(), ln.hi()) for ln in loop_nodes[:depth]}
-        effective: dict[str, dict] = {}
-        runs: dict[str, Run] = {}
+    def boxes(c: Chain, region: dict) -> dict:
+        return read_boxes(program, k.tensors, sizes, c, region)
+
+    def runs_for(cs: list[Chain], tiles: dict, can_pull: bool) -> list[Run]:
+        """Runs of the chains of one level (a spec loop's body, or a fused group's row loop): the chains
+        whose output stays in the level are demanded by the others, pulled row by row when their rows
+        follow a window that moves with the loop (rows carried across iterations in a ring), else run over
+        the whole demanded box every iteration (the halo recomputed)."""
+        demanded = {c.name for i, c in enumerate(cs)
+                    if tiles and c.out not in outputs and readers.get(c.out)
+                    and all(r in cs[i + 1:] for r in readers[c.out])}
+        pulled: set[str] = set()
+
+        def fills_for(c: Chain, region: dict) -> tuple:
+            out = []
+            for t, box in boxes(c, region).items():
+                d = producer.get(t)
+                if d is None or d.name not in pulled:
+                    continue
+                first = d.points[0]
+                dv, row = f"done_{d.out}", f"r_{d.out}"
+                if dv not in done_vars:
+                    done_vars.append(dv)
+                rest = tuple((a,) + full(a) for a in d.points[1:])
+                inner_region = {first: (Expr.var(row), Expr.var(row)), **{a: full(a) for a in d.points[1:]}}
+                out.append(Fill(d.name, dv, row, box[first][0], box[first][1], rest, fills_for(d, inner_region)))
+            return tuple(out)
+
+        bulk_box: dict[str, dict] = {}
         for i in range(len(cs) - 1, -1, -1):
             c = cs[i]
-            later = cs[i + 1:]
-            rs = readers.get(c.out, [])
-            demanded = depth > 0 and c.out not in outputs and rs and all(r in later for r in rs)
-            if depth == 0:
+            if not tiles:
                 region = {a: full(a) for a in c.points}
-                run = Run(c.name, tuple((a,) + region[a] for a in c.points))
-                eff = region
-            elif not demanded:
+            elif c.name not in demanded:
                 region = {a: tiles.get(a, full(a)) for a in c.points}
-                run = Run(c.name, tuple((a,) + region[a] for a in c.points))
-                eff = region
             else:
                 box = None
-                for r in rs:
-                    rb = read_boxes(program, k.tensors, sizes, r, effective[r.name])[c.out]
+                for r in readers[c.out]:
+                    if r.name in pulled:
+                        continue  # pulled consumers pull this chain row by row themselves
+                    rb = boxes(r, bulk_box[r.name])[c.out]
                     box = rb if box is None else {a: (emin(box[a][0], rb[a][0]), emax(box[a][1], rb[a][1]))
                                                    for a in rb}
                 first = c.points[0]
+                moving = box is None or not (box[first][0].is_const and box[first][1].is_const)
+                if can_pull and moving:
+                    pulled.add(c.name)
+                    continue
                 region = {a: (box[a] if a == first else full(a)) for a in c.points}
-                fill = (depth == 1 and halo == "cache" and not (region[first][0].is_const
-                                                                 and region[first][1].is_const))
-                if fill:
-                    dv = f"done_{c.out}"
-                    done_vars.append(dv)
-                    run = Run(c.name, tuple((a,) + region[a] for a in c.points), done=dv)
-                    eff = dict(region)
-                    eff[first] = (emax(Expr.var(dv) + 1, region[first][0]), region[first][1])
-                else:
-                    run = Run(c.name, tuple((a,) + region[a] for a in c.points))
-                    eff = region
-            effective[c.name] = eff
-            runs[c.name] = run
-        return [runs[c.name] for c in cs]
+            bulk_box[c.name] = region
+        return [Run(c.name, tuple((a,) + bulk_box[c.name][a] for a in c.points), fills_for(c, bulk_box[c.name]))
+                for c in cs if c.name not in pulled]
+
+    def groups(cs: list[Chain]) -> list[list[Chain]]:
+        """Chains outside every loop in fused groups: each ends at a chain rendering a stage `fuse` names,
+        or at a chain whose output is read outside the group (a skip connection, the network output)."""
+        out, cur = [], []
+        for c in cs:
+            cur.append(c)
+            if set(c.stages) & boundaries:
+                out.append(cur)
+                cur = []
+        if cur:
+            out.append(cur)
+        split = []
+        for g in out:
+            start = 0
+            for i, c in enumerate(g):
+                later = g[i + 1:]
+                if i < len(g) - 1 and (c.out in outputs or any(r not in later for r in readers.get(c.out, []))):
+                    split.append(g[start:i + 1])
+                    start = i + 1
+            split.append(g[start:])
+        return [g for g in split if g]
+
+    def level_nodes(depth: int, group: str) -> list:
+        cs = by_level.get((depth, group), [])
+        if depth > 0:
+            tiles = {ln.axis: (ln.lo(), ln.hi()) for ln in loop_nodes[:depth]}
+            return list(runs_for(cs, tiles, can_pull=depth == 1 and halo == "cache"))
+        nodes: list = []
+        for g in groups(cs):
+            last = g[-1]
+            if len(g) == 1 or not last.points:
+                nodes.extend(runs_for(g, {}, False))
+                continue
+            axis = last.points[0]
+            ln = LoopNode(var=f"g_{last.out}", axis=axis, tile=1, count=sizes[axis], size=sizes[axis])
+            body = runs_for(g, {axis: (ln.lo(), ln.hi())}, can_pull=halo == "cache")
+            nodes.append(replace(ln, body=tuple(body)))
+        return nodes
 
     def build(depth: int) -> tuple:
-        nodes: list = list(level_runs(depth, "before"))
+        nodes: list = level_nodes(depth, "before")
         if depth < len(loop_nodes):
             ln = loop_nodes[depth]
             nodes.append(replace(ln, body=build(depth + 1)))
-        nodes.extend(level_runs(depth, "after"))
+        nodes.extend(level_nodes(depth, "after"))
         return tuple(nodes)
 
     body = build(0)
@@ -579,6 +657,18 @@ def dry_run(k: McuKernel) -> list[Step]:
     """The schedule executed in Python: every chain call with its concrete region."""
     env: dict[str, int] = {v: -1 for v in k.done_vars}
     steps: list[Step] = []
+    first_axis = {c.name: c.points[0] for c in k.chains if c.points}
+
+    def fill(f):
+        lo, hi = f.lo.ev(env), f.hi.ev(env)
+        rest = tuple((a, x.ev(env), y.ev(env)) for a, x, y in f.rest)
+        for r in range(max(env[f.done] + 1, lo), hi + 1):
+            env[f.row] = r
+            for g in f.inner:
+                fill(g)
+            reg = ((first_axis[f.chain], r, r),) + rest
+            steps.append(Step(_step_name(f.chain, reg), f.chain, reg))
+        env[f.done] = max(env[f.done], hi)
 
     def walk(nodes):
         for n in nodes:
@@ -587,14 +677,9 @@ def dry_run(k: McuKernel) -> list[Step]:
                     env[n.var] = i
                     walk(n.body)
                 continue
+            for f in n.fills:
+                fill(f)
             reg = [(a, lo.ev(env), hi.ev(env)) for a, lo, hi in n.region]
-            if n.done:
-                a0, lo0, hi0 = reg[0]
-                lo0 = max(env[n.done] + 1, lo0)
-                if lo0 > hi0:
-                    continue
-                env[n.done] = hi0
-                reg[0] = (a0, lo0, hi0)
             if any(lo > hi for _, lo, hi in reg):
                 continue
             if reg:  # one memory step per row: the chain computes its points row by row
@@ -795,14 +880,16 @@ def events(b: Binding, k: McuKernel):
 
 # ------------------------------------------------------------------------------------------ pipeline
 
-def lower_structure(program: Program, trace: Callable[[str, str], None] | None = None) -> McuKernel:
-    """The unbound passes: structure, chains, layouts (what `generation_problem` checks)."""
+def lower_structure(program: Program, trace: Callable[[str, str], None] | None = None,
+                    fuse=None) -> McuKernel:
+    """The passes that need no sizes: structure, chains, layouts (what `generation_problem` checks);
+    `fuse`: the value of the `fuse` option (the stages that end fused groups)."""
     tree = build_tree(program)
     if trace:
         trace("looptree", dump_tree(tree))
     structure(program, tree)
     k = McuKernel(name=program.name, target=program.target, tensors=tensor_infos(program))
-    k = replace(k, chains=chains(program, tree))
+    k = replace(k, chains=chains(program, tree, fuse_boundaries(program, fuse)))
     k = _add_colsums(program, k)
     if trace:
         trace("chains", dump_chains(k))
@@ -854,7 +941,7 @@ def _add_colsums(program: Program, k: McuKernel) -> McuKernel:
 def lower_mcu(b: Binding, trace: Callable[[str, str], None] | None = None) -> McuKernel:
     """Binding -> McuKernel through every pass; `trace(name, text)` sees the IR after each."""
     program = b.program
-    k = lower_structure(program, trace)
+    k = lower_structure(program, trace, b.option("fuse"))
     tree = build_tree(program)
     k = schedule(b, tree, k)
     if trace:

@@ -9,10 +9,11 @@
   one materialised tensor. Its points are the output's axes but the last (the vector axis).
 - `BufferInfo`: a materialised tensor (or a chain's vector, or an auxiliary sum) in the arena: memory
   order of its axes, the first axis possibly folded (a ring of rows, a tile), segments for the planner.
-- Schedule nodes: `LoopNode` (a spec loop over blocks of an axis) and `Run` (a chain over a region of its
-  points; `done` makes it a fill: rows from the last computed one + 1, so a ring carries rows across
-  blocks). A run computes its points row by row (the first point axis outermost), so the memory events
-  have one step per row of every run.
+- Schedule nodes: `LoopNode` (a spec loop over blocks of an axis), `Run` (a chain over a region of its
+  points) and `Fill` (a chain demanded by another, computed one row at a time from the last row computed
+  + 1 up to the last row needed, each row first filling its own inputs: rows are pulled depth first, so a
+  ring holds only the rows a consumer's window spans, carried across blocks). A run computes its points
+  row by row (the first point axis outermost), so the memory events have one step per row.
 """
 
 from __future__ import annotations
@@ -285,10 +286,24 @@ class BufferInfo:
 # ---------------------------------------------------------------------------------------- schedule
 
 @dataclass(frozen=True)
+class Fill:
+    """Rows of `chain` from max(done + 1, lo) to hi, one at a time (`row` holds it), each after `inner`
+    (the fills of its own inputs for that row); then done = max(done, hi)."""
+
+    chain: str
+    done: str
+    row: str
+    lo: Expr
+    hi: Expr
+    rest: tuple[tuple[str, Expr, Expr], ...]  # the other point axes (whole)
+    inner: tuple[Fill, ...] = ()
+
+
+@dataclass(frozen=True)
 class Run:
     chain: str
     region: tuple[tuple[str, Expr, Expr], ...]  # per point axis of the chain: inclusive range
-    done: str | None = None  # fill counter: the first axis runs from max(done + 1, lo) to hi
+    fills: tuple[Fill, ...] = ()  # demanded chains pulled before it
 
 
 @dataclass(frozen=True)
@@ -360,14 +375,21 @@ def dump_schedule(k: McuKernel) -> str:
     def region(r) -> str:
         return ", ".join(f"{a}: {lo}..{hi}" for a, lo, hi in r)
 
+    def fill(f, indent):
+        lines.append(f"{indent}fill {f.chain} rows {f.row} = max({f.done} + 1, {f.lo})..{f.hi}:")
+        for g in f.inner:
+            fill(g, indent + "  ")
+        lines.append(f"{indent}  {f.chain}[{f.row}" + (f", {region(f.rest)}" if f.rest else "") + "]")
+
     def walk(nodes, indent):
         for n in nodes:
             if isinstance(n, LoopNode):
                 lines.append(f"{indent}for {n.var} in 0..{n.count - 1} ({n.axis} by {n.tile}):")
                 walk(n.body, indent + "  ")
             else:
-                how = f" fill({n.done})" if n.done else ""
-                lines.append(f"{indent}{n.chain}[{region(n.region)}]{how}")
+                for f in n.fills:
+                    fill(f, indent)
+                lines.append(f"{indent}{n.chain}[{region(n.region)}]")
 
     walk(k.body, "  ")
     return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tilesched.errors import SpecError, spec_error
-from tilesched.ir.conv import pads
+from tilesched.ir.conv import pads, window
 from tilesched.ir.dtypes import FLOAT, INT
 from tilesched.ir.expr import ExprError, evaluate
 from tilesched.ir.nodes import Program, StageIR, TensorIR
@@ -555,13 +555,13 @@ def eval_conv(ctx: Ctx) -> dict[str, Value]:
 
 def eval_avgpool(ctx: Ctx) -> dict[str, Value]:
     """avgpool2d over [H, W, C]: the mean of every window's taps inside the input (padding taps are
-    not counted, as in TFLite's AVERAGE_POOL_2D). int8: the sum of the integers divided by the tap
+    not counted, as in TFLite's AVERAGE_POOL_2D; no `kernel`: the whole input). int8: the sum of the integers divided by the tap
     count, rounded half away from zero, in the input's quantisation (which the output keeps), then
     `fn` as TFLite's fused activation clamps."""
     st = ctx.stage
     out = ctx.out
     x = ctx.read(st.reads[0])
-    kh, kw = st.kernel
+    kh, kw = window(st, x.axes, ctx.sizes)
     h, wd, c = (ctx.sizes[a] for a in x.axes)
     oh, ow, _ = (ctx.sizes[a] for a in out.shape)
     s = st.stride

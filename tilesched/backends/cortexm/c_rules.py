@@ -26,7 +26,7 @@ import numpy as np
 
 from tilesched.errors import spec_error
 from tilesched.ir.bind import Binding
-from tilesched.ir.conv import pads
+from tilesched.ir.conv import pads, window
 from tilesched.ir.expr import evaluate
 from tilesched.passes.mcu_ir import Chain, McuKernel, OpNode
 from tilesched.semantics import fns as F
@@ -321,7 +321,7 @@ def _conv_geometry(ctx: Ctx, st, x_name: str):
     x = ctx.program.tensor(x_name)
     sizes = ctx.b.sizes
     h, w, c = (sizes[a] for a in x.shape)
-    kh, kw = st.kernel
+    kh, kw = window(st, x.shape, sizes)
     ph = pads(st.padding, h, kh, st.stride)[0]
     pw = pads(st.padding, w, kw, st.stride)[0]
     return x, h, w, c, kh, kw, ph, pw
@@ -681,5 +681,6 @@ def macs(b: Binding, op: OpNode) -> int:
     if op.rule in ("dw", "pool"):
         st = prog.stage(op.stages[0])
         x = prog.tensor(op.inp("x"))
-        return st.kernel[0] * st.kernel[1] * sizes[x.shape[2]]
+        kh, kw = window(st, x.shape, sizes)
+        return kh * kw * sizes[x.shape[2]]
     return 0
