@@ -134,7 +134,10 @@ def _row_candidates(n: int) -> list[dict]:
         for w in (4, 8, 16, 32):
             if bm * n // (w * 32) < 4 or bm * n // (w * 32) > 256:
                 continue
-            out.append({"BLOCK_M": bm, "NUM_WARPS": w, "NUM_STAGES": 2})
+            out += [{"BLOCK_M": bm, "NUM_WARPS": w, "NUM_STAGES": st, "PERSISTENT": pers}
+                    for st in ((1, 2) if bm * n >= 16384 else (2,))
+                    # a persistent grid loads the row-invariant weights once per SM, not per row block
+                    for pers in (False, True)]
     return out
 
 
@@ -172,7 +175,9 @@ def bench_rowwise(args, torch, report, copy_cache):
     from tilesched.backends.cuda.measure import time_callable
 
     shapes = ROW_SHAPES[:2] if args.quick else ROW_SHAPES
-    for op in ROWWISE:
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    for op in args.ops.split(","):
         prog = load_program(CONFIGS / f"{op}.yaml")
         kernel = Kernel(prog)
         fn = torch.compile(_baseline_fn(op, torch), dynamic=False)
@@ -193,7 +198,7 @@ def bench_rowwise(args, torch, report, copy_cache):
                     ins["gamma"] = torch.rand(n, device="cuda").to(torch.bfloat16) + 0.5
                     ins["beta"] = torch.randn(n, device="cuda").to(torch.bfloat16)
                 sets.append(ins)
-            best = None
+            best, table = None, []
             for params in _row_candidates(n):
                 b = legal(prog, sizes, params)
                 if b is None:
@@ -201,8 +206,10 @@ def bench_rowwise(args, torch, report, copy_cache):
                 try:
                     ms = _time_kernel(kernel, b, sets, args.repeats)
                 except Exception as exc:  # noqa: BLE001 - a failing candidate is skipped, reported
+                    table.append({"params": params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                     print(f"  {op} {sizes} {params}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
                     continue
+                table.append({"params": params, "ms": ms})
                 if best is None or ms < best[0]:
                     best = (ms, params, b)
             if best is None:
@@ -217,7 +224,7 @@ def bench_rowwise(args, torch, report, copy_cache):
                 report["rows"].append({
                     "op": op, "shape": sizes, "dtype": "bf16", "ours_ms": ms, "baseline": base,
                     "baseline_ms": base_ms, "ratio": base_ms / ms, "bytes": nbytes, "copy_GBs": copy_cache[elements],
-                    "ours_GBs": ours_gbs, "rel_err": err, "params": params})
+                    "ours_GBs": ours_gbs, "rel_err": err, "params": params, "candidates": table})
             print(f"{op:9s} M={m:6d} N={n:6d}  ours {ms:8.4f} ms {ours_gbs:7.0f} GB/s "
                   f"({ours_gbs / copy_cache[elements]:.2f} of copy {copy_cache[elements]:.0f})  torch.compile "
                   f"{compiled_ms:8.4f} ms (x{compiled_ms / ms:.2f})  err {err:.1e}  {params}", flush=True)
@@ -231,11 +238,13 @@ def _mlp_candidates(m: int) -> list[dict]:
                 for bm, bn, bk, w in ((64, 64, 128, 4), (64, 128, 64, 4), (128, 64, 64, 4), (64, 128, 128, 8),
                                       (128, 128, 64, 8), (32, 128, 128, 4))]
     return [dict(base, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, NUM_WARPS=w, PERSISTENT=p, EPILOGUE_SUBTILE=st,
-                 NUM_STAGES=s)
-            for bm, bn, bk, w, p, st, s in ((128, 128, 64, 8, True, True, 3), (128, 128, 64, 8, False, True, 3),
-                                            (128, 128, 64, 8, True, True, 4), (128, 64, 64, 4, True, False, 4),
-                                            (64, 128, 64, 4, True, False, 4), (128, 256, 64, 8, True, True, 2),
-                                            (128, 128, 32, 8, True, True, 4))]
+                 NUM_STAGES=s, GROUP_M=g)
+            for bm, bn, bk, w, p, st, s, g in (
+                (128, 128, 64, 8, True, True, 3, 8), (128, 128, 64, 8, False, True, 3, 8),
+                (128, 128, 64, 8, True, True, 4, 8), (128, 128, 64, 8, False, True, 4, 16),
+                (64, 256, 64, 8, True, True, 3, 8), (64, 256, 64, 8, False, True, 4, 8),
+                (128, 64, 64, 4, True, False, 4, 8), (64, 128, 64, 4, True, False, 4, 8),
+                (128, 128, 32, 8, True, True, 4, 8), (128, 128, 64, 8, False, False, 3, 8))]
 
 
 def bench_mlp(args, torch, report):
@@ -252,7 +261,7 @@ def bench_mlp(args, torch, report):
         sets = [{"X": torch.randn(m, k, device="cuda").to(bf),
                  "W1": (torch.randn(n, k, device="cuda") / math.sqrt(k)).to(bf).mT,
                  "W3": (torch.randn(n, k, device="cuda") / math.sqrt(k)).to(bf).mT} for _ in range(2)]
-        best = None
+        best, table = None, []
         for params in _mlp_candidates(m):
             b = legal(prog, sizes, params)
             if b is None:
@@ -260,8 +269,10 @@ def bench_mlp(args, torch, report):
             try:
                 ms = _time_kernel(kernel, b, sets, args.repeats)
             except Exception as exc:  # noqa: BLE001
+                table.append({"params": params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 print(f"  gated_mlp {sizes} {params}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
                 continue
+            table.append({"params": params, "ms": ms})
             if best is None or ms < best[0]:
                 best = (ms, params, b)
         if best is None:
@@ -274,7 +285,7 @@ def bench_mlp(args, torch, report):
         report["rows"].append({"op": "gated_mlp", "shape": sizes, "dtype": "bf16", "ours_ms": ms,
                                "baseline": "2 cuBLAS GEMMs + torch silu * mul", "baseline_ms": base,
                                "ratio": base / ms, "flops": flops, "rel_err": err, "params": params,
-                               "ours_TFLOPs": flops / ms / 1e9})
+                               "ours_TFLOPs": flops / ms / 1e9, "candidates": table})
         print(f"gated_mlp M={m:5d} N={n} K={k}  ours {ms:8.4f} ms ({flops / ms / 1e9:.0f} TFLOP/s)  "
               f"cuBLAS x2 + silu*mul {base:8.4f} ms  x{base / ms:.3f}  err {err:.1e}  {params}", flush=True)
         write_json(args.result, report)
@@ -305,6 +316,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", choices=["rowwise", "mlp"])
+    p.add_argument("--ops", default=",".join(ROWWISE), help="row-wise ops to run (comma-separated)")
+    p.add_argument("--shapes", default=None, help="row-wise shapes as MxN,MxN (default: the issue's six)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--points", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -73,3 +73,11 @@ def test_demo_runs_end_to_end():
                        timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "-> OK" in r.stdout and "bit-exact" in r.stdout
+
+
+def test_plan_dump_ir_prints_every_pass(capsys):
+    assert main(["plan", str(ROOT / "configs" / "gemm_bias_gelu.yaml"), "--dump-ir"]) == 0
+    out = capsys.readouterr().out
+    for name in ("looptree", "skeleton", "carried", "sink", "tma", "masks", "switches"):
+        assert f"=== after {name}" in out
+    assert "acc[M, N]:fp32 = dot(a_tile, b_tile) accumulate" in out

@@ -16,7 +16,8 @@ from tilesched.backends.cuda.compile_pool import empty_inputs  # noqa: E402
 from tilesched.backends.cuda.kernel import Kernel  # noqa: E402
 
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
-SIZES = {"M": 512, "N": 512, "K": 512, "BATCH": 2, "NB": 2, "H": 16, "W": 16, "C": 256, "CO": 256}
+SIZES = {"M": 512, "N": 512, "K": 512, "BATCH": 2, "NB": 2, "H": 16, "W": 16, "C": 256, "CO": 256,
+         "B": 2, "SQ": 512, "SK": 512, "D": 128, "HKV": 4, "G": 4}
 HOPPER_POINTS = [
     ("gemm_bf16_hopper", {"M": 4096, "N": 4096, "K": 4096}, {}),  # defaults: 128x256x64, persistent, subtile
     ("gemm_bf16_hopper", {"M": 16, "N": 4096, "K": 4096},
@@ -47,7 +48,12 @@ def test_compiles_for_sm90(name):
     gemm, built = _build(name, SIZES)
     assert built.cubin_bytes > 0
     has_dot = any(i.op == "dot" for i in gemm.ir.loop + gemm.ir.post)
-    assert built.wgmma == has_dot, f"{name}: wgmma in the PTX: {built.wgmma}, dots in the kernel: {has_dot}"
+    # wgmma takes 64-row warpgroup tiles; specs whose default rows are fewer (low-bit decode GEMMs) use mma.sync
+    from tilesched.backends.cuda.defaults import select_binding
+
+    b, _ = select_binding(gemm.program, {**SIZES, **{a.name: 512 for a in gemm.program.axes if a.name not in SIZES}})
+    rows = min((b.tile(gemm.ir.value(i.out).axes[0]) for i in gemm.ir.loop + gemm.ir.post if i.op == "dot"), default=0)
+    assert built.wgmma == (has_dot and rows >= 64), f"{name}: wgmma in the PTX: {built.wgmma}, dots: {has_dot}"
     assert built.tma == any(a.tma for a in gemm.ir.accesses)
     assert 0 < built.shared_bytes <= 232448
 

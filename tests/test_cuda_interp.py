@@ -16,8 +16,9 @@ from tilesched.backends.cuda.kernel import Kernel, LaunchError  # noqa: E402
 
 SPECS = {p.stem: p for p in cuda_gemm_specs()}
 # ragged everywhere; TMA specs need 16-byte rows, so N and K stay multiples of 8 there
-RAGGED = {"M": 37, "N": 50, "K": 70, "BATCH": 3, "NB": 2, "H": 5, "W": 7, "C": 40, "CO": 48}
-RAGGED_TMA = {"M": 40, "N": 56, "K": 72}  # 40 rows: column-major A needs 16-byte rows too
+RAGGED = {"M": 37, "N": 50, "K": 70, "BATCH": 3, "NB": 2, "H": 5, "W": 7, "C": 40, "CO": 48,
+          "B": 2, "SQ": 37, "SK": 53, "D": 24, "HKV": 2, "G": 3}  # attention: batch, heads, queries, keys, head dim
+RAGGED_TMA = {"M": 40, "N": 56, "K": 80}  # 40 rows: column-major A needs 16-byte rows too; fp8 rows of K too
 
 
 @pytest.fixture(autouse=True)
@@ -158,3 +159,18 @@ def test_lock_file_from_the_gpu_benchmark_is_usable():
         assert source == "lock", sizes
     b, _ = gemm.binding_for({"M": 1, "N": 8192, "K": 8192})
     assert b.params["BLOCK_M"] == 1  # the decode entry, not a 128-row tile
+
+
+@pytest.mark.parametrize("name,dt", [("gemm_bias_gelu", None), ("gemm_bias_gelu_hopper", "fp16"),
+                                     ("gated_mlp", "fp32")])
+def test_repeated_calls_take_the_fast_path_with_each_calls_tensors(name, dt):
+    """The second call with the same shapes reuses the checked launch (the per-shape cache), and
+    its result is this call's: fresh data, a fresh output, the oracle's answer."""
+    kernel = Kernel(_program(name, dt))
+    sizes = dict(RAGGED_TMA if any(a.tma for a in kernel.ir.accesses) else RAGGED)
+    for seed in (11, 12):
+        b, _, ins, want = oracle_inputs(kernel.program, sizes, seed=seed)
+        outs = {n: poisoned(kernel.program.tensor(n), b.sizes, "cpu") for n in kernel.outputs}
+        kernel(**ins, **outs)
+        assert all(v.ok for v in check_outputs(b, outs, want)), seed
+    assert len(kernel._fast) == 1  # one key, reused

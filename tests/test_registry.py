@@ -26,5 +26,5 @@ def test_every_fn_has_a_meaning_a_cost_and_a_triton_rule():
 
 
 def test_every_kernel_instruction_has_a_triton_rule():
-    assert {"load", "store", "copy", "zeros", "dot", "elementwise", "reduce", "softmax", "layernorm"} == \
-        set(triton_rules.RULES)
+    assert {"load", "store", "copy", "zeros", "dot", "elementwise", "reduce", "softmax", "layernorm",
+            "online_softmax", "normalize"} == set(triton_rules.RULES)

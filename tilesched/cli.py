@@ -77,6 +77,16 @@ def cmd_plan(args) -> int:
     schedule = derive_schedule(binding)
     print(format_schedule(schedule))
     print(_generation_line(prog, source).strip())
+    if getattr(args, "dump_ir", False):
+        from tilesched.ir.looptree import build_tree, dump_tree
+
+        if prog.target == "cuda" and not any(s.kind == "comm" for s in prog.stages):
+            from tilesched.passes.gpu import dump_passes
+
+            with located(source):
+                print(dump_passes(prog), end="")
+        else:
+            print("=== looptree\n" + dump_tree(build_tree(prog)), end="")
     if prog.target.startswith("cortex-m"):  # MCU specs: the SRAM arena plan and its timeline
         from tilesched.schedules.memory import format_memory_plan, plan_memory
 
@@ -174,7 +184,7 @@ def cmd_demo(args) -> int:
     status = cmd_validate(argparse.Namespace(specs=specs))
     for spec in specs:
         print()
-        status = max(status, cmd_plan(argparse.Namespace(spec=spec, set=[], json=None, trace=None)))
+        status = max(status, cmd_plan(argparse.Namespace(spec=spec, set=[], json=None, trace=None, dump_ir=False)))
     for name, sizes in DEMO_RUNS:
         print(f"\n$ tilesched run configs/{name} " + " ".join(f"--set {s}" for s in sizes))
         sys.stdout.flush()
@@ -204,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or parameter (repeatable)")
     s.add_argument("--json", type=Path, help="also write the schedule as JSON")
     s.add_argument("--trace", type=Path, help="also write the predicted timeline as Chrome trace JSON")
+    s.add_argument("--dump-ir", action="store_true", help="also print the tile IR after every lowering pass")
     s.set_defaults(func=cmd_plan)
     s = sub.add_parser("emit", help="render a kernel library (Python package or C library) from specs")
     s.add_argument("specs", nargs="+", type=Path)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from tilesched.errors import SpecError
 from tilesched.ir.deps import derive_deps, topological_order
+from tilesched.ir.dtypes import BITS, INT
 from tilesched.ir.expr import ExprError, evaluate, names
+from tilesched.ir.indexexpr import mask_problems
 from tilesched.ir.nodes import AxisIR, ConstraintIR, LoopIR, ParamIR, Program, StageIR, TensorIR
 from tilesched.ir.opchecks import OP_CHECKS
 from tilesched.ir.space import ConstraintError, domain, iter_points
@@ -43,6 +45,8 @@ def lower(spec: Spec, source: SourceInfo | None = None) -> Program:
         _check_aliases(rep, stages, tensor_map, sizes)
         _check_placements(rep, stages, loops, tensor_map)
         _check_fn_constants(spec, rep, stages, sizes, param_names)
+        _check_storage(spec, rep, stages, tensor_map, param_names)
+        _check_masks(spec, rep, stages, tensor_map, sizes, param_names)
     known_stages = {s.name for s in stages}
     deps = derive_deps(stages, {s.name: [a for a in s.after if a in known_stages] for s in spec.stages})
     order, cycle = topological_order([s.name for s in stages], deps)
@@ -185,7 +189,7 @@ def _lower_tensors(spec: Spec, rep: _Report, sizes) -> tuple[TensorIR, ...]:
         out.append(TensorIR(
             name=name, shape=tuple(t.shape), dtype=t.dtype, layout=t.layout, scope=t.scope,
             placement=t.placement.kind, shard_axis=t.placement.axis, region=t.region, quant=t.quant, role="input",
-            alias=t.alias,
+            alias=t.alias, group=tuple(t.group.items()), pack=t.pack.axis if t.pack is not None else None,
         ))
     return tuple(out)
 
@@ -298,7 +302,7 @@ def _lower_stages(spec: Spec, rep: _Report, loops: tuple[LoopIR, ...]) -> tuple[
             depth=depth, fn=tuple(f if isinstance(f, str) else next(iter(f.items())) for f in s.fn), axis=s.axis,
             reduce=s.reduce,
             kernel=tuple(s.kernel) if s.kernel is not None else None, stride=s.stride, padding=s.padding,
-            engine=s.engine, granularity=s.granularity, chunks=s.chunks,
+            engine=s.engine, granularity=s.granularity, chunks=s.chunks, mask=s.mask,
         ))
     return tuple(out)
 
@@ -395,6 +399,54 @@ def _check_fn_constants(spec: Spec, rep: _Report, stages, sizes, param_names) ->
                     continue
                 if unknown:
                     rep.error(("stages", s.index, "fn", i), f"unknown name {sorted(unknown)[0]!r} in {arg!r}")
+
+
+def _check_storage(spec: Spec, rep: _Report, stages, tensors: dict[str, TensorIR], param_names) -> None:
+    """`group` and `pack` describe how an input is stored: over the tensor's own axes, on inputs only;
+    a group is a positive integer or an expression over axis sizes and options (a caller's tensors
+    must determine it: never a tuned parameter); packing is for integers of at most 8 bits and fp4e2m1."""
+    written = {t for s in stages for t in s.writes}
+    known = set(spec.axes) | {k for k, v in spec.options.items() if not (isinstance(v, str) and v in param_names)}
+    for t in tensors.values():
+        loc = ("tensors", t.name)
+        if (t.group or t.pack is not None) and (t.scope != "global" or t.name in written):
+            rep.error(loc, f"tensor {t.name}: group and pack describe how an input is stored; {t.name} is "
+                           f"{'a tile' if t.scope != 'global' else 'written by a stage'}")
+        for axis, g in t.group:
+            if axis not in t.shape:
+                rep.error(loc + ("group", axis), f"group axis {axis!r} is not in the shape of {t.name}")
+            if isinstance(g, str):
+                try:
+                    unknown = names(g) - known
+                except ExprError as exc:
+                    rep.error(loc + ("group", axis), str(exc))
+                    continue
+                if unknown:
+                    rep.error(loc + ("group", axis), f"unknown name {sorted(unknown)[0]!r} in group {g!r}")
+        if t.pack is not None:
+            if t.pack not in t.shape:
+                rep.error(loc + ("pack",), f"pack axis {t.pack!r} is not in the shape of {t.name}")
+            if not (t.dtype in INT and BITS[t.dtype] <= 8 or t.dtype == "fp4e2m1"):
+                rep.error(loc + ("pack",), f"{t.dtype} values are not packed (pack integers of at most 8 bits "
+                                           "and fp4e2m1)")
+
+
+MASKED_OPS = ("softmax", "reduce")
+
+
+def _check_masks(spec: Spec, rep: _Report, stages, tensors: dict[str, TensorIR], sizes, param_names) -> None:
+    values = param_names | set(type(spec.limits).model_fields) | set(spec.options)
+    for s in stages:
+        if s.mask is None:
+            continue
+        loc = ("stages", s.index, "mask")
+        if s.op not in MASKED_OPS or (s.op == "reduce" and s.reduce == "mean"):
+            rep.error(loc, f"stage {s.name!r}: a mask leaves elements out of a softmax or a sum/max/min reduce, "
+                           f"not {s.op}{' mean' if s.reduce == 'mean' else ''}")
+            continue
+        x = tensors[s.reads[0]]
+        for why in mask_problems(s.mask, set(x.shape), set(sizes), values):
+            rep.error(loc, f"stage {s.name!r}: {why}")
 
 
 def _lower_params(spec: Spec, rep: _Report) -> tuple[ParamIR, ...]:

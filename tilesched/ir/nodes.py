@@ -38,6 +38,8 @@ class TensorIR(_Node):
     quant: Quant | None
     role: Literal["input", "output", "workspace", "tile"]
     alias: str | None = None  # the values of that tensor, axes renamed in order
+    group: tuple[tuple[str, int | str], ...] = ()  # (axis, group size): one stored value per group of indices
+    pack: str | None = None  # sub-byte values packed into int32 words along this axis
 
 
 class LoopIR(_Node):
@@ -61,6 +63,7 @@ class StageIR(_Node):
     kernel: tuple[int, ...] | None = None
     stride: int = 1
     padding: int | str = 0  # or "same"
+    mask: str | None = None  # index expression: elements where it is false take no part
     engine: str | None = None
     granularity: str = "tensor"
     chunks: int | str | None = None

@@ -23,15 +23,31 @@ def solve_sizes(program: Program, shapes: Mapping[str, tuple[int, ...]],
         if k not in {a.name for a in program.axes}:
             raise ShapeError(f"{program.name}: {k} is not an axis")
         sizes[k], origin[k] = int(v), "given"
+    stored: list[tuple[str, tuple[int, ...]]] = []  # grouped / packed tensors: checked once sizes are known
     for name, shape in shapes.items():
         t = program.tensor(name)
         if len(shape) != len(t.shape):
             raise ShapeError(f"{program.name}: tensor {name} has {len(shape)} dimensions; the spec says "
                              f"{len(t.shape)} [{', '.join(t.shape)}]")
+        if t.group or t.pack is not None:
+            stored.append((name, tuple(int(n) for n in shape)))
+        hidden = {a for a, _ in t.group} | ({t.pack} if t.pack else set())
         for axis, n in zip(t.shape, shape):
+            if axis in hidden:  # a stored extent, not the axis size
+                continue
             if axis in sizes and sizes[axis] != int(n):
                 raise ShapeError(f"{program.name}: {name} says {axis}={int(n)}, {origin[axis]} says {sizes[axis]}")
             sizes[axis], origin[axis] = int(n), name
+    for name, shape in stored:  # a group that is a bare symbol follows from a grouped extent (GQA: G = H / HKV)
+        t = program.tensor(name)
+        for axis, g in t.group:
+            j = t.shape.index(axis)
+            if isinstance(g, str) and g not in sizes and axis in sizes and axis != t.pack \
+                    and any(a.name == g and a.symbolic for a in program.axes):
+                if shape[j] < 1 or sizes[axis] % shape[j]:
+                    raise ShapeError(f"{program.name}: {name} stores {shape[j]} groups of {axis}={sizes[axis]}: "
+                                     f"pass {g}=N")
+                sizes[g], origin[g] = sizes[axis] // shape[j], name
     pending = [a for a in program.axes if not a.symbolic]
     for a in program.axes:
         if a.symbolic and a.name not in sizes:
@@ -52,6 +68,19 @@ def solve_sizes(program: Program, shapes: Mapping[str, tuple[int, ...]],
                                  f"{a.name} = {a.expr} = {v}")
             sizes[a.name] = int(v)
             pending.remove(a)
+    if stored:
+        from tilesched.ir.storage import size_env, storage_shape
+
+        env = size_env(program, sizes)
+        for name, shape in stored:
+            try:
+                want = storage_shape(program.tensor(name), sizes, env)
+            except ExprError as exc:
+                raise ShapeError(f"{program.name}: {exc}") from None
+            if shape != want:
+                raise ShapeError(f"{program.name}: tensor {name} is stored as {list(shape)}; at "
+                                 + ", ".join(f"{a}={sizes[a]}" for a in program.tensor(name).shape)
+                                 + f" the spec stores {list(want)}")
     return sizes
 
 

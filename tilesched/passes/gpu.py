@@ -5,7 +5,11 @@
     skeleton   axis roles; stages -> instructions in three phases (before, inside, after the
                reduction loop); global tensors a compute stage reads become loads
     carried    accumulators the reduction loop updates start as zeros before it
+    online     a softmax along the reduction loop's axis carries a running maximum and sum and
+               rescales the accumulators its probabilities feed; they are divided by the sum
+               after the loop; a masked one lets the loop skip tiles its mask leaves out
     sink       what only the epilogue needs moves after the reduction loop
+    hoist      loads no tile changes (over whole axes only) happen once per program
     tma        loads / stores a spec marks `engine: tma` go through tensor descriptors
     masks      which axes may be ragged for some point (masked loads, stores, reductions)
     switches   persistent grid, split-K, subtiled epilogue, warps and stages, from `options`
@@ -21,13 +25,17 @@ from collections.abc import Callable
 from tilesched.errors import SpecError, spec_error
 from tilesched.ir.looptree import LoopTree, build_tree, dump_tree
 from tilesched.ir.nodes import Program, StageIR
-from tilesched.passes.kernel import AxisInfo, Constant, Instr, KernelIR, ValueInfo, dump_kernel
+from tilesched.passes.kernel import AxisInfo, Constant, Instr, KernelIR, ValueInfo, dump_kernel, mask_constant
 
 TARGET = "cuda"
 UNARY = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "exp2", "log", "sqrt", "rsqrt",
          "reciprocal", "abs", "neg", "cast")
 BINARY = ("bias", "add", "sub", "mul", "scale", "div", "max", "min")
 FLOATS = ("fp16", "bf16", "fp32")
+# what a kernel loads: floats, fp8, and integers (sub-byte ones packed into int32 words, fp4 codes)
+LOADABLE = FLOATS + ("fp8e4m3", "fp8e5m2", "fp4e2m1", "int32", "int16", "int8", "uint8", "int4", "uint4",
+                     "int3", "uint3", "int2", "uint2")
+STORABLE = FLOATS + ("fp8e4m3", "fp8e5m2")
 OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k")
 MIN_DOT = 16
 LAUNCHER_KEYWORDS = ("out", "params", "sizes")  # Kernel.__call__'s own keywords
@@ -118,13 +126,24 @@ class _Builder:
         t = self.program.tensor(name)
         if t.scope == "tile":
             return self.value(name)
-        if t.dtype not in FLOATS:
+        if t.dtype not in LOADABLE:
             raise refuse(stage, f"a {t.dtype} tensor {name}")
         key = (phase, name)
         if key not in self.loaded:
             self.loaded[key] = self.value(name)
             out.append(Instr(op="load", stage=stage.name, out=name, tensor=name))
         return self.loaded[key]
+
+    def mask_constants(self, stage: StageIR) -> None:
+        """Kernel arguments for the names of a mask that are not indices: values and sizes of other axes."""
+        from tilesched.ir.indexexpr import mask_names
+
+        indices = set(self.program.tensor(stage.reads[0]).shape)
+        used, sized = mask_names(stage.mask)
+        for n in sorted(used - indices):
+            self.constants.append(Constant(name=mask_constant(stage.name, n), expr=n))
+        for a in sorted(sized - indices):
+            self.constants.append(Constant(name=mask_constant(stage.name, f"size_{a}"), expr=a))
 
     def fn_entries(self, stage: StageIR) -> tuple[tuple[str, str | None], ...]:
         out = []
@@ -147,7 +166,9 @@ class _Builder:
             src, dst = p.tensor(stage.reads[0]), p.tensor(stage.writes[0])
             self.check_level(stage, src.name)
             self.check_level(stage, dst.name)
-            if src.dtype not in FLOATS or dst.dtype not in FLOATS:
+            if (src.dtype not in FLOATS or dst.dtype not in FLOATS) and not (
+                    op == "load" and src.dtype in LOADABLE or op == "store" and src.dtype in STORABLE
+                    and dst.dtype in STORABLE):
                 raise refuse(stage, f"{op} of {src.dtype} tensors")
             if src.scope == "global" and dst.scope == "tile":
                 out.append(Instr(op="load", stage=stage.name, out=self.value(dst.name), tensor=src.name))
@@ -168,8 +189,12 @@ class _Builder:
             if len(rows_cols) != 2:
                 raise refuse(stage, f"a dot whose result has {len(rows_cols)} block axes (rows and columns, with "
                                     "batch axes looped with tile 1)")
+            # inside the reduction loop a dot accumulates over the loop when it contracts the loop's
+            # axis (a dot over other axes, e.g. attention scores, yields a fresh tile per iteration)
+            contracts_loop = any(self.roles[a].role == "reduction" for a in
+                                 (set(p.tensor(a).shape) & set(p.tensor(b).shape)) - set(p.tensor(acc).shape))
             out.append(Instr(op="dot", stage=stage.name, out=self.value(acc), args=args,
-                             accumulate=phase == "loop" or acc in stage.reads))
+                             accumulate=(phase == "loop" and contracts_loop) or acc in stage.reads))
             return out
         if op == "elementwise":
             fn = self.fn_entries(stage)
@@ -183,7 +208,8 @@ class _Builder:
             dst = stage.writes[0]
             if p.tensor(dst).scope != "tile":
                 raise refuse(stage, f"a {op} writing the global tensor {dst} (write a tile and store it)")
-            if op != "reduce" and self.roles[stage.axis].role == "reduction":
+            online = op == "softmax" and self.roles[stage.axis].role == "reduction"
+            if op == "layernorm" and self.roles[stage.axis].role == "reduction":
                 raise refuse(stage, f"a {op} along the reduction loop's axis {stage.axis} (a loop-carried "
                                     "online form)")
             if op == "reduce" and self.roles[stage.axis].role == "reduction" and stage.reduce == "mean":
@@ -191,8 +217,11 @@ class _Builder:
             args = tuple(self.operand(stage, r, phase, out) for r in stage.reads if r != dst or op != "reduce")
             accumulate = op == "reduce" and (phase == "loop" and self.roles[stage.axis].role == "reduction"
                                              or dst in stage.reads)
-            out.append(Instr(op=op, stage=stage.name, out=self.value(dst), args=args, axis=stage.axis,
-                             reduce=stage.reduce, accumulate=accumulate))
+            out.append(Instr(op="online_softmax" if online else op, stage=stage.name, out=self.value(dst), args=args,
+                             axis=stage.axis, reduce=stage.reduce, accumulate=accumulate, mask=stage.mask,
+                             mask_axes=p.tensor(stage.reads[0]).shape if stage.mask else ()))
+            if stage.mask:
+                self.mask_constants(stage)
             return out
         raise refuse(stage, f"{op} stages")
 
@@ -233,7 +262,8 @@ def skeleton(program: Program, tree: LoopTree) -> KernelIR:
         for i in ins:
             t = program.tensor(i.tensor)
             if not any(a.tensor == t.name and a.mode == mode for a in accesses):
-                accesses.append(Access(tensor=t.name, axes=t.shape, dtype=t.dtype, layout=t.layout, mode=mode))
+                accesses.append(Access(tensor=t.name, axes=t.shape, dtype=t.dtype, layout=t.layout, mode=mode,
+                                       group=t.group, pack=t.pack))
     to = program.tile_order
     if to.kind == "rank_rotated":
         raise spec_error(("tile_order",), f"{TARGET} generates rank_rotated tile orders in overlap consumers only")
@@ -267,6 +297,78 @@ def carried(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     return k.model_copy(update={"carried": names, "pre": inits + k.pre})
 
 
+# ------------------------------------------------------------------------------------ online
+
+def online(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
+    """A softmax along the reduction loop's axis whose probabilities only feed dots contracting that
+    axis into accumulators (attention: O = softmax(Q K^T) V) runs online: a running maximum and sum
+    per row are carried across the loop, each iteration rescales the accumulators by
+    exp(old max - new max) before adding its tile, and after the loop they are divided by the sum.
+    With a `mask`, tiles the mask leaves out entirely add nothing, so the loop may skip them
+    (`skip`), when nothing else the loop carries would see them."""
+    ons = [i for i in k.loop if i.op == "online_softmax"]
+    if not ons:
+        return k
+    loop = list(k.loop)
+    values = list(k.values)
+    taken = {v.name for v in values}
+    pre, post_norm, carried, owned = [], [], list(k.carried), set()
+    for i in [j for j in loop if j.op == "online_softmax"]:
+        n = loop.index(i)
+        stage = program.stage(i.stage)
+        p = i.out
+        consumers = [j for j in loop if p in j.args]
+        for j in consumers:
+            if j.op != "dot" or not j.accumulate or j.out not in k.carried or i.axis in k.value(j.out).axes:
+                raise refuse(program.stage(j.stage), f"a {j.op} reading {p}, the probabilities of the online softmax "
+                                                     f"{stage.name!r} along {i.axis} (only dots contracting {i.axis} "
+                                                     "into an accumulator may: they are rescaled as the maximum moves)")
+        if any(p in j.args for j in k.post + k.pre):
+            raise refuse(stage, f"{p} used outside the reduction loop (an online softmax's tiles exist inside it)")
+        if not consumers:
+            raise refuse(stage, f"an online softmax along {i.axis} whose probabilities no dot contracts")
+        targets = tuple(dict.fromkeys(j.out for j in consumers))
+        rows = tuple(a for a in k.value(p).axes if a != i.axis)
+        for acc in targets:
+            if any(p not in j.args for j in loop if j.out == acc):
+                other = next(j for j in loop if j.out == acc and p not in j.args)
+                raise refuse(program.stage(other.stage), f"{acc} accumulating both the online softmax's "
+                                                         f"probabilities {p} and other products")
+            reader = next((j for j in loop if acc in j.args and j.out != acc), None)
+            if reader is not None:
+                raise refuse(program.stage(reader.stage), f"{acc} read inside the reduction loop (it is not yet "
+                                                          "normalised there)")
+            if not set(rows) <= set(k.value(acc).axes):
+                raise refuse(stage, f"rescaling {acc}[{', '.join(k.value(acc).axes)}] by a maximum over "
+                                    f"[{', '.join(rows)}]")
+        src = i.args[0]
+        producer = next((j for j in loop if j.out == src), None)
+        if producer is not None and producer.op == "elementwise" and len(producer.fn) == 1 \
+                and producer.fn[0][0] == "scale" and producer.fn[0][1] is not None and len(producer.args) == 1 \
+                and not any(src in j.args for j in loop + list(k.post) if j is not i) and src not in k.carried:
+            # softmax(c * s): the constant joins the kernel's own scaling to base 2 (one multiply per element)
+            loop.remove(producer)
+            n = loop.index(i)
+            i = i.model_copy(update={"args": producer.args, "fn": producer.fn})
+        m, l_ = f"{p}__max", f"{p}__sum"
+        for name in (m, l_):
+            if name in taken:
+                raise refuse(stage, f"a running statistic named {name}: a tensor has that name")
+            values.append(ValueInfo(name=name, axes=rows, dtype="fp32"))
+        pre += [Instr(op="zeros", stage=i.stage, out=m, reduce="max"), Instr(op="zeros", stage=i.stage, out=l_)]
+        carried += [m, l_]
+        owned |= {m, l_, *targets}
+        loop[n] = i.model_copy(update={"args": i.args + (m, l_), "targets": targets})
+        post_norm += [Instr(op="normalize", stage=i.stage, out=acc, args=(acc, l_)) for acc in targets]
+    skip = None
+    masked = [i for i in ons if i.mask is not None]
+    updated = {i.out for i in loop if i.out in carried}
+    if len(masked) == 1 and len(ons) == 1 and updated <= owned and not any(i.op == "store" for i in loop):
+        skip = masked[0].mask
+    return k.model_copy(update={"values": tuple(values), "pre": tuple(pre) + k.pre, "loop": tuple(loop),
+                                "post": tuple(post_norm) + k.post, "carried": tuple(carried), "skip": skip})
+
+
 # -------------------------------------------------------------------------------------- sink
 
 def sink(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
@@ -282,6 +384,21 @@ def sink(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
         else:
             keep.append(i)
     return k.model_copy(update={"pre": tuple(keep), "post": tuple(moved) + k.post})
+
+
+# ------------------------------------------------------------------------------------- hoist
+
+def hoist(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
+    """Loads of tensors over whole axes only (a LayerNorm's gamma and beta) are the same for every
+    tile: a program loads them once, before its tiles (with a persistent grid, once per SM)."""
+    def invariant(i: Instr) -> bool:
+        return i.op == "load" and all(k.axis(a).role == "whole" for a in program.tensor(i.tensor).shape)
+
+    moved = tuple(i for i in k.pre + k.post if invariant(i))
+    if not moved:
+        return k
+    return k.model_copy(update={"invariant": moved, "pre": tuple(i for i in k.pre if not invariant(i)),
+                                "post": tuple(i for i in k.post if not invariant(i))})
 
 
 # --------------------------------------------------------------------------------------- tma
@@ -304,6 +421,8 @@ def tma(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
             continue
         if len(a.axes) != 2 or set(a.axes) & set(k.points):
             raise refuse(s, f"TMA {a.mode}s of {len(a.axes)}-D or batched tensors")
+        if a.group or a.pack or a.dtype == "fp4e2m1":
+            raise refuse(s, f"TMA {a.mode}s of grouped or packed tensors")
         accesses.append(a.model_copy(update={"tma": True}))
     for (t, mode), s in marked.items():
         if not any(a.tensor == t and a.mode == mode for a in accesses):
@@ -361,6 +480,8 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
             problem = "with work before the reduction loop"
         elif any(i.op == "store" for i in k.loop):
             problem = "with stores inside the reduction loop"
+        elif any(i.op == "online_softmax" for i in k.loop):
+            problem = "with an online softmax (its running maximum is not additive)"
         if problem:
             raise spec_error(("options", "split_k"), f"{TARGET} cannot generate split_k {problem} yet")
     if subtile is not None:
@@ -378,8 +499,9 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
 # ---------------------------------------------------------------------------------- pipeline
 
 Pass = Callable[[Program, LoopTree, KernelIR], KernelIR]
-PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("sink", sink), ("tma", tma), ("masks", masks),
-                                          ("switches", switches))
+PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("online", online), ("sink", sink), ("hoist", hoist),
+                                          ("tma", tma), ("masks", masks), ("switches", switches))
+QUIET = ("online",)  # dumped only where they change the kernel (kernels without them dump as before)
 
 
 def lower_kernel(program: Program, trace: Callable[[str, str], None] | None = None) -> KernelIR:
@@ -392,8 +514,8 @@ def lower_kernel(program: Program, trace: Callable[[str, str], None] | None = No
     if trace:
         trace("skeleton", dump_kernel(k))
     for name, fn in PIPELINE:
-        k = fn(program, tree, k)
-        if trace:
+        before, k = k, fn(program, tree, k)
+        if trace and (name not in QUIET or k != before):
             trace(name, dump_kernel(k))
     return k
 

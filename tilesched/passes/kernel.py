@@ -47,11 +47,15 @@ class Access(_Node):
     layout: str
     mode: Literal["load", "store"]
     tma: bool = False
+    group: tuple[tuple[str, int | str], ...] = ()  # (axis, group size): stored index = index // group
+    pack: str | None = None  # sub-byte values packed into int32 words along this axis
 
 
 class Instr(_Node):
     """One operation on tile values. `op`: load | store | zeros | dot | elementwise | reduce |
-    softmax | layernorm | copy."""
+    softmax | layernorm | copy | online_softmax (a softmax along the reduction loop's axis: running
+    maximum and sum carried across the loop, `targets` rescaled) | normalize (an accumulator
+    divided by the running sum after the loop)."""
 
     op: str
     stage: str  # the spec stage it comes from
@@ -62,6 +66,14 @@ class Instr(_Node):
     axis: str | None = None
     reduce: str | None = None
     accumulate: bool = False  # dot / reduce: add to the value `out` holds
+    mask: str | None = None  # softmax / reduce: an index expression; elements where it is false take no part
+    mask_axes: tuple[str, ...] = ()  # the masked tensor's axes (names in the mask that are its indices)
+    targets: tuple[str, ...] = ()  # online_softmax: the accumulators its running maximum rescales
+
+
+def mask_constant(stage: str, name: str) -> str:
+    """The kernel argument holding a non-index name of a stage's mask (its value at launch)."""
+    return f"c_{stage}_mask_{name}"
 
 
 class Constant(_Node):
@@ -78,6 +90,7 @@ class KernelIR(_Node):
     values: tuple[ValueInfo, ...]
     accesses: tuple[Access, ...]
     constants: tuple[Constant, ...]
+    invariant: tuple[Instr, ...] = ()  # once per program, before its tiles (loads no tile changes)
     pre: tuple[Instr, ...]  # per tile, before the reduction loop
     loop: tuple[Instr, ...]  # the reduction loop's body
     post: tuple[Instr, ...]  # per tile, after the reduction loop
@@ -92,6 +105,9 @@ class KernelIR(_Node):
     subtile: Ref = None  # split the epilogue in two along the last grid axis
     num_warps: Ref = None
     num_stages: Ref = None
+    # the reduction loop visits only tiles this index expression keeps somewhere (others add
+    # nothing), and tiles it keeps whole without evaluating it
+    skip: str | None = None
 
     def axis(self, name: str) -> AxisInfo:
         return next(a for a in self.axes if a.name == name)
@@ -114,17 +130,22 @@ def dump_kernel(k: KernelIR) -> str:
     sw = {n: getattr(k, n) for n in ("persistent", "split_k", "subtile", "num_warps", "num_stages")}
     lines.append("  switches " + " ".join(f"{n}={v}" for n, v in sw.items() if v is not None))
     for a in k.accesses:
-        lines.append(f"  {a.mode} {a.tensor}[{', '.join(a.axes)}] {a.dtype} {a.layout}" + (" tma" if a.tma else ""))
+        lines.append(f"  {a.mode} {a.tensor}[{', '.join(a.axes)}] {a.dtype} {a.layout}" + (" tma" if a.tma else "")
+                     + "".join(f" group({ax}={g})" for ax, g in a.group) + (f" packed({a.pack})" if a.pack else ""))
     for c in k.constants:
         lines.append(f"  constant {c.name} = {c.expr!r}")
-    for phase in ("pre", "loop", "post"):
+    for phase in ("invariant", "pre", "loop", "post"):
         instrs = getattr(k, phase)
+        if phase == "invariant" and not instrs:
+            continue
         head = f"  {phase}" + (f" (for {k.reduction})" if phase == "loop" and k.reduction else "") + ":"
         lines.append(head)
         for i in instrs:
             lines.append("    " + instr_line(k, i))
     if k.carried:
         lines.append(f"  carried {list(k.carried)}")
+    if k.skip:
+        lines.append(f"  skip {k.reduction} tiles outside {k.skip!r}")
     return "\n".join(lines) + "\n"
 
 
@@ -145,4 +166,8 @@ def instr_line(k: KernelIR, i: Instr) -> str:
         attrs.append(f"reduce={i.reduce}")
     if i.accumulate:
         attrs.append("accumulate")
+    if i.mask:
+        attrs.append(f"mask={i.mask!r}")
+    if i.targets:
+        attrs.append(f"rescales=[{', '.join(i.targets)}]")
     return f"{out}{i.op}({', '.join(args)}){' ' + ' '.join(attrs) if attrs else ''}  # {i.stage}"

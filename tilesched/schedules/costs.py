@@ -57,6 +57,10 @@ def traffic(b: Binding, stage: StageIR, tensor: str) -> float:
             refetch *= halo[ax]
         elif not any(aligned.get(a, a) == aligned.get(ax, ax) for a in t.shape):
             refetch *= b.n_tiles(ax)
+    if t.group:  # one stored value per group (tilesched.ir.storage)
+        from tilesched.ir.storage import stored_fraction
+
+        refetch *= stored_fraction(t, b.env())
     return nbytes(t.dtype, numel(b, tensor)) * refetch
 
 

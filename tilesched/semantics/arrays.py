@@ -53,6 +53,16 @@ class NumpyOps:
     def seterr(self):
         return np.errstate(all="ignore")
 
+    def repeat(self, x, n: int, axis: int):
+        return np.repeat(x, n, axis=axis)
+
+    def where(self, cond: np.ndarray, x, y):
+        """`cond` a numpy bool array (broadcast), x/y arrays or numbers."""
+        return np.where(cond, x, y)
+
+    def isfinite(self, x):
+        return np.isfinite(x)
+
 
 class TorchOps:
     """float64 torch on the tensors' device."""
@@ -125,6 +135,20 @@ class TorchOps:
         import contextlib
 
         return contextlib.nullcontext()
+
+    def repeat(self, x, n: int, axis: int):
+        return x.repeat_interleave(n, dim=axis)
+
+    def where(self, cond, x, y):
+        t = self.torch
+        if not isinstance(cond, t.Tensor):
+            cond = t.as_tensor(np.asarray(cond), device=self.device)
+        x = x if isinstance(x, t.Tensor) else t.tensor(float(x), dtype=t.float64, device=self.device)
+        y = y if isinstance(y, t.Tensor) else t.tensor(float(y), dtype=t.float64, device=self.device)
+        return t.where(cond, x, y)
+
+    def isfinite(self, x):
+        return self.torch.isfinite(x)
 
 
 NUMPY = NumpyOps()

@@ -19,6 +19,7 @@ import numpy as np
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import FLOAT
 from tilesched.ir.nodes import Program
+from tilesched.ir.storage import FP4_VALUES, grouped_shape, is_stored_differently, round_to, to_storage
 from tilesched.semantics.interpreter import execute, input_names
 from tilesched.semantics.ops import INT_RANGE
 from tilesched.semantics.values import declared_quant
@@ -26,8 +27,8 @@ from tilesched.semantics.values import declared_quant
 # ||out - ref|| / ||ref|| and max|out - ref| / max|ref| bounds by the coarsest float dtype involved:
 # fp32 dots run as tf32 on tensor cores, fp16/bf16 round stored values
 TOLERANCE = {"fp64": (1e-9, 1e-8), "fp32": (2e-3, 1e-2), "fp16": (3e-3, 1e-2), "bf16": (2e-2, 5e-2),
-             "fp8e4m3": (8e-2, 2e-1), "fp8e5m2": (1.5e-1, 3e-1)}
-_COARSE = ["fp64", "fp32", "fp16", "bf16", "fp8e4m3", "fp8e5m2"]
+             "fp8e4m3": (8e-2, 2e-1), "fp8e5m2": (1.5e-1, 3e-1), "fp4e2m1": (1.5e-1, 3e-1)}
+_COARSE = ["fp64", "fp32", "fp16", "bf16", "fp8e4m3", "fp8e5m2", "fp4e2m1"]
 
 
 def _sources(program: Program) -> dict[str, str]:
@@ -112,12 +113,20 @@ def random_inputs(b: Binding, rng: np.random.Generator, given: Mapping[str, np.n
     given = dict(given or {})
     drawn: dict[str, np.ndarray] = dict(given)
 
+    env = b.env()
+
     def draw(name: str, stage, values) -> np.ndarray:
         t = program.tensor(name)
-        shape = tuple(b.sizes[a] for a in t.shape)
+        # grouped tensors draw one value per group; narrow floats values on their grid; packed and
+        # fp4 tensors come out as a caller stores them (tilesched.ir.storage)
+        shape = grouped_shape(t, b.sizes, env)
         famp, iamp = _amplitudes(b, name, stage, values)
-        if t.dtype in FLOAT:
+        if t.dtype == "fp4e2m1":  # every code equally likely
+            x = FP4_VALUES[rng.integers(0, 16, size=shape)]
+        elif t.dtype in FLOAT:
             x = rng.uniform(-famp, famp, size=shape)
+            if t.dtype in ("fp8e4m3", "fp8e5m2"):
+                x = round_to(t.dtype, x)
         elif t.dtype == "int32":
             lim = iamp or 4000
             x = rng.integers(-lim, lim + 1, size=shape, dtype=np.int64)
@@ -126,6 +135,8 @@ def random_inputs(b: Binding, rng: np.random.Generator, given: Mapping[str, np.n
             if iamp:
                 lo, hi = max(lo, -iamp), min(hi, iamp)
             x = rng.integers(lo, hi + 1, size=shape, dtype=np.int64)
+        if is_stored_differently(t):
+            x = to_storage(t, x)
         drawn[name] = x
         return x
 
@@ -142,7 +153,8 @@ def poison_value(dtype: str):
     """What an output is filled with before a run: NaN for floats, a byte pattern for integers
     (never zero, which a kernel that writes nothing could match)."""
     return float("nan") if dtype in FLOAT else {"int8": -91, "uint8": 165, "int16": -23131, "int32": -1515870811,
-                                                "int4": -6}[dtype]
+                                                "int4": -6, "uint4": 13, "int3": -3, "uint3": 5, "int2": -2,
+                                                "uint2": 2}[dtype]
 
 
 def tolerance(program: Program, output: str) -> tuple[float, float]:

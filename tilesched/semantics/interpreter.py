@@ -11,6 +11,7 @@ import numpy as np
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import FLOAT
 from tilesched.ir.nodes import Program
+from tilesched.ir.storage import expand_groups, from_storage, is_stored_differently, storage_shape
 from tilesched.semantics.arrays import NUMPY
 from tilesched.semantics.ops import RULES, Ctx
 from tilesched.semantics.values import Value, declared_quant
@@ -51,8 +52,12 @@ class Run:
         self.needed = set(input_names(self.program))
 
     def take(self, name: str, raw) -> None:
-        """Input `name` from `raw` (any array: numpy, torch, nested lists)."""
+        """Input `name` from `raw` (any array: numpy, torch, nested lists), as a caller stores it
+        (tilesched.ir.storage: grouped, packed into int32 words, fp4 codes)."""
         t = self.program.tensor(name)
+        if is_stored_differently(t):
+            self._take_stored(t, raw)
+            return
         if t.dtype in FLOAT:
             data = self.xp.asarray(raw)
         else:
@@ -61,6 +66,19 @@ class Run:
         if tuple(data.shape) != shape:
             raise ValueError(f"{self.who}input {name}: shape {tuple(data.shape)}, the spec says {shape}")
         self.values[name] = Value(data, t.shape, t.dtype, declared_quant(t, self.sizes))
+
+    def _take_stored(self, t, raw) -> None:
+        want = storage_shape(t, self.sizes, self.env)
+        stored = raw if isinstance(raw, np.ndarray) else self.xp.to_numpy(raw)
+        stored = np.asarray(stored)
+        if tuple(stored.shape) != want:
+            raise ValueError(f"{self.who}input {t.name}: stored shape {tuple(stored.shape)}, the spec stores {want}")
+        values = from_storage(t, stored, self.sizes, self.env)
+        integer = t.dtype not in FLOAT
+        if not integer:
+            values = self.xp.asarray(values)
+        data = expand_groups(self.xp, values, t, self.sizes, self.env, integer)
+        self.values[t.name] = Value(data, t.shape, t.dtype, declared_quant(t, self.sizes))
 
     def _missing(self, name: str, stage) -> None:
         if self.draw is None:

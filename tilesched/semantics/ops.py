@@ -17,13 +17,15 @@ from tilesched.errors import SpecError, spec_error
 from tilesched.ir.conv import pads, window
 from tilesched.ir.dtypes import FLOAT, INT
 from tilesched.ir.expr import ExprError, evaluate
+from tilesched.ir.indexexpr import eval_mask
 from tilesched.ir.nodes import Program, StageIR, TensorIR
 from tilesched.semantics import fns as F
 from tilesched.semantics import quant as Q
 from tilesched.semantics.values import QInfo, Value, align, declared_quant
 
 INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-(1 << 15), (1 << 15) - 1),
-             "int32": (Q.INT32_MIN, Q.INT32_MAX), "int4": (-8, 7)}
+             "int32": (Q.INT32_MIN, Q.INT32_MAX), "int4": (-8, 7),
+             "uint4": (0, 15), "int3": (-4, 3), "uint3": (0, 7), "int2": (-2, 1), "uint2": (0, 3)}
 INT8_SOFTMAX_OUT = (1.0 / 256.0, -128)
 
 
@@ -65,6 +67,16 @@ class Ctx:
         shape = tuple(self.sizes[a] for a in tensor.shape)
         data = self.xp.zeros(shape) if tensor.dtype in FLOAT else np.zeros(shape, dtype=np.int64)
         return Value(data, tensor.shape, tensor.dtype, declared_quant(tensor, self.sizes))
+
+
+def stage_mask(ctx: Ctx, axes: tuple[str, ...]):
+    """The stage's `mask` as a numpy bool array broadcastable over `axes` (None: no mask)."""
+    if ctx.stage.mask is None:
+        return None
+    try:
+        return eval_mask(ctx.stage.mask, axes, ctx.sizes, ctx.env)
+    except ExprError as exc:
+        raise ctx.error("mask", str(exc)) from None
 
 
 def fn_items(stage: StageIR) -> list[tuple[str, object]]:
@@ -370,6 +382,16 @@ def eval_reduce(ctx: Ctx) -> dict[str, Value]:
     x = ctx.read(ctx.stage.reads[0])
     how = ctx.stage.reduce
     keep = tuple(a for a in x.axes if a != ctx.stage.axis)
+    mask = stage_mask(ctx, x.axes)
+    if mask is not None:  # masked-out elements take no part: they hold the reduction's identity
+        if how == "mean":
+            raise ctx.error("mask", "a masked mean is not defined (sum, then divide)")
+        if x.is_float:
+            x = Value(ctx.xp.where(mask, x.data, {"sum": 0.0, "max": -np.inf, "min": np.inf}[how]), x.axes, x.dtype,
+                      x.quant)
+        else:
+            lo, hi = INT_RANGE.get(x.dtype, (Q.INT32_MIN, Q.INT32_MAX))
+            x = Value(np.where(mask, x.data, {"sum": 0, "max": lo, "min": hi}[how]), x.axes, x.dtype, x.quant)
     if x.is_float:
         data = ctx.xp.reduce(how, x.data, x.axes.index(ctx.stage.axis))
         new = Value(data, keep, out.dtype)
@@ -394,10 +416,23 @@ def eval_reduce(ctx: Ctx) -> dict[str, Value]:
 
 def eval_softmax(ctx: Ctx) -> dict[str, Value]:
     """exp(x - max) / sum along `axis`; int8: the exact table softmax of quant.py, whose output
-    has scale 1/256 and zero point -128."""
+    has scale 1/256 and zero point -128. With a `mask`, elements where it is false take no part
+    (probability 0), and a row where it holds nowhere is all zeros."""
     out = ctx.out
     x = ctx.read(ctx.stage.reads[0])
     axis = out.shape.index(ctx.stage.axis)
+    mask = stage_mask(ctx, out.shape)
+    if x.is_float and mask is not None:  # masked-out elements get probability 0; a row with none left, zeros
+        xp = ctx.xp
+        keep = _keep(len(out.shape), axis)
+        data = xp.where(mask, align(xp, x, out.shape), -np.inf)
+        m = xp.reduce("max", data, axis)
+        m = xp.expand(xp.where(xp.isfinite(m), m, 0.0), keep)
+        e = xp.where(mask, xp.exp(data - m), 0.0)
+        s = xp.expand(xp.reduce("sum", e, axis), keep)
+        return {out.name: Value(e / xp.where(s == 0, 1.0, s), out.shape, out.dtype)}
+    if mask is not None:
+        raise ctx.error("mask", "a masked integer softmax is not defined")
     if x.is_float:
         xp = ctx.xp
         data = align(xp, x, out.shape)

@@ -19,6 +19,7 @@ Scalar = bool | int | float | str
 
 DType = Literal[
     "fp64", "fp32", "fp16", "bf16", "fp8e4m3", "fp8e5m2", "int32", "int16", "int8", "uint8", "int4",
+    "uint4", "int3", "uint3", "int2", "uint2", "fp4e2m1",
 ]
 Target = Literal["cuda", "cortex-m4", "cortex-m7"]
 StageKind = Literal["memory", "compute", "comm"]
@@ -111,9 +112,27 @@ class Placement(_Model):
         return self
 
 
+class Pack(_Model):
+    """Sub-byte values stored packed into wider words along one axis: `32 // bits` values per
+    int32 word (int4: 8, int3: 10, int2: 16), value j of a word in bits [j*bits, (j+1)*bits)."""
+
+    axis: Identifier
+    into: Literal["int32"] = "int32"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        return {"axis": data} if isinstance(data, str) else data
+
+
 class Tensor(_Model):
     """A tensor over named axes. `scope: tile` marks an on-chip intermediate (registers,
-    shared memory, or an MCU arena buffer) that never reaches global memory."""
+    shared memory, or an MCU arena buffer) that never reaches global memory.
+
+    `group: {K: 128}` stores one value per 128 consecutive indices along K (the logical tensor
+    still has axis K: element k reads stored element k // 128); a group is an integer or an
+    expression over axis sizes (`{H: "H // HKV"}`: grouped-query attention). `pack: K` stores
+    sub-byte values packed into int32 words along K."""
 
     shape: list[Identifier]
     dtype: DType
@@ -123,6 +142,8 @@ class Tensor(_Model):
     region: Literal["hbm", "sram", "flash"] | None = None
     quant: Quant | None = None
     alias: Identifier | None = None  # the same values as that tensor, its axes renamed in order
+    group: dict[Identifier, Annotated[int, Field(ge=1)] | str] = {}  # axis -> values share one stored element
+    pack: Pack | None = None  # sub-byte values packed into int32 words along an axis
     description: str = ""
 
 
@@ -175,6 +196,8 @@ class Stage(_Model):
     kernel: list[int] | None = None  # conv / pool: [KH, KW]
     stride: int = Field(default=1, ge=1)
     padding: Annotated[int, Field(ge=0)] | Literal["same"] = 0  # rows/columns each side, or TFLite's SAME
+    # softmax / reduce: elements where this index expression is false take no part ("SQ >= SK": causal)
+    mask: str | None = None
     # comm / execution attributes
     engine: Literal["sm", "copy_engine", "tma", "dma", "cpu"] | None = None
     granularity: Literal["tile", "chunk", "tensor"] = "tensor"

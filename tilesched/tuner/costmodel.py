@@ -34,7 +34,9 @@ from tilesched.schedules.plan import derive_schedule
 
 # H100 SXM5 (public figures)
 SMS = 132
-PEAK_FLOPS = {"bf16": 989e12, "fp16": 989e12, "fp8": 1979e12, "fp32": 67e12, "int8": 1979e12}
+PEAK_FLOPS = {"bf16": 989e12, "fp16": 989e12, "fp8": 1979e12, "fp32": 67e12, "int8": 1979e12,
+              "fp8e4m3": 1979e12, "fp8e5m2": 1979e12}
+EXP_PER_SM_S = 16 * 1.83e9  # MUFU ex2 per SM per second (16 per clock): the softmax's exponentials
 HBM_BW = 3.35e12  # B/s
 L2_BW = 10e12  # B/s, L2 -> SMs, all SMs together
 NVLINK_BW = 450e9  # B/s per direction per GPU
@@ -113,6 +115,11 @@ def _mma_efficiency(b: Binding, warps: int, regs: int) -> float:
     sp = _spatial(b)
     tm = b.tile(sp[-2]) if len(sp) >= 2 else 64
     tn = b.tile(sp[-1]) if sp else 64
+    dots = [s for s in b.program.stages if s.op == "dot"]
+    if dots:  # the MMA tile is the last dot's output block (attention: [SQ, D], D not looped)
+        rows_cols = b.program.tensor(dots[-1].writes[0]).shape[-2:]
+        if len(rows_cols) == 2:
+            tm, tn = b.tile(rows_cols[0]), b.tile(rows_cols[1])
     red = _reduction(b)
     tk = b.tile(red) if red else 64
     intensity = tm * tn / (tm + tn)  # FLOP per smem byte, up to constants
@@ -168,6 +175,10 @@ def _dram_bytes(b: Binding, waves_of: int) -> float:
         if t.scope == "tile" or t.role == "workspace":
             continue
         full = nbytes(t.dtype, prod(b.sizes[a] for a in t.shape))
+        if t.group:  # grouped scales and zero points: one stored value per group
+            from tilesched.ir.storage import stored_fraction
+
+            full *= stored_fraction(t, b.env())
         if t.role == "output":
             total += full
             continue
@@ -190,15 +201,23 @@ def predict_gpu(b: Binding) -> Prediction:
     eff = _mma_efficiency(b, warps, occ["regs_per_thread"])
     peak = _dtype_peak(b)
     programs = max(sched.programs, 1)
-    slots = SMS * ctas
-    waves = math.ceil(programs / slots)
     red = _reduction(b)
     steps = b.n_tiles(red) if red else 1
-    flops = sched.totals.flops
+    split = int(b.option("split_k", 1) or 1) if red else 1
+    if split > 1:  # reduction tiles spread over programs (and their sums over fp32 atomics)
+        programs *= split
+        steps = math.ceil(steps / split)
+    slots = SMS * ctas
+    waves = math.ceil(programs / slots)
+    kept = kept_tile_fraction(b)  # a masked online softmax skips the tiles its mask leaves out
+    steps = max(1, round(steps * kept))
+    flops = sched.totals.flops * kept
+    exps = _loop_exponentials(b) * kept
     l2_bytes = sched.totals.bytes_read + sched.totals.bytes_written
     # one program, one reduction step, sharing its SM with ctas-1 others
     per_sm_flops = peak / SMS * eff
     step_compute = flops / programs / steps / per_sm_flops * ctas
+    step_compute += exps / programs / steps / EXP_PER_SM_S * ctas  # issued beside the MMAs, not under them
     step_load = l2_bytes / programs / steps / (L2_BW / SMS) * ctas
     step = max(step_compute, step_load)
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
@@ -211,9 +230,71 @@ def predict_gpu(b: Binding) -> Prediction:
     compute_time = max(compute_time, dram_time) + 0.1 * min(compute_time, dram_time)
     comm_time, total = _comm_timeline(b, sched, compute_time)
     total += LAUNCH_S
+    if split > 1:
+        total += LAUNCH_S  # the finishing kernel
     return Prediction(latency=total * 1e3, unit="ms", detail={
-        "waves": waves, "ctas_per_sm": ctas, "mma_efficiency": round(eff, 3), "dram_bytes": dram,
+        "waves": waves, "ctas_per_sm": ctas, "mma_efficiency": round(eff, 3), "dram_bytes": dram, "kept": kept,
         "compute_ms": compute_time * 1e3, "comm_ms": comm_time * 1e3, **occ})
+
+
+def _masked_softmax(b: Binding):
+    """The masked softmax along the reduction loop's axis (attention's), or None."""
+    red = _reduction(b)
+    return next((s for s in b.program.stages if s.op == "softmax" and s.mask and s.axis == red), None)
+
+
+def kept_tile_fraction(b: Binding) -> float:
+    """Of the (query tile, key tile) pairs, the fraction a masked online softmax visits: a tile is
+    visited when its mask holds at one of its corners (exact for masks monotone along each axis:
+    causal, sliding windows), the spatial axes of the mask's tensor at their own tiles."""
+    s = _masked_softmax(b)
+    if s is None:
+        return 1.0
+    t = b.program.tensor(s.reads[0])
+    looped = [a for a in t.shape if b.program.loop(a) is not None and b.tile(a) < b.sizes[a]]
+    if not looped:
+        return 1.0
+    corners = {}
+    for a in t.shape:
+        if a in looped:
+            n, tile = b.sizes[a], b.tile(a)
+            starts = np.arange(0, n, tile)
+            corners[a] = (starts, np.minimum(starts + tile, n) - 1)
+        else:
+            corners[a] = (np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    sizes = {a: len(corners[a][0]) for a in t.shape}
+    hit = np.zeros(tuple(sizes[a] for a in t.shape), dtype=bool)
+    env = b.env()
+    for pick in range(1 << len(t.shape)):
+        idx = {a: corners[a][(pick >> j) & 1] for j, a in enumerate(t.shape)}
+        grid = {a: idx[a] for a in t.shape}
+        try:
+            hit |= np.broadcast_to(_mask_at(s.mask, t.shape, grid, b.sizes, env), hit.shape)
+        except Exception:  # noqa: BLE001 - a mask the model cannot evaluate counts as dense
+            return 1.0
+    return float(hit.mean())
+
+
+def _mask_at(mask: str, axes, points: dict, sizes, env) -> np.ndarray:
+    """The mask at given index points per axis (a sparse grid)."""
+    from tilesched.ir.indexexpr import eval_mask_at
+
+    grids = {}
+    for j, a in enumerate(axes):
+        shape = [1] * len(axes)
+        shape[j] = len(points[a])
+        grids[a] = np.asarray(points[a], dtype=np.int64).reshape(shape)
+    return eval_mask_at(mask, grids, sizes, env)
+
+
+def _loop_exponentials(b: Binding) -> float:
+    """Exponentials of softmaxes along the reduction loop's axis (one per score)."""
+    red = _reduction(b)
+    total = 0.0
+    for s in b.program.stages:
+        if s.op == "softmax" and s.axis == red:
+            total += prod(b.sizes[a] for a in b.program.tensor(s.reads[0]).shape)
+    return total
 
 
 def _comm_timeline(b: Binding, sched, compute_time: float) -> tuple[float, float]:

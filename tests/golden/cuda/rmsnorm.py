@@ -53,39 +53,69 @@ def rmsnorm_kernel(
     BLOCK_N: tl.constexpr,
     EVEN_M: tl.constexpr,
     EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
+    NUM_SMS: tl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
-    tile_id = tl.program_id(0)
-    pid_M = tile_id
-    o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
     o_N = tl.arange(0, BLOCK_N)
-    if EVEN_M and EVEN_N:
-        v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N)
-    else:
-        v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
-    x_sq = v_x.to(tl.float32)
-    x_sq = x_sq * v_x.to(tl.float32)
-    v_sq = x_sq
-    x_ms = tl.where((o_N < n_N)[None, :], v_sq.to(tl.float32), 0.0)
-    x_ms = tl.reduce(x_ms, 1, _add)
-    x_ms = x_ms / n_N
-    v_ms = x_ms
-    x_rs = v_ms
-    x_rs = x_rs + c_rsqrt_0
-    x_rs = tl.rsqrt(x_rs)
-    v_rs = x_rs
     if EVEN_N:
         v_w = tl.load(p_w + o_N * s_w_N)
     else:
         v_w = tl.load(p_w + o_N * s_w_N, mask=(o_N < n_N), other=0.0)
-    x_y = v_x.to(tl.float32)
-    x_y = x_y * v_rs[:, None]
-    x_y = x_y * v_w[None, :].to(tl.float32)
-    v_y = x_y
-    if EVEN_M and EVEN_N:
-        tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16))
+    if PERSISTENT:  # one program per SM walks the tiles with stride NUM_SMS
+        for tile_id in tl.range(tl.program_id(0), tiles_M, NUM_SMS):
+            pid_M = tile_id
+            o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
+            if EVEN_M and EVEN_N:
+                v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N)
+            else:
+                v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
+            x_sq = v_x.to(tl.float32)
+            x_sq = x_sq * v_x.to(tl.float32)
+            v_sq = x_sq
+            x_ms = tl.where((o_N < n_N)[None, :], v_sq.to(tl.float32), 0.0)
+            x_ms = tl.reduce(x_ms, 1, _add)
+            x_ms = x_ms / n_N
+            v_ms = x_ms
+            x_rs = v_ms
+            x_rs = x_rs + c_rsqrt_0
+            x_rs = tl.rsqrt(x_rs)
+            v_rs = x_rs
+            x_y = v_x.to(tl.float32)
+            x_y = x_y * v_rs[:, None]
+            x_y = x_y * v_w[None, :].to(tl.float32)
+            v_y = x_y
+            if EVEN_M and EVEN_N:
+                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16))
+            else:
+                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
     else:
-        tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+        tile_id = tl.program_id(0)
+        pid_M = tile_id
+        o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
+        if EVEN_M and EVEN_N:
+            v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N)
+        else:
+            v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
+        x_sq = v_x.to(tl.float32)
+        x_sq = x_sq * v_x.to(tl.float32)
+        v_sq = x_sq
+        x_ms = tl.where((o_N < n_N)[None, :], v_sq.to(tl.float32), 0.0)
+        x_ms = tl.reduce(x_ms, 1, _add)
+        x_ms = x_ms / n_N
+        v_ms = x_ms
+        x_rs = v_ms
+        x_rs = x_rs + c_rsqrt_0
+        x_rs = tl.rsqrt(x_rs)
+        v_rs = x_rs
+        x_y = v_x.to(tl.float32)
+        x_y = x_y * v_rs[:, None]
+        x_y = x_y * v_w[None, :].to(tl.float32)
+        v_y = x_y
+        if EVEN_M and EVEN_N:
+            tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16))
+        else:
+            tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
 
 
 def launch_args(cfg, t, n, c):

@@ -50,26 +50,47 @@ def softmax_kernel(
     BLOCK_N: tl.constexpr,
     EVEN_M: tl.constexpr,
     EVEN_N: tl.constexpr,
+    PERSISTENT: tl.constexpr,
+    NUM_SMS: tl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
-    tile_id = tl.program_id(0)
-    pid_M = tile_id
-    o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
     o_N = tl.arange(0, BLOCK_N)
-    if EVEN_M and EVEN_N:
-        v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N)
+    if PERSISTENT:  # one program per SM walks the tiles with stride NUM_SMS
+        for tile_id in tl.range(tl.program_id(0), tiles_M, NUM_SMS):
+            pid_M = tile_id
+            o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
+            if EVEN_M and EVEN_N:
+                v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N)
+            else:
+                v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
+            x_y = v_x.to(tl.float32)
+            x_y = tl.where((o_N < n_N)[None, :], x_y, float('-inf'))
+            mx_y = tl.reduce(x_y, 1, _max)
+            e_y = tl.exp(x_y - mx_y[:, None])
+            e_y = tl.where((o_N < n_N)[None, :], e_y, 0.0)
+            v_y = (e_y / tl.reduce(e_y, 1, _add)[:, None])
+            if EVEN_M and EVEN_N:
+                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16))
+            else:
+                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
     else:
-        v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
-    x_y = v_x.to(tl.float32)
-    x_y = tl.where((o_N < n_N)[None, :], x_y, float('-inf'))
-    mx_y = tl.reduce(x_y, 1, _max)
-    e_y = tl.exp(x_y - mx_y[:, None])
-    e_y = tl.where((o_N < n_N)[None, :], e_y, 0.0)
-    v_y = (e_y / tl.reduce(e_y, 1, _add)[:, None])
-    if EVEN_M and EVEN_N:
-        tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16))
-    else:
-        tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+        tile_id = tl.program_id(0)
+        pid_M = tile_id
+        o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
+        if EVEN_M and EVEN_N:
+            v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N)
+        else:
+            v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_N[None, :] * s_X_N, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
+        x_y = v_x.to(tl.float32)
+        x_y = tl.where((o_N < n_N)[None, :], x_y, float('-inf'))
+        mx_y = tl.reduce(x_y, 1, _max)
+        e_y = tl.exp(x_y - mx_y[:, None])
+        e_y = tl.where((o_N < n_N)[None, :], e_y, 0.0)
+        v_y = (e_y / tl.reduce(e_y, 1, _add)[:, None])
+        if EVEN_M and EVEN_N:
+            tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16))
+        else:
+            tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_y.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
 
 
 def launch_args(cfg, t, n, c):

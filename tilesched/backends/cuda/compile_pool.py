@@ -15,13 +15,14 @@ def empty_inputs(kernel, sizes: dict[str, int], device) -> dict:
     """Uninitialised tensors of the spec's shapes and layouts for every input of `kernel`."""
     import torch
 
-    from tilesched.backends.cuda.io import torch_dtype
+    from tilesched.backends.cuda.io import storage_torch_dtype
+    from tilesched.ir.storage import size_env, storage_shape
 
     out = {}
     for name in kernel.inputs:
         t = kernel.program.tensor(name)
-        shape = tuple(sizes[a] for a in t.shape)
-        dt = torch_dtype(t.dtype)
+        shape = storage_shape(t, sizes, size_env(kernel.program, sizes))
+        dt = storage_torch_dtype(t)
         if t.layout == "col_major" and len(shape) >= 2:
             out[name] = torch.empty(shape[:-2] + (shape[-1], shape[-2]), dtype=dt, device=device).mT
         else:

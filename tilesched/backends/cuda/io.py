@@ -8,10 +8,12 @@ import numpy as np
 
 from tilesched.ir.bind import Binding
 from tilesched.ir.nodes import TensorIR
+from tilesched.ir.storage import storage_dtype
 from tilesched.semantics import Verdict, compare, poison_value
 
 TORCH_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32", "fp64": "float64", "int8": "int8",
-                "uint8": "uint8", "int16": "int16", "int32": "int32"}
+                "uint8": "uint8", "int16": "int16", "int32": "int32", "fp8e4m3": "float8_e4m3fn",
+                "fp8e5m2": "float8_e5m2"}
 
 
 def retyped(program, old: str, new: str):
@@ -27,13 +29,22 @@ def torch_dtype(dtype: str):
     return getattr(torch, TORCH_DTYPES[dtype])
 
 
+def storage_torch_dtype(tensor: TensorIR):
+    """The torch dtype a caller passes for `tensor`: int32 words when packed (tilesched.ir.storage)."""
+    return torch_dtype(storage_dtype(tensor))
+
+
 def to_device(tensor: TensorIR, values, device):
-    """A value in the spec's logical axis order as a torch tensor of the spec's dtype, stored as its
-    layout says (col_major: the last two axes transposed in memory, same logical values)."""
+    """A value in the spec's axis order (as stored: grouped, packed; see tilesched.ir.storage) as a
+    torch tensor of the storage dtype, laid out as `layout` says (col_major: the last two axes
+    transposed in memory, same values)."""
     import torch
 
-    t = values if isinstance(values, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(values))
-    t = t.to(device=device, dtype=torch_dtype(tensor.dtype))
+    if not isinstance(values, torch.Tensor):
+        values = np.asarray(values)  # (np.ascontiguousarray would make a 0-d scale 1-d)
+        values = values if values.flags.c_contiguous else values.copy(order="C")
+    t = values if isinstance(values, torch.Tensor) else torch.from_numpy(values)
+    t = t.to(device=device, dtype=storage_torch_dtype(tensor))
     if tensor.layout == "col_major" and t.dim() >= 2:
         t = t.mT.contiguous().mT
     return t

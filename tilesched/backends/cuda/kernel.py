@@ -14,11 +14,12 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tilesched.backends.cuda.io import torch_dtype
+from tilesched.backends.cuda.io import storage_torch_dtype, torch_dtype
 from tilesched.backends.cuda.render import load_source
 from tilesched.backends.cuda.triton_emit import render
 from tilesched.errors import SpecError, spec_error
 from tilesched.ir.bind import Binding, bind
+from tilesched.ir.dtypes import BITS
 from tilesched.ir.expr import evaluate
 from tilesched.ir.nodes import Program
 from tilesched.ir.shapes import ShapeError, solve_sizes
@@ -78,10 +79,13 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     for acc in k.accesses:  # a TMA box's inner dimension spans at least 16 bytes
         if acc.tma:
             inner = acc.axes[-1] if acc.layout == "row_major" else acc.axes[-2]
-            width = block[inner] * (2 if acc.dtype in ("fp16", "bf16") else 4)
+            width = block[inner] * BITS[acc.dtype] // 8
             if width < 16:
                 raise spec_error(("loops",), f"{k.spec}: a TMA {acc.mode} of {acc.tensor} needs blocks of at least "
                                              f"16 bytes along {inner} (BLOCK_{inner}={block[inner]})")
+    for acc in k.accesses:  # group sizes of grouped tensors, from the sizes (tilesched.ir.storage)
+        for ax, g in acc.group:
+            const[f"G_{acc.tensor}_{ax}"] = int(evaluate(g, b.env()) if isinstance(g, str) else g)
     if k.tile_order == "grouped":
         const["GROUP"] = int(_value(b, k.group, 1))
     tiles = math.prod(-(-b.sizes[g] // block[g]) for g in k.grid)
@@ -162,6 +166,7 @@ class Kernel:
         self.outputs = tuple(dict.fromkeys(writes))
         self.inputs = tuple(sorted(reads - set(self.outputs)))
         self._plans: dict = {}
+        self._fast: dict = {}
 
     # -- checks -------------------------------------------------------------------------------
     def _check(self, name: str, t, device) -> None:
@@ -171,7 +176,7 @@ class Kernel:
         where = f"{self.program.name}: tensor {name}"
         if not isinstance(t, torch.Tensor):
             raise LaunchError(f"{where}: expected a torch.Tensor, got {type(t).__name__}")
-        want = torch_dtype(spec_t.dtype)
+        want = storage_torch_dtype(spec_t)
         if t.dtype != want:
             raise LaunchError(f"{where}: dtype {t.dtype} but the spec says {spec_t.dtype} ({want})")
         if t.device != device:
@@ -258,8 +263,87 @@ class Kernel:
             if len(self.outputs) != 1:
                 raise LaunchError(f"{self.program.name}: out= names one output; pass {list(self.outputs)} by name")
             tensors[self.outputs[0]] = out
-        plan, full = self.prepare(tensors, params, sizes)
-        self.module.launch(plan.launch, full, plan.sizes, plan.consts)
+        # fast path: a call like one already checked (same names, shapes, strides, dtypes, devices,
+        # params, sizes) reuses its launch, with only this call's tensors put in place
+        key = (tuple((n, t.shape, t.stride(), t.dtype, t.get_device()) for n, t in tensors.items()),
+               None if params is None else tuple(params.items()), None if sizes is None else tuple(sizes.items()))
+        fast = self._fast.get(key)
+        if fast is None:
+            plan, full = self.prepare(tensors, params, sizes)
+            fast = _FastLaunch.build(self, plan, full, tensors)
+            if fast is None:  # a launch that allocates per call (split-K workspaces): the generated path
+                self.module.launch(plan.launch, full, plan.sizes, plan.consts)
+                return self._result(full)
+            if len(self._fast) > 256:
+                self._fast.clear()
+            self._fast[key] = fast
+        return self._result(fast(tensors))
+
+    def _result(self, full):
         if len(self.outputs) == 1:
             return full[self.outputs[0]]
         return {n: full[n] for n in self.outputs}
+
+
+_new = object.__new__
+
+
+class _FastLaunch:
+    """A checked launch with the tensor arguments left open: per call, this call's tensors (and
+    TMA descriptors over them) go into the argument list and the Triton kernel is launched."""
+
+    def __init__(self, jit, grid, args, kwargs, slots, outputs, tma_names):
+        self.jit, self.grid, self.args, self.kwargs = jit, grid, args, kwargs
+        self.slots = slots  # (position, tensor name, descriptor fields or None)
+        self.outputs = outputs  # (name, shape, dtype, layout, device) allocated when not given
+        self.tma_names = tma_names
+
+    @classmethod
+    def build(cls, kernel: Kernel, plan: _Plan, full: dict, given: dict):
+        if kernel.ir.split_k is not None and plan.launch.constexprs.get("SPLIT_K", 1) > 1:
+            return None
+        args, kwargs = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
+        by_id = {id(t): n for n, t in full.items()}
+        slots = []
+        for i, a in enumerate(args):
+            if id(a) in by_id:
+                slots.append((i, by_id[id(a)], None))
+            elif type(a).__name__ == "TensorDescriptor":
+                name = next((n for n, t in full.items() if t.data_ptr() == a.base.data_ptr()
+                             and tuple(t.shape)[::-1] == tuple(a.base.shape) and t.dim() == 2), None)
+                if id(a.base) in by_id:
+                    slots.append((i, by_id[id(a.base)], (a, False)))
+                elif name is not None:  # built over t.mT (a column-major tensor in memory order)
+                    slots.append((i, name, (a, True)))
+                else:
+                    return None  # a descriptor the slots cannot rebuild: keep the generated path
+        outputs = tuple((n, shape, dtype, layout, plan.launch.device) for n, shape, dtype, layout in plan.outputs
+                        if n not in given)
+        jit = getattr(kernel.module, f"{kernel.ir.name}_kernel")
+        return cls(jit, plan.launch.grid, list(args), kwargs, tuple(slots), outputs, plan.tma_inputs)
+
+    def __call__(self, tensors: dict) -> dict:
+        if self.outputs:
+            import torch
+
+            tensors = dict(tensors)
+            for name, shape, dtype, layout, device in self.outputs:
+                if layout == "col_major" and len(shape) >= 2:
+                    tensors[name] = torch.empty(shape[:-2] + shape[-2:][::-1], dtype=dtype, device=device).mT
+                else:
+                    tensors[name] = torch.empty(shape, dtype=dtype, device=device)
+        args = self.args.copy()
+        for i, name, desc in self.slots:
+            t = tensors[name]
+            if desc is None:
+                args[i] = t
+            else:
+                box, transposed = desc
+                if t.data_ptr() % 16:
+                    raise LaunchError(f"tensor {name}: TMA needs a 16-byte aligned base address")
+                d = _new(type(box))  # the same box over this call's tensor (cheaper than copy.copy)
+                d.__dict__.update(box.__dict__)
+                d.base = t.mT if transposed else t
+                args[i] = d
+        self.jit[self.grid](*args, **self.kwargs)
+        return tensors

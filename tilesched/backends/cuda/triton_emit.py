@@ -6,7 +6,15 @@ asks for one, and the host `launch`. The renderer decides nothing: the passes di
 
 from __future__ import annotations
 
-from tilesched.backends.cuda.triton_rules import RULES, TL_DTYPES, Ctx, block_shape, index
+from tilesched.backends.cuda.triton_rules import (
+    RULES,
+    TL_DTYPES,
+    Ctx,
+    block_shape,
+    group_constant,
+    index,
+    mask_bounds,
+)
 from tilesched.errors import spec_error
 from tilesched.passes.kernel import Instr, KernelIR
 
@@ -43,6 +51,7 @@ def signature(k: KernelIR, finishing: bool = False) -> list[str]:
     args += [c.name for c in k.constants]
     const = [f"BLOCK_{a}: tl.constexpr" for a in _tiled(k)]
     const += [f"EVEN_{a.name}: tl.constexpr" for a in k.axes if a.masked]
+    const += list(dict.fromkeys(f"{group_constant(a.tensor, ax)}: tl.constexpr" for a in k.accesses for ax, _ in a.group))
     if k.tile_order == "grouped":
         const.append("GROUP: tl.constexpr")
     if k.persistent is not None:
@@ -151,7 +160,7 @@ def _post(k: KernelIR, base: Ctx) -> list[str]:
 
 def _tile_body(k: KernelIR) -> list[str]:
     """One output tile: coordinates, offsets, the phases."""
-    lines = _coords(k) + _offsets(k, [a.name for a in k.axes])
+    lines = _coords(k) + _offsets(k, [a.name for a in k.axes if a.role == "grid"])
     ctx = _ctx(k, "pre")
     lines += _emit(ctx, k.pre)
     if k.reduction is not None:
@@ -164,11 +173,14 @@ def _tile_body(k: KernelIR) -> list[str]:
                       f"    lo_{r} = tl.program_id(1) * per_split",
                       f"    hi_{r} = tl.minimum(lo_{r} + per_split, tiles_{r})",
                       f"for it_{r} in tl.range(lo_{r}, hi_{r}):"]
+        elif k.skip is not None:
+            lines += _skipping_loops(k)
         else:
             lines.append(f"for it_{r} in tl.range(0, tiles_{r}):")
-        body = [f"o_{r} = it_{r} * BLOCK_{r} + tl.arange(0, BLOCK_{r})"]
-        body += _emit(_ctx(k, "loop"), k.loop)
-        lines += ["    " + ln for ln in body]
+        if k.skip is None or k.split_k is not None:
+            body = [f"o_{r} = it_{r} * BLOCK_{r} + tl.arange(0, BLOCK_{r})"]
+            body += _emit(_ctx(k, "loop"), k.loop)
+            lines += ["    " + ln for ln in body]
     post = _post(k, _ctx(k, "post"))
     if k.split_k is not None:
         lines.append("if SPLIT_K > 1:  # partial sums meet in fp32 workspaces; the finishing kernel runs the epilogue")
@@ -179,6 +191,46 @@ def _tile_body(k: KernelIR) -> list[str]:
         lines += ["    " + ln for ln in post]
     else:
         lines += post
+    return lines
+
+
+def _skipping_loops(k: KernelIR) -> list[str]:
+    """The reduction loop of a kernel whose `skip` mask leaves tiles out: the tiles it keeps
+    somewhere lie in [lo, hi) (found by interval tests from both ends); those it keeps whole,
+    [a, b), run without evaluating it; the rest of [lo, hi) runs masked."""
+    r = k.reduction
+    i = next(i for i in k.loop if i.mask == k.skip)
+
+    def tests(tile: str) -> tuple[str, str]:
+        whole, none = mask_bounds(k, i, i.mask_axes, tile)
+        if k.axis(r).masked:  # a ragged last tile is never whole
+            whole = f"({whole} & (({tile} + 1) * BLOCK_{r} <= n_{r}))"
+        return whole, none
+
+    lines = [f"# tiles of {r} outside [lo_{r}, hi_{r}) hold nothing the mask {k.skip!r} keeps; tiles in "
+             f"[a_{r}, b_{r}) it keeps whole",
+             f"lo_{r} = 0",
+             f"while (lo_{r} < tiles_{r}) & {tests(f'lo_{r}')[1]}:",
+             f"    lo_{r} += 1",
+             f"hi_{r} = tiles_{r}",
+             f"while (hi_{r} > lo_{r}) & {tests(f'(hi_{r} - 1)')[1]}:",
+             f"    hi_{r} -= 1",
+             f"a_{r} = lo_{r}",
+             f"while (a_{r} < hi_{r}) & ({tests(f'a_{r}')[0]} == 0):",
+             f"    a_{r} += 1",
+             f"b_{r} = a_{r}",
+             f"while (b_{r} < hi_{r}) & {tests(f'b_{r}')[0]}:",
+             f"    b_{r} += 1",
+             f"for it_{r} in tl.range(a_{r}, b_{r}):  # whole tiles: no mask"]
+    whole = _ctx(k, "loop")
+    whole.whole_tiles.add(r)
+    whole.unmasked = True
+    body = [f"o_{r} = it_{r} * BLOCK_{r} + tl.arange(0, BLOCK_{r})"] + _emit(whole, k.loop)
+    lines += ["    " + ln for ln in body]
+    lines.append(f"for j_{r} in tl.range(0, (a_{r} - lo_{r}) + (hi_{r} - b_{r})):  # partly masked tiles")
+    body = [f"it_{r} = tl.where(j_{r} < a_{r} - lo_{r}, lo_{r} + j_{r}, b_{r} + j_{r} - (a_{r} - lo_{r}))",
+            f"o_{r} = it_{r} * BLOCK_{r} + tl.arange(0, BLOCK_{r})"] + _emit(_ctx(k, "loop"), k.loop)
+    lines += ["    " + ln for ln in body]
     return lines
 
 
@@ -208,6 +260,9 @@ def _kernel(k: KernelIR) -> list[str]:
     total = " * ".join(f"tiles_{g}" for g in k.grid) or "1"
     for j, p in enumerate(k.points):
         w.add(f"pid_{p} = tl.program_id({j + 1}).to(tl.int64)", 1)
+    # what no tile changes: whole-axis offsets and the loads the hoist pass moved here
+    w.block(_offsets(k, [a.name for a in k.axes if a.role == "whole"]), 1)
+    w.block(_emit(_ctx(k, "pre"), k.invariant), 1)
     body = _tile_body(k)
     if k.persistent is not None:
         w.add("if PERSISTENT:  # one program per SM walks the tiles with stride NUM_SMS", 1)
@@ -235,6 +290,7 @@ def _finishing_kernel(k: KernelIR) -> list[str]:
         w.add(f"tiles_{g} = (n_{g} + BLOCK_{g} - 1) // BLOCK_{g}", 1)
     w.add("tile_id = tl.program_id(0)", 1)
     body = _coords(k) + _offsets(k, [a.name for a in k.axes])
+    body += _emit(_ctx(k, "post"), k.invariant)
     ctx = _ctx(k, "post")
     for c in k.carried:
         v = k.value(c)
@@ -336,6 +392,12 @@ def _host(k: KernelIR) -> list[str]:
     return w.lines
 
 
+def _uses_division(k: KernelIR) -> bool:
+    from tilesched.ir.indexexpr import uses_division
+
+    return any(i.mask is not None and uses_division(i.mask) for i in k.pre + k.loop + k.post)
+
+
 def render(k: KernelIR) -> str:
     """The Triton module of a kernel IR."""
     w = _Lines()
@@ -348,6 +410,11 @@ def render(k: KernelIR) -> str:
         w.add("from triton.tools.tensor_descriptor import TensorDescriptor")
     w.add("")
     w.add(HELPERS.rstrip("\n"))
+    if _uses_division(k):
+        from tilesched.ir.indexexpr import TRITON_HELPERS
+
+        w.add("")
+        w.add(TRITON_HELPERS.rstrip("\n"))
     w.add("")
     w.add("")
     w.lines += _kernel(k)

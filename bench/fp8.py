@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""fp8 GEMM from a spec (configs/fp8_gemm.yaml: e4m3 operands, fp32 accumulation, row-wise scales,
+bf16 output) against torch._scaled_mm with the same row-wise scaling, in one run.
+
+  python bench/fp8.py check --out DIR    the fp8 spec vs the semantics oracle (GPU, ragged shapes)
+  python bench/fp8.py bench --out DIR    per shape: a small candidate search, the winner checked
+                                         against the oracle, then timed beside torch._scaled_mm
+
+Writes DIR/fp8-<device>.json in the rows format of bench/ops.py ("ratio" = baseline_ms / ours_ms)
+with the cost model's prediction per candidate and its Spearman, and the winners to
+DIR/fp8-lock-<device>.json. Target (issue 16): >= 0.95x torch._scaled_mm. Needs an sm_89+ GPU;
+--quick for 4096³ only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import spec_bench as sb  # noqa: E402
+
+from tilesched import load_program  # noqa: E402
+
+SPEC = "fp8_gemm"
+SHAPES = [(4096, 4096, 4096), (8192, 8192, 8192), (2048, 14336, 4096), (16384, 4096, 4096), (128, 8192, 8192)]
+CHECK = {SPEC: {"M": 300, "N": 528, "K": 1040}}  # ragged; TMA needs 16-byte rows: N, K multiples of 16
+
+
+def cfg(bm, bn, bk, w, s, persistent=True, subtile=True, group=8) -> dict:
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "NUM_WARPS": w, "NUM_STAGES": s,
+            "PERSISTENT": persistent, "EPILOGUE_SUBTILE": subtile}
+
+
+def candidates(m: int) -> list[dict]:
+    if m <= 256:
+        return [cfg(64, 128, 128, 4, 4, False, False), cfg(64, 256, 128, 4, 3, False, False),
+                cfg(128, 128, 128, 8, 4, False, False), cfg(64, 128, 256, 4, 3, False, False),
+                cfg(128, 64, 256, 4, 3, False, False), cfg(64, 64, 256, 4, 4, False, False)]
+    return [cfg(128, 256, 128, 8, 3), cfg(128, 256, 128, 8, 4), cfg(128, 256, 64, 8, 4), cfg(256, 128, 128, 8, 3),
+            cfg(128, 128, 128, 8, 4), cfg(128, 256, 128, 8, 3, False, True), cfg(128, 256, 128, 8, 3, True, False),
+            cfg(128, 128, 256, 8, 3)]
+
+
+def make_inputs(m: int, n: int, k: int, device) -> dict:
+    """A [M, K] and B stored [N, K] (passed as the column-major [K, N] view) in e4m3, scales fp32."""
+    import torch
+
+    e4m3 = torch.float8_e4m3fn
+    a = torch.randn(m, k, device=device).to(e4m3)
+    b_nk = (torch.randn(n, k, device=device) / math.sqrt(k) * 8).to(e4m3)
+    return {"A": a, "B": b_nk.mT, "sa": torch.rand(m, device=device) + 0.5, "sb": torch.rand(n, device=device) + 0.5}
+
+
+def scaled_mm(t: dict):
+    """torch._scaled_mm with the spec's row-wise scales: (A @ B) * sa[:, None] * sb[None, :] in bf16."""
+    import torch
+
+    return torch._scaled_mm(t["A"], t["B"], scale_a=t["sa"][:, None], scale_b=t["sb"][None, :],
+                            out_dtype=torch.bfloat16)
+
+
+def bench_one(args, report, lock, m: int, n: int, k: int):
+    from tilesched.backends.cuda.kernel import Kernel
+
+    program = load_program(sb.CONFIGS / f"{SPEC}.yaml")
+    kernel = Kernel(program)
+    sizes = {"M": m, "N": n, "K": k}
+    cands = candidates(m)
+    sb.warm_compile(sb.CONFIGS / f"{SPEC}.yaml", sizes, cands, program, args.workers)
+    sets = [make_inputs(m, n, k, "cuda") for _ in range(sb.n_sets(m * k + n * k + 2 * m * n))]
+    best, table, rho = sb.search(kernel, program, sizes, cands, sets, args.repeats)
+    if best is None:
+        print(f"{SPEC} {sizes}: no candidate ran", flush=True)
+        return lock
+    mc = min(m, 1024)
+    sub = {**sets[0], "A": sets[0]["A"][:mc].contiguous(), "sa": sets[0]["sa"][:mc].contiguous()}
+    err, why = sb.oracle_error(kernel, sb.legal(program, {**sizes, "M": mc}, best["params"]), sub)
+    ms = best["ms"]
+    fl = 2.0 * m * n * k
+    row = {"op": SPEC, "shape": sizes, "dtype": "fp8e4m3 -> bf16", "ours_ms": ms, "flops": fl,
+           "ours_TFLOPs": fl / ms / 1e9, "rel_err": err, "check": why or "ok", "params": best["params"],
+           "spearman": rho, "candidates": table, "baseline": "torch._scaled_mm (row-wise scales, bf16 out)"}
+    line = f"{SPEC} M={m:5d} N={n:5d} K={k:5d}  ours {ms:.4f} ms ({fl / ms / 1e9:.0f} TFLOP/s)"
+    try:
+        base = sb.time_fns([lambda t=t: scaled_mm(t) for t in sets], args.repeats)
+        row.update(baseline_ms=base, ratio=base / ms, baseline_TFLOPs=fl / base / 1e9)
+        line += f"  _scaled_mm {base:.4f} ms x{base / ms:.3f}"
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        row["baseline_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+        line += f"  _scaled_mm unavailable ({type(exc).__name__})"
+    report["rows"].append(row)
+    print(line + f"  err {err:.1e} rho {rho} {best['params']}", flush=True)
+    if math.isfinite(err):
+        lock = lock.with_entry(sb.lock_entry(program, sizes, best, report["device"], report["versions"],
+                                             "bench/fp8.py", len(table)))
+    return lock
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from tilesched.tuner.lockfile import LockFile
+
+    dev = torch.cuda.get_device_name()
+    out = Path(args.out)
+    result, lock_path = out / f"fp8-{sb.slug(dev)}.json", out / f"fp8-lock-{sb.slug(dev)}.json"
+    report = sb.report_header(dev, "fp8 e4m3 GEMM from a spec vs torch._scaled_mm (row-wise scales)")
+    lock = LockFile.read(lock_path)
+    sb.warm_up_clocks()
+    t0 = time.time()
+    for m, n, k in SHAPES[:1] if args.quick else SHAPES:
+        lock = bench_one(args, report, lock, m, n, k)
+        sb.write_json(result, report)
+        lock.write(lock_path)
+    print(f"bench done in {time.time() - t0:.0f} s -> {result}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cmd", choices=["check", "bench"])
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--points", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=8)
+    args = p.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.cmd == "check":
+        return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "fp8")
+    return cmd_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

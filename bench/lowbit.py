@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Weight-only low-bit GEMMs from specs (configs/w{2,3,4,8}a16_gemm.yaml) against their baselines.
+
+  python bench/lowbit.py check --out DIR    the low-bit specs vs the semantics oracle (GPU, ragged
+                                            shapes, default and a few other parameters)
+  python bench/lowbit.py bench --out DIR    per shape (M = 1, 16, 1024, 4096 by Llama-3-8B's N x K):
+                                            a small candidate search, the winner checked against the
+                                            oracle, then timed beside bf16 cuBLAS on the same shape,
+                                            torch's int4 kernel (aten._weight_int4pack_mm, 4 bits)
+                                            and the packed weights' speed of light (their bytes at
+                                            the device copy bandwidth of the same run)
+
+Writes DIR/lowbit-<device>.json in the rows format of bench/ops.py ("ratio" = baseline_ms /
+ours_ms; for the speed-of-light row it is the fraction of it reached) with the cost model's
+prediction per candidate and its Spearman, and the winners to DIR/lowbit-lock-<device>.json.
+Targets (issue 16): M = 1 >= 0.85 of the packed-weight speed of light; M = 16 >= 2.5x bf16 cuBLAS
+(4 bits); M >= 1024 >= 0.9x bf16 cuBLAS. Inputs are random words (every bit pattern is a valid
+packed weight), bf16 scales in [0.01, 0.02). Needs a CUDA GPU; --quick for M = 1 and 16 at 4096².
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import spec_bench as sb  # noqa: E402
+
+from tilesched import load_program  # noqa: E402
+from tilesched.ir.dtypes import BITS  # noqa: E402
+
+BITS_SPECS = {2: "w2a16_gemm", 3: "w3a16_gemm", 4: "w4a16_gemm", 8: "w8a16_gemm"}
+NK = [(4096, 4096), (14336, 4096), (4096, 14336)]  # Llama-3-8B: attention projection, up/gate, down
+MS = [1, 16, 1024, 4096]
+GROUP = 128
+CHECK = {name: {"M": 37, "N": 300, "K": 520} for name in BITS_SPECS.values()}
+
+
+def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "NUM_WARPS": w, "NUM_STAGES": s,
+            "SPLIT_K": split}
+
+
+def candidates(m: int) -> list[dict]:
+    """A small, shape-class-aware list (the full space is for the tuner)."""
+    if m <= 8:
+        return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 128, 4, 4, 2), cfg(1, 32, 128, 4, 4, 4),
+                cfg(1, 64, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 8), cfg(1, 256, 64, 8, 3), cfg(16, 64, 128, 4, 4, 4)]
+    if m <= 64:
+        return [cfg(16, 64, 128, 4, 4), cfg(16, 128, 128, 4, 4), cfg(16, 64, 128, 4, 4, 2), cfg(16, 128, 64, 4, 4, 4),
+                cfg(16, 256, 64, 8, 3), cfg(16, 32, 128, 4, 4, 4), cfg(32, 64, 128, 4, 3)]
+    return [cfg(128, 128, 64, 8, 3), cfg(128, 128, 128, 8, 3), cfg(64, 128, 64, 4, 4), cfg(128, 256, 64, 8, 3),
+            cfg(128, 64, 128, 4, 3), cfg(64, 256, 64, 8, 3), cfg(128, 128, 64, 4, 4)]
+
+
+def make_inputs(bits: int, m: int, n: int, k: int, device, dtype=None) -> dict:
+    """Inputs as the spec stores them: X [M, K]; W [ceil(K / per), N] int32 words (uint8 [K, N] for 8
+    bits); Z [K / 128, ceil(N / per)] words (uint8 [K / 128, N]); S [K / 128, N] scales."""
+    import torch
+
+    dtype = dtype or torch.bfloat16
+    groups = -(-k // GROUP)
+    x = torch.randn(m, k, device=device).to(dtype)
+    s = (0.01 * (1.0 + torch.rand(groups, n, device=device))).to(dtype)
+    if bits == 8:
+        w = torch.randint(0, 256, (k, n), device=device, dtype=torch.uint8)
+        z = torch.randint(0, 256, (groups, n), device=device, dtype=torch.uint8)
+    else:
+        per = 32 // bits
+        w = torch.randint(-(1 << 31), 1 << 31, (-(-k // per), n), device=device, dtype=torch.int64).to(torch.int32)
+        z = torch.randint(-(1 << 31), 1 << 31, (groups, -(-n // per)), device=device, dtype=torch.int64).to(torch.int32)
+    return {"X": x, "W": w, "Z": z, "S": s}
+
+
+def weight_bytes(bits: int, m: int, n: int, k: int) -> int:
+    """Bytes a call must move at least: the packed weights, zero points, scales, X and Y."""
+    per = 32 // bits if bits < 8 else 1
+    w = (-(-k // per) * n * 4) if bits < 8 else k * n
+    groups = -(-k // GROUP)
+    z = (groups * -(-n // per) * 4) if bits < 8 else groups * n
+    return w + z + groups * n * 2 + m * k * 2 + m * n * 2
+
+
+def int4pack_baseline(m: int, n: int, k: int, device):
+    """torch's int4 weight-only kernel (tinygemm) on this shape, or (None, why)."""
+    import torch
+
+    w = torch.randint(0, 16, (n, k), dtype=torch.int32, device=device)
+    sz = torch.randn(k // GROUP, n, 2, device=device).to(torch.bfloat16)
+    packed, why = None, ""
+    for form in ("uint8", "int32"):
+        try:
+            arg = ((w[:, ::2] << 4) | w[:, 1::2]).to(torch.uint8) if form == "uint8" else w
+            packed = torch.ops.aten._convert_weight_to_int4pack(arg, 8)
+            break
+        except Exception as exc:  # noqa: BLE001 - the packed form changed across torch versions
+            why = f"{type(exc).__name__}: {str(exc)[:200]}"
+    if packed is None:
+        return None, why
+    return (lambda x: torch.ops.aten._weight_int4pack_mm(x, packed, GROUP, sz)), ""
+
+
+def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache: dict):
+    import torch
+
+    from tilesched.backends.cuda.kernel import Kernel
+
+    spec = BITS_SPECS[bits]
+    program = load_program(sb.CONFIGS / f"{spec}.yaml")
+    act = torch.float16 if args.act == "fp16" else torch.bfloat16
+    if args.act == "fp16":  # the same spec with fp16 activations and scales
+        from tilesched.backends.cuda.io import retyped
+
+        program = retyped(program, "bf16", "fp16")
+    kernel = Kernel(program)
+    sizes = {"M": m, "N": n, "K": k}
+    cands = candidates(m)
+    if args.act == "bf16":
+        sb.warm_compile(sb.CONFIGS / f"{spec}.yaml", sizes, cands, program, args.workers)
+    nbytes = weight_bytes(bits, m, n, k)
+    sets = [make_inputs(bits, m, n, k, "cuda", act) for _ in range(sb.n_sets(nbytes))]
+    best, table, rho = sb.search(kernel, program, sizes, cands, sets, args.repeats)
+    if best is None:
+        print(f"{spec} {sizes}: no candidate ran", flush=True)
+        return lock
+    mc = min(m, 512)  # the oracle's float64 product at up to 512 rows
+    sub = {**sets[0], "X": sets[0]["X"][:mc].contiguous()}
+    err, why = sb.oracle_error(kernel, sb.legal(program, {**sizes, "M": mc}, best["params"]), sub)
+    ms = best["ms"]
+    fl = 2.0 * m * n * k
+    if "hbm" not in copy_cache:
+        copy_cache["hbm"] = sb.copy_gbs()
+    sol_ms = nbytes / (copy_cache["hbm"] * 1e9) * 1e3
+    common = {"op": f"w{bits}a16_gemm", "shape": sizes, "dtype": f"uint{bits} x {args.act}", "ours_ms": ms, "flops": fl,
+              "bytes": nbytes, "copy_GBs": copy_cache["hbm"], "ours_GBs": nbytes / (ms * 1e-3) / 1e9,
+              "rel_err": err, "check": why or "ok", "params": best["params"], "spearman": rho, "candidates": table}
+    rows = [{**common, "baseline": "packed-weight speed of light (device copy bandwidth)", "baseline_ms": sol_ms,
+             "ratio": sol_ms / ms}]
+    wb = [(torch.randn(k, n, device="cuda").to(act), s["X"]) for s in sets[:2]]
+    cublas = sb.time_fns([lambda w=w, x=x: torch.matmul(x, w) for w, x in wb], args.repeats)
+    rows.append({**common, "baseline": f"{args.act} cuBLAS (torch.matmul, same shape)", "baseline_ms": cublas,
+                 "ratio": cublas / ms})
+    line = (f"{spec} M={m:5d} N={n:5d} K={k:5d}  ours {ms:.4f} ms ({nbytes / (ms * 1e-3) / 1e9:.0f} GB/s, "
+            f"{sol_ms / ms:.2f} of SOL)  cuBLAS {args.act} {cublas:.4f} ms x{cublas / ms:.2f}")
+    if bits == 4 and args.act == "bf16":  # torch's int4 kernel takes bf16
+        fn, bad = int4pack_baseline(m, n, k, "cuda")
+        if fn is not None:
+            try:
+                t4 = sb.time_fns([lambda x=s["X"]: fn(x) for s in sets[:2]], args.repeats)
+                rows.append({**common, "baseline": "torch aten._weight_int4pack_mm (group 128)", "baseline_ms": t4,
+                             "ratio": t4 / ms})
+                line += f"  int4pack {t4:.4f} ms x{t4 / ms:.2f}"
+            except Exception as exc:  # noqa: BLE001
+                bad = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if bad:
+            rows.append({**common, "baseline": "torch aten._weight_int4pack_mm (group 128)", "baseline_error": bad})
+            line += f"  int4pack unavailable ({bad[:60]})"
+    report["rows"] += rows
+    print(line + f"  err {err:.1e} rho {rho} {best['params']}", flush=True)
+    if math.isfinite(err):
+        lock = lock.with_entry(sb.lock_entry(program, sizes, best, report["device"], report["versions"],
+                                             "bench/lowbit.py", len(table)))
+    return lock
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from tilesched.tuner.lockfile import LockFile
+
+    dev = torch.cuda.get_device_name()
+    out = Path(args.out)
+    tag = "lowbit" if args.act == "bf16" else f"lowbit-{args.act}"
+    result, lock_path = out / f"{tag}-{sb.slug(dev)}.json", out / f"{tag}-lock-{sb.slug(dev)}.json"
+    report = sb.report_header(dev, "weight-only low-bit GEMMs from specs vs bf16 cuBLAS, torch int4, speed of light")
+    lock = LockFile.read(lock_path)
+    sb.warm_up_clocks()
+    t0 = time.time()
+    copy_cache: dict = {}
+    bits_list = [int(b) for b in args.bits.split(",")]
+    shapes = [(m, n, k) for n, k in (NK[:1] if args.quick else NK) for m in (MS[:2] if args.quick else MS)]
+    for bits in bits_list:
+        for m, n, k in shapes:
+            lock = bench_one(args, report, lock, bits, m, n, k, copy_cache)
+            sb.write_json(result, report)
+            lock.write(lock_path)
+    print(f"bench done in {time.time() - t0:.0f} s -> {result}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cmd", choices=["check", "bench"])
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--bits", default="4,8,2,3", help="weight widths to bench, in order")
+    p.add_argument("--act", choices=["bf16", "fp16"], default="bf16", help="activation (and scale) dtype")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--points", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=8)
+    args = p.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.cmd == "check":
+        return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "lowbit")
+    return cmd_bench(args)
+
+
+assert set(BITS[f"uint{b}"] for b in BITS_SPECS) == set(BITS_SPECS)
+
+if __name__ == "__main__":
+    sys.exit(main())

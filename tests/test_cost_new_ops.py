@@ -1,0 +1,49 @@
+"""The cost model on attention, low-bit and fp8 GEMMs: tiles a mask leaves out are not counted,
+grouped scales count their stored bytes, split-K spreads a decode GEMM's reduction, fp8 dots run at
+the fp8 peak."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ROOT
+from tilesched import bind, load_program
+from tilesched.schedules.costs import stage_cost, traffic
+from tilesched.tuner.costmodel import _dtype_peak, kept_tile_fraction, predict
+
+CONFIGS = ROOT / "configs"
+
+
+def test_masked_tiles_are_skipped_in_the_model():
+    causal = load_program(CONFIGS / "flash_attention_causal.yaml")
+    full = load_program(CONFIGS / "flash_attention.yaml")
+    sizes = {"B": 1, "H": 8, "SQ": 4096, "SK": 4096, "D": 128, "BLOCK_M": 128, "BLOCK_N": 64}
+    kept = kept_tile_fraction(bind(causal, sizes))
+    tiles_q, tiles_k = 4096 // 128, 4096 // 64
+    assert kept == pytest.approx(sum(min(tiles_k, 2 * (i + 1)) for i in range(tiles_q)) / (tiles_q * tiles_k))
+    assert kept_tile_fraction(bind(full, sizes)) == 1.0
+    t_causal, t_full = predict(bind(causal, sizes)).latency, predict(bind(full, sizes)).latency
+    assert 0.4 < t_causal / t_full < 0.65
+
+
+def test_grouped_scales_count_their_stored_bytes():
+    prog = load_program(CONFIGS / "w4a16_gemm.yaml")
+    b = bind(prog, {"M": 16, "N": 4096, "K": 4096})
+    deq = prog.stage("dequant")
+    load_w = prog.stage("load_w")
+    per_pass = stage_cost(b, load_w).bytes_read / b.n_tiles("M")  # W: K * N / 2 bytes per row block
+    assert per_pass == pytest.approx(4096 * 4096 / 2)
+    assert traffic(b, deq, "S") == pytest.approx(4096 // 128 * 4096 * 2)  # bf16, one per group of 128
+    assert traffic(b, deq, "Z") == pytest.approx(4096 // 128 * 4096 / 2)  # uint4
+
+
+def test_split_k_helps_decode_in_the_model():
+    prog = load_program(CONFIGS / "w4a16_gemm.yaml")
+    base = {"M": 1, "N": 4096, "K": 4096, "BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 128}
+    one = predict(bind(prog, {**base, "SPLIT_K": 1})).latency
+    four = predict(bind(prog, {**base, "SPLIT_K": 4})).latency
+    assert four < one
+
+
+def test_fp8_dots_run_at_the_fp8_peak():
+    assert _dtype_peak(bind(load_program(CONFIGS / "fp8_gemm.yaml"), {})) == 1979e12

@@ -1,0 +1,158 @@
+"""Attention from specs: a softmax along the key loop runs online (running maximum and sum carried
+across the loop, the output accumulator rescaled), masks from index expressions, tiles a mask
+leaves out skipped. Every kernel runs in the Triton interpreter against the semantics oracle at
+small ragged shapes (fp32 and fp16 in place of bf16)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tilesched import lower
+from tilesched.errors import SpecError
+from tilesched.ir.indexexpr import eval_mask, triton_bounds
+from tilesched.passes.gpu import lower_kernel
+from tilesched.spec import load_spec_text
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from tests.cuda_util import run_against_oracle  # noqa: E402
+from tilesched.backends.cuda.io import retyped  # noqa: E402
+from tilesched.backends.cuda.kernel import Kernel, compiled  # noqa: E402
+
+CAUSAL = (ROOT / "configs" / "flash_attention_causal.yaml").read_text()
+SMALL = {"BLOCK_M": 16, "BLOCK_N": 16, "NUM_WARPS": 4, "NUM_STAGES": 2}
+
+
+@pytest.fixture(autouse=True)
+def _interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _program(mask: str | None = "SQ >= SK", dt: str = "fp32", text: str = CAUSAL):
+    if mask != "SQ >= SK":
+        text = text.replace('mask: "SQ >= SK", ', "" if mask is None else f"mask: {mask!r}, ")
+    spec, source = load_spec_text(text)
+    return retyped(lower(spec, source), "bf16", dt)
+
+
+MASKS = [
+    "SQ >= SK",  # causal, top-left aligned
+    "SQ + size(SK) - size(SQ) >= SK",  # causal, bottom-right aligned: with SQ > SK the first rows see nothing
+    "SQ >= SK and SQ - SK < 20",  # a sliding window of 20 keys
+    "SQ // 16 == SK // 16",  # block-local attention (floor division helper)
+    "SK % 3 != 1 or SQ == SK",  # a mask no tile interval decides
+]
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("sizes", [{"B": 2, "H": 2, "SQ": 37, "SK": 53, "D": 24},
+                                   {"B": 1, "H": 2, "SQ": 61, "SK": 29, "D": 16}], ids=["sq<sk", "sq>sk"])
+def test_masked_attention_matches_the_oracle(mask, sizes):
+    kernel = Kernel(_program(mask))
+    v = run_against_oracle(kernel, sizes, SMALL, seed=len(mask))
+    assert v.ok, f"{mask}: {v.why}"
+
+
+@pytest.mark.parametrize("dt", ["fp32", "fp16"])
+@pytest.mark.parametrize("params", [SMALL, {"BLOCK_M": 32, "BLOCK_N": 16, "NUM_WARPS": 4, "NUM_STAGES": 1},
+                                    {"BLOCK_M": 16, "BLOCK_N": 64, "NUM_WARPS": 4, "NUM_STAGES": 3}],
+                         ids=["16x16", "32x16", "16x64"])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
+def test_tiles_and_dtypes(dt, params, causal):
+    kernel = Kernel(_program("SQ >= SK" if causal else None, dt))
+    v = run_against_oracle(kernel, {"B": 1, "H": 3, "SQ": 50, "SK": 50, "D": 32}, params, seed=3)
+    assert v.ok, v.why
+
+
+def test_even_shapes_take_the_unmasked_paths():
+    kernel = Kernel(_program("SQ >= SK", "fp16"))
+    v = run_against_oracle(kernel, {"B": 1, "H": 2, "SQ": 64, "SK": 64, "D": 64},
+                           {"BLOCK_M": 32, "BLOCK_N": 16, "NUM_WARPS": 4, "NUM_STAGES": 2}, seed=4)
+    assert v.ok, v.why
+
+
+def test_the_lowering_runs_the_softmax_online_and_skips_masked_tiles():
+    k = lower_kernel(_program())
+    on = next(i for i in k.loop if i.op == "online_softmax")
+    assert on.targets == ("o",) and on.mask == "SQ >= SK" and k.skip == "SQ >= SK"
+    assert {"p__max", "p__sum"} <= set(k.carried) and k.post[0].op == "normalize"
+    assert not any(i.accumulate for i in k.loop if i.op == "dot" and i.out == "s")  # scores: a fresh tile
+    src = compiled(_program())[1]
+    whole, masked = src.split("# partly masked tiles")
+    assert "for it_SK in tl.range(a_SK, b_SK):  # whole tiles: no mask" in whole
+    body = whole.split("# whole tiles: no mask")[1]
+    assert ">= o_SK" not in body and "o_SK < n_SK" not in body  # neither the mask nor the ragged edge
+    assert "(o_SQ[:, None] >= o_SK[None, :])" in masked and "if not EVEN_SK:" in masked
+    assert "while" not in compiled(_program(None))[1] and lower_kernel(_program(None)).skip is None
+
+
+def _box_eval(text: str, box: dict) -> tuple[bool, bool]:
+    """Evaluate triton_bounds' expressions in Python over a concrete box."""
+    lo_hi = {a: (str(lo), str(hi)) for a, (lo, hi) in box.items()}
+    whole, none = triton_bounds(text, lambda a: lo_hi[a], lambda a: str(SIZES[a]), lambda n: str(0))
+
+    class TL:
+        minimum = staticmethod(lambda a, b: np.minimum(a, b))
+        maximum = staticmethod(lambda a, b: np.maximum(a, b))
+        where = staticmethod(lambda c, a, b: np.where(c, a, b))
+        abs = staticmethod(np.abs)
+
+    env = {"tl": TL, "_fdiv": lambda a, b: np.floor_divide(a, b)}
+    return bool(eval(whole, env)), bool(eval(none, env))  # noqa: S307 - our own generated text
+
+
+SIZES = {"SQ": 40, "SK": 40}
+
+
+@pytest.mark.parametrize("mask", MASKS + ["abs(SQ - SK) <= 5", "not (SQ < SK)", "min(SQ, 7) * 2 > SK - 3"])
+def test_tile_tests_are_sound(mask):
+    """Where the interval tests say a tile is kept whole (or not at all), every index agrees."""
+    exact = eval_mask(mask, ("SQ", "SK"), SIZES, {})
+    exact = np.broadcast_to(exact, (SIZES["SQ"], SIZES["SK"]))
+    decided = 0
+    for q0, k0 in itertools.product(range(0, 40, 8), range(0, 40, 8)):
+        box = {"SQ": (q0, q0 + 7), "SK": (k0, k0 + 7)}
+        whole, none = _box_eval(mask, box)
+        tile = exact[q0:q0 + 8, k0:k0 + 8]
+        assert not (whole and not tile.all()), (mask, box)
+        assert not (none and tile.any()), (mask, box)
+        decided += whole or none
+    if mask == "SQ >= SK":
+        assert decided == 25 - 5  # every tile off the diagonal is decided
+
+
+def test_softmax_probabilities_elsewhere_are_refused():
+    text = CAUSAL.replace("  - {name: store, kind: memory, op: store, reads: [o], writes: [O], at: SQ}",
+                          "  - {name: store, kind: memory, op: store, reads: [o], writes: [O], at: SQ}\n"
+                          "  - {name: store_p, kind: memory, op: store, reads: [p], writes: [P], at: SK}")
+    text = text.replace("  O: {shape: [B, H, SQ, D], dtype: bf16}",
+                        "  O: {shape: [B, H, SQ, D], dtype: bf16}\n  P: {shape: [B, H, SQ, SK], dtype: bf16}")
+    spec, source = load_spec_text(text)
+    with pytest.raises(SpecError, match="probabilities of the online softmax"):
+        lower_kernel(lower(spec, source))
+
+
+def test_split_k_with_an_online_softmax_is_refused():
+    text = CAUSAL.replace("options: {num_warps: NUM_WARPS, num_stages: NUM_STAGES}",
+                          "options: {num_warps: NUM_WARPS, num_stages: NUM_STAGES, split_k: 2}")
+    text = text.replace("B, H, ", "").replace("  - {axis: B, tile: 1}\n  - {axis: H, tile: 1}\n", "")
+    spec, source = load_spec_text(text)
+    with pytest.raises(SpecError, match="cannot generate split_k"):
+        lower_kernel(lower(spec, source))
+
+
+def test_a_scale_folds_into_the_softmax_and_other_score_fns_stay():
+    k = lower_kernel(_program())
+    on = next(i for i in k.loop if i.op == "online_softmax")
+    assert on.args[0] == "s" and on.fn == (("scale", "c_scale_0"),) and not any(i.op == "elementwise" for i in k.loop)
+    # logit soft-capping (cap * tanh(s / cap)), then the softmax: the fns stay an elementwise stage
+    capped = CAUSAL.replace('fn: [{scale: "D ** -0.5"}]', 'fn: [{scale: "1 / 5"}, tanh, {scale: 5}]')
+    prog = _program(text=capped)
+    assert any(i.op == "elementwise" for i in lower_kernel(prog).loop)
+    v = run_against_oracle(Kernel(prog), {"B": 1, "H": 2, "SQ": 37, "SK": 45, "D": 16}, SMALL, seed=9)
+    assert v.ok, v.why

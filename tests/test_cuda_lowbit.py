@@ -1,0 +1,151 @@
+"""Low-bit and fp8 GEMMs from specs: packed sub-byte weights unpacked and dequantised inside the K
+loop with group-wise scales and zero points, fp8 operands on tl.dot with scales in the epilogue.
+Every kernel runs in the Triton interpreter against the semantics oracle at small ragged shapes
+(inputs as a caller stores them: packed int32 words, grouped scales; fp8 values on their grid)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tilesched import load_program, lower
+from tilesched.spec import load_spec_text
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from tests.cuda_util import oracle_inputs, run_against_oracle  # noqa: E402
+from tilesched.backends.cuda.io import retyped  # noqa: E402
+from tilesched.backends.cuda.kernel import Kernel, LaunchError, compiled  # noqa: E402
+
+CONFIGS = ROOT / "configs"
+LOWBIT = ["w2a16_gemm", "w3a16_gemm", "w4a16_gemm", "w8a16_gemm"]
+
+
+@pytest.fixture(autouse=True)
+def _interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def _params(bm, bn, bk, split=1, warps=4):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 1, "NUM_WARPS": warps, "NUM_STAGES": 2,
+            "SPLIT_K": split}
+
+
+POINTS = [  # decode (CUDA-core path), split-K decode, tensor-core tiles, a K tile smaller than a group
+    ({"M": 1, "N": 72, "K": 300}, _params(1, 32, 128)),
+    ({"M": 3, "N": 40, "K": 520}, _params(1, 32, 64, split=4)),
+    ({"M": 37, "N": 50, "K": 260}, _params(16, 32, 128)),
+    ({"M": 20, "N": 96, "K": 384}, _params(32, 64, 32)),
+]
+
+
+@pytest.mark.parametrize("name", LOWBIT)
+@pytest.mark.parametrize("point", range(len(POINTS)), ids=["decode", "split-k", "mma", "small-k-tile"])
+def test_low_bit_gemms_match_the_oracle(name, point):
+    sizes, params = POINTS[point]
+    kernel = Kernel(retyped(load_program(CONFIGS / f"{name}.yaml"), "bf16", "fp16"))
+    v = run_against_oracle(kernel, sizes, params, seed=point)
+    assert v.ok, f"{name} {sizes}: {v.why}"
+
+
+def _variant(name: str, *swaps: tuple[str, str]):
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    for old, new in swaps:
+        assert old in text, old
+        text = text.replace(old, new)
+    spec, source = load_spec_text(text)
+    return lower(spec, source)
+
+
+@pytest.mark.parametrize("dtype", ["int4", "int2", "int8"])
+def test_signed_weights(dtype):
+    """Two's complement fields: the kernel sign-extends what it shifts out of a word."""
+    pack = "" if dtype == "int8" else ", pack: K"
+    prog = _variant("w4a16_gemm", ("W: {shape: [K, N], dtype: uint4, pack: K}", f"W: {{shape: [K, N], dtype: {dtype}{pack}}}"),
+                    ("w: {shape: [K, N], dtype: uint4, scope: tile}", f"w: {{shape: [K, N], dtype: {dtype}, scope: tile}}"))
+    kernel = Kernel(retyped(prog, "bf16", "fp32"))
+    for sizes, params in POINTS[:1] + POINTS[2:3]:
+        v = run_against_oracle(kernel, sizes, params, seed=7)
+        assert v.ok, f"{dtype}: {v.why}"
+
+
+def test_fp4_weights_with_group_scales():
+    """fp4e2m1 codes packed eight to a word, decoded to float in the kernel, scaled per group."""
+    prog = _variant("w4a16_gemm",
+                    ("W: {shape: [K, N], dtype: uint4, pack: K}", "W: {shape: [K, N], dtype: fp4e2m1, pack: K}"),
+                    ("  Z: {shape: [K, N], dtype: uint4, group: {K: 128}, pack: N}\n", ""),
+                    ("w: {shape: [K, N], dtype: uint4, scope: tile}", "w: {shape: [K, N], dtype: fp4e2m1, scope: tile}"),
+                    ("fn: [cast, sub, mul], reads: [w, Z, S]", "fn: [cast, mul], reads: [w, S]"))
+    kernel = Kernel(retyped(prog, "bf16", "fp32"))
+    for sizes, params in POINTS[:1] + POINTS[2:3]:
+        v = run_against_oracle(kernel, sizes, params, seed=8)
+        assert v.ok, v.why
+
+
+def test_packed_storage_reaches_the_kernel_as_int32_words():
+    prog = retyped(load_program(CONFIGS / "w4a16_gemm.yaml"), "bf16", "fp32")
+    kernel = Kernel(prog)
+    b, _, ins, want = oracle_inputs(prog, {"M": 5, "N": 50, "K": 300}, seed=1, params=_params(1, 32, 128))
+    assert ins["W"].dtype == torch.int32 and tuple(ins["W"].shape) == (38, 50)  # ceil(300 / 8)
+    assert tuple(ins["Z"].shape) == (3, 7) and tuple(ins["S"].shape) == (3, 50)  # ceil(300 / 128), ceil(50 / 8)
+    y = kernel(params=_params(1, 32, 128), **ins)
+    assert np.allclose(y.double().numpy(), want["Y"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(LaunchError, match=r"stored as \[37, 50\].*stores \[38, 50\]"):
+        kernel(**{**ins, "W": ins["W"][:-1]})
+    with pytest.raises(LaunchError, match="dtype"):
+        kernel(**{**ins, "W": ins["W"].to(torch.uint8)})
+
+
+def test_whole_word_loads_and_broadcast_group_rows():
+    src = compiled(load_program(CONFIGS / "w4a16_gemm.yaml"))[1]
+    assert "tl.reshape(((v_w[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & ((1 << 4) - 1))" in src
+    assert "if G_S_K % BLOCK_K == 0:" in src and "v_S = tl.broadcast_to(v_S[None, :], (BLOCK_K, BLOCK_N))" in src
+    assert "x_wd = v_w.to(tl.float32)\n" in src and "x_wd.to(tl.bfloat16).to(tl.float32)" not in src  # exact cast
+    assert "tl.reshape" not in compiled(load_program(CONFIGS / "w3a16_gemm.yaml"))[1]  # 10 per word: gathered
+
+
+FP8_POINT = ({"M": 40, "N": 56, "K": 80}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "NUM_WARPS": 4,
+                                          "NUM_STAGES": 2, "PERSISTENT": False, "EPILOGUE_SUBTILE": True})
+
+
+def test_fp8_gemm_matches_the_oracle():
+    kernel = Kernel(load_program(CONFIGS / "fp8_gemm.yaml"))
+    sizes, params = FP8_POINT
+    v = run_against_oracle(kernel, sizes, params, seed=2)
+    assert v.ok, v.why
+    b, _, ins, _ = oracle_inputs(kernel.program, sizes, seed=2, params=params)
+    assert ins["A"].dtype == torch.float8_e4m3fn and ins["B"].stride(0) == 1  # column-major [K, N]
+
+
+@pytest.mark.parametrize("variant", ["per-tensor", "e5m2", "no-tma"])
+def test_fp8_variants(variant):
+    swaps = {
+        "per-tensor": [("sa: {shape: [M], dtype: fp32}", "sa: {shape: [], dtype: fp32}"),
+                       ("sb: {shape: [N], dtype: fp32}", "sb: {shape: [], dtype: fp32}")],
+        "e5m2": [("dtype: fp8e4m3", "dtype: fp8e5m2")] * 1,
+        "no-tma": [("engine: tma, reads: [A]", "reads: [A]"), ("engine: tma, reads: [B]", "reads: [B]"),
+                   ("engine: tma, reads: [y]", "reads: [y]")],
+    }[variant]
+    text = (CONFIGS / "fp8_gemm.yaml").read_text()
+    for old, new in swaps:
+        text = text.replace(old, new)
+    spec, source = load_spec_text(text)
+    kernel = Kernel(lower(spec, source))
+    sizes, params = FP8_POINT
+    v = run_against_oracle(kernel, sizes, params, seed=3)
+    assert v.ok, f"{variant}: {v.why}"
+
+
+def test_gqa_group_follows_from_the_key_shape():
+    kernel = Kernel(retyped(load_program(CONFIGS / "flash_attention_gqa.yaml"), "bf16", "fp32"))
+    q = torch.randn(1, 4, 20, 16)
+    kv = torch.randn(1, 2, 24, 16)
+    params = {"BLOCK_M": 16, "BLOCK_N": 16, "NUM_WARPS": 4, "NUM_STAGES": 2}
+    o = kernel(Q=q, K=kv, V=kv, params=params)
+    want = torch.nn.functional.scaled_dot_product_attention(q, kv.repeat_interleave(2, 1), kv.repeat_interleave(2, 1),
+                                                           is_causal=True)
+    assert torch.allclose(o, want, atol=1e-5)
+    with pytest.raises(LaunchError, match="pass G=N"):
+        kernel(Q=torch.randn(1, 5, 20, 16), K=kv, V=kv, params=params)
