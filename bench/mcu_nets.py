@@ -12,7 +12,7 @@ small resolutions in memory.
   ratios, kernel sizes, depth, stride) -> width: ([3,5,5,4], [7,3,7,5], 4, 2) -> 16,
   ([5,5,5], [5,5,5], 3, 2) -> 24, ([5,6,4], [3,7,5], 3, 2) -> 40, ([5,5,5], [5,7,3], 3, 1) -> 48,
   ([6,5,4], [3,7,3], 3, 2) -> 96, a 7x7 head block with 480 mid channels to 160, pooling, 1000 classes.
-- BERT-tiny encoder layer: configs/mcu_bert_tiny_layer.yaml (written by hand, see the file).
+- BERT-tiny encoder layer: configs/mcu_bert_tiny_layer.yaml (written by hand, see the file; not built here).
 
 `fuse_prefix(spec, k, rows)` puts the first k stages in one loop over the rows of stage k-1's output (row
 blocks carried by rings, MCUNetV2's fused first stages): the fusion boundary the tuner searches.
@@ -193,7 +193,8 @@ MCUNET_STAGES = [([3, 5, 5, 4], [7, 3, 7, 5], 4, 2, 16), ([5, 5, 5], [5, 5, 5], 
 
 
 def mcunet(hint: int = 128, target: str = "cortex-m7") -> dict:
-    net = Net("mcu_mcunet", "MCUNet (the NetAug paper's block list), int8, whole network", target, hint)
+    net = Net("mcu_mcunet", "MCUNet-style network, int8, whole network: the MCUNet block list published with NetAug "
+              "(github.com/mit-han-lab/netaug, models/base/mcunet.py), random weights", target, hint)
     x, lvl = net.input(3)
     y, lvl = net.conv("stem", x, lvl, 16, 3, 2, "relu6", RELU6)
     y, lvl = net.inverted_bottleneck("ds", y, lvl, 8, 16, 3, 1, False, {"scale": 0.07, "zero_point": 2})

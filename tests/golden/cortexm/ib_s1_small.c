@@ -82,16 +82,20 @@ static void c1_depthwise(int lo_OH, int hi_OH, int lo_OW, int hi_OW) {
   }
 }
 
+static int done_h_expand;  /* last row computed */
+
+/* rows lo..hi of h_expand, from the last one computed */
+static void pull_h_expand(int lo, int hi) {
+  for (int r_h_expand = TS_MAX(done_h_expand + 1, lo); r_h_expand <= hi; r_h_expand++) {
+    c0_expand(r_h_expand, r_h_expand, 0, 8);
+  }
+  if (done_h_expand < hi) done_h_expand = hi;
+}
+
 static void ts_kernel(void) {
-  int done_h_expand = -1;  /* last row computed */
+  done_h_expand = -1;
   for (int b_OH = 0; b_OH < 3; b_OH++) {  /* OH by 4 */
-    { /* pull rows of h_expand */
-      const int hi_r_h_expand = TS_MIN((TS_MIN(((b_OH * 4) + 3), 9) + 1), 9);
-      for (int r_h_expand = TS_MAX(done_h_expand + 1, TS_MAX(((b_OH * 4) - 1), 0)); r_h_expand <= hi_r_h_expand; r_h_expand++) {
-        c0_expand(r_h_expand, r_h_expand, 0, 8);
-      }
-      if (done_h_expand < hi_r_h_expand) done_h_expand = hi_r_h_expand;
-    }
+    pull_h_expand(TS_MAX(((b_OH * 4) - 1), 0), TS_MIN((TS_MIN(((b_OH * 4) + 3), 9) + 1), 9));
     c1_depthwise((b_OH * 4), TS_MIN(((b_OH * 4) + 3), 9), 0, 8);
   }
 }

@@ -36,21 +36,52 @@ def _chain_fn(k: McuKernel, b: Binding, pk: Packer, ci: int) -> list[str]:
             f"static void {c.name}({params}) {{", *_indent(body), "}", ""]
 
 
-def _schedule(k: McuKernel) -> list[str]:
+def _pulls(k: McuKernel) -> list[str]:
+    """One `pull_<tensor>(lo, hi)` function per pulled chain (rows max(done + 1, lo)..hi, each after the
+    pulls of its own inputs): a fill's inner fills depend only on its chain, so calling functions keeps
+    the C linear in the network's depth (inlined, two-input chains such as residual adds doubled it)."""
     chains = {c.name: c for c in k.chains}
+    defs: dict[str, list[str]] = {}
+    order: list[str] = []
 
-    def fill(f: Fill) -> list[str]:
+    def define(f: Fill) -> str:
         c = chains[f.chain]
+        name = f"pull_{c.out}"
+        for g in f.inner:
+            define(g)
         args = [f.row, f.row] + [x for _, lo, hi in f.rest for x in (lo.c(), hi.c())]
-        hi = f"hi_{f.row}"
-        body = [line for g in f.inner for line in fill(g)] + [f"{c.name}({', '.join(args)});"]
-        return [f"{{ /* pull rows of {c.out} */",
-                f"  const int {hi} = {f.hi.c()};",
-                f"  for (int {f.row} = TS_MAX({f.done} + 1, {f.lo.c()}); {f.row} <= {hi}; {f.row}++) {{",
+        body = [pull_call(g) for g in f.inner] + [f"{c.name}({', '.join(args)});"]
+        text = [f"/* rows lo..hi of {c.out}, from the last one computed */",
+                f"static void {name}(int lo, int hi) {{",
+                f"  for (int {f.row} = TS_MAX({f.done} + 1, lo); {f.row} <= hi; {f.row}++) {{",
                 *_indent(body, 4),
                 "  }",
-                f"  if ({f.done} < {hi}) {f.done} = {hi};",
-                "}"]
+                f"  if ({f.done} < hi) {f.done} = hi;",
+                "}", ""]
+        if name in defs:
+            assert defs[name] == text, f"two different pulls of {c.out}"
+        else:
+            defs[name] = text
+            order.append(name)
+        return name
+
+    def pull_call(f: Fill) -> str:
+        return f"pull_{chains[f.chain].out}({f.lo.c()}, {f.hi.c()});"
+
+    def walk(nodes) -> None:
+        for n in nodes:
+            if isinstance(n, LoopNode):
+                walk(n.body)
+            else:
+                for f in n.fills:
+                    define(f)
+
+    walk(k.body)
+    return [ln for name in order for ln in defs[name]]
+
+
+def _schedule(k: McuKernel) -> list[str]:
+    chains = {c.name: c for c in k.chains}
 
     def walk(nodes) -> list[str]:
         out: list[str] = []
@@ -62,7 +93,7 @@ def _schedule(k: McuKernel) -> list[str]:
                 continue
             assert isinstance(n, Run)
             for f in n.fills:
-                out += fill(f)
+                out.append(f"pull_{chains[f.chain].out}({f.lo.c()}, {f.hi.c()});")
             c = chains[n.chain]
             args = [x for _, lo, hi in n.region for x in (lo.c(), hi.c())]
             out.append(f"{c.name}({', '.join(args)});")
@@ -93,9 +124,14 @@ def render_kernel(b: Binding, plan: MemoryPlan, pk: Packer) -> str:
     lines += ["", f"static int8_t arena[{max(plan.peak_bytes, 4)}] __attribute__((aligned(8)));", ""]
     for ci in range(len(k.chains)):
         lines += _chain_fn(k, b, pk, ci)
+    for v in k.done_vars:
+        lines.append(f"static int {v};  /* last row computed */")
+    if k.done_vars:
+        lines.append("")
+    lines += _pulls(k)
     lines.append("static void ts_kernel(void) {")
     for v in k.done_vars:
-        lines.append(f"  int {v} = -1;  /* last row computed */")
+        lines.append(f"  {v} = -1;")
     lines += _indent(_schedule(k))
     lines += ["}", ""]
     lines += MAIN.format(name=name, inp=inp.name, out=outb.name).splitlines()
