@@ -90,6 +90,20 @@ def kernel_macs(plan: MemoryPlan) -> int:
     return total
 
 
+def once_macs(plan: MemoryPlan) -> int:
+    """Multiply-accumulates with every chain point computed exactly once: `kernel_macs` minus this is
+    the work of recomputed halo rows."""
+    k = plan.program.shape
+    b = plan_binding(plan)
+    total = 0
+    for c in k.chains:
+        points = 1
+        for a in c.points:
+            points *= b.sizes[a]
+        total += points * sum(macs(b, op) for op in c.ops)
+    return total
+
+
 def plan_binding(plan: MemoryPlan) -> Binding:
     return plan.binding
 
