@@ -7,6 +7,7 @@ front is bit-exact and non-dominated, and `tilesched tune-fusion` writes it."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 nets = importlib.import_module("mcu_nets")
 
 needs_toolchain = pytest.mark.skipif(build.toolchain_problem() is not None, reason=str(build.toolchain_problem()))
+needs_tflm = pytest.mark.skipif(importlib.util.find_spec("tflite_micro") is None, reason="tflite-micro not installed")
 
 
 def tiny_net() -> dict:
@@ -113,3 +115,44 @@ def test_cli_tune_fusion(tmp_path, capsys):
     doc = json.loads(out.read_text())
     assert doc["points"][0]["peak_bytes"] == min(p["peak_bytes"] for p in doc["points"])
     assert doc["sizes"]["R"] == 10
+
+
+@needs_toolchain
+@needs_tflm
+def test_bench_glue_at_a_tiny_size(tmp_path):
+    """bench/mcu_networks.py --quick for the BERT layer at S=16: an entry with every field, written as it
+    goes; the per-family layers it compares bind with the parameters recorded for them."""
+    bench = importlib.import_module("mcu_networks")
+    out = tmp_path / "n.json"
+    assert bench.main(["--quick", "--only", "bert_tiny_layer_s16", "--measure", "2", "--out", str(out)]) == 0
+    e = json.loads(out.read_text())["networks"]["bert_tiny_layer_s16"]
+    assert e["bit_exact"] and e["tilesched_peak_bytes"] == min(p["peak_bytes"] for p in e["measured"])
+    assert e["tflm_arena_bytes"] > 0 and e["ratio"] == round(e["tilesched_peak_bytes"] / e["tflm_arena_bytes"], 4)
+    assert e["instructions_m4"] > 0 and e["instructions_m7"] > 0 and e["flash_bytes"] > 0
+    assert e["pareto"] and all(p["bit_exact"] for p in e["pareto"])
+    old = json.loads(bench.OLD.read_text())["workloads"]
+    for name, (config, values) in bench.LAYERS.items():
+        b = _bind_config(config, **values)
+        assert all(b.sizes[k] == v for k, v in old[name]["sizes"].items() if k in b.sizes)
+
+
+@needs_tflm
+def test_spec_tflite_matches_the_oracle_on_a_small_network():
+    """TFLM runs the spec's own network (same weights) and agrees with the oracle bit for bit."""
+    from tilesched.baselines.spec_tflite import run_tflm
+
+    b = bind(program_of(tiny_net()), {"R": 12})
+    wl = session.make_workload(b, 3)
+    r = run_tflm(b, wl.inputs)
+    assert np.array_equal(r["output"].astype(np.int64), np.asarray(wl.expected).reshape(-1).astype(np.int64))
+    assert r["total_bytes"] > 0
+
+
+@needs_tflm
+def test_bert_layer_tflite_model_runs():
+    from tilesched.baselines import tflm
+    from tilesched.baselines.tflite_builder import bert_layer_model
+
+    a16, a32 = (tflm.tflm_arena(bert_layer_model(s), seed=1) for s in (16, 32))
+    assert 0 < a16["total_bytes"] < a32["total_bytes"]
+    assert a16["output_distinct"] > 1
