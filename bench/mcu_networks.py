@@ -188,13 +188,13 @@ def main(argv=None) -> int:
     for name, config, sizes in entries:
         doc["networks"][name] = run_entry(name, config, sizes, args.measure)
         write_atomic(out, json.dumps(doc, indent=2) + "\n")
-    if not args.quick and not args.no_layers:
+    layers = [n for n in LAYERS if not args.only or n in args.only]
+    if not args.quick and not args.no_layers and layers:
         old = json.loads(OLD.read_text())
-        doc["layers"] = {"source": "bench/results/mcu-tilesched.json (per-family template kernels, "
-                                   f"{old.get('date')}) vs today's lowering, same configs and parameters", "rows": {}}
-        for name in LAYERS:
-            if args.only and name not in args.only:
-                continue
+        doc.setdefault("layers", {"rows": {}})["source"] = (
+            f"bench/results/mcu-tilesched.json (per-family template kernels, {old.get('date')}) vs today's lowering, "
+            "same configs and parameters")
+        for name in layers:
             doc["layers"]["rows"][name] = run_layer(name, old)
             print(f"{name}: " + ", ".join(f"{t} x{v['ratio_vs_per_family']}"
                                           for t, v in doc["layers"]["rows"][name]["targets"].items()))

@@ -53,10 +53,6 @@ def with_options(b: Binding, fuse: str, halo: str = "cache", params: dict | None
                        **b.params, **(params or {})})
 
 
-def with_fuse(b: Binding, fuse: str, params: dict | None = None) -> Binding:
-    return with_options(b, fuse, str(b.option("halo", "cache")), params)
-
-
 def candidates(b: Binding) -> list[str]:
     """Stages outside every loop whose output is no larger than what they read (a block's output, a
     projection, a residual add; not an expansion): where a group may end without materialising an
