@@ -581,14 +581,15 @@ def cuda_refusals(draw, what: str | None = None) -> Refusal:
 
 
 MCU_REFUSALS = ("residual", "layernorm", "requantize", "unary_fn", "two_fns", "big_expand", "weight_zp",
-                "second_output")
+                "second_output", "reduce", "softmax_axis", "float_stage")
 
 
 @st.composite
 def mcu_refusals(draw, what: str | None = None) -> Refusal:
-    """An inverted bottleneck with one stage outside the template: a residual add (or a layernorm,
-    a requantize, a softmax) after the block, an fn the clamps do not render, two fns, an expand or
-    project convolution other than 1x1, a weight zero point, a second output."""
+    """An inverted bottleneck with one stage changed or added: a residual add of a second input (or a
+    layernorm, a requantize) after the block, a unary fn other than the clamps, two fns, an expand or
+    project convolution other than 1x1, a weight zero point, a second output, a reduction, a softmax
+    along another axis than the last, a float stage."""
     case = draw(ib_cases(max_hw=6))
     what = what or draw(st.sampled_from(MCU_REFUSALS))
     data = ib_spec(case)
@@ -633,11 +634,29 @@ def mcu_refusals(draw, what: str | None = None) -> Refusal:
         w = ("w_expand", "w_dw", "w_project")[i]
         t[w]["quant"]["zero_point"] = draw(st.integers(1, 5))
         idx = i
-    else:  # second_output: the expanded activations stored too
+    elif what == "second_output":  # the expanded activations stored too
         t["h_out"] = {"shape": ["H", "W", "E"], "dtype": "int8", "quant": dict(t["h_expand"]["quant"])}
         stages.insert(1, {"name": "store_h", "kind": "memory", "op": "store", "reads": ["h_expand"],
                           "writes": ["h_out"], "at": "OH"})
         idx = 1
+    elif what == "reduce":  # the per-pixel maximum over the channels of the output
+        t["y"]["scope"] = "tile"
+        t["z"] = {"shape": ["OH", "OW"], "dtype": "int8", "quant": dict(t["y"]["quant"])}
+        stages.append({"name": "chmax", "kind": "compute", "op": "reduce", "reduce": "max", "axis": "CO",
+                       "reads": ["y"], "writes": ["z"], "at": "OH"})
+        idx = len(stages) - 1
+    elif what == "softmax_axis":  # a softmax along the output's columns
+        t["y"]["scope"] = "tile"
+        t["z"] = {"shape": ["OH", "OW", "CO"], "dtype": "int8", "quant": {"scale": 1.0 / 256, "zero_point": -128}}
+        stages.append({"name": "colsoftmax", "kind": "compute", "op": "softmax", "axis": "OW", "reads": ["y"],
+                       "writes": ["z"], "at": None})
+        idx = len(stages) - 1
+    else:  # float_stage: the output dequantised to fp32
+        t["y"]["scope"] = "tile"
+        t["z"] = {"shape": ["OH", "OW", "CO"], "dtype": "fp32"}
+        stages.append({"name": "dequant", "kind": "compute", "op": "elementwise", "fn": ["cast"], "reads": ["y"],
+                       "writes": ["z"], "at": "OH"})
+        idx = len(stages) - 1
     return Refusal(what, data, idx)
 
 

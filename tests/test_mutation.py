@@ -119,38 +119,54 @@ IB = IBCase(h=7, w=6, c=8, e=16, co=8, stride=1, pad=1, acts=("relu6", "relu", "
 
 
 def _drop_project_bias(monkeypatch):
-    from tilesched.backends.cortexm import params
+    """The fc rule packs the project convolution without its bias."""
+    from tilesched.backends.cortexm import c_rules
 
-    real = params._conv_arrays
-    monkeypatch.setattr(params, "_conv_arrays", lambda p, c, tag, **kw: real(p, replace(c, bias=None) if tag == "2"
-                                                                             else c, tag, **kw))
+    real = c_rules.RULES["fc"]
+
+    def fc(ctx, pk, op):
+        if "project" in op.stages:
+            op = replace(op, ins=tuple(i for i in op.ins if i[0] != "bias"))
+        return real(ctx, pk, op)
+
+    monkeypatch.setitem(c_rules.RULES, "fc", fc)
 
 
-def _unclamped_expand(monkeypatch):
-    from tilesched.backends.cortexm import codegen
+def _unclamped_activations(monkeypatch):
+    """The rules render relu/relu6 without their clamps."""
+    from tilesched.backends.cortexm import c_rules
 
-    real = codegen.render_kernel
+    real = c_rules.unary_table
 
-    def render(*args, **kw):
-        text = real(*args, **kw)
-        assert "H_MIN, H_MAX" in text
-        return text.replace("H_MIN, H_MAX", "-128, 127")
+    def table(names, qin, qout):
+        lo, hi, t = real(names, qin, qout)
+        return (-128, 127, t) if t is None else (lo, hi, t)
 
-    monkeypatch.setattr(codegen, "render_kernel", render)
+    monkeypatch.setattr(c_rules, "unary_table", table)
 
 
 def _depthwise_without_activation(monkeypatch):
-    from tilesched.backends.cortexm import session
+    """The rules read the depthwise stage's fns as empty."""
+    from tilesched.backends.cortexm import c_rules
 
-    real = session.match
-    monkeypatch.setattr(session, "match", lambda prog: (lambda m: replace(m, depthwise=replace(m.depthwise, act="none"))
-                                                        )(real(prog)))
+    real = c_rules.fn_items
+    monkeypatch.setattr(c_rules, "fn_items", lambda st: [] if st.name == "depthwise" else real(st))
+
+
+def _ring_one_row_short(monkeypatch):
+    """The buffers pass folds the ring of expanded rows one row shorter than the rows live at once."""
+    from tilesched.passes import mcu
+
+    real = mcu._fold
+    monkeypatch.setattr(mcu, "_fold", lambda axis, n, acc: max(1, real(axis, n, acc) - 1) if real(axis, n, acc) < n
+                        else n)
 
 
 MCU_MUTATIONS = {
     "packer_drops_the_project_bias": _drop_project_bias,
-    "c_drops_the_expand_clamp": _unclamped_expand,
-    "match_drops_the_depthwise_activation": _depthwise_without_activation,
+    "c_drops_the_activation_clamps": _unclamped_activations,
+    "rule_drops_the_depthwise_activation": _depthwise_without_activation,
+    "pass_folds_the_ring_too_short": _ring_one_row_short,
 }
 
 

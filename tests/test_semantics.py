@@ -275,7 +275,7 @@ def test_relu_prologue_means_relu_before_the_dot_and_cuda_renders_it(monkeypatch
     assert v.ok, v.why
 
 
-def test_the_ib_residual_block_adds_the_input_and_cortex_m_refuses_it():
+def test_the_ib_residual_block_adds_the_input_and_cortex_m_renders_it():
     prog = load_program(SEM / "ib_residual.yaml")
     b = bind(prog)
     ins = random_inputs(b, np.random.default_rng(8))
@@ -286,18 +286,24 @@ def test_the_ib_residual_block_adds_the_input_and_cortex_m_refuses_it():
     assert not np.array_equal(run_spec(b, still)["y"], y)
     from tilesched.targets import generation_problem
 
-    problem = generation_problem(prog)
-    assert "stages[3]" in str(problem) and "residual" in str(problem)
+    assert generation_problem(prog) is None  # the residual add is TFLite's ADD, fused per pixel
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+        from tilesched.backends.cortexm import session
+
+        rep = session.run_binding(b, seed=8)
+        assert rep.ok, f"{rep.mismatches} outputs differ from the oracle"
 
 
-@pytest.mark.parametrize("spec,stage", [("bert_full_layer", "norm2"), ("bert_gelu_ffn", "ffn1_requant")])
-def test_bert_variants_are_refused_at_their_stage(spec, stage, capsys):
+@pytest.mark.parametrize("spec", ["bert_full_layer", "bert_gelu_ffn"])
+def test_bert_variants_run_bit_exact(spec, capsys):
+    """The complete layer (residual adds, layernorms, GELU FFN) and the GELU FFN alone: generated, and
+    equal to the oracle under QEMU."""
     from tilesched.cli import main
 
     path = SEM / f"{spec}.yaml"
-    assert main(["run", str(path)]) == 1
-    err = capsys.readouterr().err
-    assert f"{path}:" in err and "cortex-m4 cannot generate" in err and f"'{stage}'" in err
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+        assert main(["run", str(path), "--seed", "3"]) == 0, capsys.readouterr().err
+        assert "bit-exact" in capsys.readouterr().out
     b = bind(load_program(path))
     out = run_spec(b, random_inputs(b, np.random.default_rng(9)))["out"]
     assert out.shape == (32, 128) and np.unique(out).size > 10  # the oracle runs the whole layer

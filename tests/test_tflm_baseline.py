@@ -221,3 +221,29 @@ stages:
     want = run_spec(b, inputs)["y"]
     assert np.unique(want).size > 16
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("h,w,c,k,s,pad,act", [(7, 6, 5, 3, 2, "same", "none"), (5, 5, 8, 5, 1, 0, "none"),
+                                               (9, 8, 4, 3, 1, "same", "relu6"), (8, 8, 3, 2, 2, 0, "relu")])
+def test_avgpool_oracle_matches_tflm(h, w, c, k, s, pad, act):
+    """The oracle's avgpool2d is TFLM's AVERAGE_POOL_2D bit for bit (SAME and VALID, fused clamps)."""
+    from tests.differential import program_of
+    from tilesched.ir.bind import bind
+    from tilesched.ir.conv import pads
+    from tilesched.semantics import run_spec
+
+    m = tflm.ModelBuilder(seed=1)
+    x = m.input("x", (1, h, w, c), QParams.per_tensor(0.05, -7))
+    m.mark_output(m.average_pool2d("y", x, k, s, act, "same" if pad == "same" else "valid"))
+    xin = np.random.default_rng(h).integers(-128, 128, size=(1, h, w, c), dtype=np.int8)
+    got = tflm.tflm_run(m.build(), [xin])[0][0][0]
+    oh, ow = pads(pad, h, k, s)[2], pads(pad, w, k, s)[2]
+    qq = {"scale": 0.05, "zero_point": -7}
+    spec = {"name": "pool", "target": "cortex-m7", "axes": {"H": h, "W": w, "C": c, "OH": oh, "OW": ow},
+            "tensors": {"x": {"shape": ["H", "W", "C"], "dtype": "int8", "quant": qq},
+                        "y": {"shape": ["OH", "OW", "C"], "dtype": "int8", "quant": qq}},
+            "stages": [{"name": "pool", "kind": "compute", "op": "avgpool2d", "kernel": [k, k], "stride": s,
+                        "padding": pad, "reads": ["x"], "writes": ["y"], "at": None,
+                        **({"fn": [act]} if act != "none" else {})}]}
+    want = run_spec(bind(program_of(spec), {}), {"x": xin[0].astype(np.int64)})["y"]
+    np.testing.assert_array_equal(got, want)

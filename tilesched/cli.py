@@ -91,9 +91,16 @@ def cmd_plan(args) -> int:
         from tilesched.schedules.memory import format_memory_plan, plan_memory
 
         try:
-            print(format_memory_plan(plan_memory(binding)))
+            mplan = plan_memory(binding)
+            print(format_memory_plan(mplan))
         except SpecError as exc:
             print(f"memory plan: none ({exc.located(source)})")
+        else:
+            from tilesched.backends.cortexm.session import kernel_macs, once_macs
+
+            done, once = kernel_macs(mplan), once_macs(mplan)
+            print(f"MACs the C executes: {done} ({once} computing every point once, {done - once} "
+                  "recomputing halo rows)")
     if args.json:
         write_atomic(args.json, json.dumps(schedule.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
         print(f"wrote {args.json}")

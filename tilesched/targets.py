@@ -12,8 +12,8 @@ from tilesched.ir.nodes import Program
 # target -> (capability module, runner module); each capability module has generation_problem(program)
 BACKENDS = {
     "cuda": ("tilesched.backends.cuda.capability", "tilesched.backends.cuda.runner"),
-    "cortex-m4": ("tilesched.backends.cortexm.match", "tilesched.backends.cortexm.runner"),
-    "cortex-m7": ("tilesched.backends.cortexm.match", "tilesched.backends.cortexm.runner"),
+    "cortex-m4": ("tilesched.passes.mcu", "tilesched.backends.cortexm.runner"),
+    "cortex-m7": ("tilesched.passes.mcu", "tilesched.backends.cortexm.runner"),
 }
 
 

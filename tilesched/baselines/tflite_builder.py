@@ -204,6 +204,22 @@ class ModelBuilder:
         self.rms[out.index] = 40.0
         return out
 
+    def average_pool2d(self, name: str, x: Tensor, k: int | tuple[int, int], stride: int, act: str = "none",
+                       padding: str = "valid") -> Tensor:
+        """AVERAGE_POOL_2D (the output keeps the input's quantisation, as TFLite's int8 kernel requires)."""
+        kh, kw = (k, k) if isinstance(k, int) else k
+        _, h, w, c = x.shape
+        oh = -(-h // stride) if padding == "same" else (h - kh) // stride + 1
+        ow = -(-w // stride) if padding == "same" else (w - kw) // stride + 1
+        out = self.activation(name, (1, oh, ow, c), x.q)
+        opts = fb.Pool2DOptionsT()
+        opts.padding, opts.strideH, opts.strideW = _PADDING[padding], stride, stride
+        opts.filterHeight, opts.filterWidth = kh, kw
+        opts.fusedActivationFunction = _ACT[act]
+        self._op("AVERAGE_POOL_2D", [x], [out], opts)
+        self.rms[out.index] = self.rms.get(x.index, 60.0) / 2.0
+        return out
+
     def softmax(self, name: str, x: Tensor, beta: float = 1.0) -> Tensor:
         out = self.activation(name, x.shape, QParams.per_tensor(1.0 / 256.0, -128))  # TFLite int8 softmax spec
         opts = fb.SoftmaxOptionsT()
@@ -363,3 +379,67 @@ def _attention(m: ModelBuilder, layer: dict, qkv: list[Tensor], out_q: QParams) 
     ctx = m.batch_matmul(f"{name}/context", probs, v, False, out_q)  # [NH, S, HD]
     m.rms[ctx.index] = 16.0  # as measured on random data at these scales; sizes out_proj's weights
     return m.reshape(name, m.transpose(f"{name}/merge", ctx, (1, 0, 2)), (s, nh * hd))
+
+
+def _layernorm(m: ModelBuilder, name: str, x: Tensor, out_q: QParams) -> Tensor:
+    """Layernorm over the last axis as the TFLite converter decomposes it into int8 builtins: MEAN,
+    SQUARED_DIFFERENCE, MEAN, ADD(eps), RSQRT, SUB, MUL, then gamma (MUL) and beta (ADD). Only the
+    tensors' shapes and lifetimes matter for the arena; gamma = 1, beta = 0."""
+    s, d = x.shape[-2], x.shape[-1]
+    axis = m.const(f"{name}/axis", np.asarray([len(x.shape) - 1], dtype=np.int32))
+
+    def reduce_mean(tag: str, t: Tensor, q: QParams) -> Tensor:
+        out = m.activation(f"{name}/{tag}", (*t.shape[:-1], 1), q)
+        opts = fb.ReducerOptionsT()
+        opts.keepDims = True
+        m._op("MEAN", [t, axis], [out], opts)
+        return out
+
+    mean = reduce_mean("mean", x, x.q)
+    sq = m.activation(f"{name}/sqdiff", x.shape, QParams.per_tensor(x.q.scale[0] ** 2 * 64, -128))
+    m._op("SQUARED_DIFFERENCE", [x, mean], [sq], fb.SquaredDifferenceOptionsT())
+    var = reduce_mean("var", sq, sq.q)
+    eps = m.const(f"{name}/eps", np.asarray([[-127]], dtype=np.int8).reshape(1, 1), QParams.per_tensor(sq.q.scale[0],
+                                                                                                         -128))
+    var_eps = m.add(f"{name}/var_eps", var, eps, "none", sq.q)
+    rstd = m.activation(f"{name}/rstd", var_eps.shape, QParams.per_tensor(1.0 / (x.q.scale[0] * 16), -128))
+    m._op("RSQRT", [var_eps], [rstd])
+    cen = m._binary("SUB", fb.SubOptionsT(), f"{name}/centred", x, mean, "none", x.q)
+    norm = m.mul(f"{name}/norm", cen, rstd, "none", QParams.per_tensor(0.03, 0))
+    gamma = m.const(f"{name}/gamma", np.full((d,), 100, dtype=np.int8), QParams.per_tensor(0.01, 0))
+    scaled = m.mul(f"{name}/gamma_mul", norm, gamma, "none", QParams.per_tensor(0.03, 0))
+    beta = m.const(f"{name}/beta", np.zeros((d,), dtype=np.int8), QParams.per_tensor(0.01, 0))
+    del s
+    return m.add(name, scaled, beta, "none", out_q)
+
+
+def bert_layer_model(s: int, d: int = 128, nh: int = 2, ffn: int = 512, seed: int = 0) -> bytes:
+    """The complete BERT-tiny encoder layer as TFLite int8 builtins (configs/mcu_bert_tiny_layer.yaml's
+    shapes): Q/K/V projections, attention (as `model_from_layers`), output projection, ADD (residual),
+    layernorm (`_layernorm`), FULLY_CONNECTED + GELU (as x * LOGISTIC(1.702 x): the wheel has no int8
+    GELU), FULLY_CONNECTED, ADD, layernorm. Random weights of
+    the builder; the arena depends on shapes and op order only."""
+    m = ModelBuilder(seed)
+    xq = QParams.per_tensor(0.031, 2)
+    x = m.input("x", (s, d), xq)
+    qkv_q = QParams.per_tensor(0.05, 0)
+    q, k, v = (m.fully_connected(n, x, d, "none", qkv_q) for n in ("q_proj", "k_proj", "v_proj"))
+    layer = {"name": "attention", "seq_len": s, "heads": nh, "head_dim": d // nh, "score_scale": 0.125,
+             "score_zero_point": 0, "prob_scale": 1.0 / 256.0, "prob_zero_point": -128,
+             **{f"{t}_{f}": val for t in ("q", "k", "v") for f, val in (("scale", 0.05), ("zero_point", 0))}}
+    ctx = _attention(m, layer, [q, k, v], QParams.per_tensor(0.05, 0))
+    a = m.fully_connected("out_proj", ctx, d, "none", QParams.per_tensor(0.06, -1))
+    r1 = m.add("residual1", a, x, "none", QParams.per_tensor(0.07, 1))
+    l1 = _layernorm(m, "ln1", r1, QParams.per_tensor(0.03, 0))
+    h = m.fully_connected("ffn1", l1, ffn, "none", QParams.per_tensor(0.06, -5))
+    # the TFLM wheel has no int8 GELU kernel: x * sigmoid(1.702 x), its usual builtin form
+    k = m.const("gelu/k", np.asarray([[100]], dtype=np.int8), QParams.per_tensor(1.702 / 100, 0))
+    hk = m.mul("gelu/scaled", h, k, "none", QParams.per_tensor(0.06 * 1.702, -5))
+    sig = m.activation("gelu/sigmoid", h.shape, QParams.per_tensor(1.0 / 256.0, -128))
+    m._op("LOGISTIC", [hk], [sig])
+    g = m.mul("gelu", h, sig, "none", QParams.per_tensor(0.02, -110))
+    f = m.fully_connected("ffn2", g, d, "none", QParams.per_tensor(0.06, 1))
+    r2 = m.add("residual2", f, l1, "none", QParams.per_tensor(0.07, -1))
+    y = _layernorm(m, "ln2", r2, QParams.per_tensor(0.03, 1))
+    m.mark_output(y)
+    return m.build()

@@ -12,3 +12,11 @@ def pads(padding: int | str, n_in: int, k: int, stride: int) -> tuple[int, int, 
         return total // 2, total - total // 2, out
     p = int(padding)
     return p, p, (n_in + 2 * p - k) // stride + 1
+
+
+def window(stage, x_shape: tuple[str, ...], sizes) -> tuple[int, int]:
+    """(KH, KW) of a convolution or pooling stage: its `kernel`, or for an average pooling without one
+    the whole input (global pooling)."""
+    if stage.kernel is not None:
+        return tuple(stage.kernel)
+    return sizes[x_shape[0]], sizes[x_shape[1]]

@@ -51,6 +51,7 @@ class LoopTree(_Node):
     buffers: tuple[Buffer, ...]
     outside: tuple[StageIR, ...]  # `at: null`: once, outside every loop
     root: Loop | None
+    outside_after: tuple[str, ...] = ()  # the `outside` stages that depend on the loops (they run after them)
 
     def loops(self) -> list[Loop]:
         out, lp = [], self.root
@@ -99,7 +100,8 @@ def build_tree(program: Program) -> LoopTree:
 
     top = level(0)
     outside = top.before + top.after
-    return LoopTree(program=program.name, buffers=_buffers(program), outside=outside, root=top.inner)
+    return LoopTree(program=program.name, buffers=_buffers(program), outside=outside, root=top.inner,
+                    outside_after=tuple(s.name for s in top.after))
 
 
 def _buffers(program: Program) -> tuple[Buffer, ...]:

@@ -186,6 +186,38 @@ def check_conv(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[
     return probs
 
 
+def check_pool(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[Problem]:
+    """avgpool2d over HWC tensors: input[H, W, C], output[OH, OW, C] (the channel axis kept); without a
+    `kernel` the window is the whole input (global pooling: a 1 x 1 output)."""
+    probs = _arity(stage, (1, 1), 1) or _unary_only(stage)
+    if probs:
+        return probs
+    if stage.kernel is not None and len(stage.kernel) != 2:
+        return [("kernel", f"{stage.op} needs `kernel: [KH, KW]` (or none: global pooling)")]
+    x, out = t[stage.reads[0]], t[stage.writes[0]]
+    if len(x.shape) != 3 or len(out.shape) != 3:
+        return [("reads", f"shape mismatch: {stage.op} takes [H, W, C] tensors, got {_shape_str(x)} -> "
+                          f"{_shape_str(out)}")]
+    (h, wd, c), (oh, ow, co) = x.shape, out.shape
+    if c != co:
+        probs.append(("writes", f"shape mismatch: pooling keeps channels: {c} vs {co}"))
+    if stage.kernel is None:
+        if any(sizes.get(a) not in (1, None) for a in (oh, ow)) or stage.stride != 1 or stage.padding != 0:
+            probs.append(("kernel", f"global pooling (no `kernel`) writes a 1 x 1 output with stride 1, no padding; "
+                                    f"{out.name} is [{oh}, {ow}]"))
+        return probs
+    for in_ax, out_ax, k in ((h, oh, stage.kernel[0]), (wd, ow, stage.kernel[1])):
+        n_in, n_out = sizes.get(in_ax), sizes.get(out_ax)
+        if n_in is not None and n_out is not None:
+            want = pads(stage.padding, n_in, k, stage.stride)[2]
+            if n_out != want:
+                probs.append(("writes", f"shape mismatch: {out_ax}={n_out} but a {k}-wide window with stride "
+                                        f"{stage.stride}, padding {stage.padding} over {in_ax}={n_in} gives {want}"))
+    if x.dtype != out.dtype:
+        probs.append(("writes", f"dtype mismatch: {stage.op} {x.name}:{x.dtype} -> {out.name}:{out.dtype}"))
+    return probs
+
+
 def check_requantize(stage: StageIR, t: Mapping[str, TensorIR], sizes: Sizes) -> list[Problem]:
     probs = _arity(stage, (1, 2), 1) or _unary_only(stage, allow_leading_scale=True)
     if probs:
@@ -235,7 +267,7 @@ OP_CHECKS: dict[str, Callable[[StageIR, Mapping[str, TensorIR], Sizes], list[Pro
     "load": check_memory, "store": check_memory, "copy": check_memory,
     "dot": check_dot, "elementwise": check_elementwise, "reduce": check_reduce,
     "softmax": check_rowwise, "layernorm": check_rowwise,
-    "conv2d": check_conv, "depthwise_conv2d": check_conv, "requantize": check_requantize,
+    "conv2d": check_conv, "depthwise_conv2d": check_conv, "avgpool2d": check_pool, "requantize": check_requantize,
     **{op: check_comm for op in ("all_gather", "reduce_scatter", "all_reduce", "all_to_all", "broadcast",
                                   "put", "get", "signal", "wait")},
 }

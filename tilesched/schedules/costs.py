@@ -14,6 +14,7 @@ from math import prod
 from pydantic import BaseModel, ConfigDict
 
 from tilesched.ir.bind import Binding
+from tilesched.ir.conv import window
 from tilesched.ir.dtypes import nbytes
 from tilesched.ir.nodes import StageIR
 
@@ -75,7 +76,7 @@ def aligned_axes(program) -> dict[str, str]:
         return a
 
     for s in program.stages:
-        if s.op in ("conv2d", "depthwise_conv2d"):
+        if s.op in ("conv2d", "depthwise_conv2d", "avgpool2d"):
             x, out = program.tensor(s.reads[0]), program.tensor(s.writes[0])
             for i, o in zip(x.shape[:2], out.shape[:2]):
                 ri, ro = find(i), find(o)
@@ -87,11 +88,11 @@ def aligned_axes(program) -> dict[str, str]:
 def _conv_halo(b: Binding, stage: StageIR, tensor: str) -> dict[str, float]:
     """For a conv's input, loops over its output rows/cols fetch overlapping input windows:
     per output-axis loop, the fraction of input re-read (>= 1 with a halo)."""
-    if stage.op not in ("conv2d", "depthwise_conv2d") or tensor != stage.reads[0]:
+    if stage.op not in ("conv2d", "depthwise_conv2d", "avgpool2d") or tensor != stage.reads[0]:
         return {}
     x, out = b.program.tensor(tensor), b.program.tensor(stage.writes[0])
     factors = {}
-    for in_ax, out_ax, k in zip(x.shape[:2], out.shape[:2], stage.kernel):
+    for in_ax, out_ax, k in zip(x.shape[:2], out.shape[:2], window(stage, x.shape, b.sizes)):
         tile = b.tile(out_ax)
         rows = b.n_tiles(out_ax) * ((tile - 1) * stage.stride + k)
         factors[out_ax] = max(rows / b.sizes[in_ax], 1.0) if in_ax != out_ax else 1.0
@@ -113,6 +114,9 @@ def stage_cost(b: Binding, stage: StageIR) -> StageCost:
         per_out = stage.kernel[0] * stage.kernel[1] * (b.sizes[x.shape[-1]] if stage.op == "conv2d" else 1)
         macs = float(numel(b, out) * per_out)
         flops = 2 * macs
+    elif stage.op == "avgpool2d":
+        kh, kw = window(stage, b.program.tensor(stage.reads[0]).shape, b.sizes)
+        flops = float(numel(b, stage.writes[0]) * kh * kw)
     elif stage.op == "elementwise":
         names = [f if isinstance(f, str) else f[0] for f in stage.fn]  # ("scale", 0.5) has a constant
         flops = float(numel(b, stage.writes[0]) * sum(FLOPS_PER_ELEMENT[f] for f in names))

@@ -1,7 +1,8 @@
 """Memory planning for MCU tile programs: one SRAM arena, offsets by segment lifetimes.
 
-A buffer is a run of equal segments (rows, row blocks, heads). From the tile program's
-events every segment gets its live intervals: a write opens one, later reads extend it to
+The tile program comes from the Cortex-M lowering (tilesched.passes.mcu: `events`, a dry run of the
+same kernel IR the C is rendered from). A buffer is a run of equal segments (rows, ring slots, heads).
+From the tile program's events every segment gets its live intervals: a write opens one, later reads extend it to
 their step; network inputs are live from before the first step, outputs until after the
 last. Two segments may share bytes only when their intervals are disjoint, and an interval
 that ends at step t still blocks a write at step t (a step reads before it writes, but
@@ -15,16 +16,47 @@ wins. Flash tensors (weights, biases, tables) are not in the arena.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import permutations
 
 import numpy as np
 
 from tilesched.ir.bind import Binding
 from tilesched.schedules.limits import check_limits
-from tilesched.schedules.memory_programs import Buffer, TileProgram, tile_program
 
 ALIGN = 4
+
+
+@dataclass(frozen=True)
+class PlanBuffer:
+    name: str
+    seg_bytes: int
+    n_segs: int
+    role: str  # input | output | scratch
+    what: str = ""
+
+    @property
+    def size(self) -> int:
+        return self.seg_bytes * self.n_segs
+
+
+@dataclass(frozen=True)
+class Event:
+    step: int
+    buffer: str
+    seg: int
+    access: str  # "r" | "w"
+    tag: str  # the logical data the segment holds (written) or must still hold (read)
+
+
+@dataclass(frozen=True)
+class TileProgram:
+    kind: str
+    shape: object  # the lowered kernel (tilesched.passes.mcu_ir.McuKernel)
+    buffers: tuple[PlanBuffer, ...]
+    steps: tuple[str, ...]
+    events: tuple[Event, ...]
+    naive_bytes: int  # every activation tensor whole and live at once (no reuse)
 
 
 @dataclass(frozen=True)
@@ -55,6 +87,7 @@ class MemoryPlan:
     peak_bytes: int  # arena size
     timeline: tuple[TimelinePoint, ...]
     order: tuple[str, ...]  # the buffer order that won
+    binding: Binding | None = None  # the bound spec the program was lowered from
 
     @property
     def naive_bytes(self) -> int:
@@ -94,9 +127,18 @@ def lifetimes(prog: TileProgram) -> dict[str, list[list[tuple[int, int]]]]:
     return {k: [[tuple(iv) for iv in seg] for seg in v] for k, v in live.items()}
 
 
-def _flat(buf: Buffer, ivs: list[list[tuple[int, int]]]) -> np.ndarray:
-    """Rows (byte_lo, byte_hi, t0, t1) for every live interval of every segment."""
-    rows = [(i * buf.seg_bytes, (i + 1) * buf.seg_bytes, t0, t1) for i, seg in enumerate(ivs) for t0, t1 in seg]
+def _flat(buf: PlanBuffer, ivs: list[list[tuple[int, int]]]) -> np.ndarray:
+    """Rows (byte_lo, byte_hi, t0, t1) for every live interval of every segment (intervals of one segment
+    that touch, [a, b] and [b + 1, c], merged: the same steps)."""
+    rows = []
+    for i, seg in enumerate(ivs):
+        merged: list[list[int]] = []
+        for t0, t1 in sorted(seg):
+            if merged and t0 <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], t1)
+            else:
+                merged.append([t0, t1])
+        rows.extend((i * buf.seg_bytes, (i + 1) * buf.seg_bytes, t0, t1) for t0, t1 in merged)
     return np.array(rows, dtype=np.int64).reshape(-1, 4)
 
 
@@ -119,11 +161,12 @@ def _lowest_offset(new: np.ndarray, placed: list[tuple[int, np.ndarray]]) -> int
     iv = np.concatenate(forbidden)
     iv = iv[np.argsort(iv[:, 0], kind="stable")]
     cand = 0
-    for lo, hi in iv.tolist():
-        if lo >= cand:
-            break
-        if hi > cand:
-            cand = _align(hi)
+    for start in range(0, len(iv), 4096):  # most searches end early: convert a chunk at a time
+        for lo, hi in iv[start:start + 4096].tolist():
+            if lo >= cand:
+                return cand
+            if hi > cand:
+                cand = _align(hi)
     return cand
 
 
@@ -188,9 +231,11 @@ def _timeline(prog: TileProgram, live, offsets) -> tuple[TimelinePoint, ...]:
 
 
 def plan_memory(binding: Binding) -> MemoryPlan:
-    """The arena plan of a bound MCU spec (see memory_programs for the schedules)."""
+    """The arena plan of a bound MCU spec: the events of its lowered kernel, placed."""
+    from tilesched.passes.mcu import events, lower_mcu
+
     check_limits(binding)  # before building the tile program, whose size grows with the problem
-    return place_program(tile_program(binding))
+    return replace(place_program(events(binding, lower_mcu(binding))), binding=binding)
 
 
 def format_memory_plan(plan: MemoryPlan, max_points: int = 12) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tilesched.errors import SpecError, spec_error
-from tilesched.ir.conv import pads
+from tilesched.ir.conv import pads, window
 from tilesched.ir.dtypes import FLOAT, INT
 from tilesched.ir.expr import ExprError, evaluate
 from tilesched.ir.indexexpr import eval_mask
@@ -588,11 +588,64 @@ def eval_conv(ctx: Ctx) -> dict[str, Value]:
                             qout)}
 
 
+def eval_avgpool(ctx: Ctx) -> dict[str, Value]:
+    """avgpool2d over [H, W, C]: the mean of every window's taps inside the input (padding taps are
+    not counted, as in TFLite's AVERAGE_POOL_2D; no `kernel`: the whole input). int8: the sum of the integers divided by the tap
+    count, rounded half away from zero, in the input's quantisation (which the output keeps), then
+    `fn` as TFLite's fused activation clamps."""
+    st = ctx.stage
+    out = ctx.out
+    x = ctx.read(st.reads[0])
+    kh, kw = window(st, x.axes, ctx.sizes)
+    h, wd, c = (ctx.sizes[a] for a in x.axes)
+    oh, ow, _ = (ctx.sizes[a] for a in out.shape)
+    s = st.stride
+    ph, _, _ = pads(st.padding, h, kh, s)
+    pw, _, _ = pads(st.padding, wd, kw, s)
+    integer = not x.is_float
+    xp = ctx.xp
+    data = align(xp, x, x.axes)
+    shape = (s * oh + kh + s, s * ow + kw + s, c)
+    if integer:
+        padded, ones = np.zeros(shape, dtype=np.int64), np.zeros(shape[:2], dtype=np.int64)
+        acc, count = np.zeros((oh, ow, c), dtype=np.int64), np.zeros((oh, ow), dtype=np.int64)
+    else:
+        padded, ones = xp.zeros(shape), np.zeros(shape[:2], dtype=np.int64)
+        acc, count = xp.zeros((oh, ow, c)), np.zeros((oh, ow), dtype=np.int64)
+    padded[ph:ph + h, pw:pw + wd] = data[:shape[0] - ph, :shape[1] - pw]
+    ones[ph:ph + h, pw:pw + wd] = 1
+    for i in range(kh):
+        for j in range(kw):
+            acc = acc + padded[i:i + s * oh:s, j:j + s * ow:s]
+            count = count + ones[i:i + s * oh:s, j:j + s * ow:s]
+    if np.any(count == 0):
+        raise ctx.error("kernel", "a pooling window lies entirely in the padding")
+    names = [n for n, _ in fn_items(st)]
+    if not integer:
+        value = Value(acc / xp.asarray(count[..., None].astype(np.float64)), out.shape, out.dtype)
+        for n in names:
+            value = Value(F.UNARY[n](value.data, xp), out.shape, out.dtype)
+        return {out.name: value}
+    qin, qout = x.quant, ctx.out_quant()
+    if qin is None or qout is None or not qin.same_as(qout):
+        raise ctx.error("writes", "int8 average pooling keeps the quantisation: give the output the input's `quant` "
+                                  "(requantize separately)")
+    n = count[..., None]
+    q = np.where(acc > 0, (acc + n // 2) // n, -((-acc + n // 2) // n))
+    if any(nm not in F.CLAMPS for nm in names):
+        raise ctx.error("fn", "average pooling takes the activation clamps relu and relu6 only")
+    lo, hi = INT_RANGE[out.dtype]
+    for nm in names:
+        a, b = Q.act_range(nm, qout.scale, qout.zero_point)
+        lo, hi = max(lo, a), min(hi, b)
+    return {out.name: Value(np.clip(q, lo, hi).astype(np.int64), out.shape, out.dtype, qout)}
+
+
 RULES: dict[str, Callable[[Ctx], dict[str, Value]]] = {
     "load": eval_memory, "store": eval_memory, "copy": eval_memory,
     "dot": eval_dot, "elementwise": eval_elementwise, "requantize": eval_requantize,
     "reduce": eval_reduce, "softmax": eval_softmax, "layernorm": eval_layernorm,
-    "conv2d": eval_conv, "depthwise_conv2d": eval_conv,
+    "conv2d": eval_conv, "depthwise_conv2d": eval_conv, "avgpool2d": eval_avgpool,
     **{op: eval_comm for op in ("all_gather", "reduce_scatter", "all_reduce", "all_to_all", "broadcast", "put",
                                 "get", "signal", "wait")},
 }

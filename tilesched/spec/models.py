@@ -26,7 +26,7 @@ StageKind = Literal["memory", "compute", "comm"]
 
 MEMORY_OPS = ("load", "store", "copy")
 COMPUTE_OPS = (
-    "dot", "elementwise", "reduce", "softmax", "conv2d", "depthwise_conv2d", "requantize", "layernorm",
+    "dot", "elementwise", "reduce", "softmax", "conv2d", "depthwise_conv2d", "avgpool2d", "requantize", "layernorm",
 )
 COMM_OPS = (
     "all_gather", "reduce_scatter", "all_reduce", "all_to_all", "broadcast", "put", "get", "signal", "wait",
@@ -193,7 +193,7 @@ class Stage(_Model):
     fn: list[FnEntry] = []
     axis: Identifier | None = None  # reduce/softmax/layernorm axis
     reduce: Literal["sum", "max", "min", "mean"] | None = None
-    kernel: list[int] | None = None  # conv: [KH, KW]
+    kernel: list[int] | None = None  # conv / pool: [KH, KW]
     stride: int = Field(default=1, ge=1)
     padding: Annotated[int, Field(ge=0)] | Literal["same"] = 0  # rows/columns each side, or TFLite's SAME
     # softmax / reduce: elements where this index expression is false take no part ("SQ >= SK": causal)

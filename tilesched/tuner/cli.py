@@ -143,6 +143,49 @@ def cmd_studies(args) -> int:
     return EXIT_OK
 
 
+def cmd_tune_fusion(args) -> int:
+    """Cortex-M whole networks: fusion boundaries, halo mode and loop tiles (tuner/mcu_fusion.py)."""
+    import json
+
+    from tilesched import load_with_source
+    from tilesched.fsutil import write_atomic
+    from tilesched.ir.bind import bind, parse_assignments
+    from tilesched.tuner import mcu_fusion as mf
+
+    try:
+        prog, source = load_with_source(args.spec)
+        if not prog.target.startswith("cortex-m"):
+            raise InvalidInput(f"{args.spec}: tune-fusion searches Cortex-M specs, not {prog.target}")
+        b = bind(prog, parse_assignments(args.set or []), source)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    points = mf.search(b, halos=tuple(args.halo), params=[dict(b.params)] if args.set_params else None, log=log)
+    budget = prog.limits.sram_bytes
+    fits = [p for p in points if budget is None or p.peak_bytes <= budget]
+    low = points[0]
+    print(f"{len(points)} points planned; lowest peak {low.peak_bytes} B ({low.macs} MACs) "
+          f"fuse={low.fuse} halo={low.halo} {dict(low.params)}; {len(fits)} within sram_bytes {budget}")
+    measured = mf.measure_front(b, points, k=args.measure, seed=args.seed, log=log) if args.measure else []
+    front = mf.pareto(measured)
+    if measured:
+        print(f"Pareto front ({len(front)} of {len(measured)} measured points, peak SRAM vs QEMU instructions):")
+        for p in front:
+            print(f"  {p.peak_bytes:>9} B  {p.instructions:>12} instructions  {p.macs:>12} MACs  "
+                  f"fuse={p.fuse} halo={p.halo} {dict(p.params)}")
+        if not all(p.bit_exact for p in measured):
+            print("some measured points were not bit-exact against the oracle", file=sys.stderr)
+            return EXIT_INVALID
+    if args.json:
+        doc = {"spec": str(args.spec), "sizes": {a.name: b.sizes[a.name] for a in prog.axes if a.symbolic},
+               "sram_bytes": budget, "points": [p.as_dict() for p in points],
+               "measured": [p.as_dict() for p in measured], "pareto": [p.as_dict() for p in front]}
+        write_atomic(args.json, json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return EXIT_OK if fits else EXIT_INVALID
+
+
 def register(sub) -> None:
     """Add `tune` and `studies` to the `tilesched` sub-command parsers."""
     s = sub.add_parser("tune", help="tune a spec's parameters with Optuna (resumable) and write the lock file")
@@ -159,6 +202,18 @@ def register(sub) -> None:
     s.add_argument("--plot", type=Path, help="write PNG plots of the history (and Pareto front) here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_tune)
+    s = sub.add_parser("tune-fusion", help="Cortex-M: search fusion boundaries, halo mode and loop tiles of a "
+                                           "whole network under limits.sram_bytes (Pareto: peak SRAM vs instructions)")
+    s.add_argument("spec", type=Path)
+    s.add_argument("--set", action="append", metavar="NAME=VALUE", help="bind an axis or pin a parameter")
+    s.add_argument("--set-params", action="store_true", help="keep the parameters at the bound values (no tile search)")
+    s.add_argument("--halo", nargs="+", choices=("cache", "recompute"), default=["cache"], help="halo modes to search")
+    s.add_argument("--measure", type=int, default=4, metavar="K",
+                   help="points run under QEMU for the Pareto front (0: plan only; default %(default)s)")
+    s.add_argument("--seed", type=int, default=None, help="input seed of the measured runs (default: fresh)")
+    s.add_argument("--json", type=Path, help="write every point, the measured ones and the front")
+    s.add_argument("--quiet", action="store_true", help="no per-point log")
+    s.set_defaults(func=cmd_tune_fusion)
     s = sub.add_parser("studies", help="list tuning campaigns in a storage")
     s.add_argument("--storage", help="Optuna RDB URL (default: sqlite:///.tilesched/studies.db)")
     s.add_argument("--plot", type=Path, nargs="?", const=Path("tilesched-plots"),

@@ -97,11 +97,11 @@ def compile_program(kernel_c: str, data_h: str, target: str, workdir: Path) -> P
     (workdir / "kernel.c").write_text(kernel_c)
     (workdir / "ts_data.h").write_text(data_h)
     cmd = ["arm-none-eabi-gcc", "-O2", "-std=gnu11", "-Wall", "-ffunction-sections", "-fdata-sections",
-           *t["cflags"], "-DARM_MATH_LOOPUNROLL", f"-I{SUPPORT}", f"-I{root / 'Include'}",
+           "-ffp-contract=off", *t["cflags"], "-DARM_MATH_LOOPUNROLL", f"-I{SUPPORT}", f"-I{root / 'Include'}",
            f"-I{root / 'PrivateInclude'}", f"-I{workdir}", "--specs=rdimon.specs", "-nostartfiles",
            "-Wl,--gc-sections", f"-T{SUPPORT / 'link.ld'}", f"-Wl,-Map={workdir / 'prog.map'}",
            str(SUPPORT / "startup.c"), str(workdir / "kernel.c"), *(str(root / s) for s in CMSIS_SOURCES),
-           "-o", str(workdir / "prog.elf")]
+           "-lm", "-o", str(workdir / "prog.elf")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if r.returncode != 0:
         raise BuildError("compile", r.stderr[-3000:])

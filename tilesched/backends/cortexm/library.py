@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tilesched.backends.cortexm import build, codegen, params, session
+from tilesched.backends.cortexm import build, session
 from tilesched.errors import SpecError, located
 from tilesched.ir.bind import Binding, bind
 from tilesched.schedules.limits import check_arena, check_limits
@@ -18,7 +18,10 @@ from tilesched.schedules.memory import plan_memory
 from tilesched.tuner.lockfile import LockFile
 
 HERE = Path(__file__).resolve().parent
-TEMPLATE_DIRS = [HERE / "templates", HERE / "support"]
+# what the generated C depends on besides the spec: the lowering, the rules that render it, the support files
+TEMPLATE_DIRS = [HERE / "support", HERE / "c_rules.py", HERE / "render.py", HERE.parent.parent / "passes" / "mcu.py",
+                 HERE.parent.parent / "passes" / "mcu_ir.py", HERE.parent.parent / "ir" / "looptree.py",
+                 HERE.parent.parent / "schedules" / "memory.py"]
 SUPPORT_FILES = ("ts_runtime.h", "ts_kernels.h", "cmsis_compiler.h", "startup.c", "link.ld")
 
 
@@ -61,9 +64,9 @@ def _makefile(units_info: list[tuple[str, str]]) -> str:
         "# (pip download --no-deps --no-binary :all: cmsisdsp==" + build.CMSISDSP_VERSION + ").",
         "CMSISDSP ?= $(HOME)/.cache/tilesched/cmsisdsp-" + build.CMSISDSP_VERSION,
         "CC = arm-none-eabi-gcc",
-        "CFLAGS = -O2 -std=gnu11 -Wall -ffunction-sections -fdata-sections -DARM_MATH_LOOPUNROLL \\",
+        "CFLAGS = -O2 -std=gnu11 -Wall -ffunction-sections -fdata-sections -ffp-contract=off -DARM_MATH_LOOPUNROLL \\",
         "\t-Isupport -I$(CMSISDSP)/Include -I$(CMSISDSP)/PrivateInclude",
-        "LDFLAGS = --specs=rdimon.specs -nostartfiles -Wl,--gc-sections -Tsupport/link.ld",
+        "LDFLAGS = --specs=rdimon.specs -nostartfiles -Wl,--gc-sections -Tsupport/link.ld -lm",
         "CMSIS_SRCS = " + " ".join(f"$(CMSISDSP)/{s}" for s in build.CMSIS_SOURCES),
     ]
     for target, t in sorted(build.TARGETS.items()):
@@ -100,11 +103,10 @@ def render(units, package: str) -> dict[str, str]:
             plan = plan_memory(b)
             check_arena(b, plan.peak_bytes)
         wl = session.make_workload(b, _seed(unit))
-        wl.arrays["int8_t ts_expected"] = wl.expected
-        files[f"{name}/{name}.c"] = codegen.render_kernel(name, b.program.target, plan).replace(
-            '#include "ts_data.h"', f'#include "{name}.h"\n#include "ts_data.h"', 1)
+        kernel, data = session.sources(b, wl, plan, expected=True)
+        files[f"{name}/{name}.c"] = kernel.replace('#include "ts_data.h"', f'#include "{name}.h"\n#include "ts_data.h"', 1)
         files[f"{name}/{name}.h"] = _header(name, plan, wl)
-        files[f"{name}/ts_data.h"] = params.data_header(wl)
+        files[f"{name}/ts_data.h"] = data
         info.append((name, b.program.target))
     for f in SUPPORT_FILES:
         files[f"support/{f}"] = (build.SUPPORT / f).read_text()

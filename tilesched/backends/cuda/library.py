@@ -18,7 +18,8 @@ from tilesched.tuner.lockfile import LockFile
 HERE = Path(__file__).resolve().parent
 # what generated code depends on besides the spec: the lowering and the rules that render it
 TEMPLATE_DIRS = [HERE / "triton_rules.py", HERE / "triton_emit.py", HERE / "kernel.py",
-                 HERE.parent.parent / "passes", HERE.parent.parent / "ir" / "looptree.py"]
+                 HERE.parent.parent / "passes" / "gpu.py", HERE.parent.parent / "passes" / "kernel.py",
+                 HERE.parent.parent / "ir" / "looptree.py"]
 
 
 def _launcher(unit) -> str:
