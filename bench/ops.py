@@ -135,23 +135,11 @@ def bench_rowwise(args, torch, report, copy_cache):
                     ins["gamma"] = torch.rand(n, device="cuda").to(torch.bfloat16) + 0.5
                     ins["beta"] = torch.randn(n, device="cuda").to(torch.bfloat16)
                 sets.append(ins)
-            best, table = None, []
-            for params in _row_candidates(n):
-                b = sb.legal(prog, sizes, params)
-                if b is None:
-                    continue
-                try:
-                    ms = sb.time_kernel(kernel, b, sets, args.repeats)
-                except Exception as exc:  # noqa: BLE001 - a failing candidate is skipped, reported
-                    table.append({"params": params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
-                    print(f"  {op} {sizes} {params}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
-                    continue
-                table.append({"params": params, "ms": ms})
-                if best is None or ms < best[0]:
-                    best = (ms, params, b)
+            best, table, _ = sb.search(kernel, prog, sizes, _row_candidates(n), sets, args.repeats)
             if best is None:
                 continue
-            ms, params, b = best
+            ms, params = best["ms"], best["params"]
+            b = sb.legal(prog, sizes, params)
             err = sb.oracle_error(kernel, b, sets[0])[0]
             fns = [lambda s=s, fn=fn: fn(s["X"], s.get("w", s.get("gamma")), s.get("beta")) for s in sets]
             compiled_ms = time_callable(fns, repeats=args.repeats)
@@ -198,23 +186,11 @@ def bench_mlp(args, torch, report):
         sets = [{"X": torch.randn(m, k, device="cuda").to(bf),
                  "W1": (torch.randn(n, k, device="cuda") / math.sqrt(k)).to(bf).mT,
                  "W3": (torch.randn(n, k, device="cuda") / math.sqrt(k)).to(bf).mT} for _ in range(2)]
-        best, table = None, []
-        for params in _mlp_candidates(m):
-            b = sb.legal(prog, sizes, params)
-            if b is None:
-                continue
-            try:
-                ms = sb.time_kernel(kernel, b, sets, args.repeats)
-            except Exception as exc:  # noqa: BLE001
-                table.append({"params": params, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
-                print(f"  gated_mlp {sizes} {params}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
-                continue
-            table.append({"params": params, "ms": ms})
-            if best is None or ms < best[0]:
-                best = (ms, params, b)
+        best, table, _ = sb.search(kernel, prog, sizes, _mlp_candidates(m), sets, args.repeats)
         if best is None:
             continue
-        ms, params, b = best
+        ms, params = best["ms"], best["params"]
+        b = sb.legal(prog, sizes, params)
         err = sb.oracle_error(kernel, b, sets[0])[0]
         fns = [lambda s=s: F.silu(s["X"] @ s["W1"]) * (s["X"] @ s["W3"]) for s in sets]
         base = time_callable(fns, repeats=args.repeats)
