@@ -156,3 +156,15 @@ def test_bert_layer_tflite_model_runs():
     a16, a32 = (tflm.tflm_arena(bert_layer_model(s), seed=1) for s in (16, 32))
     assert 0 < a16["total_bytes"] < a32["total_bytes"]
     assert a16["output_distinct"] > 1
+
+
+def test_arena_plot_is_deterministic(tmp_path):
+    """bench/mcu_arena_plot.py (the README's arena PNG) draws the same bytes twice from one plan."""
+    plot_mod = importlib.import_module("mcu_arena_plot")
+    b, _ = plot_mod.best_binding("mobilenetv2_035_24")
+    plan = plan_memory(b)
+    outs = [tmp_path / "a.png", tmp_path / "b.png"]
+    for out in outs:
+        plot_mod.plot(plan, "arena", out)
+    data = [o.read_bytes() for o in outs]
+    assert data[0][:8] == b"\x89PNG\r\n\x1a\n" and data[0] == data[1]
