@@ -141,3 +141,25 @@ def test_tune_refuses_a_point_the_spec_cannot_satisfy_and_writes_no_lock(tmp_pat
     err = _one_line_error(capsys)
     assert "no legal point" in err and "more than sram_bytes 1,024 B" in err
     assert not (tmp_path / "tilesched.lock.json").exists()
+
+
+def test_a_server_that_never_answers_times_out_in_one_line(tmp_path, monkeypatch, capsys):
+    """A PostgreSQL address whose socket accepts the connection but never speaks (a hung server, a
+    wrong port behind a proxy): the connect timeout ends it in one line instead of a hang."""
+    import socket
+    import time
+
+    from tilesched.tuner import campaign
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(campaign, "CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as server:  # listens, never accepts: the kernel completes the handshake
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        t0 = time.monotonic()
+        assert main(["studies", "--storage", f"postgresql+psycopg2://u:secret@127.0.0.1:{port}/db"]) == 2
+        elapsed = time.monotonic() - t0
+    err = _one_line_error(capsys)
+    assert f"cannot connect to postgresql+psycopg2://u:***@127.0.0.1:{port}/db" in err and "secret" not in err
+    assert elapsed < 30, elapsed

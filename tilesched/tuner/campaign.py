@@ -82,7 +82,7 @@ def make_storage(url: str | None) -> optuna.storages.RDBStorage:
     url = url or default_storage_url()
     parsed = check_storage_url(url)
     shown = _shown(url, parsed)
-    kwargs = {"pool_pre_ping": True} if parsed.get_backend_name() != "sqlite" else {"connect_args": {"timeout": 60}}
+    kwargs = server_engine_kwargs(parsed) if parsed.get_backend_name() != "sqlite" else {"connect_args": {"timeout": 60}}
     _connect_once(url, shown, parsed.password, kwargs)
     for attempt in range(6):
         try:
@@ -94,6 +94,18 @@ def make_storage(url: str | None) -> optuna.storages.RDBStorage:
                                   f"{_driver_error(exc, parsed.password)}") from None
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+CONNECT_TIMEOUT_S = 10  # a server that accepts the connection but never answers fails in words, not a hang
+
+
+def server_engine_kwargs(parsed) -> dict:
+    """Engine options for a database server: connections checked before use, and a connect timeout
+    (PostgreSQL and MySQL drivers take `connect_timeout` in seconds) unless the URL sets one."""
+    kwargs: dict = {"pool_pre_ping": True}
+    if parsed.get_backend_name() in ("postgresql", "mysql") and "connect_timeout" not in parsed.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    return kwargs
 
 
 def check_storage_url(url: str):
