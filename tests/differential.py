@@ -660,15 +660,21 @@ def mcu_refusals(draw, what: str | None = None) -> Refusal:
     return Refusal(what, data, idx)
 
 
-def generated_or_refused(refusal: Refusal, generate, run) -> SpecError | None:
-    """The invariant every backend keeps: it refuses the spec naming `stages[i]` (returns the
-    SpecError), or it generates the spec and `run(program)` (the kernel against the oracle on
-    fresh inputs) must return a passing Verdict (returns None)."""
+def meaningful_program(refusal: Refusal):
+    """The refusal's spec as a program, after the oracle has run it once (a valid spec with a meaning)."""
     from tilesched.semantics import random_inputs, run_spec
 
     prog = program_of(refusal.data)
     b = bind(prog, {})
-    run_spec(b, random_inputs(b, np.random.default_rng(0)))  # valid: the oracle gives it a meaning
+    run_spec(b, random_inputs(b, np.random.default_rng(0)))
+    return prog
+
+
+def generated_or_refused(refusal: Refusal, generate, run) -> SpecError | None:
+    """The invariant every backend keeps: it refuses the spec naming `stages[i]` (returns the
+    SpecError), or it generates the spec and `run(program)` (the kernel against the oracle on
+    fresh inputs) must return a passing Verdict (returns None)."""
+    prog = meaningful_program(refusal)
     try:
         generate(prog)
     except SpecError as exc:
@@ -681,11 +687,7 @@ def generated_or_refused(refusal: Refusal, generate, run) -> SpecError | None:
 def expect_refusal(refusal: Refusal, generate) -> SpecError:
     """`generate(program)` must refuse the spec with a SpecError naming `stages[i]`; the oracle
     runs it (so it is a valid spec with a meaning)."""
-    from tilesched.semantics import random_inputs, run_spec
-
-    prog = program_of(refusal.data)
-    b = bind(prog, {})
-    run_spec(b, random_inputs(b, np.random.default_rng(0)))  # valid: the oracle gives it a meaning
+    prog = meaningful_program(refusal)
     try:
         generate(prog)
     except SpecError as exc:
