@@ -47,14 +47,19 @@ def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
 
 def candidates(m: int) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner)."""
-    if m <= 8:
-        return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 128, 4, 4, 2), cfg(1, 32, 128, 4, 4, 4),
-                cfg(1, 64, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 8), cfg(1, 256, 64, 8, 3), cfg(16, 64, 128, 4, 4, 4)]
+    if m <= 8:  # CUDA-core tiles of at most 8192 products keep them per K index (triton_rules.WIDE_DOT_MAX)
+        return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 2), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 64, 4, 4),
+                cfg(1, 128, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 4), cfg(1, 32, 128, 4, 4, 4), cfg(1, 128, 64, 8, 4, 2),
+                cfg(1, 64, 64, 4, 5, 4), cfg(16, 64, 128, 4, 4, 4)]
     if m <= 64:
         return [cfg(16, 64, 128, 4, 4), cfg(16, 128, 128, 4, 4), cfg(16, 64, 128, 4, 4, 2), cfg(16, 128, 64, 4, 4, 4),
                 cfg(16, 256, 64, 8, 3), cfg(16, 32, 128, 4, 4, 4), cfg(32, 64, 128, 4, 3)]
-    return [cfg(128, 128, 64, 8, 3), cfg(128, 128, 128, 8, 3), cfg(64, 128, 64, 4, 4), cfg(128, 256, 64, 8, 3),
-            cfg(128, 64, 128, 4, 3), cfg(64, 256, 64, 8, 3), cfg(128, 128, 64, 4, 4)]
+    # a row tile of 256 dequantises each weight tile once for twice the MMAs of 128
+    base = [cfg(128, 128, 64, 8, 3), cfg(128, 128, 128, 8, 3), cfg(64, 128, 64, 4, 4), cfg(128, 256, 64, 8, 3),
+            cfg(128, 64, 128, 4, 3), cfg(128, 128, 64, 4, 4)]
+    if m < 256:
+        return base
+    return base + [cfg(256, 128, 64, 8, 3), cfg(256, 128, 64, 8, 4), cfg(256, 64, 64, 8, 4), cfg(256, 128, 64, 8, 5)]
 
 
 def make_inputs(bits: int, m: int, n: int, k: int, device, dtype=None) -> dict:
@@ -135,7 +140,9 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
     if "hbm" not in copy_cache:
         copy_cache["hbm"] = sb.copy_gbs()
     sol_ms = nbytes / (copy_cache["hbm"] * 1e9) * 1e3
+    best["mma"] = sb.mma_kind(kernel, best["params"])
     common = {"op": f"w{bits}a16_gemm", "shape": sizes, "dtype": f"uint{bits} x {args.act}", "ours_ms": ms, "flops": fl,
+              "mma": best["mma"],
               "bytes": nbytes, "copy_GBs": copy_cache["hbm"], "ours_GBs": nbytes / (ms * 1e-3) / 1e9,
               "rel_err": err, "check": why or "ok", "params": best["params"], "spearman": rho, "candidates": table}
     rows = [{**common, "baseline": "packed-weight speed of light (device copy bandwidth)", "baseline_ms": sol_ms,
@@ -160,7 +167,7 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
             rows.append({**common, "baseline": "torch aten._weight_int4pack_mm (group 128)", "baseline_error": bad})
             line += f"  int4pack unavailable ({bad[:60]})"
     report["rows"] += rows
-    print(line + f"  err {err:.1e} rho {rho} {best['params']}", flush=True)
+    print(line + f"  err {err:.1e} rho {rho} {best['mma']} {best['params']}", flush=True)
     if math.isfinite(err):
         lock = lock.with_entry(sb.lock_entry(program, sizes, best, report["device"], report["versions"],
                                              "bench/lowbit.py", len(table)))

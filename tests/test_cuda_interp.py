@@ -75,7 +75,8 @@ def test_small_m_uses_the_cuda_core_path():
 
 @pytest.mark.parametrize("m,bm,split", [(1, 1, 4), (40, 16, 2), (40, 32, 8)])
 def test_split_k(m, bm, split):
-    """K spread over programs: fp32 atomics into a workspace, then the finishing epilogue kernel."""
+    """K spread over programs: partial sums in per-share workspace slices; the last share of each tile adds
+    them and runs the epilogue (one launch)."""
     gemm = Kernel(_program("gemm_bf16_hopper", "fp32"))
     params = {"BLOCK_M": bm, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 1, "NUM_WARPS": 4,
               "NUM_STAGES": 3, "PERSISTENT": False, "EPILOGUE_SUBTILE": False, "SPLIT_K": split}

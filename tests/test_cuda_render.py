@@ -76,7 +76,7 @@ def test_launch_masks_and_grid_come_from_the_binding():
     assert not ragged.constexprs["EVEN_M"] and not ragged.constexprs["EVEN_N"] and not ragged.constexprs["EVEN_K"]
     hop = load_program(CONFIGS[0].parent / "gemm_bf16_hopper.yaml")
     lp = launch_config(lower_kernel(hop), bind(hop, {"M": 4096, "N": 4096, "K": 4096}), num_sms=132)
-    assert lp.constexprs["PERSISTENT"] and lp.grid == (132,) and lp.finish_grid == (32 * 16,) and lp.num_warps == 8
+    assert lp.constexprs["PERSISTENT"] and lp.grid == (132,) and lp.num_warps == 8
 
 
 def test_comm_specs_are_refused_with_a_clear_message():

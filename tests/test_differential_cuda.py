@@ -56,7 +56,7 @@ REGRESSIONS = {
                                 tiles=(16, 32, 32), tma=True, subtile=True, epilogue=BIAS_GELU),
     "col_major_c_split_k": GemmCase(m=40, n=56, k=72, layouts=("row_major", "col_major", "col_major"),
                                     tiles=(16, 32, 16), tma=True, split_k=2, epilogue=BIAS_GELU),
-    # split-K's finishing epilogue named its epilogue operands wrongly (NameError at launch)
+    # split-K's epilogue (then a finishing kernel) named its epilogue operands wrongly (NameError at launch)
     "split_k_epilogue_operands": GemmCase(m=40, n=56, k=72, tiles=(32, 32, 16), tma=True, split_k=4,
                                           tile_params=True, epilogue=(Epilogue((Fn("mul", Extra(("m", "n"))),
                                                                                 Fn("relu6"),

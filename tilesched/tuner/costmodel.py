@@ -230,8 +230,9 @@ def predict_gpu(b: Binding) -> Prediction:
     compute_time = max(compute_time, dram_time) + 0.1 * min(compute_time, dram_time)
     comm_time, total = _comm_timeline(b, sched, compute_time)
     total += LAUNCH_S
-    if split > 1:
-        total += LAUNCH_S  # the finishing kernel
+    if split > 1:  # partial sums out to the workspace and back into the tile's last share
+        out = math.prod(b.sizes[a] for a in _spatial(b))
+        total += 2 * split * out * 4 / HBM_BW + MEM_LATENCY_S
     return Prediction(latency=total * 1e3, unit="ms", detail={
         "waves": waves, "ctas_per_sm": ctas, "mma_efficiency": round(eff, 3), "dram_bytes": dram, "kept": kept,
         "compute_ms": compute_time * 1e3, "comm_ms": comm_time * 1e3, **occ})

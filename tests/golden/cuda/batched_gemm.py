@@ -113,6 +113,6 @@ def launch_args(cfg, t, n, c):
 
 
 def launch(cfg, t, n, c):
-    """Launch the kernel (and, for split-K, its finishing kernel) for one call."""
+    """Launch the kernel for one call."""
     args, kwargs = launch_args(cfg, t, n, c)
     batched_gemm_kernel[cfg.grid](*args, **kwargs)

@@ -43,6 +43,7 @@ def gemm_bf16_hopper_kernel(
     d_B_load,
     d_C_store,
     ws_acc,
+    ws_arrived,
     n_M,
     n_N,
     n_K,
@@ -67,6 +68,8 @@ def gemm_bf16_hopper_kernel(
             o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
             v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
             tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
+                w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
             lo_K = 0
             hi_K = tiles_K
             if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
@@ -78,11 +81,33 @@ def gemm_bf16_hopper_kernel(
                 v_a_tile = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
                 v_b_tile = d_B_load.load([it_K * BLOCK_K, pid_N * BLOCK_N])
                 if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                    v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
+                    if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
+                        w_acc = w_acc + v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :]
+                    else:
+                        v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
                 else:
                     v_acc = tl.dot(v_a_tile, v_b_tile, v_acc)
-            if SPLIT_K > 1:  # partial sums meet in fp32 workspaces; the finishing kernel runs the epilogue
-                tl.atomic_add(ws_acc + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], sem='relaxed')
+            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
+                v_acc = v_acc + tl.sum(w_acc, 1)
+            if SPLIT_K > 1:
+                # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
+                share = tl.program_id(1).to(tl.int64)
+                tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+                tl.debug_barrier()
+                arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
+                if arrived == SPLIT_K - 1:
+                    v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                    for other in tl.static_range(1, SPLIT_K):
+                        v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                    tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
+                    if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
+                        v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+                        o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+                        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
+                        o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+                        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
+                    else:
+                        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
             else:
                 if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                     v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
@@ -99,6 +124,8 @@ def gemm_bf16_hopper_kernel(
         o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
         v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
         tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+        if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
+            w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
         lo_K = 0
         hi_K = tiles_K
         if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
@@ -110,11 +137,33 @@ def gemm_bf16_hopper_kernel(
             v_a_tile = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
             v_b_tile = d_B_load.load([it_K * BLOCK_K, pid_N * BLOCK_N])
             if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
+                if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
+                    w_acc = w_acc + v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :]
+                else:
+                    v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
             else:
                 v_acc = tl.dot(v_a_tile, v_b_tile, v_acc)
-        if SPLIT_K > 1:  # partial sums meet in fp32 workspaces; the finishing kernel runs the epilogue
-            tl.atomic_add(ws_acc + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], sem='relaxed')
+        if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
+            v_acc = v_acc + tl.sum(w_acc, 1)
+        if SPLIT_K > 1:
+            # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
+            share = tl.program_id(1).to(tl.int64)
+            tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+            tl.debug_barrier()
+            arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
+            if arrived == SPLIT_K - 1:
+                v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                for other in tl.static_range(1, SPLIT_K):
+                    v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
+                if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
+                    v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+                    o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
+                    o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
+                else:
+                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
         else:
             if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                 v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
@@ -126,45 +175,6 @@ def gemm_bf16_hopper_kernel(
                 d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
 
 
-@triton.jit
-def gemm_bf16_hopper_finish(
-    d_A_load,
-    d_B_load,
-    d_C_store,
-    ws_acc,
-    n_M,
-    n_N,
-    n_K,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    EVEN_M: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_K: tl.constexpr,
-    GROUP: tl.constexpr,
-    PERSISTENT: tl.constexpr,
-    NUM_SMS: tl.constexpr,
-    SPLIT_K: tl.constexpr,
-    EPILOGUE_SUBTILE: tl.constexpr,
-):
-    """The epilogue of the split-K sums collected in the fp32 workspaces."""
-    tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
-    tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
-    tile_id = tl.program_id(0)
-    pid_M, pid_N = _tile_coords(tile_id, tiles_M, tiles_N, GROUP)
-    o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
-    v_acc = tl.load(ws_acc + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
-    if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
-        v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-        o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
-        o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
-    else:
-        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
-
-
 def launch_args(cfg, t, n, c):
     """Kernel arguments: `cfg` a Launch (grid, constexprs, warps, stages), `t` the checked torch
     tensors by spec name (logical shapes), `n` the axis sizes, `c` the constants."""
@@ -172,17 +182,22 @@ def launch_args(cfg, t, n, c):
     d_A_load = TensorDescriptor.from_tensor(t['A'], [k["BLOCK_M"], k["BLOCK_K"]])
     d_B_load = TensorDescriptor.from_tensor(t['B'], [k["BLOCK_K"], k["BLOCK_N"]])
     d_C_store = TensorDescriptor.from_tensor(t['C'], [k["BLOCK_M"], k["BLOCK_N"] // 2 if k["EPILOGUE_SUBTILE"] else k["BLOCK_N"]])
-    if k["SPLIT_K"] > 1:
+    if k["SPLIT_K"] > 1:  # partial sums per share (no zeroing needed), arrival counters per tile
         import torch
 
-        ws_acc = torch.zeros((n['M'], n['N'],), dtype=torch.float32, device=cfg.device)
+        from tilesched.backends.cuda.workspace import arrival_counters
+
+        ws_acc = torch.empty((k["SPLIT_K"], n['M'], n['N']), dtype=torch.float32, device=cfg.device)
+        ws_arrived = arrival_counters(cfg.device, cfg.grid[0])
     else:
         ws_acc = None  # unused
+        ws_arrived = None
     args = (
         d_A_load,
         d_B_load,
         d_C_store,
         ws_acc,
+        ws_arrived,
         n['M'],
         n['N'],
         n['K'],
@@ -191,8 +206,6 @@ def launch_args(cfg, t, n, c):
 
 
 def launch(cfg, t, n, c):
-    """Launch the kernel (and, for split-K, its finishing kernel) for one call."""
+    """Launch the kernel for one call."""
     args, kwargs = launch_args(cfg, t, n, c)
     gemm_bf16_hopper_kernel[cfg.grid](*args, **kwargs)
-    if kwargs["SPLIT_K"] > 1:
-        gemm_bf16_hopper_finish[cfg.finish_grid](*args, **kwargs)

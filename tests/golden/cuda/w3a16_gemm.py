@@ -44,6 +44,7 @@ def w3a16_gemm_kernel(
     p_S,
     p_Y,
     ws_acc,
+    ws_arrived,
     n_M,
     n_N,
     n_K,
@@ -76,6 +77,8 @@ def w3a16_gemm_kernel(
     o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
     v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+    if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
+        w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
     lo_K = 0
     hi_K = tiles_K
     if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
@@ -117,16 +120,33 @@ def w3a16_gemm_kernel(
                 v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N)
             else:
                 v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0)
-        x_wd = v_w.to(tl.float32)
-        x_wd = x_wd - v_Z.to(tl.float32)
+        x_wd = (v_w.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - (v_Z.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True)
         x_wd = x_wd * v_S.to(tl.float32)
         v_wd = x_wd.to(tl.bfloat16)
         if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-            v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
+            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
+                w_acc = w_acc + v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :]
+            else:
+                v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
         else:
             v_acc = tl.dot(v_x, v_wd, v_acc)
-    if SPLIT_K > 1:  # partial sums meet in fp32 workspaces; the finishing kernel runs the epilogue
-        tl.atomic_add(ws_acc + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], sem='relaxed')
+    if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
+        v_acc = v_acc + tl.sum(w_acc, 1)
+    if SPLIT_K > 1:
+        # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
+        share = tl.program_id(1).to(tl.int64)
+        tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+        tl.debug_barrier()
+        arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
+        if arrived == SPLIT_K - 1:
+            v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+            for other in tl.static_range(1, SPLIT_K):
+                v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+            tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
+            if EVEN_M and EVEN_N:
+                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16))
+            else:
+                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
     else:
         if EVEN_M and EVEN_N:
             tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16))
@@ -134,62 +154,20 @@ def w3a16_gemm_kernel(
             tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
 
 
-@triton.jit
-def w3a16_gemm_finish(
-    p_X,
-    p_W,
-    p_Z,
-    p_S,
-    p_Y,
-    ws_acc,
-    n_M,
-    n_N,
-    n_K,
-    s_X_M,
-    s_X_K,
-    s_W_K,
-    s_W_N,
-    s_Z_K,
-    s_Z_N,
-    s_S_K,
-    s_S_N,
-    s_Y_M,
-    s_Y_N,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    EVEN_M: tl.constexpr,
-    EVEN_N: tl.constexpr,
-    EVEN_K: tl.constexpr,
-    G_Z_K: tl.constexpr,
-    G_S_K: tl.constexpr,
-    GROUP: tl.constexpr,
-    SPLIT_K: tl.constexpr,
-):
-    """The epilogue of the split-K sums collected in the fp32 workspaces."""
-    tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
-    tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
-    tile_id = tl.program_id(0)
-    pid_M, pid_N = _tile_coords(tile_id, tiles_M, tiles_N, GROUP)
-    o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
-    o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
-    v_acc = tl.load(ws_acc + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0)
-    if EVEN_M and EVEN_N:
-        tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16))
-    else:
-        tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
-
-
 def launch_args(cfg, t, n, c):
     """Kernel arguments: `cfg` a Launch (grid, constexprs, warps, stages), `t` the checked torch
     tensors by spec name (logical shapes), `n` the axis sizes, `c` the constants."""
     k = cfg.constexprs
-    if k["SPLIT_K"] > 1:
+    if k["SPLIT_K"] > 1:  # partial sums per share (no zeroing needed), arrival counters per tile
         import torch
 
-        ws_acc = torch.zeros((n['M'], n['N'],), dtype=torch.float32, device=cfg.device)
+        from tilesched.backends.cuda.workspace import arrival_counters
+
+        ws_acc = torch.empty((k["SPLIT_K"], n['M'], n['N']), dtype=torch.float32, device=cfg.device)
+        ws_arrived = arrival_counters(cfg.device, cfg.grid[0])
     else:
         ws_acc = None  # unused
+        ws_arrived = None
     args = (
         t['X'],
         t['W'],
@@ -197,6 +175,7 @@ def launch_args(cfg, t, n, c):
         t['S'],
         t['Y'],
         ws_acc,
+        ws_arrived,
         n['M'],
         n['N'],
         n['K'],
@@ -215,8 +194,6 @@ def launch_args(cfg, t, n, c):
 
 
 def launch(cfg, t, n, c):
-    """Launch the kernel (and, for split-K, its finishing kernel) for one call."""
+    """Launch the kernel for one call."""
     args, kwargs = launch_args(cfg, t, n, c)
     w3a16_gemm_kernel[cfg.grid](*args, **kwargs)
-    if kwargs["SPLIT_K"] > 1:
-        w3a16_gemm_finish[cfg.finish_grid](*args, **kwargs)

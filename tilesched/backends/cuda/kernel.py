@@ -37,7 +37,6 @@ class Launch:
     """One launch of a kernel: what the generated `launch` reads."""
 
     grid: tuple[int, ...]
-    finish_grid: tuple[int, ...]
     constexprs: dict
     num_warps: int
     num_stages: int
@@ -106,7 +105,7 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     grid += tuple(b.sizes[p] for p in k.points)
     if split > 1:
         grid += (split,)
-    return Launch(grid=grid, finish_grid=(tiles,), constexprs=const, num_warps=int(_value(b, k.num_warps, 4)),
+    return Launch(grid=grid, constexprs=const, num_warps=int(_value(b, k.num_warps, 4)),
                   num_stages=int(_value(b, k.num_stages, 3)), device=device)
 
 

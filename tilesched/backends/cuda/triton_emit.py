@@ -1,5 +1,4 @@
-"""Render a kernel IR as a Triton module: the kernel, a split-K finishing kernel when the IR
-asks for one, and the host `launch`. The renderer decides nothing: the passes did
+"""Render a kernel IR as a Triton module: the kernel and the host `launch`. The renderer decides nothing: the passes did
 (tilesched/passes/gpu.py); the instructions become code through the per-op rules
 (triton_rules.py). Deterministic: the same IR gives the same bytes.
 """
@@ -14,6 +13,8 @@ from tilesched.backends.cuda.triton_rules import (
     group_constant,
     index,
     mask_bounds,
+    wide_fold,
+    wide_init,
 )
 from tilesched.errors import spec_error
 from tilesched.passes.kernel import Instr, KernelIR
@@ -35,14 +36,14 @@ def _tiled(k: KernelIR) -> list[str]:
     return [a.name for a in k.axes if a.role in ("grid", "reduction", "whole")]
 
 
-def signature(k: KernelIR, finishing: bool = False) -> list[str]:
+def signature(k: KernelIR) -> list[str]:
     """Kernel parameters: tensors (pointers or descriptors), workspaces, sizes, strides, constants,
     then the compile-time block sizes, EVEN_ flags and switches."""
     args = []
     for a in k.accesses:
         args.append(f"d_{a.tensor}_{a.mode}" if a.tma else f"p_{a.tensor}")
     args = list(dict.fromkeys(args))
-    args += [f"ws_{c}" for c in k.carried] if k.split_k is not None else []
+    args += [f"ws_{c}" for c in k.carried] + ["ws_arrived"] if k.split_k is not None else []
     args += [f"n_{a.name}" for a in k.axes]
     for t in dict.fromkeys(a.tensor for a in k.accesses):
         acc = next(a for a in k.accesses if a.tensor == t)
@@ -166,6 +167,7 @@ def _tile_body(k: KernelIR) -> list[str]:
     if k.reduction is not None:
         r = k.reduction
         lines.append(f"tiles_{r} = (n_{r} + BLOCK_{r} - 1) // BLOCK_{r}")
+        lines += wide_init(k)
         if k.split_k is not None:
             lines += [f"lo_{r} = 0", f"hi_{r} = tiles_{r}",
                       "if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles",
@@ -181,17 +183,41 @@ def _tile_body(k: KernelIR) -> list[str]:
             body = [f"o_{r} = it_{r} * BLOCK_{r} + tl.arange(0, BLOCK_{r})"]
             body += _emit(_ctx(k, "loop"), k.loop)
             lines += ["    " + ln for ln in body]
+        lines += wide_fold(k)
     post = _post(k, _ctx(k, "post"))
     if k.split_k is not None:
-        lines.append("if SPLIT_K > 1:  # partial sums meet in fp32 workspaces; the finishing kernel runs the epilogue")
-        for c in k.carried:
-            v = k.value(c)
-            lines.append(f"    tl.atomic_add({_ws_ptrs(v.axes, c)}, v_{c}{_ws_mask(k, v.axes)}, sem='relaxed')")
-        lines.append("else:")
+        lines += ["if SPLIT_K > 1:"] + ["    " + ln for ln in _split_k_meet(k, post)] + ["else:"]
         lines += ["    " + ln for ln in post]
     else:
         lines += post
     return lines
+
+
+def _split_k_meet(k: KernelIR, post: list[str]) -> list[str]:
+    """Split-K in one launch: each share stores its partial sums in its own fp32 workspace slice
+    and counts itself in the tile's arrival counter; the share that arrives last adds the slices in
+    share order (the same sum whatever the arrival order), resets the counter for the next call and
+    runs the epilogue. The barrier orders every thread's stores before the counting atomic (release);
+    its acquire makes the other shares' slices visible, read past L1 (.cg)."""
+    lines = ["# the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile",
+             "share = tl.program_id(1).to(tl.int64)"]
+    for c in k.carried:
+        v = k.value(c)
+        lines.append(f"tl.store({_ws_ptrs(v.axes, c, 'share')}, v_{c}{_ws_mask(k, v.axes)})")
+    lines += ["tl.debug_barrier()",
+              "arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')",
+              "if arrived == SPLIT_K - 1:"]
+    body = []
+    for c in k.carried:
+        v = k.value(c)
+        mask = _ws_mask(k, v.axes)
+        body.append(f"v_{c} = tl.load({_ws_ptrs(v.axes, c, '0')}{mask}{', other=0.0' if mask else ''}, cache_modifier='.cg')")
+        body.append("for other in tl.static_range(1, SPLIT_K):")
+        body.append(f"    v_{c} += tl.load({_ws_ptrs(v.axes, c, 'other')}{mask}{', other=0.0' if mask else ''}, "
+                    "cache_modifier='.cg')")
+    body.append("tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call")
+    body += post
+    return lines + ["    " + ln for ln in body]
 
 
 def _skipping_loops(k: KernelIR) -> list[str]:
@@ -234,8 +260,9 @@ def _skipping_loops(k: KernelIR) -> list[str]:
     return lines
 
 
-def _ws_ptrs(axes: tuple[str, ...], c: str) -> str:
-    terms = []
+def _ws_ptrs(axes: tuple[str, ...], c: str, share: str) -> str:
+    """Pointers into share `share`'s slice of the [SPLIT_K, *axes] workspace of accumulator `c`."""
+    terms = [f"{share} * " + " * ".join(f"n_{b}" for b in axes)]
     for j, a in enumerate(axes):
         stride = " * ".join(f"n_{b}" for b in axes[j + 1:]) or "1"
         terms.append(f"o_{a}{index(axes, a)} * {stride}")
@@ -274,30 +301,6 @@ def _kernel(k: KernelIR) -> list[str]:
     else:
         w.add("tile_id = tl.program_id(0)", 1)
         w.block(body, 1)
-    return w.lines
-
-
-def _finishing_kernel(k: KernelIR) -> list[str]:
-    """Split-K: the epilogue over the fp32 workspaces, one program per output tile."""
-    w = _Lines()
-    w.add("@triton.jit")
-    w.add(f"def {k.name}_finish(")
-    for a in signature(k):
-        w.add(f"{a},", 1)
-    w.add("):")
-    w.add('"""The epilogue of the split-K sums collected in the fp32 workspaces."""', 1)
-    for g in k.grid:
-        w.add(f"tiles_{g} = (n_{g} + BLOCK_{g} - 1) // BLOCK_{g}", 1)
-    w.add("tile_id = tl.program_id(0)", 1)
-    body = _coords(k) + _offsets(k, [a.name for a in k.axes])
-    body += _emit(_ctx(k, "post"), k.invariant)
-    ctx = _ctx(k, "post")
-    for c in k.carried:
-        v = k.value(c)
-        mask = _ws_mask(k, v.axes)
-        body.append(f"v_{c} = tl.load({_ws_ptrs(v.axes, c)}{mask}{', other=0.0' if mask else ''})")
-    body += _post(k, ctx)
-    w.block(body, 1)
     return w.lines
 
 
@@ -359,16 +362,20 @@ def _host(k: KernelIR) -> list[str]:
             args.append(f"t[{a.tensor!r}]")
     args = list(dict.fromkeys(args))
     if k.split_k is not None:
-        w.add('if k["SPLIT_K"] > 1:', 1)
+        w.add('if k["SPLIT_K"] > 1:  # partial sums per share (no zeroing needed), arrival counters per tile', 1)
         w.add("import torch", 2)
+        w.add("", 0)
+        w.add("from tilesched.backends.cuda.workspace import arrival_counters", 2)
         w.add("", 0)
         for c in k.carried:
             shape = ", ".join(f"n[{ax!r}]" for ax in k.value(c).axes)
-            w.add(f"ws_{c} = torch.zeros(({shape},), dtype=torch.float32, device=cfg.device)", 2)
+            w.add(f'ws_{c} = torch.empty((k["SPLIT_K"], {shape}), dtype=torch.float32, device=cfg.device)', 2)
+        w.add("ws_arrived = arrival_counters(cfg.device, cfg.grid[0])", 2)
         w.add("else:", 1)
         for c in k.carried:
             w.add(f"ws_{c} = None  # unused", 2)
-        args += [f"ws_{c}" for c in k.carried]
+        w.add("ws_arrived = None", 2)
+        args += [f"ws_{c}" for c in k.carried] + ["ws_arrived"]
     args += [f"n[{a.name!r}]" for a in k.axes]
     for tname in dict.fromkeys(a.tensor for a in k.accesses):
         acc = next(a for a in k.accesses if a.tensor == tname)
@@ -383,12 +390,9 @@ def _host(k: KernelIR) -> list[str]:
     w.add("")
     w.add("")
     w.add("def launch(cfg, t, n, c):")
-    w.add('"""Launch the kernel (and, for split-K, its finishing kernel) for one call."""', 1)
+    w.add('"""Launch the kernel for one call."""', 1)
     w.add("args, kwargs = launch_args(cfg, t, n, c)", 1)
     w.add(f"{k.name}_kernel[cfg.grid](*args, **kwargs)", 1)
-    if k.split_k is not None:
-        w.add('if kwargs["SPLIT_K"] > 1:', 1)
-        w.add(f"{k.name}_finish[cfg.finish_grid](*args, **kwargs)", 2)
     return w.lines
 
 
@@ -418,10 +422,6 @@ def render(k: KernelIR) -> str:
     w.add("")
     w.add("")
     w.lines += _kernel(k)
-    if k.split_k is not None:
-        w.add("")
-        w.add("")
-        w.lines += _finishing_kernel(k)
     w.add("")
     w.add("")
     w.lines += _host(k)
