@@ -43,7 +43,7 @@ def main() -> int:
         nbytes = lowbit.weight_bytes(4, m, n, k)
         sets = [lowbit.make_inputs(4, m, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
         bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        cub = sb.time_fns([lambda t=t: t["X"] @ bw for t in sets], 20)
+        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
         for variant in VARIANTS:
             use(variant)
             kern = K.Kernel(prog)
