@@ -47,10 +47,10 @@ def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
 
 def candidates(m: int) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner)."""
-    if m <= 8:  # CUDA-core tiles of at most 8192 products keep them per K index (triton_rules.WIDE_DOT_MAX)
-        return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 2), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 64, 4, 4),
-                cfg(1, 128, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 4), cfg(1, 32, 128, 4, 4, 4), cfg(1, 128, 64, 8, 4, 2),
-                cfg(1, 64, 64, 4, 5, 4), cfg(16, 64, 128, 4, 4, 4)]
+    if m <= 8:
+        return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 128, 4, 4, 2), cfg(1, 32, 128, 4, 4, 4),
+                cfg(1, 64, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 8), cfg(1, 256, 64, 8, 3), cfg(16, 64, 128, 4, 4, 4),
+                cfg(1, 128, 64, 4, 4, 4), cfg(1, 64, 64, 4, 5, 4)]
     if m <= 64:
         return [cfg(16, 64, 128, 4, 4), cfg(16, 128, 128, 4, 4), cfg(16, 64, 128, 4, 4, 2), cfg(16, 128, 64, 4, 4, 4),
                 cfg(16, 256, 64, 8, 3), cfg(16, 32, 128, 4, 4, 4), cfg(32, 64, 128, 4, 3)]

@@ -69,21 +69,14 @@ def fp8_gemm_kernel(
             o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
             v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
             tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
-            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
-                w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
             for it_K in tl.range(0, tiles_K):
                 o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
                 v_a = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
                 v_b = d_B_load.load([pid_N * BLOCK_N, it_K * BLOCK_K]).T
                 if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                    if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-                        w_acc = w_acc + v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :]
-                    else:
-                        v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
+                    v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
                 else:
                     v_acc = tl.dot(v_a, v_b, v_acc)
-            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-                v_acc = v_acc + tl.sum(w_acc, 1)
             if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                 v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                 o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
@@ -135,21 +128,14 @@ def fp8_gemm_kernel(
         o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
         v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
         tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
-        if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
-            w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
         for it_K in tl.range(0, tiles_K):
             o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
             v_a = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
             v_b = d_B_load.load([pid_N * BLOCK_N, it_K * BLOCK_K]).T
             if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-                    w_acc = w_acc + v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :]
-                else:
-                    v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
+                v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
             else:
                 v_acc = tl.dot(v_a, v_b, v_acc)
-        if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-            v_acc = v_acc + tl.sum(w_acc, 1)
         if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
             v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
             o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)

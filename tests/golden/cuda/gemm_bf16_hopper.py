@@ -68,8 +68,6 @@ def gemm_bf16_hopper_kernel(
             o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
             v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
             tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
-            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
-                w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
             lo_K = 0
             hi_K = tiles_K
             if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
@@ -81,14 +79,9 @@ def gemm_bf16_hopper_kernel(
                 v_a_tile = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
                 v_b_tile = d_B_load.load([it_K * BLOCK_K, pid_N * BLOCK_N])
                 if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                    if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-                        w_acc = w_acc + v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :]
-                    else:
-                        v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
+                    v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
                 else:
                     v_acc = tl.dot(v_a_tile, v_b_tile, v_acc)
-            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-                v_acc = v_acc + tl.sum(w_acc, 1)
             if SPLIT_K > 1:
                 # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
                 share = tl.program_id(1).to(tl.int64)
@@ -124,8 +117,6 @@ def gemm_bf16_hopper_kernel(
         o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
         v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
         tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
-        if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
-            w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
         lo_K = 0
         hi_K = tiles_K
         if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
@@ -137,14 +128,9 @@ def gemm_bf16_hopper_kernel(
             v_a_tile = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
             v_b_tile = d_B_load.load([it_K * BLOCK_K, pid_N * BLOCK_N])
             if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-                    w_acc = w_acc + v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :]
-                else:
-                    v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
+                v_acc = v_acc + tl.reduce(v_a_tile.to(tl.float32)[:, :, None] * v_b_tile.to(tl.float32)[None, :, :], 1, _add)
             else:
                 v_acc = tl.dot(v_a_tile, v_b_tile, v_acc)
-        if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-            v_acc = v_acc + tl.sum(w_acc, 1)
         if SPLIT_K > 1:
             # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
             share = tl.program_id(1).to(tl.int64)

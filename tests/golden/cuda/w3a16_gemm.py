@@ -77,8 +77,6 @@ def w3a16_gemm_kernel(
     o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
     v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
     tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
-    if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:  # CUDA-core dot: products kept per reduction index, summed after the loop
-        w_acc = tl.zeros((BLOCK_M, BLOCK_K, BLOCK_N), tl.float32)
     lo_K = 0
     hi_K = tiles_K
     if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
@@ -120,18 +118,14 @@ def w3a16_gemm_kernel(
                 v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N)
             else:
                 v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0)
-        x_wd = (v_w.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - (v_Z.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True)
+        x_wd = v_w.to(tl.float32)
+        x_wd = x_wd - v_Z.to(tl.float32)
         x_wd = x_wd * v_S.to(tl.float32)
         v_wd = x_wd.to(tl.bfloat16)
         if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-            if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-                w_acc = w_acc + v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :]
-            else:
-                v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
+            v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
         else:
             v_acc = tl.dot(v_x, v_wd, v_acc)
-    if BLOCK_M < 16 and BLOCK_M * BLOCK_K * BLOCK_N <= 8192:
-        v_acc = v_acc + tl.sum(w_acc, 1)
     if SPLIT_K > 1:
         # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
         share = tl.program_id(1).to(tl.int64)

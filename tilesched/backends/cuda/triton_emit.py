@@ -13,8 +13,6 @@ from tilesched.backends.cuda.triton_rules import (
     group_constant,
     index,
     mask_bounds,
-    wide_fold,
-    wide_init,
 )
 from tilesched.errors import spec_error
 from tilesched.passes.kernel import Instr, KernelIR
@@ -167,7 +165,6 @@ def _tile_body(k: KernelIR) -> list[str]:
     if k.reduction is not None:
         r = k.reduction
         lines.append(f"tiles_{r} = (n_{r} + BLOCK_{r} - 1) // BLOCK_{r}")
-        lines += wide_init(k)
         if k.split_k is not None:
             lines += [f"lo_{r} = 0", f"hi_{r} = tiles_{r}",
                       "if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles",
@@ -183,7 +180,6 @@ def _tile_body(k: KernelIR) -> list[str]:
             body = [f"o_{r} = it_{r} * BLOCK_{r} + tl.arange(0, BLOCK_{r})"]
             body += _emit(_ctx(k, "loop"), k.loop)
             lines += ["    " + ln for ln in body]
-        lines += wide_fold(k)
     post = _post(k, _ctx(k, "post"))
     if k.split_k is not None:
         lines += ["if SPLIT_K > 1:"] + ["    " + ln for ln in _split_k_meet(k, post)] + ["else:"]

@@ -275,55 +275,6 @@ def rule_zeros(ctx: Ctx, i: Instr) -> list[str]:
 
 # ------------------------------------------------------------------------------------ compute
 
-# A CUDA-core dot keeps its products in a [rows, reduction, cols] block across the loop when it
-# holds at most this many values (64 registers per thread at 4 warps): one reduction after the loop
-# instead of a cross-thread reduction every step.
-WIDE_DOT_MAX = 8192
-
-
-def wide_dot(k: KernelIR, i: Instr) -> str | None:
-    """The compile-time condition under which the reduction loop's dot `i` accumulates wide (see
-    WIDE_DOT_MAX), or None where it never does: its row axis never small, its contraction not the
-    loop's axis, or its accumulator also changed by something else in the loop (a rescale)."""
-    if i.op != "dot" or not i.accumulate or i.out not in k.carried or k.reduction is None or i not in k.loop:
-        return None
-    p, q = k.value(i.out).axes
-    a = k.value(i.args[0]) if p in k.value(i.args[0]).axes else k.value(i.args[1])
-    (c,) = set(a.axes) - {p}
-    if not k.axis(p).small or c != k.reduction:
-        return None
-    if any(j is not i and (j.out == i.out or i.out in j.targets) for j in k.loop):
-        return None
-    return f"BLOCK_{p} < 16 and BLOCK_{p} * BLOCK_{c} * BLOCK_{q} <= {WIDE_DOT_MAX}"
-
-
-def wide_name(i: Instr) -> str:
-    return f"w_{i.out}"
-
-
-def wide_init(k: KernelIR) -> list[str]:
-    """Before the reduction loop: the wide accumulators (zeros)."""
-    lines = []
-    for i in k.loop:
-        cond = wide_dot(k, i)
-        if cond is not None:
-            p, q = k.value(i.out).axes
-            lines += [f"if {cond}:  # CUDA-core dot: products kept per reduction index, summed after the loop",
-                      f"    {wide_name(i)} = tl.zeros((BLOCK_{p}, BLOCK_{k.reduction}, BLOCK_{q}), tl.float32)"]
-    return lines
-
-
-def wide_fold(k: KernelIR) -> list[str]:
-    """After the reduction loop: each wide accumulator summed over the reduction index into its
-    accumulator."""
-    lines = []
-    for i in k.loop:
-        cond = wide_dot(k, i)
-        if cond is not None:
-            lines += [f"if {cond}:", f"    v_{i.out} = v_{i.out} + tl.sum({wide_name(i)}, 1)"]
-    return lines
-
-
 def rule_dot(ctx: Ctx, i: Instr) -> list[str]:
     k = ctx.k
     out = k.value(i.out)
@@ -341,14 +292,11 @@ def rule_dot(ctx: Ctx, i: Instr) -> list[str]:
     dot = f"tl.dot({lhs}, {rhs}{', ' + acc if acc else ''})"
     if not k.axis(p).small:
         return [f"{res} = {dot}"]
-    product = f"{lhs}.to(tl.float32)[:, :, None] * {rhs}.to(tl.float32)[None, :, :]"
-    core = f"tl.reduce({product}, 1, _add)"
-    small = [f"{res} = {acc + ' + ' if acc else ''}{core}"]
-    wide = wide_dot(k, i) if ctx.phase == "loop" and not ctx.suffix else None
-    if wide is not None:
-        small = [f"if {wide}:", f"    {wide_name(i)} = {wide_name(i)} + {product}", "else:", "    " + small[0]]
-    return ([f"if {ctx.block[p]} < 16:  # too few rows for tensor cores: multiply-add on CUDA cores"]
-            + ["    " + ln for ln in small] + ["else:", f"    {res} = {dot}"])
+    core = f"tl.reduce({lhs}.to(tl.float32)[:, :, None] * {rhs}.to(tl.float32)[None, :, :], 1, _add)"
+    return [f"if {ctx.block[p]} < 16:  # too few rows for tensor cores: multiply-add on CUDA cores",
+            f"    {res} = {acc + ' + ' if acc else ''}{core}",
+            "else:",
+            f"    {res} = {dot}"]
 
 
 UNARY: dict[str, Callable[[str], str]] = {
@@ -388,49 +336,13 @@ def _exact_in(src: str, dst: str) -> bool:
     return src in INT and BITS[src] <= 8 and dst in ("fp16", "bf16", "fp32")
 
 
-# Small integers to float32 without the conversion instruction (a quarter-rate one): the integer's
-# bits OR-ed (unsigned) or added (signed, offset by 2^22) into the mantissa of 2^23 give the float
-# 2^23 + v (or 1.5 * 2^23 + v) exactly; subtracting that bias is one full-rate add. Two such values
-# subtract exactly without either bias (the dequantisation's w - z).
-MAGIC_BITS = {False: ("0x4B000000", "8388608.0"), True: ("0x4B400000", "12582912.0")}
-
-
-def _magic(ctx: Ctx, name: str, to: tuple[str, ...]) -> str | None:
-    """Value `name` aligned to `to` as the biased float 2^23 + v (1.5 * 2^23 + v signed), or None
-    when it is not a small integer."""
-    from tilesched.ir.dtypes import BITS, INT
-
-    dtype = ctx.k.value(name).dtype
-    if dtype not in INT or BITS[dtype] > 16:
-        return None
-    signed = not dtype.startswith("uint")
-    bits = f"{align(ctx, name, to)}.to(tl.int32)"
-    bits = f"({bits} + {MAGIC_BITS[True][0]})" if signed else f"({bits} | {MAGIC_BITS[False][0]})"
-    return f"{bits}.to(tl.float32, bitcast=True)"
-
-
-def _signed(ctx: Ctx, name: str) -> bool:
-    return not ctx.k.value(name).dtype.startswith("uint")
-
-
 def rule_elementwise(ctx: Ctx, i: Instr) -> list[str]:
     k = ctx.k
     out = k.value(i.out)
     x = f"x_{i.out}"
-    first = _magic(ctx, i.args[0], out.axes)
-    fns = list(i.fn)
+    lines = [f"{x} = {_f32(ctx, i.args[0], out.axes)}"]
     operands = iter(i.args[1:])
-    exact_cast = fns and fns[0][0] == "cast" and _exact_in(k.value(i.args[0]).dtype, out.dtype)
-    if first is None:
-        lines = [f"{x} = {_f32(ctx, i.args[0], out.axes)}"]
-    elif exact_cast and len(fns) > 1 and fns[1] == ("sub", None) and len(i.args) > 1 \
-            and _magic(ctx, i.args[1], out.axes) and _signed(ctx, i.args[0]) == _signed(ctx, i.args[1]):
-        # (bias + a) - (bias + b) = a - b exactly: no bias to remove (dequantisation's w - z)
-        lines = [f"{x} = {first} - {_magic(ctx, next(operands), out.axes)}"]
-        fns = fns[:1] + fns[2:]
-    else:
-        lines = [f"{x} = {first} - {MAGIC_BITS[_signed(ctx, i.args[0])][1]}"]
-    for n, (fn, const) in enumerate(fns):
+    for n, (fn, const) in enumerate(i.fn):
         if fn == "cast":
             if n == 0 and _exact_in(k.value(i.args[0]).dtype, out.dtype):
                 continue  # small integers are exact in any float type: nothing to round
