@@ -140,9 +140,7 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
     if "hbm" not in copy_cache:
         copy_cache["hbm"] = sb.copy_gbs()
     sol_ms = nbytes / (copy_cache["hbm"] * 1e9) * 1e3
-    best["mma"] = sb.mma_kind(kernel, best["params"])
     common = {"op": f"w{bits}a16_gemm", "shape": sizes, "dtype": f"uint{bits} x {args.act}", "ours_ms": ms, "flops": fl,
-              "mma": best["mma"],
               "bytes": nbytes, "copy_GBs": copy_cache["hbm"], "ours_GBs": nbytes / (ms * 1e-3) / 1e9,
               "rel_err": err, "check": why or "ok", "params": best["params"], "spearman": rho, "candidates": table}
     rows = [{**common, "baseline": "packed-weight speed of light (device copy bandwidth)", "baseline_ms": sol_ms,
@@ -167,7 +165,7 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
             rows.append({**common, "baseline": "torch aten._weight_int4pack_mm (group 128)", "baseline_error": bad})
             line += f"  int4pack unavailable ({bad[:60]})"
     report["rows"] += rows
-    print(line + f"  err {err:.1e} rho {rho} {best['mma']} {best['params']}", flush=True)
+    print(line + f"  err {err:.1e} rho {rho} {best['params']}", flush=True)
     if math.isfinite(err):
         lock = lock.with_entry(sb.lock_entry(program, sizes, best, report["device"], report["versions"],
                                              "bench/lowbit.py", len(table)))

@@ -111,26 +111,6 @@ def time_kernel(kernel, b, tensor_sets: list[dict], repeats: int) -> float:
     return _time(launch, launches, repeats, 10.0, "graph")
 
 
-def mma_kind(kernel, params: dict) -> str:
-    """How Triton compiled the dots of the kernel's variant with these block sizes: "wgmma" (Hopper's
-    warpgroup MMA), "mma.sync" (the Ampere instruction), "fma" (tt.dot on CUDA cores), "no dot" (the
-    row tile's CUDA-core multiply-add), from its TTGIR; "?" if no compiled variant is found."""
-    jit = getattr(kernel.module, f"{kernel.ir.name}_kernel")
-    acc = f"tensor<{params.get('BLOCK_M')}x{params.get('BLOCK_N')}xf32"  # the variant's accumulator type
-    for per_device in getattr(jit, "device_caches", {}).values():
-        cache = per_device[0] if isinstance(per_device, tuple) else per_device
-        for compiled in cache.values():
-            ir = compiled.asm.get("ttgir", "")
-            if acc not in ir:
-                continue
-            if "warp_group_dot" in ir:
-                return "wgmma"
-            if "nvidia_mma<{versionMajor = 2" in ir:
-                return "mma.sync"
-            return "fma" if "tt.dot" in ir else "no dot"
-    return "?"
-
-
 def time_fns(fns: list, repeats: int) -> float:
     from tilesched.backends.cuda.measure import time_callable
 
