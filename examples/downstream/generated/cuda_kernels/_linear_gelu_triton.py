@@ -119,6 +119,6 @@ def launch_args(cfg, t, n, c):
 
 
 def launch(cfg, t, n, c):
-    """Launch the kernel (and, for split-K, its finishing kernel) for one call."""
+    """Launch the kernel for one call."""
     args, kwargs = launch_args(cfg, t, n, c)
     linear_gelu_kernel[cfg.grid](*args, **kwargs)
