@@ -88,20 +88,15 @@ def gemm_bf16_hopper_kernel(
                 tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
                 tl.debug_barrier()
                 arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
-                if arrived == SPLIT_K - 1:
+                finishing = arrived == SPLIT_K - 1
+                if finishing:
                     v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
                     for other in tl.static_range(1, SPLIT_K):
                         v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
                     tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
-                    if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
-                        v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-                        o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
-                        o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
-                    else:
-                        d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
             else:
+                finishing = True
+            if finishing:
                 if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                     v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                     o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
@@ -137,20 +132,15 @@ def gemm_bf16_hopper_kernel(
             tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
             tl.debug_barrier()
             arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
-            if arrived == SPLIT_K - 1:
+            finishing = arrived == SPLIT_K - 1
+            if finishing:
                 v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
                 for other in tl.static_range(1, SPLIT_K):
                     v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
                 tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
-                if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
-                    v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-                    o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_acc_0.to(d_C_store.dtype))
-                    o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_acc_1.to(d_C_store.dtype))
-                else:
-                    d_C_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_acc.to(d_C_store.dtype))
         else:
+            finishing = True
+        if finishing:
             if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                 v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                 o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)

@@ -132,16 +132,15 @@ def w3a16_gemm_kernel(
         tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
         tl.debug_barrier()
         arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
-        if arrived == SPLIT_K - 1:
+        finishing = arrived == SPLIT_K - 1
+        if finishing:
             v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
             for other in tl.static_range(1, SPLIT_K):
                 v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
             tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
-            if EVEN_M and EVEN_N:
-                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16))
-            else:
-                tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
     else:
+        finishing = True
+    if finishing:
         if EVEN_M and EVEN_N:
             tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16))
         else:

@@ -182,18 +182,18 @@ def _tile_body(k: KernelIR) -> list[str]:
             lines += ["    " + ln for ln in body]
     post = _post(k, _ctx(k, "post"))
     if k.split_k is not None:
-        lines += ["if SPLIT_K > 1:"] + ["    " + ln for ln in _split_k_meet(k, post)] + ["else:"]
-        lines += ["    " + ln for ln in post]
+        lines += ["if SPLIT_K > 1:"] + ["    " + ln for ln in _split_k_meet(k)]
+        lines += ["else:", "    finishing = True", "if finishing:"] + ["    " + ln for ln in post]
     else:
         lines += post
     return lines
 
 
-def _split_k_meet(k: KernelIR, post: list[str]) -> list[str]:
+def _split_k_meet(k: KernelIR) -> list[str]:
     """Split-K in one launch: each share stores its partial sums in its own fp32 workspace slice
-    and counts itself in the tile's arrival counter; the share that arrives last adds the slices in
-    share order (the same sum whatever the arrival order), resets the counter for the next call and
-    runs the epilogue. The barrier orders every thread's stores before the counting atomic (release);
+    and counts itself in the tile's arrival counter; the share that arrives last (`finishing`) adds
+    the slices in share order (the same sum whatever the arrival order), resets the counter for the
+    next call and runs the epilogue. The barrier orders every thread's stores before the counting atomic (release);
     its acquire makes the other shares' slices visible, read past L1 (.cg)."""
     lines = ["# the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile",
              "share = tl.program_id(1).to(tl.int64)"]
@@ -202,7 +202,8 @@ def _split_k_meet(k: KernelIR, post: list[str]) -> list[str]:
         lines.append(f"tl.store({_ws_ptrs(v.axes, c, 'share')}, v_{c}{_ws_mask(k, v.axes)})")
     lines += ["tl.debug_barrier()",
               "arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')",
-              "if arrived == SPLIT_K - 1:"]
+              "finishing = arrived == SPLIT_K - 1",
+              "if finishing:"]
     body = []
     for c in k.carried:
         v = k.value(c)
@@ -212,7 +213,6 @@ def _split_k_meet(k: KernelIR, post: list[str]) -> list[str]:
         body.append(f"    v_{c} += tl.load({_ws_ptrs(v.axes, c, 'other')}{mask}{', other=0.0' if mask else ''}, "
                     "cache_modifier='.cg')")
     body.append("tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call")
-    body += post
     return lines + ["    " + ln for ln in body]
 
 
