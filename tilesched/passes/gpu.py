@@ -405,7 +405,8 @@ def hoist(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
 
 def tma(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     """Loads and stores whose stage says `engine: tma` read and write through tensor descriptors:
-    2-D tensors without point axes (TMA needs 16-byte aligned rows, checked at launch)."""
+    2-D tiles of 2-D tensors, or of row-major tensors whose other axes are point axes (a batch or
+    head index: the box is 1 along them). TMA needs 16-byte aligned rows, checked at launch."""
     marked: dict[tuple[str, str], StageIR] = {}
     for s in program.stages:
         if s.op in ("load", "store") and s.engine == "tma":
@@ -419,10 +420,12 @@ def tma(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
         if s is None:
             accesses.append(a)
             continue
-        if len(a.axes) != 2 or set(a.axes) & set(k.points):
-            raise refuse(s, f"TMA {a.mode}s of {len(a.axes)}-D or batched tensors")
-        if a.group or a.pack or a.dtype == "fp4e2m1":
-            raise refuse(s, f"TMA {a.mode}s of grouped or packed tensors")
+        tiled = [ax for ax in a.axes if ax not in k.points]
+        if len(tiled) != 2 or tuple(tiled) != a.axes[-2:] or (len(a.axes) > 2 and a.layout != "row_major"):
+            raise refuse(s, f"TMA {a.mode}s other than 2-D tiles of a tensor's last two axes (row-major when "
+                            "it has more)")
+        if any(ax not in k.points for ax, _ in a.group) or a.pack or a.dtype == "fp4e2m1":
+            raise refuse(s, f"TMA {a.mode}s of packed tensors or of tensors grouped along a tiled axis")
         accesses.append(a.model_copy(update={"tma": True}))
     for (t, mode), s in marked.items():
         if not any(a.tensor == t and a.mode == mode for a in accesses):

@@ -192,10 +192,13 @@ class Kernel:
 
     def _tma_aligned(self, name: str, t) -> None:
         layout = self.program.tensor(name).layout
-        row = t.stride(-2) if layout == "row_major" else t.stride(-1)
-        if t.data_ptr() % 16 or (row * t.element_size()) % 16:
+        inner = t.dim() - 1 if layout == "row_major" else t.dim() - 2
+        pitches = [t.stride(d) * t.element_size() for d in range(t.dim()) if d != inner and t.shape[d] > 1]
+        bad = next((p for p in pitches if p % 16), None)
+        if t.data_ptr() % 16 or bad is not None:
             raise LaunchError(f"{self.program.name}: tensor {name}: TMA needs 16-byte aligned rows (row pitch "
-                              f"{row * t.element_size()} bytes): pad the inner dimension to a multiple of 16 bytes")
+                              f"{bad if bad is not None else pitches[0] if pitches else 0} bytes): pad the inner "
+                              "dimension to a multiple of 16 bytes")
 
     # -- planning -----------------------------------------------------------------------------
     def binding_for(self, sizes: dict[str, int], params: dict | None = None) -> tuple[Binding, str]:

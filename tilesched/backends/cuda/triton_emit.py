@@ -348,7 +348,9 @@ def _host(k: KernelIR) -> list[str]:
             src = f"t[{a.tensor!r}]" + ("" if mem == logical else ".mT")
             blocks = []
             for ax in mem:
-                if a.mode == "store" and k.subtile is not None and k.grid and ax == k.grid[-1]:
+                if ax in k.points:  # a point axis: the box takes one index
+                    blocks.append("1")
+                elif a.mode == "store" and k.subtile is not None and k.grid and ax == k.grid[-1]:
                     blocks.append(f'k["BLOCK_{ax}"] // 2 if k["EPILOGUE_SUBTILE"] else k["BLOCK_{ax}"]')
                 else:
                     blocks.append(f'k["BLOCK_{ax}"]')

@@ -105,14 +105,16 @@ def pointers(ctx: Ctx, tensor: str, axes: tuple[str, ...]) -> str:
 def rule_load(ctx: Ctx, i: Instr) -> list[str]:
     k = ctx.k
     acc = k.access(i.tensor, "load")
-    if acc.group or acc.pack or acc.dtype == "fp4e2m1":
+    if (acc.group or acc.pack or acc.dtype == "fp4e2m1") and not acc.tma:  # TMA: grouped point axes only
         return rule_load_stored(ctx, i)
     v = k.value(i.out)
     out = ctx.define(i.out)
     logical = tuple(a for a in acc.axes if a not in k.points)
     if acc.tma:
         mem = logical if acc.layout == "row_major" else logical[::-1]
-        load = f"d_{i.tensor}_load.load([{', '.join(ctx.start[a] for a in mem)}])"
+        load = f"d_{i.tensor}_load.load([{', '.join(tma_coords(ctx, acc, mem))}])"
+        if len(acc.axes) > 2:  # the box is 1 along the point axes
+            load = f"{load}.reshape({block_shape(ctx, logical)})"
         if mem != logical:
             load += ".T"
         lines = [f"{out} = {load}"]
@@ -123,6 +125,15 @@ def rule_load(ctx: Ctx, i: Instr) -> list[str]:
     if v.axes != logical:
         lines.append(f"{out} = {align_var(out, logical, v.axes)}")
     return lines
+
+
+def tma_coords(ctx: Ctx, acc, mem: tuple[str, ...]) -> list[str]:
+    """A descriptor's coordinates: the point axes' indices, then the tile's first element along
+    the tiled axes in memory order."""
+    groups = dict(acc.group)  # a point axis grouped G to one (GQA's heads): index // G
+    points = [f"(pid_{a} // {group_constant(acc.tensor, a)}).to(tl.int32)" if a in groups else f"pid_{a}.to(tl.int32)"
+              for a in acc.axes if a in ctx.k.points]
+    return points + [ctx.start[a] for a in mem]
 
 
 def group_constant(tensor: str, axis: str) -> str:
@@ -256,7 +267,9 @@ def rule_store(ctx: Ctx, i: Instr) -> list[str]:
         mem = logical if acc.layout == "row_major" else logical[::-1]
         if mem != logical:
             val = f"{val}.T"
-        return [f"d_{i.tensor}_store.store([{', '.join(ctx.start[a] for a in mem)}], {val})"]
+        if len(acc.axes) > 2:  # the box is 1 along the point axes
+            val = f"{val}.reshape(({', '.join(['1'] * (len(acc.axes) - 2) + [ctx.block[a] for a in mem])}))"
+        return [f"d_{i.tensor}_store.store([{', '.join(tma_coords(ctx, acc, mem))}], {val})"]
     ptrs = pointers(ctx, i.tensor, logical)
     return _guarded(ctx, logical, f"tl.store({ptrs}, {val})", f"tl.store({ptrs}, {val}, mask={{mask}})")
 
