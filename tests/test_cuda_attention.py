@@ -156,3 +156,59 @@ def test_a_scale_folds_into_the_softmax_and_other_score_fns_stay():
     assert any(i.op == "elementwise" for i in lower_kernel(prog).loop)
     v = run_against_oracle(Kernel(prog), {"B": 1, "H": 2, "SQ": 37, "SK": 45, "D": 16}, SMALL, seed=9)
     assert v.ok, v.why
+
+
+def _tma(name: str) -> str:
+    """A config with its four memory stages through tensor descriptors."""
+    import re
+
+    text, n = re.subn(r"(\{name: (?:load_q|load_k|load_v|store), kind: memory, op: (?:load|store),)", r"\1 engine: tma,",
+                      (ROOT / "configs" / f"{name}.yaml").read_text())
+    assert n == 4
+    return text
+
+
+@pytest.mark.parametrize("name, sizes", [
+    ("flash_attention", {"B": 2, "H": 3, "SQ": 40, "SK": 72, "D": 16}),
+    ("flash_attention_causal", {"B": 1, "H": 2, "SQ": 33, "SK": 33, "D": 24}),
+    ("flash_attention_gqa", {"B": 2, "H": 6, "SQ": 33, "SK": 33, "D": 32, "G": 3}),
+])
+def test_tma_over_batch_and_head_axes(name, sizes):
+    """TMA boxes of 1 along the point axes (batch, head; GQA's key/value head is index // G), ragged
+    sequence lengths left to the descriptor's bounds."""
+    spec, source = load_spec_text(_tma(name))
+    prog = retyped(lower(spec, source), "bf16", "fp16")
+    src = compiled(prog)[1]
+    assert "d_K_load.load([pid_B.to(tl.int32), " in src and ".reshape((BLOCK_SK, BLOCK_D))" in src
+    assert ("(pid_H // G_K_H).to(tl.int32)" in src) == (name == "flash_attention_gqa")
+    v = run_against_oracle(Kernel(prog), sizes, SMALL, seed=4)
+    assert v.ok, v.why
+
+
+def test_tma_needs_aligned_rows_of_every_leading_axis():
+    from tilesched.backends.cuda.kernel import LaunchError
+
+    spec, source = load_spec_text(_tma("flash_attention"))
+    kernel = Kernel(retyped(lower(spec, source), "bf16", "fp16"))
+    q = torch.randn(1, 2, 20, 12, dtype=torch.float16)  # rows of 24 bytes
+    with pytest.raises(LaunchError, match="16-byte aligned rows"):
+        kernel(Q=q, K=q, V=q, params=SMALL)
+
+
+def test_tma_of_a_tile_that_is_not_the_last_two_axes_is_refused():
+    text = """
+name: batch_copy
+target: cuda
+axes: {B: {size: B}, M: {size: M}, N: {size: N}}
+tensors:
+  X: {shape: [B, M, N], dtype: fp16}
+  x: {shape: [B, M, N], dtype: fp16, scope: tile}
+  Y: {shape: [B, M, N], dtype: fp16}
+loops: [{axis: B, tile: 2}, {axis: M, tile: 16}]
+stages:
+  - {name: load, kind: memory, op: load, engine: tma, reads: [X], writes: [x], at: M}
+  - {name: store, kind: memory, op: store, reads: [x], writes: [Y], at: M}
+"""
+    spec, source = load_spec_text(text)
+    with pytest.raises(SpecError, match="TMA loads other than 2-D tiles"):
+        lower_kernel(lower(spec, source))
