@@ -42,7 +42,7 @@ CHECK = {name: {"M": 37, "N": 300, "K": 520} for name in BITS_SPECS.values()}
 
 def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
     return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "NUM_WARPS": w, "NUM_STAGES": s,
-            "SPLIT_K": split}
+            "SPLIT_K": split, "MATERIALIZE": False}
 
 
 def candidates(m: int) -> list[dict]:
@@ -57,6 +57,9 @@ def candidates(m: int) -> list[dict]:
     # a row tile of 256 dequantises each weight tile once for twice the MMAs of 128
     base = [cfg(128, 128, 64, 8, 3), cfg(128, 128, 128, 8, 3), cfg(64, 128, 64, 4, 4), cfg(128, 256, 64, 8, 3),
             cfg(128, 64, 128, 4, 3), cfg(128, 128, 64, 4, 4)]
+    # the materialising schedule: the weights dequantised once per call, then a plain bf16 GEMM
+    base += [{**cfg(128, 256, 64, 8, 3), "MATERIALIZE": True}, {**cfg(128, 128, 64, 8, 4), "MATERIALIZE": True},
+             {**cfg(128, 256, 64, 8, 4), "MATERIALIZE": True}, {**cfg(128, 128, 64, 4, 4), "MATERIALIZE": True}]
     if m < 256:
         return base
     return base + [cfg(256, 128, 64, 8, 3), cfg(256, 128, 64, 8, 4), cfg(256, 64, 64, 8, 4), cfg(256, 128, 64, 8, 5)]

@@ -158,3 +158,41 @@ def test_gqa_group_follows_from_the_key_shape():
     assert torch.allclose(o, want, atol=1e-5)
     with pytest.raises(LaunchError, match="pass G=N"):
         kernel(Q=torch.randn(1, 5, 20, 16), K=kv, V=kv, params=params)
+
+
+@pytest.mark.parametrize("name", LOWBIT)
+def test_materialised_schedule_matches_the_oracle(name):
+    """MATERIALIZE: the dequantised weights once per call into a bf16 workspace (producer kernel),
+    then the GEMM on them (consumer kernel); both kernels run, the result is the spec's."""
+    kernel = Kernel(retyped(load_program(CONFIGS / f"{name}.yaml"), "bf16", "fp16"))
+    producer, consumer = kernel._materialized_parts()
+    for sizes, params in POINTS[2:]:
+        v = run_against_oracle(kernel, sizes, {**params, "MATERIALIZE": True}, seed=5)
+        assert v.ok, f"{name} {sizes}: {v.why}"
+    assert producer._plans and consumer._plans  # both parts were launched
+
+
+def test_materialize_splits_the_dequantisation_off():
+    from tilesched.passes.materialize import split
+
+    sp = split(load_program(CONFIGS / "w4a16_gemm.yaml"))
+    assert (sp.operand, sp.workspace) == ("wd", "wd_ws")
+    assert [s.name for s in sp.producer.stages] == ["load_w", "dequant", "store_wd"]
+    assert [(lp.axis, lp.kind) for lp in sp.producer.loops] == [("N", "spatial"), ("K", "spatial")]
+    assert [s.name for s in sp.consumer.stages] == ["load_x", "load_wd", "mma", "store"]
+    assert {t.name for t in sp.consumer.tensors} == {"X", "x", "wd", "acc", "Y", "wd_ws"}
+    assert "materialize" not in dict(sp.consumer.options) and sp.producer.tensor("wd_ws").role == "output"
+    src = compiled(load_program(CONFIGS / "w4a16_gemm.yaml"))[1]
+    assert "def produce_launch(" in src and "def consume_launch(" in src
+
+
+def test_materialize_without_an_operand_to_compute_once_is_refused():
+    from tilesched.errors import SpecError
+    from tilesched.passes.gpu import lower_kernel
+
+    text = (ROOT / "configs" / "gemm_bf16.yaml").read_text()
+    assert "options: {" in text
+    text = text.replace("options: {", "options: {materialize: true, ", 1)
+    spec, source = load_spec_text(text)
+    with pytest.raises(SpecError, match="options.materialize.*no dot operand to materialize"):
+        lower_kernel(lower(spec, source))

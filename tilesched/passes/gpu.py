@@ -12,7 +12,8 @@
     hoist      loads no tile changes (over whole axes only) happen once per program
     tma        loads / stores a spec marks `engine: tma` go through tensor descriptors
     masks      which axes may be ragged for some point (masked loads, stores, reductions)
-    switches   persistent grid, split-K, subtiled epilogue, warps and stages, from `options`
+    switches   persistent grid, split-K, subtiled epilogue, materialisation, warps and stages, from
+               `options`
 
 Every stage becomes instructions or the spec is refused at that stage (file:line:col through
 `SpecError.located`): `cuda cannot generate <what> yet (stage 'x')`.
@@ -36,7 +37,7 @@ FLOATS = ("fp16", "bf16", "fp32")
 LOADABLE = FLOATS + ("fp8e4m3", "fp8e5m2", "fp4e2m1", "int32", "int16", "int8", "uint8", "int4", "uint4",
                      "int3", "uint3", "int2", "uint2")
 STORABLE = FLOATS + ("fp8e4m3", "fp8e5m2")
-OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k")
+OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k", "materialize")
 MIN_DOT = 16
 LAUNCHER_KEYWORDS = ("out", "params", "sizes")  # Kernel.__call__'s own keywords
 
@@ -495,7 +496,18 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
         if last is None or bad is not None or not k.carried or full_width:
             raise spec_error(("options", "epilogue_subtile"), f"{TARGET} subtiles an epilogue of elementwise "
                                                               "stages and stores after a reduction loop only")
+    materialize = opts.get("materialize")
+    if materialize not in (None, False):
+        from tilesched.passes.materialize import materialized_operand
+
+        if materialized_operand(program) is None:
+            raise spec_error(("options", "materialize"), f"{TARGET} finds no dot operand to materialize: none is "
+                                                         "built in the reduction loop by loads and elementwise stages "
+                                                         "from inputs that lack a grid axis")
+    else:
+        materialize = None
     return k.model_copy(update={"persistent": persistent, "split_k": split_k, "subtile": subtile,
+                                "materialize": materialize,
                                 "num_warps": opts.get("num_warps"), "num_stages": opts.get("num_stages")})
 
 

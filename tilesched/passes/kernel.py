@@ -103,6 +103,7 @@ class KernelIR(_Node):
     persistent: Ref = None
     split_k: Ref = None
     subtile: Ref = None  # split the epilogue in two along the last grid axis
+    materialize: Ref = None  # compute a dot operand once per call (tilesched/passes/materialize.py)
     num_warps: Ref = None
     num_stages: Ref = None
     # the reduction loop visits only tiles this index expression keeps somewhere (others add
@@ -127,7 +128,7 @@ def dump_kernel(k: KernelIR) -> str:
         lines.append(f"  axis {a.name}: {a.role}" + (f" tile={a.tile}" if a.tile is not None else "") + extra)
     lines.append(f"  grid {list(k.grid)} points {list(k.points)} order {k.tile_order}"
                  + (f" group={k.group}" if k.group is not None else ""))
-    sw = {n: getattr(k, n) for n in ("persistent", "split_k", "subtile", "num_warps", "num_stages")}
+    sw = {n: getattr(k, n) for n in ("persistent", "split_k", "subtile", "materialize", "num_warps", "num_stages")}
     lines.append("  switches " + " ".join(f"{n}={v}" for n, v in sw.items() if v is not None))
     for a in k.accesses:
         lines.append(f"  {a.mode} {a.tensor}[{', '.join(a.axes)}] {a.dtype} {a.layout}" + (" tma" if a.tma else "")

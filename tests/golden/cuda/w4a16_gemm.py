@@ -214,3 +214,239 @@ def launch(cfg, t, n, c):
     """Launch the kernel for one call."""
     args, kwargs = launch_args(cfg, t, n, c)
     w4a16_gemm_kernel[cfg.grid](*args, **kwargs)
+
+
+# produce: w4a16_gemm_materialize
+@triton.jit
+def w4a16_gemm_materialize_kernel(
+    p_W,
+    p_Z,
+    p_S,
+    p_wd_ws,
+    n_N,
+    n_K,
+    s_W_K,
+    s_W_N,
+    s_Z_K,
+    s_Z_N,
+    s_S_K,
+    s_S_N,
+    s_wd_ws_K,
+    s_wd_ws_N,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    G_Z_K: tl.constexpr,
+    G_S_K: tl.constexpr,
+):
+    tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
+    tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+    tile_id = tl.program_id(0)
+    pid_N, pid_K = _tile_coords(tile_id, tiles_N, tiles_K, 1)
+    o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
+    o_K = pid_K * BLOCK_K + tl.arange(0, BLOCK_K)
+    if BLOCK_K % 8 == 0:  # whole words per tile
+        w_W = (pid_K * BLOCK_K) // 8 + tl.arange(0, BLOCK_K // 8)
+        if EVEN_K and EVEN_N:
+            v_w = tl.load(p_W + w_W[:, None] * s_W_K + o_N[None, :] * s_W_N)
+        else:
+            v_w = tl.load(p_W + w_W[:, None] * s_W_K + o_N[None, :] * s_W_N, mask=(w_W < (n_K + 7) // 8)[:, None] & (o_N < n_N)[None, :], other=0)
+        v_w = tl.reshape(((v_w[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & ((1 << 4) - 1)), (BLOCK_K, BLOCK_N))
+    else:
+        if EVEN_K and EVEN_N:
+            v_w = tl.load(p_W + (o_K // 8)[:, None] * s_W_K + o_N[None, :] * s_W_N)
+        else:
+            v_w = tl.load(p_W + (o_K // 8)[:, None] * s_W_K + o_N[None, :] * s_W_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0)
+        v_w = ((v_w >> ((o_K % 8) * 4)[:, None]) & ((1 << 4) - 1))
+    if G_Z_K % BLOCK_K == 0:  # a tile of K lies in one group: one row, broadcast
+        if BLOCK_N % 8 == 0:  # whole words per tile
+            w_Z = (pid_N * BLOCK_N) // 8 + tl.arange(0, BLOCK_N // 8)
+            if EVEN_N:
+                v_Z = tl.load(p_Z + ((pid_K * BLOCK_K) // G_Z_K) * s_Z_K + w_Z * s_Z_N)
+            else:
+                v_Z = tl.load(p_Z + ((pid_K * BLOCK_K) // G_Z_K) * s_Z_K + w_Z * s_Z_N, mask=(w_Z < (n_N + 7) // 8), other=0)
+            v_Z = tl.reshape(((v_Z[:, None] >> (tl.arange(0, 8) * 4)[None, :]) & ((1 << 4) - 1)), (BLOCK_N,))
+        else:
+            if EVEN_N:
+                v_Z = tl.load(p_Z + ((pid_K * BLOCK_K) // G_Z_K) * s_Z_K + (o_N // 8) * s_Z_N)
+            else:
+                v_Z = tl.load(p_Z + ((pid_K * BLOCK_K) // G_Z_K) * s_Z_K + (o_N // 8) * s_Z_N, mask=(o_N < n_N), other=0)
+            v_Z = ((v_Z >> ((o_N % 8) * 4)) & ((1 << 4) - 1))
+        v_Z = tl.broadcast_to(v_Z[None, :], (BLOCK_K, BLOCK_N))
+    else:
+        if BLOCK_N % 8 == 0:  # whole words per tile
+            w_Z = (pid_N * BLOCK_N) // 8 + tl.arange(0, BLOCK_N // 8)
+            if EVEN_K and EVEN_N:
+                v_Z = tl.load(p_Z + (o_K // G_Z_K)[:, None] * s_Z_K + w_Z[None, :] * s_Z_N)
+            else:
+                v_Z = tl.load(p_Z + (o_K // G_Z_K)[:, None] * s_Z_K + w_Z[None, :] * s_Z_N, mask=(o_K < n_K)[:, None] & (w_Z < (n_N + 7) // 8)[None, :], other=0)
+            v_Z = tl.reshape(((v_Z[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & ((1 << 4) - 1)), (BLOCK_K, BLOCK_N))
+        else:
+            if EVEN_K and EVEN_N:
+                v_Z = tl.load(p_Z + (o_K // G_Z_K)[:, None] * s_Z_K + (o_N // 8)[None, :] * s_Z_N)
+            else:
+                v_Z = tl.load(p_Z + (o_K // G_Z_K)[:, None] * s_Z_K + (o_N // 8)[None, :] * s_Z_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0)
+            v_Z = ((v_Z >> ((o_N % 8) * 4)[None, :]) & ((1 << 4) - 1))
+    if G_S_K % BLOCK_K == 0:  # a tile of K lies in one group: one row, broadcast
+        if EVEN_N:
+            v_S = tl.load(p_S + ((pid_K * BLOCK_K) // G_S_K) * s_S_K + o_N * s_S_N)
+        else:
+            v_S = tl.load(p_S + ((pid_K * BLOCK_K) // G_S_K) * s_S_K + o_N * s_S_N, mask=(o_N < n_N), other=0)
+        v_S = tl.broadcast_to(v_S[None, :], (BLOCK_K, BLOCK_N))
+    else:
+        if EVEN_K and EVEN_N:
+            v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N)
+        else:
+            v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0)
+    x_wd = v_w.to(tl.float32)
+    x_wd = x_wd - v_Z.to(tl.float32)
+    x_wd = x_wd * v_S.to(tl.float32)
+    v_wd = x_wd.to(tl.bfloat16)
+    if EVEN_K and EVEN_N:
+        tl.store(p_wd_ws + o_K[:, None] * s_wd_ws_K + o_N[None, :] * s_wd_ws_N, v_wd.to(tl.bfloat16))
+    else:
+        tl.store(p_wd_ws + o_K[:, None] * s_wd_ws_K + o_N[None, :] * s_wd_ws_N, v_wd.to(tl.bfloat16), mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :])
+
+
+def produce_launch_args(cfg, t, n, c):
+    """Kernel arguments: `cfg` a Launch (grid, constexprs, warps, stages), `t` the checked torch
+    tensors by spec name (logical shapes), `n` the axis sizes, `c` the constants."""
+    k = cfg.constexprs
+    args = (
+        t['W'],
+        t['Z'],
+        t['S'],
+        t['wd_ws'],
+        n['N'],
+        n['K'],
+        t['W'].stride(0),
+        t['W'].stride(1),
+        t['Z'].stride(0),
+        t['Z'].stride(1),
+        t['S'].stride(0),
+        t['S'].stride(1),
+        t['wd_ws'].stride(0),
+        t['wd_ws'].stride(1),
+    )
+    return args, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, **k)
+
+
+def produce_launch(cfg, t, n, c):
+    """Launch the kernel for one call."""
+    args, kwargs = produce_launch_args(cfg, t, n, c)
+    w4a16_gemm_materialize_kernel[cfg.grid](*args, **kwargs)
+
+
+# consume: w4a16_gemm_materialized
+@triton.jit
+def w4a16_gemm_materialized_kernel(
+    p_X,
+    p_wd_ws,
+    p_Y,
+    ws_acc,
+    ws_arrived,
+    n_M,
+    n_N,
+    n_K,
+    s_X_M,
+    s_X_K,
+    s_wd_ws_K,
+    s_wd_ws_N,
+    s_Y_M,
+    s_Y_N,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    EVEN_M: tl.constexpr,
+    EVEN_N: tl.constexpr,
+    EVEN_K: tl.constexpr,
+    GROUP: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+):
+    tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
+    tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
+    tile_id = tl.program_id(0)
+    pid_M, pid_N = _tile_coords(tile_id, tiles_M, tiles_N, GROUP)
+    o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
+    o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
+    v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+    tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+    lo_K = 0
+    hi_K = tiles_K
+    if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
+        per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
+        lo_K = tl.program_id(1) * per_split
+        hi_K = tl.minimum(lo_K + per_split, tiles_K)
+    for it_K in tl.range(lo_K, hi_K):
+        o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
+        if EVEN_M and EVEN_K:
+            v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_K[None, :] * s_X_K)
+        else:
+            v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_K[None, :] * s_X_K, mask=(o_M < n_M)[:, None] & (o_K < n_K)[None, :], other=0.0)
+        if EVEN_K and EVEN_N:
+            v_wd = tl.load(p_wd_ws + o_K[:, None] * s_wd_ws_K + o_N[None, :] * s_wd_ws_N)
+        else:
+            v_wd = tl.load(p_wd_ws + o_K[:, None] * s_wd_ws_K + o_N[None, :] * s_wd_ws_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0.0)
+        if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
+            v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
+        else:
+            v_acc = tl.dot(v_x, v_wd, v_acc)
+    if SPLIT_K > 1:
+        # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
+        share = tl.program_id(1).to(tl.int64)
+        tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+        tl.debug_barrier()
+        arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
+        finishing = arrived == SPLIT_K - 1
+        if finishing:
+            v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+            for other in tl.static_range(1, SPLIT_K):
+                v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+            tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
+    else:
+        finishing = True
+    if finishing:
+        if EVEN_M and EVEN_N:
+            tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16))
+        else:
+            tl.store(p_Y + o_M[:, None] * s_Y_M + o_N[None, :] * s_Y_N, v_acc.to(tl.bfloat16), mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+
+
+def consume_launch_args(cfg, t, n, c):
+    """Kernel arguments: `cfg` a Launch (grid, constexprs, warps, stages), `t` the checked torch
+    tensors by spec name (logical shapes), `n` the axis sizes, `c` the constants."""
+    k = cfg.constexprs
+    if k["SPLIT_K"] > 1:  # partial sums per share (no zeroing needed), arrival counters per tile
+        import torch
+
+        from tilesched.backends.cuda.workspace import arrival_counters
+
+        ws_acc = torch.empty((k["SPLIT_K"], n['M'], n['N']), dtype=torch.float32, device=cfg.device)
+        ws_arrived = arrival_counters(cfg.device, cfg.grid[0])
+    else:
+        ws_acc = None  # unused
+        ws_arrived = None
+    args = (
+        t['X'],
+        t['wd_ws'],
+        t['Y'],
+        ws_acc,
+        ws_arrived,
+        n['M'],
+        n['N'],
+        n['K'],
+        t['X'].stride(0),
+        t['X'].stride(1),
+        t['wd_ws'].stride(0),
+        t['wd_ws'].stride(1),
+        t['Y'].stride(0),
+        t['Y'].stride(1),
+    )
+    return args, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages, **k)
+
+
+def consume_launch(cfg, t, n, c):
+    """Launch the kernel for one call."""
+    args, kwargs = consume_launch_args(cfg, t, n, c)
+    w4a16_gemm_materialized_kernel[cfg.grid](*args, **kwargs)

@@ -25,7 +25,10 @@ from tilesched.ir.nodes import Program
 from tilesched.ir.shapes import ShapeError, solve_sizes
 from tilesched.passes.gpu import MIN_DOT, lower_kernel
 from tilesched.passes.kernel import KernelIR
+from tilesched.passes.materialize import split
 from tilesched.tuner.lockfile import LockFile
+
+PRODUCE, CONSUME = "produce_", "consume_"  # host-function prefixes of a materialising schedule's kernels
 
 
 class LaunchError(ValueError):
@@ -118,7 +121,10 @@ def constants(k: KernelIR, b: Binding) -> dict[str, float]:
 def compiled(program: Program) -> tuple[KernelIR, str]:
     """The kernel IR and Triton source of a program (cached per program)."""
     k = lower_kernel(program)
-    return k, render(k)
+    if k.materialize is None:
+        return k, render(k)
+    sp = split(program)
+    return k, render(k, ((PRODUCE, lower_kernel(sp.producer)), (CONSUME, lower_kernel(sp.consumer))))
 
 
 def load_module(program: Program):
@@ -166,6 +172,9 @@ class Kernel:
         self.inputs = tuple(sorted(reads - set(self.outputs)))
         self._plans: dict = {}
         self._fast: dict = {}
+        # a materialising schedule: its producer and consumer kernels live in the same module
+        self._split = split(program) if self.ir.materialize is not None else None
+        self._parts = None
 
     # -- checks -------------------------------------------------------------------------------
     def _check(self, name: str, t, device) -> None:
@@ -272,6 +281,8 @@ class Kernel:
         fast = self._fast.get(key)
         if fast is None:
             plan, full = self.prepare(tensors, params, sizes)
+            if self.materializes(plan.binding):
+                return self._result(self._run_materialized(plan, full))
             fast = _FastLaunch.build(self, plan, full, tensors)
             if fast is None:  # a launch that allocates per call (split-K workspaces): the generated path
                 self.module.launch(plan.launch, full, plan.sizes, plan.consts)
@@ -280,6 +291,45 @@ class Kernel:
                 self._fast.clear()
             self._fast[key] = fast
         return self._result(fast(tensors))
+
+    # -- materialising schedule ------------------------------------------------------------------
+    def materializes(self, b: Binding) -> bool:
+        """Whether this point runs the materialising schedule (producer, then consumer)."""
+        return self._split is not None and bool(_value(b, self.ir.materialize, False))
+
+    def _materialized_parts(self) -> tuple[Kernel, Kernel]:
+        if self._parts is None:
+            import types
+
+            def part(prefix: str, prog: Program) -> Kernel:
+                fn = f"{prog.name}_kernel"
+                ns = types.SimpleNamespace(launch=getattr(self.module, prefix + "launch"),
+                                           launch_args=getattr(self.module, prefix + "launch_args"),
+                                           **{fn: getattr(self.module, fn)})
+                return Kernel(prog, module=ns)
+
+            self._parts = (part(PRODUCE, self._split.producer), part(CONSUME, self._split.consumer))
+        return self._parts
+
+    def _run_materialized(self, plan: _Plan, full: dict) -> dict:
+        """The operand into a workspace (producer), then the rest of the spec on it (consumer)."""
+        import torch
+
+        sp = self._split
+        producer, consumer = self._materialized_parts()
+        ws_spec = sp.consumer.tensor(sp.workspace)
+        ws = torch.empty(tuple(plan.sizes[a] for a in ws_spec.shape), dtype=torch_dtype(ws_spec.dtype),
+                         device=plan.launch.device)
+        params = dict(plan.binding.params)
+
+        def sizes(prog: Program) -> dict:
+            return {a.name: plan.sizes[a.name] for a in prog.axes if a.symbolic}
+
+        producer(params=params, sizes=sizes(sp.producer), **{n: full[n] for n in producer.inputs},
+                 **{sp.workspace: ws})
+        consumer(params=params, sizes=sizes(sp.consumer), **{n: full[n] for n in consumer.outputs},
+                 **{n: ws if n == sp.workspace else full[n] for n in consumer.inputs})
+        return full
 
     def _result(self, full):
         if len(self.outputs) == 1:
