@@ -117,8 +117,10 @@ def split(program: Program) -> Split | None:
     producer = producer.model_copy(update={"tile_order": producer.tile_order.model_copy(update={"kind": "row_major"})})
 
     # consumer: the chain replaced by a load of the workspace where the chain began
+    # the workspace is the schedule's own (allocated with 16-byte aligned rows): a TMA load
     load = StageIR(index=chain[0].index, name=_stage_name(program, f"load_{operand}"), kind="memory", op="load",
-                   reads=(ws,), writes=(operand,), at=chain[0].at, depth=chain[0].depth)
+                   reads=(ws,), writes=(operand,), at=chain[0].at, depth=chain[0].depth,
+                   engine="tma" if len(t.shape) == 2 else None)
     first = program.stages.index(chain[0])
     stages = [s for s in program.stages[:first] if s.name not in in_chain] + [load] \
         + [s for s in program.stages[first:] if s.name not in in_chain]

@@ -2,6 +2,7 @@
 # grid M, N, reduction over K; tile order grouped.
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 
 # Helpers are defined here rather than taken from triton.language's @jit library, so the module
@@ -342,7 +343,7 @@ def produce_launch(cfg, t, n, c):
 @triton.jit
 def w4a16_gemm_materialized_kernel(
     p_X,
-    p_wd_ws,
+    d_wd_ws_load,
     p_Y,
     ws_acc,
     ws_arrived,
@@ -351,8 +352,6 @@ def w4a16_gemm_materialized_kernel(
     n_K,
     s_X_M,
     s_X_K,
-    s_wd_ws_K,
-    s_wd_ws_N,
     s_Y_M,
     s_Y_N,
     BLOCK_M: tl.constexpr,
@@ -384,10 +383,7 @@ def w4a16_gemm_materialized_kernel(
             v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_K[None, :] * s_X_K)
         else:
             v_x = tl.load(p_X + o_M[:, None] * s_X_M + o_K[None, :] * s_X_K, mask=(o_M < n_M)[:, None] & (o_K < n_K)[None, :], other=0.0)
-        if EVEN_K and EVEN_N:
-            v_wd = tl.load(p_wd_ws + o_K[:, None] * s_wd_ws_K + o_N[None, :] * s_wd_ws_N)
-        else:
-            v_wd = tl.load(p_wd_ws + o_K[:, None] * s_wd_ws_K + o_N[None, :] * s_wd_ws_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0.0)
+        v_wd = d_wd_ws_load.load([it_K * BLOCK_K, pid_N * BLOCK_N])
         if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
             v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
         else:
@@ -417,6 +413,7 @@ def consume_launch_args(cfg, t, n, c):
     """Kernel arguments: `cfg` a Launch (grid, constexprs, warps, stages), `t` the checked torch
     tensors by spec name (logical shapes), `n` the axis sizes, `c` the constants."""
     k = cfg.constexprs
+    d_wd_ws_load = TensorDescriptor.from_tensor(t['wd_ws'], [k["BLOCK_K"], k["BLOCK_N"]])
     if k["SPLIT_K"] > 1:  # partial sums per share (no zeroing needed), arrival counters per tile
         import torch
 
@@ -429,7 +426,7 @@ def consume_launch_args(cfg, t, n, c):
         ws_arrived = None
     args = (
         t['X'],
-        t['wd_ws'],
+        d_wd_ws_load,
         t['Y'],
         ws_acc,
         ws_arrived,
@@ -438,8 +435,6 @@ def consume_launch_args(cfg, t, n, c):
         n['K'],
         t['X'].stride(0),
         t['X'].stride(1),
-        t['wd_ws'].stride(0),
-        t['wd_ws'].stride(1),
         t['Y'].stride(0),
         t['Y'].stride(1),
     )

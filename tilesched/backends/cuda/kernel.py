@@ -318,8 +318,11 @@ class Kernel:
         sp = self._split
         producer, consumer = self._materialized_parts()
         ws_spec = sp.consumer.tensor(sp.workspace)
-        ws = torch.empty(tuple(plan.sizes[a] for a in ws_spec.shape), dtype=torch_dtype(ws_spec.dtype),
-                         device=plan.launch.device)
+        shape = [plan.sizes[a] for a in ws_spec.shape]
+        dtype = torch_dtype(ws_spec.dtype)
+        per16 = max(1, 16 // torch.empty((), dtype=dtype).element_size())
+        inner = -(-shape[-1] // per16) * per16  # rows padded to 16 bytes: the consumer loads it by TMA
+        ws = torch.empty(shape[:-1] + [inner], dtype=dtype, device=plan.launch.device)[..., :shape[-1]]
         params = dict(plan.binding.params)
 
         def sizes(prog: Program) -> dict:
