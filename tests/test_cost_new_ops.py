@@ -47,3 +47,15 @@ def test_split_k_helps_decode_in_the_model():
 
 def test_fp8_dots_run_at_the_fp8_peak():
     assert _dtype_peak(bind(load_program(CONFIGS / "fp8_gemm.yaml"), {})) == 1979e12
+
+
+def test_the_materialised_schedule_is_its_two_kernels():
+    prog = load_program(CONFIGS / "w4a16_gemm.yaml")
+    point = {"M": 1024, "N": 8192, "K": 8192, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8,
+             "NUM_STAGES": 3}
+    fused = predict(bind(prog, {**point, "MATERIALIZE": False}))
+    mat = predict(bind(prog, {**point, "MATERIALIZE": True}))
+    assert mat.latency == pytest.approx(mat.detail["producer_ms"] + mat.detail["consumer_ms"])
+    assert mat.latency != fused.latency and mat.detail["producer_ms"] > 0
+    # the producer moves the packed weights in and the bf16 workspace out: at least its bytes at HBM speed
+    assert mat.detail["producer_ms"] > 8192 * 8192 * 2 / 4.0e12 * 1e3

@@ -66,8 +66,27 @@ class Prediction:
 
 def predict(b: Binding) -> Prediction:
     if b.program.target == "cuda":
+        if b.option("materialize", False):
+            return _predict_materialized(b)
         return predict_gpu(b)
     return predict_mcu(b)
+
+
+def _predict_materialized(b: Binding) -> Prediction:
+    """The materialising schedule (tilesched/passes/materialize.py): its producer kernel, then its
+    consumer kernel, each predicted at the same parameters."""
+    from tilesched.ir.bind import bind
+    from tilesched.passes.materialize import split
+
+    sp = split(b.program)
+    values = {**b.params, **{a.name: b.sizes[a.name] for a in b.program.axes if a.symbolic}}
+    parts = []
+    for prog in (sp.producer, sp.consumer):
+        sym = {a.name for a in prog.axes if a.symbolic}
+        parts.append(predict_gpu(bind(prog, {k: v for k, v in values.items() if k in sym or k in b.params},
+                                      schedule=False)))
+    return Prediction(latency=sum(x.latency for x in parts), unit="ms",
+                      detail={"producer_ms": parts[0].latency, "consumer_ms": parts[1].latency})
 
 
 # --------------------------------------------------------------------------- GPU
