@@ -196,3 +196,15 @@ def test_materialize_without_an_operand_to_compute_once_is_refused():
     spec, source = load_spec_text(text)
     with pytest.raises(SpecError, match="options.materialize.*no dot operand to materialize"):
         lower_kernel(lower(spec, source))
+
+
+def test_plan_shows_both_kernels_of_a_materialised_point(capsys):
+    from tilesched.cli import main
+
+    spec = str(CONFIGS / "w4a16_gemm.yaml")
+    assert main(["plan", spec, "--set", "M=1024", "--set", "MATERIALIZE=true", "--set", "BLOCK_M=128",
+                 "--set", "BLOCK_K=64"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("materialized: wd computed once per call into workspace wd_ws (K, N)")
+    assert "w4a16_gemm_materialize  (target cuda)" in out and "w4a16_gemm_materialized  (target cuda)" in out
+    assert "tile grid: N 4096/128 = 32 x K 4096/64 = 64  -> 2048 programs" in out

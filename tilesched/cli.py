@@ -58,6 +58,27 @@ def cmd_validate(args) -> int:
     return status
 
 
+def _materialized_plan(prog, binding) -> str | None:
+    """A point of the materialising schedule runs two kernels: both schedules (else None)."""
+    from tilesched.ir.bind import bind
+    from tilesched.passes.materialize import split
+    from tilesched.schedules.plan import derive_schedule, format_schedule
+
+    if prog.target != "cuda" or not binding.option("materialize", False):
+        return None
+    sp = split(prog)
+    if sp is None:
+        return None
+    values = {**binding.params, **{a.name: binding.sizes[a.name] for a in prog.axes if a.symbolic}}
+    out = [f"materialized: {sp.operand} computed once per call into workspace {sp.workspace} "
+           f"({', '.join(prog.tensor(sp.operand).shape)}), then the rest of the spec on it"]
+    for part in (sp.producer, sp.consumer):
+        keep = {a.name for a in part.axes if a.symbolic} | set(binding.params)
+        out.append(format_schedule(derive_schedule(bind(part, {k: v for k, v in values.items() if k in keep},
+                                                        schedule=False))))
+    return "\n".join(out)
+
+
 def cmd_plan(args) -> int:
     from tilesched import load_with_source
     from tilesched.ir.bind import bind, parse_assignments
@@ -75,7 +96,7 @@ def cmd_plan(args) -> int:
         print(over.located(source), file=sys.stderr)
         return EXIT_INVALID
     schedule = derive_schedule(binding)
-    print(format_schedule(schedule))
+    print(_materialized_plan(prog, binding) or format_schedule(schedule))
     print(_generation_line(prog, source).strip())
     if getattr(args, "dump_ir", False):
         from tilesched.ir.looptree import build_tree, dump_tree
