@@ -6,7 +6,6 @@ against the oracle, beside SDPA's cuDNN backend in the same run. Writes OUT/atte
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -59,9 +58,8 @@ def main() -> int:
                          "params": best["params"], "rel_err": err, "check": why or "ok", "candidates": table})
             print(f"{spec:24s} {sizes} tma={tma!s:5s} {best['ms']:.4f} ms {fl / best['ms'] / 1e9:.0f} TFLOP/s  "
                   f"cuDNN {cudnn:.4f} ms x{cudnn / best['ms']:.2f}  err {err:.1e} {why} {best['params']}", flush=True)
-    out = {"what": __doc__.split("\n")[0], "device": torch.cuda.get_device_name(), "versions": sb.versions(),
-           "date": sb.now(), "rows": rows}
-    Path(os.environ.get("OUT", "/tmp"), "attention-tma.json").write_text(json.dumps(out, indent=1))
+    report = {**sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0]), "rows": rows}
+    sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "attention-tma.json", report)
     return 0
 
 

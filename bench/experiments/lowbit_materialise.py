@@ -10,7 +10,6 @@ OUT/lowbit-materialise.json."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -82,9 +81,8 @@ def main() -> int:
               f"{mm_best['ms'] * 1e3:.1f}) x{cublas / pair_ms:.2f} cuBLAS; fused {fused_best['ms'] * 1e3:.1f} us "
               f"x{cublas / fused_best['ms']:.2f}; cuBLAS {cublas * 1e3:.1f} us; check {row['check']} "
               f"err {verdict.rel_error:.1e} {dqp} {mmp}", flush=True)
-    out = {"what": __doc__.split("\n")[0], "device": torch.cuda.get_device_name(), "versions": sb.versions(),
-           "date": sb.now(), "rows": rows}
-    Path(os.environ.get("OUT", "/tmp"), "lowbit-materialise.json").write_text(json.dumps(out, indent=1))
+    report = {**sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0]), "rows": rows}
+    sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-materialise.json", report)
     return 0
 
 

@@ -71,10 +71,10 @@ def materialized_operand(program: Program) -> tuple[str, list[StageIR]] | None:
     return None
 
 
-def _free_name(program: Program, base: str) -> str:
-    names = {t.name for t in program.tensors} | {a.name for a in program.axes}
+def _free(taken: set[str], base: str) -> str:
+    """`base`, with underscores appended until no name in `taken` has it."""
     name = base
-    while name in names:
+    while name in taken:
         name += "_"
     return name
 
@@ -97,10 +97,11 @@ def split(program: Program) -> Split | None:
         return None
     operand, chain = found
     t = program.tensor(operand)
-    ws = _free_name(program, f"{operand}_ws")
+    ws = _free({x.name for x in program.tensors} | {a.name for a in program.axes}, f"{operand}_ws")
     ws_tensor = t.model_copy(update={"name": ws, "scope": "global", "layout": "row_major", "role": "output",
                                      "group": (), "pack": None, "alias": None})
     in_chain = {s.name for s in chain}
+    stage_names = {s.name for s in program.stages}
     kept_opts = tuple((k, v) for k, v in program.options if k in ("num_warps", "num_stages"))
 
     # producer: the operand's axes as spatial loops in the original order, the chain at the
@@ -109,16 +110,16 @@ def split(program: Program) -> Split | None:
     inner = loops[-1].axis
     stages = [s.model_copy(update={"at": inner, "depth": len(loops)}) for s in chain]
     dot_index = max(s.index for s in chain)
-    stages.append(StageIR(index=dot_index, name=_stage_name(program, f"store_{operand}"), kind="memory", op="store",
+    stages.append(StageIR(index=dot_index, name=_free(stage_names, f"store_{operand}"), kind="memory", op="store",
                           reads=(operand,), writes=(ws,), at=inner, depth=len(loops)))
     touched = {x for s in chain for x in s.reads + s.writes}
     tensors = [x for x in program.tensors if x.name in touched] + [ws_tensor]
     producer = _with_stages(program, f"{program.name}_{OPTION}", stages, tensors, loops, kept_opts)
     producer = producer.model_copy(update={"tile_order": producer.tile_order.model_copy(update={"kind": "row_major"})})
 
-    # consumer: the chain replaced by a load of the workspace where the chain began
-    # the workspace is the schedule's own (allocated with 16-byte aligned rows): a TMA load
-    load = StageIR(index=chain[0].index, name=_stage_name(program, f"load_{operand}"), kind="memory", op="load",
+    # consumer: the chain replaced by a load of the workspace where the chain began (a TMA load:
+    # the workspace is the schedule's own, allocated with 16-byte aligned rows)
+    load = StageIR(index=chain[0].index, name=_free(stage_names, f"load_{operand}"), kind="memory", op="load",
                    reads=(ws,), writes=(operand,), at=chain[0].at, depth=chain[0].depth,
                    engine="tma" if len(t.shape) == 2 else None)
     first = program.stages.index(chain[0])
@@ -129,11 +130,3 @@ def split(program: Program) -> Split | None:
     options = tuple((k, v) for k, v in program.options if k != OPTION)
     consumer = _with_stages(program, f"{program.name}_{OPTION}d", stages, tensors, program.loops, options)
     return Split(operand=operand, workspace=ws, producer=producer, consumer=consumer)
-
-
-def _stage_name(program: Program, base: str) -> str:
-    names = {s.name for s in program.stages}
-    name = base
-    while name in names:
-        name += "_"
-    return name
