@@ -6,6 +6,7 @@ agree with the baselines' own reference computations where those run on a CPU.""
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import sys
 
@@ -178,3 +179,16 @@ def test_ops_bench_candidates_bind_at_its_shapes():
     prog = load_program(CONFIGS / "gated_mlp.yaml")
     for m, n, k in ops.MLP_SHAPES:
         assert [p for p in ops._mlp_candidates(m) if sb.legal(prog, {"M": m, "N": n, "K": k}, p)], (m, n, k)
+
+
+def test_costmodel_replay_on_the_committed_grids(tmp_path):
+    """The model ranks the measured low-bit candidates (bench/results) at least as well as when they
+    were measured; attention and fp8 do not get worse."""
+    import costmodel_replay
+
+    out = tmp_path / "replay.json"
+    assert costmodel_replay.main(["--out", str(out)]) == 0
+    ops = json.loads(out.read_text())["ops"]
+    assert ops["lowbit"]["median_now"] >= max(0.6, ops["lowbit"]["median_recorded"])
+    for name in ("attention", "fp8"):
+        assert ops[name]["median_now"] >= ops[name]["median_recorded"] - 0.05

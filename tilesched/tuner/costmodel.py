@@ -27,7 +27,7 @@ from math import prod
 import numpy as np
 
 from tilesched.ir.bind import Binding
-from tilesched.ir.dtypes import nbytes
+from tilesched.ir.dtypes import SUB_BYTE, nbytes
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
 from tilesched.schedules.limits import smem_estimate
 from tilesched.schedules.plan import derive_schedule
@@ -37,6 +37,14 @@ SMS = 132
 PEAK_FLOPS = {"bf16": 989e12, "fp16": 989e12, "fp8": 1979e12, "fp32": 67e12, "int8": 1979e12,
               "fp8e4m3": 1979e12, "fp8e5m2": 1979e12}
 EXP_PER_SM_S = 16 * 1.83e9  # MUFU ex2 per SM per second (16 per clock): the softmax's exponentials
+ALU_PER_SM_S = 128 * 1.83e9  # CUDA-core integer/fp32 instructions per SM per second (128 lanes per clock)
+# CUDA-core instructions per element of an elementwise stage inside the reduction loop, besides one
+# per fn: the conversions in and out, and the shift and mask of each packed input
+ALU_PER_ELEMENT, ALU_PER_PACKED_INPUT = 2, 2
+# MMA throughput left when a dot operand is computed in registers inside the reduction loop (it goes
+# to shared memory between the pipelined loads and the MMAs): low-bit GEMMs of every width, 8 bits
+# included, measured at 0.44-0.49 of cuBLAS at M >= 1024 on an H100 (bench/results/lowbit-*.json)
+REGISTER_OPERAND_EFFICIENCY = 0.5
 HBM_BW = 3.35e12  # B/s
 L2_BW = 10e12  # B/s, L2 -> SMs, all SMs together
 NVLINK_BW = 450e9  # B/s per direction per GPU
@@ -218,6 +226,8 @@ def predict_gpu(b: Binding) -> Prediction:
     sched = derive_schedule(b)
     ctas, warps, occ = _occupancy(b)
     eff = _mma_efficiency(b, warps, occ["regs_per_thread"])
+    if _computed_dot_operand(b):
+        eff *= REGISTER_OPERAND_EFFICIENCY
     peak = _dtype_peak(b)
     programs = max(sched.programs, 1)
     red = _reduction(b)
@@ -232,11 +242,13 @@ def predict_gpu(b: Binding) -> Prediction:
     steps = max(1, round(steps * kept))
     flops = sched.totals.flops * kept
     exps = _loop_exponentials(b) * kept
+    alu = _loop_elementwise_ops(b) * kept
     l2_bytes = sched.totals.bytes_read + sched.totals.bytes_written
     # one program, one reduction step, sharing its SM with ctas-1 others
     per_sm_flops = peak / SMS * eff
     step_compute = flops / programs / steps / per_sm_flops * ctas
     step_compute += exps / programs / steps / EXP_PER_SM_S * ctas  # issued beside the MMAs, not under them
+    step_compute += alu / programs / steps / ALU_PER_SM_S * ctas  # likewise on the CUDA cores
     step_load = l2_bytes / programs / steps / (L2_BW / SMS) * ctas
     step = max(step_compute, step_load)
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
@@ -305,6 +317,39 @@ def _mask_at(mask: str, axes, points: dict, sizes, env) -> np.ndarray:
         shape[j] = len(points[a])
         grids[a] = np.asarray(points[a], dtype=np.int64).reshape(shape)
     return eval_mask_at(mask, grids, sizes, env)
+
+
+def _computed_dot_operand(b: Binding) -> bool:
+    """Some dot in the reduction loop takes as its second operand (the one without the result's
+    rows: wgmma reads it from shared memory only) a tile an elementwise stage in the loop writes."""
+    red = _reduction(b)
+    computed = {t for s in b.program.stages if s.op == "elementwise" and s.at == red for t in s.writes}
+    for s in b.program.stages:
+        if s.op == "dot" and s.at == red:
+            rows = b.program.tensor(s.writes[0]).shape[-2]
+            if any(t in computed and rows not in b.program.tensor(t).shape for t in s.reads):
+                return True
+    return False
+
+
+def _loop_elementwise_ops(b: Binding) -> float:
+    """CUDA-core instructions of the elementwise stages inside the reduction loop: every tile along
+    a grid axis their output lacks computes them again (a low-bit GEMM dequantises its weight tile
+    once per row tile)."""
+    red = _reduction(b)
+    if red is None:
+        return 0.0
+    grid = _spatial(b)
+    total = 0.0
+    for s in b.program.stages:
+        if s.op != "elementwise" or s.at != red:
+            continue
+        out = b.program.tensor(s.writes[0])
+        again = prod(b.n_tiles(g) for g in grid if g not in out.shape)
+        packed = sum(1 for t in s.reads if b.program.tensor(t).pack or b.program.tensor(t).dtype in SUB_BYTE)
+        per = ALU_PER_ELEMENT + len(s.fn) + ALU_PER_PACKED_INPUT * packed
+        total += prod(b.sizes[a] for a in out.shape) * again * per
+    return total
 
 
 def _loop_exponentials(b: Binding) -> float:
