@@ -60,8 +60,7 @@ def cmd_validate(args) -> int:
 
 def _materialized_plan(prog, binding) -> str | None:
     """A point of the materialising schedule runs two kernels: both schedules (else None)."""
-    from tilesched.ir.bind import bind
-    from tilesched.passes.materialize import split
+    from tilesched.passes.materialize import bind_parts, split
     from tilesched.schedules.plan import derive_schedule, format_schedule
 
     if prog.target != "cuda" or not binding.option("materialize", False):
@@ -69,13 +68,9 @@ def _materialized_plan(prog, binding) -> str | None:
     sp = split(prog)
     if sp is None:
         return None
-    values = {**binding.params, **{a.name: binding.sizes[a.name] for a in prog.axes if a.symbolic}}
     out = [f"materialized: {sp.operand} computed once per call into workspace {sp.workspace} "
            f"({', '.join(prog.tensor(sp.operand).shape)}), then the rest of the spec on it"]
-    for part in (sp.producer, sp.consumer):
-        keep = {a.name for a in part.axes if a.symbolic} | set(binding.params)
-        out.append(format_schedule(derive_schedule(bind(part, {k: v for k, v in values.items() if k in keep},
-                                                        schedule=False))))
+    out += [format_schedule(derive_schedule(part)) for part in bind_parts(sp, binding)]
     return "\n".join(out)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tilesched.ir.bind import Binding, bind
 from tilesched.ir.deps import derive_deps, topological_order
 from tilesched.ir.nodes import LoopIR, Program, StageIR, TensorIR
 
@@ -130,3 +131,15 @@ def split(program: Program) -> Split | None:
     options = tuple((k, v) for k, v in program.options if k != OPTION)
     consumer = _with_stages(program, f"{program.name}_{OPTION}d", stages, tensors, program.loops, options)
     return Split(operand=operand, workspace=ws, producer=producer, consumer=consumer)
+
+
+def bind_parts(sp: Split, b: Binding) -> tuple[Binding, Binding]:
+    """The producer and the consumer bound at the parameters and sizes of `b` (a binding of the
+    program `sp` was split from), for planning and the cost model."""
+    values = {**b.params, **{a.name: b.sizes[a.name] for a in b.program.axes if a.symbolic}}
+
+    def part(prog: Program) -> Binding:
+        keep = {a.name for a in prog.axes if a.symbolic} | set(b.params)
+        return bind(prog, {k: v for k, v in values.items() if k in keep}, schedule=False)
+
+    return part(sp.producer), part(sp.consumer)

@@ -83,18 +83,11 @@ def predict(b: Binding) -> Prediction:
 def _predict_materialized(b: Binding) -> Prediction:
     """The materialising schedule (tilesched/passes/materialize.py): its producer kernel, then its
     consumer kernel, each predicted at the same parameters."""
-    from tilesched.ir.bind import bind
-    from tilesched.passes.materialize import split
+    from tilesched.passes.materialize import bind_parts, split
 
-    sp = split(b.program)
-    values = {**b.params, **{a.name: b.sizes[a.name] for a in b.program.axes if a.symbolic}}
-    parts = []
-    for prog in (sp.producer, sp.consumer):
-        sym = {a.name for a in prog.axes if a.symbolic}
-        parts.append(predict_gpu(bind(prog, {k: v for k, v in values.items() if k in sym or k in b.params},
-                                      schedule=False)))
-    return Prediction(latency=sum(x.latency for x in parts), unit="ms",
-                      detail={"producer_ms": parts[0].latency, "consumer_ms": parts[1].latency})
+    producer, consumer = (predict_gpu(part) for part in bind_parts(split(b.program), b))
+    return Prediction(latency=producer.latency + consumer.latency, unit="ms",
+                      detail={"producer_ms": producer.latency, "consumer_ms": consumer.latency})
 
 
 # --------------------------------------------------------------------------- GPU
