@@ -1,6 +1,6 @@
-"""Render a kernel IR as a Triton module: the kernel and the host `launch`. The renderer decides nothing: the passes did
-(tilesched/passes/gpu.py); the instructions become code through the per-op rules
-(triton_rules.py). Deterministic: the same IR gives the same bytes.
+"""Render a kernel IR as a Triton module: the kernel and the host `launch`. The renderer decides
+nothing: the passes did (tilesched/passes/gpu.py); the instructions become code through the
+per-op rules (triton_rules.py). Deterministic: the same IR gives the same bytes.
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ def _split_k_meet(k: KernelIR) -> list[str]:
     """Split-K in one launch: each share stores its partial sums in its own fp32 workspace slice
     and counts itself in the tile's arrival counter; the share that arrives last (`finishing`) adds
     the slices in share order (the same sum whatever the arrival order), resets the counter for the
-    next call and runs the epilogue. The barrier orders every thread's stores before the counting atomic (release);
-    its acquire makes the other shares' slices visible, read past L1 (.cg)."""
+    next call and runs the epilogue. The barrier orders every thread's stores before the counting
+    atomic (release); its acquire makes the other shares' slices visible, read past L1 (.cg)."""
     lines = ["# the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile",
              "share = tl.program_id(1).to(tl.int64)"]
     for c in k.carried:
@@ -208,10 +208,9 @@ def _split_k_meet(k: KernelIR) -> list[str]:
     for c in k.carried:
         v = k.value(c)
         mask = _ws_mask(k, v.axes)
-        body.append(f"v_{c} = tl.load({_ws_ptrs(v.axes, c, '0')}{mask}{', other=0.0' if mask else ''}, cache_modifier='.cg')")
-        body.append("for other in tl.static_range(1, SPLIT_K):")
-        body.append(f"    v_{c} += tl.load({_ws_ptrs(v.axes, c, 'other')}{mask}{', other=0.0' if mask else ''}, "
-                    "cache_modifier='.cg')")
+        rest = f"{mask}{', other=0.0' if mask else ''}, cache_modifier='.cg')"
+        body += [f"v_{c} = tl.load({_ws_ptrs(v.axes, c, '0')}{rest}", "for other in tl.static_range(1, SPLIT_K):",
+                 f"    v_{c} += tl.load({_ws_ptrs(v.axes, c, 'other')}{rest}"]
     body.append("tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call")
     return lines + ["    " + ln for ln in body]
 
