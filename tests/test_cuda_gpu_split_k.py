@@ -38,8 +38,12 @@ def _check(kernel, b, ins, want):
     kernel(params=dict(b.params), sizes=dict(b.sizes), **ins, **out)
     if DEVICE == "cuda":
         torch.cuda.synchronize()
-    host = {n: t.cpu() for n, t in out.items()}
-    return next((v for v in check_outputs(b, host, want) if not v.ok), None)
+    return _first_wrong(b, out, want)
+
+
+def _first_wrong(b, out, want):
+    """The first output that disagrees with the oracle, or None."""
+    return next((v for v in check_outputs(b, {n: t.cpu() for n, t in out.items()}, want) if not v.ok), None)
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -67,7 +71,7 @@ def test_two_streams_at_once():
             outs.append((b, out, points[streams.index(s)][3]))
     torch.cuda.synchronize()
     for b, out, want in outs:
-        bad = next((v for v in check_outputs(b, {n: t.cpu() for n, t in out.items()}, want) if not v.ok), None)
+        bad = _first_wrong(b, out, want)
         assert bad is None, bad.why
 
 
@@ -86,5 +90,5 @@ def test_replayed_in_a_cuda_graph():
             t.fill_(float("nan"))
         g.replay()
         torch.cuda.synchronize()
-        bad = next((v for v in check_outputs(b, {n: t.cpu() for n, t in out.items()}, want) if not v.ok), None)
+        bad = _first_wrong(b, out, want)
         assert bad is None, bad.why
