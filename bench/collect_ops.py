@@ -1,7 +1,9 @@
 """Append the rows of the issue-16 benches (attention, low-bit, fp8; each measured beside its baselines
 in its own run) to bench/results/ops-<device>.json, the one file of op rows the issues name. Each row
 keeps the date of its run and the file it came from (with the candidate tables, left out here); rows
-of those ops from an earlier collection are replaced, the ops' own rows are kept.
+of those ops from an earlier collection are replaced, the ops' own rows are kept. A later source's row
+replaces an earlier source's row of the same op, shape, dtype, causality and baseline (lowbit-decode re-measures
+M = 1 of the low-bit grid after a change to the decode path).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -13,14 +15,19 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("attention", "lowbit", "fp8")
+SOURCES = ("attention", "lowbit", "lowbit-decode", "fp8")
+IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
+
+
+def _identity(row: dict) -> str:
+    return json.dumps([row.get(k) for k in IDENTITY], sort_keys=True)
 
 
 def collect(results: Path, device: str) -> int:
     ops_path = results / f"ops-{device}.json"
     ops = json.loads(ops_path.read_text())
     rows = [r for r in ops["rows"] if r.get("source") not in {f"{s}-{device}.json" for s in SOURCES}]
-    added = 0
+    collected: list[dict] = []
     for name in SOURCES:
         path = results / f"{name}-{device}.json"
         if not path.exists():
@@ -28,11 +35,12 @@ def collect(results: Path, device: str) -> int:
         run = json.loads(path.read_text())
         if run.get("device") != ops.get("device"):
             raise SystemExit(f"{path}: device {run.get('device')!r} is not {ops.get('device')!r}")
-        for r in run["rows"]:
-            rows.append({**{k: v for k, v in r.items() if k != "candidates"}, "date": run["date"], "source": path.name,
-                         "versions": run.get("versions")})
-            added += 1
-    ops["rows"] = rows
+        new = [{**{k: v for k, v in r.items() if k != "candidates"}, "date": run["date"], "source": path.name,
+                "versions": run.get("versions")} for r in run["rows"]]
+        measured = {_identity(r) for r in new}
+        collected = [r for r in collected if _identity(r) not in measured] + new
+    added = len(collected)
+    ops["rows"] = rows + collected
     note = "rows with a `source` come from that file's run (its date and versions in the row; baselines in the same run)"
     ops["notes"] = [n for n in ops.get("notes", []) if n != note] + [note]
     ops_path.write_text(json.dumps(ops, indent=2, sort_keys=True) + "\n")

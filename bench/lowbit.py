@@ -47,10 +47,11 @@ def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
 
 def candidates(m: int) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner)."""
-    if m <= 8:
+    if m <= 8:  # row tiles of 1: CUDA-core products, the group's scale and zero point factored out
         return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 128, 4, 4, 2), cfg(1, 32, 128, 4, 4, 4),
                 cfg(1, 64, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 8), cfg(1, 256, 64, 8, 3), cfg(16, 64, 128, 4, 4, 4),
-                cfg(1, 128, 64, 4, 4, 4), cfg(1, 64, 64, 4, 5, 4)]
+                cfg(1, 128, 64, 4, 4, 4), cfg(1, 64, 64, 4, 5, 4), cfg(1, 128, 128, 4, 4, 4), cfg(1, 256, 128, 8, 4, 4),
+                cfg(1, 256, 64, 4, 4, 4)]
     if m <= 64:
         return [cfg(16, 64, 128, 4, 4), cfg(16, 128, 128, 4, 4), cfg(16, 64, 128, 4, 4, 2), cfg(16, 128, 64, 4, 4, 4),
                 cfg(16, 256, 64, 8, 3), cfg(16, 32, 128, 4, 4, 4), cfg(32, 64, 128, 4, 3)]
@@ -177,10 +178,11 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
 
 def cmd_bench(args) -> int:
     copy_cache: dict = {}
-    shapes = [(m, n, k) for n, k in (NK[:1] if args.quick else NK) for m in (MS[:2] if args.quick else MS)]
+    ms = [int(m) for m in args.ms.split(",")] if args.ms else MS
+    shapes = [(m, n, k) for n, k in (NK[:1] if args.quick else NK) for m in (MS[:2] if args.quick else ms)]
     cases = [lambda r, lock, b=int(b), s=s: bench_one(args, r, lock, b, *s, copy_cache)
              for b in args.bits.split(",") for s in shapes]
-    tag = "lowbit" if args.act == "bf16" else f"lowbit-{args.act}"
+    tag = args.tag or ("lowbit" if args.act == "bf16" else f"lowbit-{args.act}")
     what = "weight-only low-bit GEMMs from specs vs bf16 cuBLAS, torch int4, speed of light"
     return sb.run_bench(tag, what, Path(args.out), cases)
 
@@ -189,6 +191,9 @@ def main(argv=None) -> int:
     p = sb.parser(__doc__)
     p.add_argument("--bits", default="4,8,2,3", help="weight widths to bench, in order")
     p.add_argument("--act", choices=["bf16", "fp16"], default="bf16", help="activation (and scale) dtype")
+    p.add_argument("--ms", default="", help="row counts M to bench (default 1,16,128,1024)")
+    p.add_argument("--tag", default="", help="results file prefix (default lowbit; lowbit-decode for a re-run of "
+                                             "M = 1 that bench/collect_ops.py lets replace those rows)")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "check":

@@ -106,6 +106,53 @@ def test_whole_word_loads_and_broadcast_group_rows():
     assert "tl.reshape" not in compiled(load_program(CONFIGS / "w3a16_gemm.yaml"))[1]  # 10 per word: gathered
 
 
+def _factored(kernel) -> bool:
+    return any(i.op == "affine_dot" for i in kernel.ir.loop)
+
+
+FACTOR_VARIANTS = {  # chains other than (w - Z) * S, each affine in w with factors constant along K per tile
+    "per-channel-scale": [("S: {shape: [K, N], dtype: bf16, group: {K: 128}}", "S: {shape: [N], dtype: bf16}")],
+    "divide": [("fn: [cast, sub, mul]", "fn: [cast, sub, div]")],
+    "float-zero": [("Z: {shape: [K, N], dtype: uint4, group: {K: 128}, pack: N}",
+                    "Z: {shape: [K, N], dtype: bf16, group: {K: 128}}"),
+                   ("fn: [cast, sub, mul], reads: [w, Z, S]", "fn: [cast, mul, add], reads: [w, S, Z]")],
+    "group-32": [("group: {K: 128}, pack: N", "group: {K: 32}, pack: N"), ("group: {K: 128}}", "group: {K: 32}}"),
+                 ("128 % BLOCK_K == 0", "True")],
+}
+
+
+@pytest.mark.parametrize("variant", list(FACTOR_VARIANTS))
+def test_factored_decode_matches_the_oracle(variant):
+    """At a row tile below 16 the chain's scale and zero point leave the sum over K (one multiply-add
+    per weight): per-group, per-channel, divided, added float zero points; with a group smaller than
+    the K tile the kernel takes the unfactored chain. Row tiles of 16 (tensor cores) unchanged."""
+    kernel = Kernel(retyped(_variant("w4a16_gemm", *FACTOR_VARIANTS[variant]), "bf16", "fp32"))  # fp16 overflows: w / S
+    assert _factored(kernel)
+    for sizes, params in POINTS[:3]:
+        v = run_against_oracle(kernel, sizes, params, seed=11)
+        assert v.ok, f"{variant} {sizes} {params}: {v.why}"
+
+
+def test_factoring_applies_to_affine_chains_read_by_one_dot_only():
+    from tilesched.passes.gpu import lower_kernel
+
+    k = lower_kernel(load_program(CONFIGS / "w4a16_gemm.yaml"))
+    (fused,) = [i for i in k.loop if i.op == "affine_dot"]
+    assert fused.args == ("x", "wd", "w", "Z", "S") and fused.via == "wd" and fused.fn == (("cast", None), ("sub", None),
+                                                                                         ("mul", None))
+    assert not any(i.out == "wd" for i in k.loop)
+    src = compiled(load_program(CONFIGS / "w4a16_gemm.yaml"))[1]
+    assert "if BLOCK_M < 16 and G_Z_K % BLOCK_K == 0 and G_S_K % BLOCK_K == 0:" in src and "row_v_S = v_S" in src
+    relu = lower_kernel(_variant("w4a16_gemm", ("fn: [cast, sub, mul]", "fn: [cast, sub, relu, mul]")))
+    assert not any(i.op == "affine_dot" for i in relu.loop)  # not affine in w
+    no_small = lower_kernel(_variant("w4a16_gemm", ("choices: [1, 16, 32, 64, 128, 256], default: 16",
+                                                    "choices: [16, 32, 64, 128, 256], default: 16")))
+    assert not any(i.op == "affine_dot" for i in no_small.loop)  # tensor cores only: nothing to factor
+    per_k = lower_kernel(_variant("w4a16_gemm", ("S: {shape: [K, N], dtype: bf16, group: {K: 128}}",
+                                                 "S: {shape: [K, N], dtype: bf16}")))
+    assert not any(i.op == "affine_dot" for i in per_k.loop)  # a scale per row of K varies inside the sum
+
+
 FP8_POINT = ({"M": 40, "N": 56, "K": 80}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "NUM_WARPS": 4,
                                           "NUM_STAGES": 2, "PERSISTENT": False, "EPILOGUE_SUBTILE": True})
 

@@ -12,6 +12,8 @@
     hoist      loads no tile changes (over whole axes only) happen once per program
     tma        loads / stores a spec marks `engine: tma` go through tensor descriptors
     masks      which axes may be ragged for some point (masked loads, stores, reductions)
+    factor     a dot operand's affine dequantisation (group scales, zero points) leaves the sum over
+               the contracted axis on the CUDA-core path (tilesched/passes/factor.py)
     switches   persistent grid, split-K, subtiled epilogue, materialisation, warps and stages, from
                `options`
 
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from tilesched.errors import SpecError, spec_error
 from tilesched.ir.looptree import LoopTree, build_tree, dump_tree
 from tilesched.ir.nodes import Program, StageIR
+from tilesched.passes.factor import factor
 from tilesched.passes.kernel import AxisInfo, Constant, Instr, KernelIR, ValueInfo, dump_kernel, mask_constant
 
 TARGET = "cuda"
@@ -515,8 +518,8 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
 
 Pass = Callable[[Program, LoopTree, KernelIR], KernelIR]
 PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("online", online), ("sink", sink), ("hoist", hoist),
-                                          ("tma", tma), ("masks", masks), ("switches", switches))
-QUIET = ("online",)  # dumped only where they change the kernel (kernels without them dump as before)
+                                          ("tma", tma), ("masks", masks), ("factor", factor), ("switches", switches))
+QUIET = ("online", "factor")  # dumped only where they change the kernel (kernels without them dump as before)
 
 
 def lower_kernel(program: Program, trace: Callable[[str, str], None] | None = None) -> KernelIR:

@@ -55,7 +55,8 @@ class Instr(_Node):
     """One operation on tile values. `op`: load | store | zeros | dot | elementwise | reduce |
     softmax | layernorm | copy | online_softmax (a softmax along the reduction loop's axis: running
     maximum and sum carried across the loop, `targets` rescaled) | normalize (an accumulator
-    divided by the running sum after the loop)."""
+    divided by the running sum after the loop) | affine_dot (a dot whose second operand `via` is
+    the elementwise chain `fn` of its args after the first two: tilesched/passes/factor.py)."""
 
     op: str
     stage: str  # the spec stage it comes from
@@ -69,6 +70,19 @@ class Instr(_Node):
     mask: str | None = None  # softmax / reduce: an index expression; elements where it is false take no part
     mask_axes: tuple[str, ...] = ()  # the masked tensor's axes (names in the mask that are its indices)
     targets: tuple[str, ...] = ()  # online_softmax: the accumulators its running maximum rescales
+    via: str | None = None  # affine_dot: the operand the chain builds (the value where it is not factored)
+
+
+def producer(k: KernelIR, name: str) -> Instr | None:
+    """The instruction that defines value `name` (the last one, in program order)."""
+    return next((i for i in reversed(k.invariant + k.pre + k.loop + k.post) if i.out == name), None)
+
+
+def one_row_axis(k: KernelIR, acc: Access) -> str | None:
+    """The axis along which a load of grouped tensor `acc` reads one stored row per tile when the
+    group is a multiple of the block (the first grouped tile axis that is not packed)."""
+    logical = [a for a in acc.axes if a not in k.points]
+    return next((a for a, _ in acc.group if a in logical and a != acc.pack), None)
 
 
 def mask_constant(stage: str, name: str) -> str:
@@ -171,4 +185,6 @@ def instr_line(k: KernelIR, i: Instr) -> str:
         attrs.append(f"mask={i.mask!r}")
     if i.targets:
         attrs.append(f"rescales=[{', '.join(i.targets)}]")
+    if i.via:
+        attrs.append(f"via={i.via}")
     return f"{out}{i.op}({', '.join(args)}){' ' + ' '.join(attrs) if attrs else ''}  # {i.stage}"

@@ -117,6 +117,7 @@ def w2a16_gemm_kernel(
                 else:
                     v_Z = tl.load(p_Z + ((it_K * BLOCK_K) // G_Z_K) * s_Z_K + (o_N // 16) * s_Z_N, mask=(o_N < n_N), other=0)
                 v_Z = ((v_Z >> ((o_N % 16) * 2)) & ((1 << 2) - 1))
+            row_v_Z = v_Z
             v_Z = tl.broadcast_to(v_Z[None, :], (BLOCK_K, BLOCK_N))
         else:
             if BLOCK_N % 16 == 0:  # whole words per tile
@@ -137,20 +138,26 @@ def w2a16_gemm_kernel(
                 v_S = tl.load(p_S + ((it_K * BLOCK_K) // G_S_K) * s_S_K + o_N * s_S_N)
             else:
                 v_S = tl.load(p_S + ((it_K * BLOCK_K) // G_S_K) * s_S_K + o_N * s_S_N, mask=(o_N < n_N), other=0)
+            row_v_S = v_S
             v_S = tl.broadcast_to(v_S[None, :], (BLOCK_K, BLOCK_N))
         else:
             if EVEN_K and EVEN_N:
                 v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N)
             else:
                 v_S = tl.load(p_S + (o_K // G_S_K)[:, None] * s_S_K + o_N[None, :] * s_S_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0)
-        x_wd = v_w.to(tl.float32)
-        x_wd = x_wd - v_Z.to(tl.float32)
-        x_wd = x_wd * v_S.to(tl.float32)
-        v_wd = x_wd.to(tl.bfloat16)
-        if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-            v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
+        if BLOCK_M < 16 and G_Z_K % BLOCK_K == 0 and G_S_K % BLOCK_K == 0:  # the chain's factors leave the sum over K: one multiply-add per element
+            xw_acc = tl.reduce(v_x.to(tl.float32)[:, :, None] * v_w.to(tl.float32)[None, :, :], 1, _add)
+            xs_acc = tl.reduce(v_x.to(tl.float32), 1, _add)
+            v_acc = v_acc + xw_acc * row_v_S.to(tl.float32)[None, :] + xs_acc[:, None] * ((-row_v_Z.to(tl.float32)) * row_v_S.to(tl.float32))[None, :]
         else:
-            v_acc = tl.dot(v_x, v_wd, v_acc)
+            x_wd = v_w.to(tl.float32)
+            x_wd = x_wd - v_Z.to(tl.float32)
+            x_wd = x_wd * v_S.to(tl.float32)
+            v_wd = x_wd.to(tl.bfloat16)
+            if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
+                v_acc = v_acc + tl.reduce(v_x.to(tl.float32)[:, :, None] * v_wd.to(tl.float32)[None, :, :], 1, _add)
+            else:
+                v_acc = tl.dot(v_x, v_wd, v_acc)
     if SPLIT_K > 1:
         # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
         share = tl.program_id(1).to(tl.int64)
@@ -274,6 +281,7 @@ def w2a16_gemm_materialize_kernel(
             else:
                 v_Z = tl.load(p_Z + ((pid_K * BLOCK_K) // G_Z_K) * s_Z_K + (o_N // 16) * s_Z_N, mask=(o_N < n_N), other=0)
             v_Z = ((v_Z >> ((o_N % 16) * 2)) & ((1 << 2) - 1))
+        row_v_Z = v_Z
         v_Z = tl.broadcast_to(v_Z[None, :], (BLOCK_K, BLOCK_N))
     else:
         if BLOCK_N % 16 == 0:  # whole words per tile
@@ -294,6 +302,7 @@ def w2a16_gemm_materialize_kernel(
             v_S = tl.load(p_S + ((pid_K * BLOCK_K) // G_S_K) * s_S_K + o_N * s_S_N)
         else:
             v_S = tl.load(p_S + ((pid_K * BLOCK_K) // G_S_K) * s_S_K + o_N * s_S_N, mask=(o_N < n_N), other=0)
+        row_v_S = v_S
         v_S = tl.broadcast_to(v_S[None, :], (BLOCK_K, BLOCK_N))
     else:
         if EVEN_K and EVEN_N:

@@ -70,7 +70,7 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         if a.masked:
             const[f"EVEN_{a.name}"] = size % block[a.name] == 0
     for i in k.pre + k.loop + k.post:
-        if i.op == "dot":
+        if i.op in ("dot", "affine_dot"):
             out = k.value(i.out)
             q = out.axes[1]
             (c,) = set(k.value(i.args[0]).axes) - set(out.axes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tilesched.passes.kernel import Instr, KernelIR, mask_constant
+from tilesched.passes.kernel import Instr, KernelIR, mask_constant, one_row_axis, producer
 
 TL_DTYPES = {"fp16": "tl.float16", "bf16": "tl.bfloat16", "fp32": "tl.float32", "fp64": "tl.float64"}
 
@@ -161,9 +161,8 @@ def rule_load_stored(ctx: Ctx, i: Instr) -> list[str]:
     v = k.value(i.out)
     out = ctx.define(i.out)
     logical = tuple(a for a in acc.axes if a not in k.points)
-    wide = [a for a, _ in acc.group if a in logical and a != acc.pack]  # may fall in one group per tile
-    if wide:  # the first such axis (two grouped block axes are rare: the others gather)
-        a = wide[0]
+    a = one_row_axis(k, acc)  # may fall in one group per tile (two grouped block axes are rare: others gather)
+    if a is not None:
         lines = ([f"if {group_constant(acc.tensor, a)} % {ctx.block[a]} == 0:  # a tile of {a} lies in one group: "
                   "one row, broadcast"] + ["    " + ln for ln in _stored_rows(ctx, acc, out, logical, (a,))]
                  + ["else:"] + ["    " + ln for ln in _stored_load(ctx, acc, out, logical, ())])
@@ -181,6 +180,7 @@ def _stored_rows(ctx: Ctx, acc, out: str, logical: tuple[str, ...], rows: tuple[
     lines = _stored_load(ctx, acc, out, logical, rows)
     shape = "(" + ", ".join(ctx.block[a] for a in logical) + ("," if len(logical) == 1 else "") + ")"
     spread = "[" + ", ".join("None" if a in rows else ":" for a in logical) + "]"
+    lines.append(f"{row_var(out)} = {out}")  # the row itself, for a factored dot (rule_affine_dot)
     lines.append(f"{out} = tl.broadcast_to({out}{spread}, {shape})")
     return lines
 
@@ -310,6 +310,60 @@ def rule_dot(ctx: Ctx, i: Instr) -> list[str]:
             f"    {res} = {acc + ' + ' if acc else ''}{core}",
             "else:",
             f"    {res} = {dot}"]
+
+
+def row_var(var: str) -> str:
+    """The one-row form of a grouped load's variable (defined where the tile lies in one group)."""
+    return f"row_{var}"
+
+
+def rule_affine_dot(ctx: Ctx, i: Instr) -> list[str]:
+    """A dot whose second operand is an affine chain of w (tilesched/passes/factor.py). On CUDA
+    cores, with every grouped coefficient one row per tile: the products of the raw w, then per
+    column the chain's factor a and offset b times the sum of the other operand. Otherwise the
+    chain, then the dot."""
+    k = ctx.k
+    pair, (w, *coefs) = i.args[:2], i.args[2:]
+    chain = Instr(op="elementwise", stage=i.stage, out=i.via, args=i.args[2:], fn=i.fn)
+    dot = Instr(op="dot", stage=i.stage, out=i.out, args=pair, accumulate=i.accumulate)
+    plain = rule_elementwise(ctx, chain) + rule_dot(ctx, dot)
+    p, q = k.value(i.out).axes
+    other = next(n for n in pair if n != i.via)
+    (c,) = set(k.value(other).axes) - {p}
+    tests = [f"{ctx.block[p]} < 16"]
+    rows = {}
+    for n in coefs:
+        if c in k.value(n).axes:  # a load grouped along c: its row, where the group holds the tile
+            t = producer(k, n).tensor
+            tests.append(f"{group_constant(t, c)} % {ctx.block[c]} == 0")
+            rows[n] = row_var(ctx.v(n))
+        else:
+            rows[n] = align(ctx, n, (q,)) if k.value(n).axes else ctx.v(n)
+    scale, offset = None, None  # x -> scale * x + offset, as expressions over q (None: 1 and 0)
+    operands = iter(coefs)
+    for fn, const in i.fn:
+        if fn == "cast":
+            continue
+        y = const if const is not None else f"{rows[next(operands)]}.to(tl.float32)"
+        if fn in ("add", "bias", "sub"):
+            sign = "-" if fn == "sub" else "+"
+            offset = f"({offset} {sign} {y})" if offset else (f"(-{y})" if fn == "sub" else y)
+        else:  # mul, scale, div
+            op = "/" if fn == "div" else "*"
+            scale = f"({scale} {op} {y})" if scale else (f"(1.0 / {y})" if fn == "div" else y)
+            offset = f"({offset} {op} {y})" if offset else None
+    lhs = _f32(ctx, other, (p, c))
+    rhs = _f32(ctx, w, (c, q))
+    prod, xsum = f"xw_{i.out}", f"xs_{i.out}"
+    res = ctx.v(i.out)
+    body = [f"{prod} = tl.reduce({lhs}[:, :, None] * {rhs}[None, :, :], 1, _add)"]
+    term = f"{prod} * {scale}[None, :]" if scale else prod
+    if offset:
+        body.append(f"{xsum} = tl.reduce({lhs}, 1, _add)")
+        term += f" + {xsum}[:, None] * {offset}[None, :]"
+    body.append(f"{ctx.define(i.out)} = {res + ' + ' if i.accumulate else ''}{term}")
+    return ([f"if {' and '.join(tests)}:  # the chain's factors leave the sum over {c}: one multiply-add per element"]
+            + ["    " + ln for ln in body] + ["else:"] + ["    " + ln for ln in plain])
 
 
 UNARY: dict[str, Callable[[str], str]] = {
@@ -548,5 +602,5 @@ def rule_normalize(ctx: Ctx, i: Instr) -> list[str]:
 RULES: dict[str, Callable[[Ctx, Instr], list[str]]] = {
     "load": rule_load, "store": rule_store, "copy": rule_copy, "zeros": rule_zeros, "dot": rule_dot,
     "elementwise": rule_elementwise, "reduce": rule_reduce, "softmax": rule_softmax, "layernorm": rule_layernorm,
-    "online_softmax": rule_online_softmax, "normalize": rule_normalize,
+    "online_softmax": rule_online_softmax, "normalize": rule_normalize, "affine_dot": rule_affine_dot,
 }
