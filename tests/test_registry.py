@@ -27,4 +27,10 @@ def test_every_fn_has_a_meaning_a_cost_and_a_triton_rule():
 
 def test_every_kernel_instruction_has_a_triton_rule():
     assert {"load", "store", "copy", "zeros", "dot", "elementwise", "reduce", "softmax", "layernorm",
-            "online_softmax", "normalize"} == set(triton_rules.RULES)
+            "online_softmax", "normalize", "affine_dot"} == set(triton_rules.RULES)
+
+
+def test_the_factor_pass_knows_only_fns_the_chain_rule_renders():
+    from tilesched.passes.factor import AFFINE
+
+    assert set(AFFINE) - {"cast"} <= set(triton_rules.BINARY)

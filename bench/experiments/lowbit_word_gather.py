@@ -1,0 +1,115 @@
+"""Experiment: 3-bit weights (10 to an int32 word along K) from a tile of words. A power-of-two K tile
+does not hold whole words, so the generated kernel loads each value's word (ten loads of every
+word, from L1). Variant `gather`: load the tile's words once (16 rows from the tile's first word,
+masked past the end), then tl.gather each value's word from them along K, then shift. Times both at
+M = 1, 16 and 128 beside cuBLAS bf16, each checked against the oracle. Writes
+OUT/lowbit-word-gather-exp.json. `TRITON_INTERPRET=1 python bench/experiments/lowbit_word_gather.py`
+checks the patched source on the CPU. It patches the renderer's output as of commit 07a52ab."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import lowbit  # noqa: E402
+import spec_bench as sb  # noqa: E402
+
+import tilesched.backends.cuda.kernel as K  # noqa: E402
+from tilesched import load_program  # noqa: E402
+
+ORIG = K.compiled.__wrapped__
+PER, BITS = 10, 3
+GATHERED = f"""        if EVEN_K and EVEN_N:
+            v_w = tl.load(p_W + (o_K // {PER})[:, None] * s_W_K + o_N[None, :] * s_W_N)
+        else:
+            v_w = tl.load(p_W + (o_K // {PER})[:, None] * s_W_K + o_N[None, :] * s_W_N, mask=(o_K < n_K)[:, None] & (o_N < n_N)[None, :], other=0)
+"""
+WORDS = f"""        g_first = (it_K * BLOCK_K) // {PER}  # experiment: the tile's words once, then a gather along K
+        g_W = g_first + tl.arange(0, 16)
+        v_words = tl.load(p_W + g_W[:, None] * s_W_K + o_N[None, :] * s_W_N, mask=(g_W < (n_K + {PER - 1}) // {PER})[:, None] & (o_N < n_N)[None, :], other=0)
+        v_w = tl.gather(v_words, tl.broadcast_to(((o_K // {PER}) - g_first)[:, None], (BLOCK_K, BLOCK_N)), 0)
+"""
+
+
+def patched(variant: str, program):
+    k, src = ORIG(program)
+    if variant == "v0":
+        return k, src
+    assert src.count(GATHERED) == 1, "gathered word load not found"
+    return k, src.replace(GATHERED, WORDS)
+
+
+def use(variant: str) -> None:
+    K.compiled = functools.lru_cache(maxsize=256)(functools.partial(patched, variant))
+
+
+def _warm(job):
+    variant, sizes, params = job
+    use(variant)
+    from tilesched.backends.cuda import compile_pool
+
+    return compile_pool._warm((str(sb.CONFIGS / "w3a16_gemm.yaml"), sizes, params))[1]
+
+
+CASES = [(1, 8192, 8192), (1, 28672, 8192), (16, 28672, 8192), (128, 28672, 8192)]
+VARIANTS = ("v0", "gather")
+
+
+def candidates(m: int) -> list[dict]:
+    return [p for p in lowbit.candidates(m) if not p["MATERIALIZE"] and p["BLOCK_K"] <= 128 and p["BLOCK_M"] <= m][:10]
+
+
+def main() -> int:
+    if os.environ.get("TRITON_INTERPRET"):
+        from tests.cuda_util import run_against_oracle
+        from tilesched.backends.cuda.io import retyped
+
+        use("gather")
+        prog = retyped(load_program(sb.CONFIGS / "w3a16_gemm.yaml"), "bf16", "fp16")
+        bad = 0
+        for p in (lowbit.cfg(16, 32, 128, 4, 2), lowbit.cfg(1, 32, 128, 4, 2, 2), lowbit.cfg(16, 32, 64, 4, 2),
+                  lowbit.cfg(16, 32, 32, 4, 2)):
+            v = run_against_oracle(K.Kernel(prog), {"M": 20, "N": 40, "K": 530}, p, seed=1)
+            bad += not v.ok
+            print(p["BLOCK_M"], p["BLOCK_K"], v.ok, v.why, flush=True)
+        return 1 if bad else 0
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    jobs = [(v, {"M": m, "N": n, "K": k}, p) for m, n, k in CASES for v in VARIANTS for p in candidates(m)]
+    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
+        errs = [e for e in pool.map(_warm, jobs, chunksize=1) if e]
+    print(f"compiled {len(jobs)} ({len(errs)} failed) {errs[:3]}", flush=True)
+    report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
+    prog = load_program(sb.CONFIGS / "w3a16_gemm.yaml")
+    for m, n, k in CASES:
+        sizes = {"M": m, "N": n, "K": k}
+        sets = [lowbit.make_inputs(3, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(3, m, n, k)))]
+        bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+        for variant in VARIANTS:
+            use(variant)
+            kern = K.Kernel(prog)
+            best, table, _ = sb.search(kern, prog, sizes, candidates(m), sets, 20)
+            if best is None:
+                print(f"M={m} N={n} {variant}: nothing ran {table[:1]}", flush=True)
+                continue
+            err, why = sb.oracle_error(kern, sb.legal(prog, sizes, best["params"]), sets[0])
+            report["rows"].append({"bits": 3, "shape": sizes, "variant": variant, "ms": best["ms"],
+                                   "params": best["params"], "cublas_ms": cub, "ratio_vs_cublas": cub / best["ms"],
+                                   "rel_err": err, "check": why or "ok", "candidates": table})
+            print(f"w3 M={m} N={n} K={k} {variant:6s} {best['ms']:.4f} ms  cuBLAS {cub:.4f} x{cub / best['ms']:.2f}"
+                  f"  err {err:.1e} {why} {best['params']}", flush=True)
+    sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-word-gather-exp.json", report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
