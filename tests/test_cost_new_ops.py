@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ROOT
-from tilesched import bind, load_program
+from tilesched import bind, load_program, lower
 from tilesched.schedules.costs import stage_cost, traffic
+from tilesched.spec import load_spec_text
 from tilesched.tuner.costmodel import _dtype_peak, kept_tile_fraction, predict
 
 CONFIGS = ROOT / "configs"
@@ -74,3 +75,20 @@ def test_a_dequantised_operand_costs_cuda_core_work_per_row_tile():
     from tilesched.tuner.costmodel import _computed_dot_operand
 
     assert _computed_dot_operand(bind(prog, point)) and not _computed_dot_operand(bind(gemm, {}))
+
+
+def test_a_factored_dequantisation_costs_only_its_unpacking():
+    """At a row tile below 16 the factor pass takes the group's scale and zero point out of the sum
+    (tilesched/passes/factor.py): the model counts the unpacking and conversion per weight only, and
+    only where the rendered kernel takes that branch (the group a multiple of the K tile)."""
+    from tilesched.tuner.costmodel import _factored_operands, _loop_elementwise_ops
+
+    prog = load_program(CONFIGS / "w4a16_gemm.yaml")
+    point = {"M": 1, "N": 8192, "K": 8192, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 4}
+    decode = bind(prog, {**point, "BLOCK_M": 1})
+    assert _factored_operands(decode) == {"wd"} and not _factored_operands(bind(prog, {**point, "M": 16,
+                                                                                       "BLOCK_M": 16}))
+    assert _loop_elementwise_ops(decode) == 8192 * 8192 * 3  # the conversion and a packed input's two
+    text = (CONFIGS / "w4a16_gemm.yaml").read_text().replace("group: {K: 128}", "group: {K: 64}")
+    small_groups = bind(lower(*load_spec_text(text)), {**point, "BLOCK_M": 1})
+    assert not _factored_operands(small_groups) and _loop_elementwise_ops(small_groups) > 3 * 8192 * 8192

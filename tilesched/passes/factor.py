@@ -47,7 +47,7 @@ def _fused(k: KernelIR, dot: Instr, loop: tuple[Instr, ...]) -> Instr | None:
     a, b = (k.value(n) for n in dot.args)
     if p not in a.axes:
         a, b = b, a
-    if p in b.axes or q not in b.axes:
+    if p in b.axes or q not in b.axes or a.name == b.name:
         return None
     (c,) = set(a.axes) - {p}
     chain = next((i for i in loop if i.out == b.name), None)
