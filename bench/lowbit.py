@@ -3,12 +3,16 @@
 
   python bench/lowbit.py check --out DIR    the low-bit specs vs the semantics oracle (GPU, ragged
                                             shapes, default and a few other parameters)
-  python bench/lowbit.py bench --out DIR    per shape (M = 1, 16, 1024, 4096 by Llama-3-8B's N x K):
+  python bench/lowbit.py bench --out DIR    per shape (M = 1, 16, 128, 1024 at K = N = 4096 and
+                                            8192 and N = 28672, K = 8192):
                                             a small candidate search, the winner checked against the
                                             oracle, then timed beside bf16 cuBLAS on the same shape,
                                             torch's int4 kernel (aten._weight_int4pack_mm, 4 bits)
                                             and the packed weights' speed of light (their bytes at
                                             the device copy bandwidth of the same run)
+  python bench/lowbit.py bench --ms 1 --tag lowbit-decode --out DIR
+                                            one column again (here M = 1) into DIR/lowbit-decode-*.json,
+                                            whose rows bench/collect_ops.py puts in place of lowbit's
 
 Writes DIR/lowbit-<device>.json in the rows format of bench/ops.py ("ratio" = baseline_ms /
 ours_ms; for the speed-of-light row it is the fraction of it reached) with the cost model's
