@@ -20,21 +20,21 @@ tilesched/passes/factor.py, so the patch no longer applies to the current render
 
 from __future__ import annotations
 
-import functools
 import os
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "experiments")]
 
 import lowbit  # noqa: E402
+import patched_kernels as pk  # noqa: E402
 import spec_bench as sb  # noqa: E402
 
 import tilesched.backends.cuda.kernel as K  # noqa: E402
 from tilesched import load_program  # noqa: E402
 
-ORIG = K.compiled.__wrapped__
 BLOCK = """        x_wd = v_w.to(tl.float32)
         x_wd = x_wd - v_Z.to(tl.float32)
         x_wd = x_wd * v_S.to(tl.float32)
@@ -99,15 +99,14 @@ def words(src: str, block: str, bits: int) -> str:
                                "            v_w = tl.reshape(r_w3, (BLOCK_K, BLOCK_N))", 1)
 
 
-def patched(variant: str, bits: int, program):
-    k, src = ORIG(program)
-    if variant == "v0":
-        return k, src
+def patch(variant: str, src: str) -> str:
+    unpacked = re.search(r"v_w = .*& \(\(1 << (\d)\) - 1\)", src)
+    bits = int(unpacked.group(1)) if unpacked else 8
     act = "float16" if "tl.float16" in src.split("x_wd = x_wd * v_S")[1][:60] else "bfloat16"
     block = BLOCK.format(act=act)
     assert src.count(block) == 1, "generated dequantisation block not found"
     if variant == "bf16math":
-        return k, src.replace(block, bf16_math(block, act))
+        return src.replace(block, bf16_math(block, act))
     if variant == "words":
         out = words(src, block, bits)
     else:
@@ -116,28 +115,7 @@ def patched(variant: str, bits: int, program):
         line = f"            v_{t} = tl.broadcast_to(v_{t}[None, :], (BLOCK_K, BLOCK_N))\n"
         assert line in out, line
         out = out.replace(line, f"            r_{t} = v_{t}\n" + line)
-    return k, out
-
-
-def use(variant: str, bits: int) -> None:
-    K.compiled = functools.lru_cache(maxsize=256)(functools.partial(patched, variant, bits))
-
-
-def _warm(job):
-    variant, bits, sizes, params = job
-    use(variant, bits)
-    from tilesched.backends.cuda import compile_pool
-
-    return compile_pool._warm((str(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml"), sizes, params))[1]
-
-
-def warm(jobs) -> None:
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
-        errs = [e for e in pool.map(_warm, jobs, chunksize=1) if e]
-    print(f"compiled {len(jobs)} ({len(errs)} failed) {errs[:3]}", flush=True)
+    return out
 
 
 CASES = [(4, 1, 8192, 8192), (4, 1, 28672, 8192), (2, 1, 28672, 8192), (4, 16, 8192, 8192), (4, 16, 28672, 8192),
@@ -170,7 +148,7 @@ def main() -> int:
             for bits in (4, 2, 8, 3):
                 if not runs(variant, bits, 1) and not runs(variant, bits, 16):
                     continue
-                use(variant, bits)
+                pk.use(patch, variant)
                 prog = retyped(load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml"), "bf16", "fp16")
                 for p in (lowbit.cfg(16, 32, 128, 4, 2), lowbit.cfg(1, 32, 128, 4, 2, 2), lowbit.cfg(16, 32, 64, 4, 2)):
                     v = run_against_oracle(K.Kernel(prog), {"M": 20, "N": 40, "K": 520}, p, seed=1)
@@ -179,31 +157,19 @@ def main() -> int:
         return 1 if bad else 0
     import torch
 
-    jobs = [(v, b, {"M": m, "N": n, "K": k}, p) for b, m, n, k in CASES for v in VARIANTS for p in candidates(m)
-            if runs(v, b, m)]
-    warm(jobs)
+    pk.warm(patch, [(v, lowbit.BITS_SPECS[b], {"M": m, "N": n, "K": k}, p) for b, m, n, k in CASES for v in VARIANTS
+                    for p in candidates(m) if runs(v, b, m)])
     report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
     for bits, m, n, k in CASES:
-        prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
         sizes = {"M": m, "N": n, "K": k}
         nbytes = lowbit.weight_bytes(bits, m, n, k)
         sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
         bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
-        for variant in VARIANTS:
-            if not runs(variant, bits, m):
-                continue
-            use(variant, bits)
-            kern = K.Kernel(prog)
-            best, table, _ = sb.search(kern, prog, sizes, candidates(m), sets, 20)
-            b = sb.legal(prog, sizes, best["params"])
-            err, why = sb.oracle_error(kern, b, sets[0])
-            report["rows"].append({"bits": bits, "shape": sizes, "variant": variant, "ms": best["ms"],
-                                   "params": best["params"], "cublas_ms": cub, "ratio_vs_cublas": cub / best["ms"],
-                                   "bytes": nbytes, "GBs": nbytes / best["ms"] / 1e6, "rel_err": err,
-                                   "check": why or "ok", "candidates": table})
-            print(f"w{bits} M={m} N={n} K={k} {variant:6s} {best['ms']:.4f} ms  cuBLAS {cub:.4f} x{cub / best['ms']:.2f}"
-                  f"  {nbytes / best['ms'] / 1e6:.0f} GB/s  err {err:.1e} {why} {best['params']}", flush=True)
+        prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
+        rows = pk.time_variants(patch, prog, [v for v in VARIANTS if runs(v, bits, m)], sizes, candidates(m), sets,
+                                cub, {"bits": bits, "bytes": nbytes})
+        report["rows"] += [{**r, "GBs": nbytes / r["ms"] / 1e6} for r in rows]
     report["copy_GBs"] = sb.copy_gbs()
     sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-factor-scale-exp.json", report)
     return 0

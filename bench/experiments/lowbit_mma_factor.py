@@ -13,29 +13,25 @@ commit 07a52ab."""
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "experiments")]
 
 import lowbit  # noqa: E402
+import patched_kernels as pk  # noqa: E402
 import spec_bench as sb  # noqa: E402
 
 import tilesched.backends.cuda.kernel as K  # noqa: E402
 from tilesched import load_program  # noqa: E402
 
-ORIG = K.compiled.__wrapped__
 TC = "            else:\n                v_acc = tl.dot(v_x, v_wd, v_acc)\n"
 MAGIC = {"bfloat16": ("0x4300", "128.0"), "float16": ("0x6400", "1024.0")}
 
 
-def patched(variant: str, program):
-    k, src = ORIG(program)
-    if variant == "v0":
-        return k, src
+def patch(variant: str, src: str) -> str:
     act = "float16" if "v_wd = x_wd.to(tl.float16)" in src else "bfloat16"
     assert src.count(TC) == 1, "tensor-core branch not found"
     xs = "tl.reduce(v_x.to(tl.float32), 1, _add)"
@@ -49,19 +45,7 @@ def patched(variant: str, program):
                 f"                m_part = tl.dot(v_x, (v_w | {word}).to(tl.int16).to(tl.{act}, bitcast=True))\n"
                 f"                v_acc = v_acc + (m_part - {xs}[:, None] * (row_v_Z.to(tl.float32) + {bias})[None, :])"
                 " * row_v_S.to(tl.float32)[None, :]\n")
-    return k, src.replace(TC, body + TC)
-
-
-def use(variant: str) -> None:
-    K.compiled = functools.lru_cache(maxsize=256)(functools.partial(patched, variant))
-
-
-def _warm(job):
-    variant, bits, sizes, params = job
-    use(variant)
-    from tilesched.backends.cuda import compile_pool
-
-    return compile_pool._warm((str(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml"), sizes, params))[1]
+    return src.replace(TC, body + TC)
 
 
 CASES = [(4, 16, 8192, 8192), (4, 16, 28672, 8192), (2, 16, 28672, 8192), (4, 128, 8192, 8192),
@@ -82,41 +66,25 @@ def main() -> int:
         bad = 0
         for variant in VARIANTS[1:]:
             for bits in (4, 2, 3):
-                use(variant)
+                pk.use(patch, variant)
                 prog = retyped(load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml"), "bf16", "fp16")
                 for p in (lowbit.cfg(16, 32, 128, 4, 2), lowbit.cfg(32, 32, 64, 4, 2, 2)):
                     v = run_against_oracle(K.Kernel(prog), {"M": 20, "N": 40, "K": 520}, p, seed=1)
                     bad += not v.ok
                     print(variant, bits, p["BLOCK_M"], p["BLOCK_K"], v.ok, v.why, flush=True)
         return 1 if bad else 0
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     import torch
 
-    jobs = [(v, b, {"M": m, "N": n, "K": k}, p) for b, m, n, k in CASES for v in VARIANTS for p in candidates(m)]
-    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
-        errs = [e for e in pool.map(_warm, jobs, chunksize=1) if e]
-    print(f"compiled {len(jobs)} ({len(errs)} failed) {errs[:3]}", flush=True)
+    pk.warm(patch, [(v, lowbit.BITS_SPECS[b], {"M": m, "N": n, "K": k}, p) for b, m, n, k in CASES for v in VARIANTS
+                    for p in candidates(m)])
     report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
     for bits, m, n, k in CASES:
-        prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
         sizes = {"M": m, "N": n, "K": k}
-        nbytes = lowbit.weight_bytes(bits, m, n, k)
-        sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
+        sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(bits, m, n, k)))]
         bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
-        for variant in VARIANTS:
-            use(variant)
-            kern = K.Kernel(prog)
-            best, table, _ = sb.search(kern, prog, sizes, candidates(m), sets, 20)
-            b = sb.legal(prog, sizes, best["params"])
-            err, why = sb.oracle_error(kern, b, sets[0])
-            report["rows"].append({"bits": bits, "shape": sizes, "variant": variant, "ms": best["ms"],
-                                   "params": best["params"], "cublas_ms": cub, "ratio_vs_cublas": cub / best["ms"],
-                                   "rel_err": err, "check": why or "ok", "candidates": table})
-            print(f"w{bits} M={m} N={n} K={k} {variant:6s} {best['ms']:.4f} ms  cuBLAS {cub:.4f} x{cub / best['ms']:.2f}"
-                  f"  err {err:.1e} {why} {best['params']}", flush=True)
+        prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
+        report["rows"] += pk.time_variants(patch, prog, VARIANTS, sizes, candidates(m), sets, cub, {"bits": bits})
     sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-mma-factor-exp.json", report)
     return 0
 

@@ -8,21 +8,20 @@ checks the patched source on the CPU. It patches the renderer's output as of com
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "experiments")]
 
 import lowbit  # noqa: E402
+import patched_kernels as pk  # noqa: E402
 import spec_bench as sb  # noqa: E402
 
 import tilesched.backends.cuda.kernel as K  # noqa: E402
 from tilesched import load_program  # noqa: E402
 
-ORIG = K.compiled.__wrapped__
 PER, BITS = 10, 3
 GATHERED = f"""        if EVEN_K and EVEN_N:
             v_w = tl.load(p_W + (o_K // {PER})[:, None] * s_W_K + o_N[None, :] * s_W_N)
@@ -36,24 +35,9 @@ WORDS = f"""        g_first = (it_K * BLOCK_K) // {PER}  # experiment: the tile'
 """
 
 
-def patched(variant: str, program):
-    k, src = ORIG(program)
-    if variant == "v0":
-        return k, src
+def patch(variant: str, src: str) -> str:
     assert src.count(GATHERED) == 1, "gathered word load not found"
-    return k, src.replace(GATHERED, WORDS)
-
-
-def use(variant: str) -> None:
-    K.compiled = functools.lru_cache(maxsize=256)(functools.partial(patched, variant))
-
-
-def _warm(job):
-    variant, sizes, params = job
-    use(variant)
-    from tilesched.backends.cuda import compile_pool
-
-    return compile_pool._warm((str(sb.CONFIGS / "w3a16_gemm.yaml"), sizes, params))[1]
+    return src.replace(GATHERED, WORDS)
 
 
 CASES = [(1, 8192, 8192), (1, 28672, 8192), (16, 28672, 8192), (128, 28672, 8192)]
@@ -69,7 +53,7 @@ def main() -> int:
         from tests.cuda_util import run_against_oracle
         from tilesched.backends.cuda.io import retyped
 
-        use("gather")
+        pk.use(patch, "gather")
         prog = retyped(load_program(sb.CONFIGS / "w3a16_gemm.yaml"), "bf16", "fp16")
         bad = 0
         for p in (lowbit.cfg(16, 32, 128, 4, 2), lowbit.cfg(1, 32, 128, 4, 2, 2), lowbit.cfg(16, 32, 64, 4, 2),
@@ -78,15 +62,10 @@ def main() -> int:
             bad += not v.ok
             print(p["BLOCK_M"], p["BLOCK_K"], v.ok, v.why, flush=True)
         return 1 if bad else 0
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     import torch
 
-    jobs = [(v, {"M": m, "N": n, "K": k}, p) for m, n, k in CASES for v in VARIANTS for p in candidates(m)]
-    with ProcessPoolExecutor(max_workers=14, mp_context=mp.get_context("spawn")) as pool:
-        errs = [e for e in pool.map(_warm, jobs, chunksize=1) if e]
-    print(f"compiled {len(jobs)} ({len(errs)} failed) {errs[:3]}", flush=True)
+    pk.warm(patch, [(v, "w3a16_gemm", {"M": m, "N": n, "K": k}, p) for m, n, k in CASES for v in VARIANTS
+                    for p in candidates(m)])
     report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
     prog = load_program(sb.CONFIGS / "w3a16_gemm.yaml")
     for m, n, k in CASES:
@@ -94,19 +73,7 @@ def main() -> int:
         sets = [lowbit.make_inputs(3, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(3, m, n, k)))]
         bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
         cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
-        for variant in VARIANTS:
-            use(variant)
-            kern = K.Kernel(prog)
-            best, table, _ = sb.search(kern, prog, sizes, candidates(m), sets, 20)
-            if best is None:
-                print(f"M={m} N={n} {variant}: nothing ran {table[:1]}", flush=True)
-                continue
-            err, why = sb.oracle_error(kern, sb.legal(prog, sizes, best["params"]), sets[0])
-            report["rows"].append({"bits": 3, "shape": sizes, "variant": variant, "ms": best["ms"],
-                                   "params": best["params"], "cublas_ms": cub, "ratio_vs_cublas": cub / best["ms"],
-                                   "rel_err": err, "check": why or "ok", "candidates": table})
-            print(f"w3 M={m} N={n} K={k} {variant:6s} {best['ms']:.4f} ms  cuBLAS {cub:.4f} x{cub / best['ms']:.2f}"
-                  f"  err {err:.1e} {why} {best['params']}", flush=True)
+        report["rows"] += pk.time_variants(patch, prog, VARIANTS, sizes, candidates(m), sets, cub, {"bits": 3})
     sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-word-gather-exp.json", report)
     return 0
 
