@@ -81,14 +81,14 @@ def test_a_factored_dequantisation_costs_only_its_unpacking():
     """At a row tile below 16 the factor pass takes the group's scale and zero point out of the sum
     (tilesched/passes/factor.py): the model counts the unpacking and conversion per weight only, and
     only where the rendered kernel takes that branch (the group a multiple of the K tile)."""
-    from tilesched.tuner.costmodel import _factored_operands, _loop_elementwise_ops
+    from tilesched.passes.factor import factored_at
+    from tilesched.tuner.costmodel import _loop_elementwise_ops
 
     prog = load_program(CONFIGS / "w4a16_gemm.yaml")
     point = {"M": 1, "N": 8192, "K": 8192, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 4}
     decode = bind(prog, {**point, "BLOCK_M": 1})
-    assert _factored_operands(decode) == {"wd"} and not _factored_operands(bind(prog, {**point, "M": 16,
-                                                                                       "BLOCK_M": 16}))
+    assert factored_at(decode) == (("wd", "mma"),) and not factored_at(bind(prog, {**point, "M": 16, "BLOCK_M": 16}))
     assert _loop_elementwise_ops(decode) == 8192 * 8192 * 3  # the conversion and a packed input's two
     text = (CONFIGS / "w4a16_gemm.yaml").read_text().replace("group: {K: 128}", "group: {K: 64}")
     small_groups = bind(lower(*load_spec_text(text)), {**point, "BLOCK_M": 1})
-    assert not _factored_operands(small_groups) and _loop_elementwise_ops(small_groups) > 3 * 8192 * 8192
+    assert not factored_at(small_groups) and _loop_elementwise_ops(small_groups) > 3 * 8192 * 8192

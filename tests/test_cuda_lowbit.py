@@ -257,6 +257,16 @@ def test_plan_shows_both_kernels_of_a_materialised_point(capsys):
     assert "tile grid: N 4096/128 = 32 x K 4096/64 = 64  -> 2048 programs" in out
 
 
+def test_plan_says_where_the_dequantisation_is_factored(capsys):
+    from tilesched.cli import main
+
+    spec = str(CONFIGS / "w4a16_gemm.yaml")
+    factored = "factored: mma multiplies w as loaded and applies dequant's factors once per K tile and column"
+    for sets, shown in ((["M=1", "BLOCK_M=1"], True), (["M=16"], False), (["M=1", "BLOCK_M=1", "MATERIALIZE=true"], False)):
+        assert main(["plan", spec] + [a for v in sets for a in ("--set", v)]) == 0
+        assert (factored in capsys.readouterr().out) == shown, sets
+
+
 def test_an_emitted_library_runs_the_materialised_schedule(tmp_path, monkeypatch):
     """The emitted module holds the producer and consumer kernels: a package imported from disk runs
     a materialised point and matches the oracle."""

@@ -74,6 +74,22 @@ def _materialized_plan(prog, binding) -> str | None:
     return "\n".join(out)
 
 
+def _factored_lines(binding) -> list[str]:
+    """Dots whose operand chain leaves the sum at this point (tilesched/passes/factor.py)."""
+    if binding.program.target != "cuda":
+        return []
+    from tilesched.passes.factor import factored_at
+
+    prog = binding.program
+    lines = []
+    for operand, stage in factored_at(binding):
+        chain = next(s for s in prog.stages if operand in s.writes)
+        red = next(lp.axis for lp in prog.loops if lp.kind == "reduction")
+        lines.append(f"factored: {stage} multiplies {chain.reads[0]} as loaded and applies {chain.name}'s factors once "
+                     f"per {red} tile and column (CUDA cores, one multiply-add per element)")
+    return lines
+
+
 def cmd_plan(args) -> int:
     from tilesched import load_with_source
     from tilesched.ir.bind import bind, parse_assignments
@@ -92,6 +108,8 @@ def cmd_plan(args) -> int:
         return EXIT_INVALID
     schedule = derive_schedule(binding)
     print(_materialized_plan(prog, binding) or format_schedule(schedule))
+    for line in _factored_lines(binding):
+        print(line)
     print(_generation_line(prog, source).strip())
     if getattr(args, "dump_ir", False):
         from tilesched.ir.looptree import build_tree, dump_tree

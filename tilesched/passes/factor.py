@@ -17,6 +17,11 @@ rounding.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+from tilesched.errors import SpecError
+from tilesched.ir.bind import Binding
+from tilesched.ir.expr import evaluate
 from tilesched.ir.looptree import LoopTree
 from tilesched.ir.nodes import Program
 from tilesched.passes.kernel import Instr, KernelIR, one_row_axis, producer
@@ -77,3 +82,31 @@ def factor(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     if len(loop) == len(k.loop):
         return k
     return k.model_copy(update={"loop": tuple(loop)})
+
+
+@lru_cache(maxsize=64)
+def _affine_dots(program: Program) -> tuple[tuple[str, str, str, tuple[str, ...]], ...]:
+    """(rows axis, operand, dot stage, coefficient values) of each fused dot of the program's kernel."""
+    from tilesched.passes.gpu import lower_kernel  # the pipeline imports this module
+
+    try:
+        k = lower_kernel(program)
+    except SpecError:  # a program the backend refuses has nothing factored
+        return ()
+    return tuple((k.value(i.out).axes[0], i.via, i.stage, tuple(i.args[3:])) for i in k.loop if i.op == "affine_dot")
+
+
+def factored_at(b: Binding) -> tuple[tuple[str, str], ...]:
+    """(operand, dot stage) of each fused dot whose factored branch the kernel takes at this point: a
+    row tile below 16, every coefficient grouped along the reduction axis by a multiple of its tile
+    (the tests the rendered kernel makes)."""
+    if b.option("materialize", False):
+        return ()  # the consumer kernel loads the materialised operand: no chain left to factor
+    red = next((lp.axis for lp in b.program.loops if lp.kind == "reduction"), None)
+    out = []
+    for rows, operand, stage, coefs in _affine_dots(b.program):
+        groups = [dict(b.program.tensor(c).group).get(red) for c in coefs if b.program.tensor(c).scope != "tile"]
+        sizes = [int(evaluate(g, b.env())) if isinstance(g, str) else g for g in groups if g is not None]
+        if b.tile(rows) < 16 and all(g % b.tile(red) == 0 for g in sizes):
+            out.append((operand, stage))
+    return tuple(out)

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from math import prod
 
 import numpy as np
 
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import SUB_BYTE, nbytes
-from tilesched.ir.expr import evaluate
+from tilesched.passes.factor import factored_at
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
 from tilesched.schedules.limits import smem_estimate
 from tilesched.schedules.plan import derive_schedule
@@ -335,7 +334,7 @@ def _loop_elementwise_ops(b: Binding) -> float:
     if red is None:
         return 0.0
     grid = _spatial(b)
-    factored = _factored_operands(b)
+    factored = {operand for operand, _ in factored_at(b)}
     total = 0.0
     for s in b.program.stages:
         if s.op != "elementwise" or s.at != red:
@@ -349,33 +348,6 @@ def _loop_elementwise_ops(b: Binding) -> float:
             per = ALU_PER_ELEMENT + len(s.fn) + ALU_PER_PACKED_INPUT * len(packed)
         total += prod(b.sizes[a] for a in out.shape) * again * per
     return total
-
-
-@lru_cache(maxsize=64)
-def _affine_dots(program) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
-    """(rows axis, operand, coefficient tensors) of each dot whose operand chain the GPU passes
-    factor out of the sum on CUDA cores (tilesched/passes/factor.py)."""
-    from tilesched.errors import SpecError
-    from tilesched.passes.gpu import lower_kernel
-
-    try:
-        k = lower_kernel(program)
-    except SpecError:  # a program the backend refuses has nothing factored
-        return ()
-    return tuple((k.value(i.out).axes[0], i.via, tuple(i.args[3:])) for i in k.loop if i.op == "affine_dot")
-
-
-def _factored_operands(b: Binding) -> set[str]:
-    """Operands factored at this point: a row tile below 16, and each coefficient grouped along the
-    reduction axis by a multiple of its tile (as the rendered kernel tests)."""
-    red = _reduction(b)
-    out = set()
-    for rows, operand, coefs in _affine_dots(b.program):
-        groups = [dict(b.program.tensor(c).group).get(red) for c in coefs if b.program.tensor(c).scope != "tile"]
-        sizes = [int(evaluate(g, b.env())) if isinstance(g, str) else g for g in groups if g is not None]
-        if b.tile(rows) < 16 and all(g % b.tile(red) == 0 for g in sizes):
-            out.add(operand)
-    return out
 
 
 def _loop_exponentials(b: Binding) -> float:
