@@ -65,3 +65,15 @@ def test_cost_model_predicts_every_legal_point_of_the_examples(spec):
     preds = [predict(space.bind(p)) for p in space.legal_points[:60]]
     assert preds and all(p.latency > 0 for p in preds)
     assert len({round(p.latency, 9) for p in preds}) > 1 or len(preds) == 1
+
+
+def test_a_shape_where_the_defaults_do_not_fit_still_has_its_space():
+    """Decode: at M = 1 the spec's default row tile (16) is illegal; the space still resolves the sizes
+    and offers exactly the points that fit (row tile 1)."""
+    from tests.conftest import CONFIGS
+    from tilesched import load_program
+    from tilesched.tuner.space import Space
+
+    space = Space(load_program(CONFIGS[0].parent / "w4a16_gemm.yaml"), {"M": 1, "N": 4096, "K": 4096})
+    assert space.sizes["M"] == 1 and space.legal_points
+    assert {p["BLOCK_M"] for p in space.legal_points} == {1}

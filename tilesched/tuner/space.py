@@ -36,10 +36,17 @@ class Space:
         self.params = tuple(
             p.model_copy(update={"values": tuple(v for v in p.values if v in domains[p.name])})
             if p.name in domains else p for p in program.params)
-        # bind once at the defaults (plus pins) to resolve every axis size
-        base = bind(program, {**dict(sizes or {}), **self.pinned})
+        # bind once at the defaults (plus pins) to resolve every axis size and check the pins
+        values = {**dict(sizes or {}), **self.pinned}
+        try:
+            base = bind(program, values)
+            refused = None
+        except SpecError as exc:  # the defaults may not fit these sizes (a row tile of 16 at M = 1)
+            base, refused = bind(program, values, schedule=False), exc
         self.sizes = dict(base.sizes)
         self._symbolic = {a.name: self.sizes[a.name] for a in program.axes if a.symbolic}
+        if refused is not None and not self.legal_points:
+            raise refused  # no point fits either: the defaults' reason is the one to show
 
     @property
     def free(self):
