@@ -81,3 +81,19 @@ def test_plan_dump_ir_prints_every_pass(capsys):
     for name in ("looptree", "skeleton", "carried", "sink", "tma", "masks", "switches"):
         assert f"=== after {name}" in out
     assert "acc[M, N]:fp32 = dot(a_tile, b_tile) accumulate" in out
+
+
+def test_plan_and_run_fit_the_free_parameters_to_a_decode_shape(capsys, monkeypatch):
+    """At M = 1 the low-bit spec's default row tile (16) does not fit: plan and run take the nearest
+    legal point for the parameters left free, as the launcher does, and say so; a value set by the
+    user that does not fit is still refused with its own error."""
+    spec = str(ROOT / "configs" / "w4a16_gemm.yaml")
+    assert main(["plan", spec, "--set", "M=1"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the spec's defaults do not fit these sizes; nearest legal point: BLOCK_M=1" in out
+    assert "params: BLOCK_M=1 BLOCK_N=128" in out
+    assert main(["plan", spec, "--set", "M=1", "--set", "BLOCK_M=16"]) == 1
+    assert "tile size 16 exceeds the size 1 of axis M" in capsys.readouterr().err
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert main(["run", spec, "--set", "M=1", "--set", "N=40", "--set", "K=256"]) == 0
+    assert "-> OK" in capsys.readouterr().out

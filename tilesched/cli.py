@@ -90,15 +90,29 @@ def _factored_lines(binding) -> list[str]:
     return lines
 
 
+def _bind_cli(prog, values: dict, source):
+    """The point `--set` names; where the defaults of the parameters it leaves free do not fit its
+    sizes, the nearest legal point (as the launcher picks), said in one line."""
+    from tilesched.ir.fit import bind_fitting
+
+    binding = bind_fitting(prog, values, source)
+    moved = {p.name: binding.params[p.name] for p in prog.params
+             if p.name not in values and binding.params[p.name] != p.default}
+    if moved:
+        print("note: the spec's defaults do not fit these sizes; nearest legal point: "
+              + " ".join(f"{k}={v}" for k, v in moved.items()))
+    return binding
+
+
 def cmd_plan(args) -> int:
     from tilesched import load_with_source
-    from tilesched.ir.bind import bind, parse_assignments
+    from tilesched.ir.bind import parse_assignments
     from tilesched.schedules.limits import limit_problem
     from tilesched.schedules.plan import derive_schedule, format_schedule
 
     try:
         prog, source = load_with_source(args.spec)
-        binding = bind(prog, parse_assignments(args.set or []), source)
+        binding = _bind_cli(prog, parse_assignments(args.set or []), source)
     except SpecError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
@@ -156,14 +170,14 @@ def cmd_run(args) -> int:
 
     Dispatches on the spec's target to the backend module's `run_cli(binding, args)`."""
     from tilesched import load_with_source
-    from tilesched.ir.bind import bind, parse_assignments
+    from tilesched.ir.bind import parse_assignments
     from tilesched.schedules.limits import check_limits
     from tilesched.targets import check_generatable, runner
 
     prog, source = load_with_source(args.spec)
     with located(source):
         check_generatable(prog)
-        binding = bind(prog, parse_assignments(args.set or []), source)
+        binding = _bind_cli(prog, parse_assignments(args.set or []), source)
         check_limits(binding)
         try:
             backend = runner(prog.target)
