@@ -89,6 +89,15 @@ def make_inputs(bits: int, m: int, n: int, k: int, device, dtype=None) -> dict:
     return {"X": x, "W": w, "Z": z, "S": s}
 
 
+def sets_and_cublas(bits: int, m: int, n: int, k: int, repeats: int = 20) -> tuple[list[dict], float]:
+    """Input sets for one shape (enough to rotate past L2) and bf16 cuBLAS's time on the shape, this run."""
+    import torch
+
+    sets = [make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(weight_bytes(bits, m, n, k)))]
+    bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+    return sets, sb.time_fns([lambda t=t: t["X"] @ bw for t in sets], repeats)
+
+
 def weight_bytes(bits: int, m: int, n: int, k: int) -> int:
     """Bytes a call must move at least: the packed weights, zero points, scales, X and Y."""
     per = 32 // bits if bits < 8 else 1

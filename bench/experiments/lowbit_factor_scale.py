@@ -163,9 +163,7 @@ def main() -> int:
     for bits, m, n, k in CASES:
         sizes = {"M": m, "N": n, "K": k}
         nbytes = lowbit.weight_bytes(bits, m, n, k)
-        sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
-        bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+        sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
         prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
         rows = pk.time_variants(patch, prog, [v for v in VARIANTS if runs(v, bits, m)], sizes, candidates(m), sets,
                                 cub, {"bits": bits, "bytes": nbytes})

@@ -104,9 +104,7 @@ def main() -> int:
     gen = Kernel(prog)
     for n, k in ((28672, 8192), (8192, 8192)):
         sizes = {"M": 1, "N": n, "K": k}
-        sets = [lowbit.make_inputs(4, 1, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(4, 1, n, k)))]
-        bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+        sets, cub = lowbit.sets_and_cublas(4, 1, n, k)
         best, table, _ = sb.search(gen, prog, sizes, [lowbit.cfg(1, 128, 128, 4, 4, 4), lowbit.cfg(1, 128, 64, 4, 4, 8)],
                                    sets, 20)
         rows = [{"kernel": "generated", "ms": best["ms"], "params": best["params"]}]

@@ -54,7 +54,6 @@ def main() -> int:
                 v = run_against_oracle(K.Kernel(prog), {"M": 20, "N": 40, "K": 520}, p, seed=1)
                 print(bits, p["BLOCK_M"], p["BLOCK_K"], v.ok, v.why)
         return 0
-    import torch
 
     rows = []
     for bits in (4, 2):
@@ -62,9 +61,7 @@ def main() -> int:
         for m, n, k in ((1, 4096, 4096), (1, 8192, 8192), (1, 28672, 8192), (16, 8192, 8192)):
             sizes = {"M": m, "N": n, "K": k}
             nbytes = lowbit.weight_bytes(bits, m, n, k)
-            sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
-            bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-            cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+            sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
             for variant in ("v0", "kperm"):
                 use(variant)
                 kern = K.Kernel(prog)

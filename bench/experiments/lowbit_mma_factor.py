@@ -80,9 +80,7 @@ def main() -> int:
     report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
     for bits, m, n, k in CASES:
         sizes = {"M": m, "N": n, "K": k}
-        sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(bits, m, n, k)))]
-        bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+        sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
         prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
         report["rows"] += pk.time_variants(patch, prog, VARIANTS, sizes, candidates(m), sets, cub, {"bits": bits})
     sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-mma-factor-exp.json", report)

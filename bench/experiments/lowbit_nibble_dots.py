@@ -95,9 +95,7 @@ def main() -> int:
     gen = Kernel(prog)
     for m, n, k in ((16, 28672, 8192), (16, 8192, 8192), (128, 28672, 8192), (128, 8192, 8192)):
         sizes = {"M": m, "N": n, "K": k}
-        sets = [lowbit.make_inputs(4, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(4, m, n, k)))]
-        bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+        sets, cub = lowbit.sets_and_cublas(4, m, n, k)
         lock = [lowbit.cfg(16, 128, 64, 4, 4, 4), lowbit.cfg(16, 128, 128, 4, 4, 4)] if m == 16 else \
             [lowbit.cfg(128, 64, 128, 4, 3), lowbit.cfg(128, 128, 64, 4, 4)]
         best, table, _ = sb.search(gen, prog, sizes, lock, sets, 20)

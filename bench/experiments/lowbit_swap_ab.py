@@ -17,7 +17,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import lowbit  # noqa: E402
 import spec_bench as sb  # noqa: E402
-import torch  # noqa: E402
 
 import tilesched.backends.cuda.kernel as K  # noqa: E402
 from tilesched import load_program  # noqa: E402
@@ -68,9 +67,7 @@ for bits in (8, 4):
     prog = load_program(sb.CONFIGS / f"{spec}.yaml")
     for m, n, k in ((1024, 4096, 4096), (128, 4096, 4096), (1024, 28672, 8192)):
         sizes = {"M": m, "N": n, "K": k}
-        sets = [lowbit.make_inputs(bits, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(bits, m, n, k)))]
-        bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+        sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
         for variant in ("v0", VARIANT):
             K.compiled = functools.lru_cache(maxsize=256)(PATCH[variant])
             kern = K.Kernel(prog)

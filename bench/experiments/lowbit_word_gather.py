@@ -70,9 +70,7 @@ def main() -> int:
     prog = load_program(sb.CONFIGS / "w3a16_gemm.yaml")
     for m, n, k in CASES:
         sizes = {"M": m, "N": n, "K": k}
-        sets = [lowbit.make_inputs(3, m, n, k, "cuda") for _ in range(sb.n_sets(lowbit.weight_bytes(3, m, n, k)))]
-        bw = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
-        cub = sb.time_fns([lambda t=t, bw=bw: t["X"] @ bw for t in sets], 20)
+        sets, cub = lowbit.sets_and_cublas(3, m, n, k)
         report["rows"] += pk.time_variants(patch, prog, VARIANTS, sizes, candidates(m), sets, cub, {"bits": 3})
     sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-word-gather-exp.json", report)
     return 0
