@@ -185,14 +185,14 @@ def cmd_check(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-def bench_shapes(quick: bool) -> list[tuple[str, int, int, int]]:
+def bench_shapes(quick: bool, only_m: set[int] | None = None) -> list[tuple[str, int, int, int]]:
     out = [("square", s, s, s) for s in SQUARE]
     for kn, ms in LLM_M.items():
         for m in ms:
             out.append(("llm", m, kn, kn))
     if quick:
         out = out[:3]
-    return out
+    return [s for s in out if only_m is None or s[1] in only_m]
 
 
 def n_sets(per_set_bytes: int) -> int:
@@ -232,12 +232,14 @@ def cmd_bench(args) -> int:
 
     dev = torch.cuda.get_device_name()
     out_dir = Path(args.out)
-    result_path = out_dir / f"gemm-{slug(dev)}.json"
-    lock_path = out_dir / f"gemm-lock-{slug(dev)}.json"
+    result_path = out_dir / f"{args.tag}-{slug(dev)}.json"
+    lock_path = out_dir / f"{args.tag}-lock-{slug(dev)}.json"
     vers = versions()
     program = load_program(GEMM_SPEC)
     fused = load_program(FUSED_SPEC)
-    shapes = bench_shapes(args.quick)
+    only_m = {int(m) for m in args.ms.split(",")} if args.ms else None
+    shapes = bench_shapes(args.quick, only_m)
+    fused_shapes = [s for s in FUSED_SHAPES[: (1 if args.quick else None)] if only_m is None or s[0] in only_m]
     seed_lock = LockFile.read(args.from_lock) if args.from_lock else None
 
     def cands(prog, sizes, m):
@@ -247,7 +249,7 @@ def cmd_bench(args) -> int:
     for _, m, n, k in shapes:
         sizes = {"M": m, "N": n, "K": k}
         jobs += [(GEMM_SPEC, sizes, p) for p in cands(program, sizes, m) if legal(program, sizes, p)]
-    for m, n, k in FUSED_SHAPES[: (1 if args.quick else None)]:
+    for m, n, k in fused_shapes:
         sizes = {"M": m, "N": n, "K": k}
         jobs += [(FUSED_SPEC, sizes, p) for p in cands(fused, sizes, m) if legal(fused, sizes, p)]
     jobs = dedupe_jobs(jobs)
@@ -301,7 +303,7 @@ def cmd_bench(args) -> int:
         write_json(result_path, report)
         lock.write(lock_path)
 
-    for m, n, k in FUSED_SHAPES[: (1 if args.quick else None)]:
+    for m, n, k in fused_shapes:
         sizes = {"M": m, "N": n, "K": k}
         best, table = search_shape(fused, FUSED_SPEC, sizes, cands(fused, sizes, m), args.repeats)
         sets = [(torch.randn(m, k, dtype=bf16, device="cuda"), torch.randn(n, k, dtype=bf16, device="cuda"),
@@ -343,6 +345,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--from-lock", type=Path, help="bench: the lock file's config per shape plus --extra of the list")
     p.add_argument("--extra", type=int, default=2, help="search-list configs tried beside the lock's (--from-lock)")
+    p.add_argument("--ms", default="", help="bench: only the shapes with these M (comma-separated)")
+    p.add_argument("--tag", default="gemm", help="bench: results file prefix (gemm-decode for a re-run of M = 1)")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "list":
