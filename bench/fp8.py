@@ -32,18 +32,21 @@ SHAPES = [(m, n, k) for _, m, n, k in __import__("gemm").bench_shapes(False)]
 CHECK = {SPEC: {"M": 300, "N": 528, "K": 1040}}  # ragged; TMA needs 16-byte rows: N, K multiples of 16
 
 
-def cfg(bm, bn, bk, w, s, persistent=True, subtile=True, group=8) -> dict:
+def cfg(bm, bn, bk, w, s, persistent=True, subtile=True, group=8, split=1) -> dict:
     return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "NUM_WARPS": w, "NUM_STAGES": s,
-            "PERSISTENT": persistent, "EPILOGUE_SUBTILE": subtile}
+            "PERSISTENT": persistent, "EPILOGUE_SUBTILE": subtile, "SPLIT_K": split}
 
 
 def candidates(m: int) -> list[dict]:
-    if m < 16:  # a row tile of 1: CUDA cores, memory-bound (a tile may not exceed its axis)
+    if m < 16:  # a row tile of 1: CUDA cores, memory-bound (a tile may not exceed its axis); split-K
+        # gives the few column tiles of a decode shape enough programs
         return [cfg(1, 64, 256, 4, 4, False, False), cfg(1, 128, 128, 4, 4, False, False),
-                cfg(1, 64, 128, 4, 5, False, False), cfg(1, 128, 256, 8, 3, False, False)]
+                cfg(1, 64, 128, 4, 5, False, False), cfg(1, 128, 256, 8, 3, False, False)] + \
+            [cfg(1, bn, bk, 4, 4, False, False, split=sk) for bn in (64, 128) for bk in (128, 256) for sk in (2, 4, 8)]
     if m < 64:
         return [cfg(16, 64, 256, 4, 4, False, False), cfg(16, 128, 128, 4, 4, False, False),
-                cfg(16, 64, 128, 4, 5, False, False), cfg(16, 128, 256, 4, 3, False, False)]
+                cfg(16, 64, 128, 4, 5, False, False), cfg(16, 128, 256, 4, 3, False, False),
+                cfg(16, 64, 256, 4, 4, False, False, split=2), cfg(16, 64, 256, 4, 4, False, False, split=4)]
     if m <= 256:
         return [cfg(64, 128, 128, 4, 4, False, False), cfg(64, 256, 128, 4, 3, False, False),
                 cfg(128, 128, 128, 8, 4, False, False), cfg(64, 128, 256, 4, 3, False, False),

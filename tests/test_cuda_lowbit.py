@@ -166,12 +166,13 @@ def test_fp8_gemm_matches_the_oracle():
     assert ins["A"].dtype == torch.float8_e4m3fn and ins["B"].stride(0) == 1  # column-major [K, N]
 
 
-@pytest.mark.parametrize("block_m, m", [(1, 3), (16, 20)])
-def test_fp8_gemm_small_row_tiles(block_m, m):
-    """Decode-sized M (bench/fp8.py at M = 1 and 16): a row tile of 1 multiplies on CUDA cores."""
+@pytest.mark.parametrize("block_m, m, split", [(1, 3, 1), (16, 20, 1), (1, 3, 2), (16, 20, 4)])
+def test_fp8_gemm_small_row_tiles(block_m, m, split):
+    """Decode-sized M (bench/fp8.py at M = 1 and 16): a row tile of 1 multiplies on CUDA cores;
+    split-K shares meet in the workspace and the last one runs the scaling epilogue."""
     kernel = Kernel(load_program(CONFIGS / "fp8_gemm.yaml"))
-    params = {**FP8_POINT[1], "BLOCK_M": block_m, "PERSISTENT": False, "EPILOGUE_SUBTILE": False}
-    v = run_against_oracle(kernel, {"M": m, "N": 56, "K": 80}, params, seed=3)
+    params = {**FP8_POINT[1], "BLOCK_M": block_m, "PERSISTENT": False, "EPILOGUE_SUBTILE": False, "SPLIT_K": split}
+    v = run_against_oracle(kernel, {"M": m, "N": 56, "K": 80 if split == 1 else 272}, params, seed=3)
     assert v.ok, v.why
 
 

@@ -44,6 +44,8 @@ def fp8_gemm_kernel(
     p_sa,
     p_sb,
     d_Y_store,
+    ws_acc,
+    ws_arrived,
     n_M,
     n_N,
     n_K,
@@ -58,6 +60,7 @@ def fp8_gemm_kernel(
     GROUP: tl.constexpr,
     PERSISTENT: tl.constexpr,
     NUM_SMS: tl.constexpr,
+    SPLIT_K: tl.constexpr,
     EPILOGUE_SUBTILE: tl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
@@ -69,7 +72,13 @@ def fp8_gemm_kernel(
             o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
             v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
             tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
-            for it_K in tl.range(0, tiles_K):
+            lo_K = 0
+            hi_K = tiles_K
+            if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
+                per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
+                lo_K = tl.program_id(1) * per_split
+                hi_K = tl.minimum(lo_K + per_split, tiles_K)
+            for it_K in tl.range(lo_K, hi_K):
                 o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
                 v_a = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
                 v_b = d_B_load.load([pid_N * BLOCK_N, it_K * BLOCK_K]).T
@@ -77,6 +86,101 @@ def fp8_gemm_kernel(
                     v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
                 else:
                     v_acc = tl.dot(v_a, v_b, v_acc)
+            if SPLIT_K > 1:
+                # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
+                share = tl.program_id(1).to(tl.int64)
+                tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+                tl.debug_barrier()
+                arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
+                finishing = arrived == SPLIT_K - 1
+                if finishing:
+                    v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                    for other in tl.static_range(1, SPLIT_K):
+                        v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                    tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
+            else:
+                finishing = True
+            if finishing:
+                if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
+                    v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+                    o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+                    if EVEN_M:
+                        v_sa_0 = tl.load(p_sa + o_M * s_sa_M)
+                    else:
+                        v_sa_0 = tl.load(p_sa + o_M * s_sa_M, mask=(o_M < n_M), other=0.0)
+                    if EVEN_N:
+                        v_sb_0 = tl.load(p_sb + o_N_0 * s_sb_N)
+                    else:
+                        v_sb_0 = tl.load(p_sb + o_N_0 * s_sb_N, mask=(o_N_0 < n_N), other=0.0)
+                    x_y = v_acc_0
+                    x_y = x_y * v_sa_0[:, None]
+                    x_y = x_y * v_sb_0[None, :]
+                    v_y_0 = x_y
+                    d_Y_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_y_0.to(d_Y_store.dtype))
+                    o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+                    if EVEN_M:
+                        v_sa_1 = tl.load(p_sa + o_M * s_sa_M)
+                    else:
+                        v_sa_1 = tl.load(p_sa + o_M * s_sa_M, mask=(o_M < n_M), other=0.0)
+                    if EVEN_N:
+                        v_sb_1 = tl.load(p_sb + o_N_1 * s_sb_N)
+                    else:
+                        v_sb_1 = tl.load(p_sb + o_N_1 * s_sb_N, mask=(o_N_1 < n_N), other=0.0)
+                    x_y = v_acc_1
+                    x_y = x_y * v_sa_1[:, None]
+                    x_y = x_y * v_sb_1[None, :]
+                    v_y_1 = x_y
+                    d_Y_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_y_1.to(d_Y_store.dtype))
+                else:
+                    if EVEN_M:
+                        v_sa = tl.load(p_sa + o_M * s_sa_M)
+                    else:
+                        v_sa = tl.load(p_sa + o_M * s_sa_M, mask=(o_M < n_M), other=0.0)
+                    if EVEN_N:
+                        v_sb = tl.load(p_sb + o_N * s_sb_N)
+                    else:
+                        v_sb = tl.load(p_sb + o_N * s_sb_N, mask=(o_N < n_N), other=0.0)
+                    x_y = v_acc
+                    x_y = x_y * v_sa[:, None]
+                    x_y = x_y * v_sb[None, :]
+                    v_y = x_y
+                    d_Y_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_y.to(d_Y_store.dtype))
+    else:
+        tile_id = tl.program_id(0)
+        pid_M, pid_N = _tile_coords(tile_id, tiles_M, tiles_N, GROUP)
+        o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
+        o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
+        v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
+        tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+        lo_K = 0
+        hi_K = tiles_K
+        if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
+            per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
+            lo_K = tl.program_id(1) * per_split
+            hi_K = tl.minimum(lo_K + per_split, tiles_K)
+        for it_K in tl.range(lo_K, hi_K):
+            o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
+            v_a = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
+            v_b = d_B_load.load([pid_N * BLOCK_N, it_K * BLOCK_K]).T
+            if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
+                v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
+            else:
+                v_acc = tl.dot(v_a, v_b, v_acc)
+        if SPLIT_K > 1:
+            # the shares of a tile meet in the fp32 workspace; the last to arrive finishes the tile
+            share = tl.program_id(1).to(tl.int64)
+            tl.store(ws_acc + share * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, v_acc, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :])
+            tl.debug_barrier()
+            arrived = tl.atomic_add(ws_arrived + tile_id, 1, sem='acq_rel', scope='gpu')
+            finishing = arrived == SPLIT_K - 1
+            if finishing:
+                v_acc = tl.load(ws_acc + 0 * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                for other in tl.static_range(1, SPLIT_K):
+                    v_acc += tl.load(ws_acc + other * n_M * n_N + o_M[:, None] * n_N + o_N[None, :] * 1, mask=(o_M < n_M)[:, None] & (o_N < n_N)[None, :], other=0.0, cache_modifier='.cg')
+                tl.atomic_xchg(ws_arrived + tile_id, 0, sem='relaxed', scope='gpu')  # ready for the next call
+        else:
+            finishing = True
+        if finishing:
             if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
                 v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
                 o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
@@ -121,65 +225,6 @@ def fp8_gemm_kernel(
                 x_y = x_y * v_sb[None, :]
                 v_y = x_y
                 d_Y_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_y.to(d_Y_store.dtype))
-    else:
-        tile_id = tl.program_id(0)
-        pid_M, pid_N = _tile_coords(tile_id, tiles_M, tiles_N, GROUP)
-        o_M = pid_M * BLOCK_M + tl.arange(0, BLOCK_M)
-        o_N = pid_N * BLOCK_N + tl.arange(0, BLOCK_N)
-        v_acc = tl.full((BLOCK_M, BLOCK_N), 0.0, tl.float32)
-        tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
-        for it_K in tl.range(0, tiles_K):
-            o_K = it_K * BLOCK_K + tl.arange(0, BLOCK_K)
-            v_a = d_A_load.load([pid_M * BLOCK_M, it_K * BLOCK_K])
-            v_b = d_B_load.load([pid_N * BLOCK_N, it_K * BLOCK_K]).T
-            if BLOCK_M < 16:  # too few rows for tensor cores: multiply-add on CUDA cores
-                v_acc = v_acc + tl.reduce(v_a.to(tl.float32)[:, :, None] * v_b.to(tl.float32)[None, :, :], 1, _add)
-            else:
-                v_acc = tl.dot(v_a, v_b, v_acc)
-        if EPILOGUE_SUBTILE:  # two half-width epilogues: fewer live registers, overlapped stores
-            v_acc_0, v_acc_1 = tl.split(tl.permute(tl.reshape(v_acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-            o_N_0 = pid_N * BLOCK_N + 0 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-            if EVEN_M:
-                v_sa_0 = tl.load(p_sa + o_M * s_sa_M)
-            else:
-                v_sa_0 = tl.load(p_sa + o_M * s_sa_M, mask=(o_M < n_M), other=0.0)
-            if EVEN_N:
-                v_sb_0 = tl.load(p_sb + o_N_0 * s_sb_N)
-            else:
-                v_sb_0 = tl.load(p_sb + o_N_0 * s_sb_N, mask=(o_N_0 < n_N), other=0.0)
-            x_y = v_acc_0
-            x_y = x_y * v_sa_0[:, None]
-            x_y = x_y * v_sb_0[None, :]
-            v_y_0 = x_y
-            d_Y_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 0 * (BLOCK_N // 2)], v_y_0.to(d_Y_store.dtype))
-            o_N_1 = pid_N * BLOCK_N + 1 * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-            if EVEN_M:
-                v_sa_1 = tl.load(p_sa + o_M * s_sa_M)
-            else:
-                v_sa_1 = tl.load(p_sa + o_M * s_sa_M, mask=(o_M < n_M), other=0.0)
-            if EVEN_N:
-                v_sb_1 = tl.load(p_sb + o_N_1 * s_sb_N)
-            else:
-                v_sb_1 = tl.load(p_sb + o_N_1 * s_sb_N, mask=(o_N_1 < n_N), other=0.0)
-            x_y = v_acc_1
-            x_y = x_y * v_sa_1[:, None]
-            x_y = x_y * v_sb_1[None, :]
-            v_y_1 = x_y
-            d_Y_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N + 1 * (BLOCK_N // 2)], v_y_1.to(d_Y_store.dtype))
-        else:
-            if EVEN_M:
-                v_sa = tl.load(p_sa + o_M * s_sa_M)
-            else:
-                v_sa = tl.load(p_sa + o_M * s_sa_M, mask=(o_M < n_M), other=0.0)
-            if EVEN_N:
-                v_sb = tl.load(p_sb + o_N * s_sb_N)
-            else:
-                v_sb = tl.load(p_sb + o_N * s_sb_N, mask=(o_N < n_N), other=0.0)
-            x_y = v_acc
-            x_y = x_y * v_sa[:, None]
-            x_y = x_y * v_sb[None, :]
-            v_y = x_y
-            d_Y_store.store([pid_M * BLOCK_M, pid_N * BLOCK_N], v_y.to(d_Y_store.dtype))
 
 
 def launch_args(cfg, t, n, c):
@@ -189,12 +234,24 @@ def launch_args(cfg, t, n, c):
     d_A_load = TensorDescriptor.from_tensor(t['A'], [k["BLOCK_M"], k["BLOCK_K"]])
     d_B_load = TensorDescriptor.from_tensor(t['B'].mT, [k["BLOCK_N"], k["BLOCK_K"]])
     d_Y_store = TensorDescriptor.from_tensor(t['Y'], [k["BLOCK_M"], k["BLOCK_N"] // 2 if k["EPILOGUE_SUBTILE"] else k["BLOCK_N"]])
+    if k["SPLIT_K"] > 1:  # partial sums per share (no zeroing needed), arrival counters per tile
+        import torch
+
+        from tilesched.backends.cuda.workspace import arrival_counters
+
+        ws_acc = torch.empty((k["SPLIT_K"], n['M'], n['N']), dtype=torch.float32, device=cfg.device)
+        ws_arrived = arrival_counters(cfg.device, cfg.grid[0])
+    else:
+        ws_acc = None  # unused
+        ws_arrived = None
     args = (
         d_A_load,
         d_B_load,
         t['sa'],
         t['sb'],
         d_Y_store,
+        ws_acc,
+        ws_arrived,
         n['M'],
         n['N'],
         n['K'],
