@@ -84,22 +84,8 @@ def main() -> int:
                 bad += not v.ok
                 print(bits, p["BLOCK_K"], p["SPLIT_K"], v.ok, v.why, flush=True)
         return 1 if bad else 0
-    import torch
-
-    pk.warm(patch, [(v, lowbit.BITS_SPECS[b], {"M": m, "N": n, "K": k}, p) for b, m, n, k in CASES for v in VARIANTS
-                    for p in candidates(m)])
-    report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
-    for bits, m, n, k in CASES:
-        sizes = {"M": m, "N": n, "K": k}
-        sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
-        prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
-        nbytes = lowbit.weight_bytes(bits, m, n, k)
-        rows = pk.time_variants(patch, prog, VARIANTS, sizes, candidates(m), sets, cub, {"bits": bits, "bytes": nbytes})
-        report["rows"] += [{**r, "GBs": nbytes / r["ms"] / 1e6} for r in rows]
-    report["copy_GBs"] = sb.copy_gbs()
-    sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-group-sum-exp.json", report)
-    return 0
-
+    return pk.run_cases(patch, CASES, lambda b, m: VARIANTS, candidates, "lowbit-group-sum-exp.json",
+                        __doc__.split("\n")[0])
 
 if __name__ == "__main__":
     raise SystemExit(main())

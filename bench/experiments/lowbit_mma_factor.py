@@ -73,19 +73,8 @@ def main() -> int:
                     bad += not v.ok
                     print(variant, bits, p["BLOCK_M"], p["BLOCK_K"], v.ok, v.why, flush=True)
         return 1 if bad else 0
-    import torch
-
-    pk.warm(patch, [(v, lowbit.BITS_SPECS[b], {"M": m, "N": n, "K": k}, p) for b, m, n, k in CASES for v in VARIANTS
-                    for p in candidates(m)])
-    report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
-    for bits, m, n, k in CASES:
-        sizes = {"M": m, "N": n, "K": k}
-        sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
-        prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
-        report["rows"] += pk.time_variants(patch, prog, VARIANTS, sizes, candidates(m), sets, cub, {"bits": bits})
-    sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-mma-factor-exp.json", report)
-    return 0
-
+    return pk.run_cases(patch, CASES, lambda b, m: VARIANTS, candidates, "lowbit-mma-factor-exp.json",
+                        __doc__.split("\n")[0])
 
 if __name__ == "__main__":
     raise SystemExit(main())

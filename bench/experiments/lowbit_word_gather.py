@@ -62,19 +62,8 @@ def main() -> int:
             bad += not v.ok
             print(p["BLOCK_M"], p["BLOCK_K"], v.ok, v.why, flush=True)
         return 1 if bad else 0
-    import torch
-
-    pk.warm(patch, [(v, "w3a16_gemm", {"M": m, "N": n, "K": k}, p) for m, n, k in CASES for v in VARIANTS
-                    for p in candidates(m)])
-    report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
-    prog = load_program(sb.CONFIGS / "w3a16_gemm.yaml")
-    for m, n, k in CASES:
-        sizes = {"M": m, "N": n, "K": k}
-        sets, cub = lowbit.sets_and_cublas(3, m, n, k)
-        report["rows"] += pk.time_variants(patch, prog, VARIANTS, sizes, candidates(m), sets, cub, {"bits": 3})
-    sb.write_json(Path(os.environ.get("OUT", "/tmp")) / "lowbit-word-gather-exp.json", report)
-    return 0
-
+    return pk.run_cases(patch, [(3, m, n, k) for m, n, k in CASES], lambda b, m: VARIANTS, candidates,
+                        "lowbit-word-gather-exp.json", __doc__.split("\n")[0])
 
 if __name__ == "__main__":
     raise SystemExit(main())
