@@ -81,10 +81,10 @@ def _factored_lines(binding) -> list[str]:
     from tilesched.passes.factor import factored_at
 
     prog = binding.program
+    red = next((lp.axis for lp in prog.loops if lp.kind == "reduction"), None)
     lines = []
     for operand, stage in factored_at(binding):
         chain = next(s for s in prog.stages if operand in s.writes)
-        red = next(lp.axis for lp in prog.loops if lp.kind == "reduction")
         lines.append(f"factored: {stage} multiplies {chain.reads[0]} as loaded and applies {chain.name}'s factors once "
                      f"per {red} tile and column (CUDA cores, one multiply-add per element)")
     return lines

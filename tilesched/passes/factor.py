@@ -44,7 +44,8 @@ def constant_along(k: KernelIR, name: str, c: str, q: str) -> bool:
     return acc.dtype != "fp4e2m1" and one_row_axis(k, acc) == c
 
 
-def _fused(k: KernelIR, dot: Instr, loop: tuple[Instr, ...]) -> Instr | None:
+def _fused(k: KernelIR, dot: Instr) -> tuple[Instr, Instr] | None:
+    """(the affine_dot replacing `dot`, the chain it absorbs), or None where `dot` does not qualify."""
     out = k.value(dot.out)
     if len(out.axes) != 2 or len(dot.args) != 2 or not k.axis(out.axes[0]).small:
         return None  # tensor cores only: the chain feeds tl.dot as it is
@@ -55,7 +56,7 @@ def _fused(k: KernelIR, dot: Instr, loop: tuple[Instr, ...]) -> Instr | None:
     if p in b.axes or q not in b.axes or a.name == b.name:
         return None
     (c,) = set(a.axes) - {p}
-    chain = next((i for i in loop if i.out == b.name), None)
+    chain = next((i for i in k.loop if i.out == b.name), None)
     if chain is None or chain.op != "elementwise" or not chain.fn or b.name in k.carried:
         return None
     if [i for i in k.invariant + k.pre + k.loop + k.post if b.name in i.args] != [dot]:
@@ -66,17 +67,17 @@ def _fused(k: KernelIR, dot: Instr, loop: tuple[Instr, ...]) -> Instr | None:
     if set(k.value(w).axes) != {c, q} or not all(constant_along(k, n, c, q) for n in chain.args[1:]):
         return None
     return Instr(op="affine_dot", stage=dot.stage, out=dot.out, args=dot.args + chain.args, fn=chain.fn,
-                 accumulate=dot.accumulate, via=b.name)
+                 accumulate=dot.accumulate, via=b.name), chain
 
 
 def factor(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     """Fuse each affine operand chain with the dot it feeds (see the module docstring)."""
     loop = list(k.loop)
     for dot in [i for i in k.loop if i.op == "dot"]:
-        fused = _fused(k, dot, k.loop)
-        if fused is None:
+        found = _fused(k, dot)
+        if found is None:
             continue
-        chain = next(i for i in loop if i.out == fused.via)
+        fused, chain = found
         loop.remove(chain)
         loop[loop.index(dot)] = fused
     if len(loop) == len(k.loop):
