@@ -42,6 +42,17 @@ NK = [(4096, 4096), (8192, 8192), (28672, 8192)]  # the issue's targets: K = N, 
 MS = [1, 16, 128, 1024]
 GROUP = 128
 CHECK = {name: {"M": 37, "N": 300, "K": 520} for name in BITS_SPECS.values()}
+# the register-operand schedule: ragged and even shapes, row tiles of 1 and 16 (mma.sync's 8 and 16
+# columns), K tiles of 32 to 128, 4 and 8 warps, split shares (one of them empty at 3 x 4 tiles)
+REGISTER_OPERAND_CHECK = [
+    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 1}),
+    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 2}),
+    ({"M": 5, "N": 200, "K": 1040}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 4}),
+    ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 8}),
+    ({"M": 16, "N": 4096, "K": 4096}, {"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 4}),
+    ({"M": 20, "N": 96, "K": 384}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 4}),
+    ({"M": 3, "N": 4104, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 256, "BLOCK_K": 64, "NUM_WARPS": 8, "SPLIT_K": 1}),
+]
 
 
 def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
@@ -49,16 +60,29 @@ def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
             "SPLIT_K": split, "MATERIALIZE": False}
 
 
-def candidates(m: int) -> list[dict]:
-    """A small, shape-class-aware list (the full space is for the tuner)."""
+def register_operand(bm: int, bn: int, w: int, split: int, bk: int = 128) -> dict:
+    """A point of the 4-bit spec's register-operand schedule (mma.sync, Gluon)."""
+    return {**cfg(bm, bn, bk, w, 4, split), "REGISTER_OPERAND": True}
+
+
+def candidates(m: int, bits: int = 0) -> list[dict]:
+    """A small, shape-class-aware list (the full space is for the tuner); the 4-bit spec's list
+    adds register-operand points at M <= 16 (the other specs lack the schedule)."""
+    if m <= 16 and bits == 4:
+        bm = 1 if m <= 8 else 16
+        ro = [register_operand(bm, bn, w, s) for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8), (128, 4, 4),
+                                                             (128, 8, 4), (64, 4, 4), (256, 8, 2), (128, 8, 1))]
+        ro += [register_operand(bm, bn, w, s, 64) for bn, w, s in ((128, 4, 8), (128, 8, 4), (64, 4, 8))]
+    else:
+        ro = []
     if m <= 8:  # row tiles of 1: CUDA-core products, the group's scale and zero point factored out
         return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 128, 4, 4, 2), cfg(1, 32, 128, 4, 4, 4),
                 cfg(1, 64, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 8), cfg(1, 256, 64, 8, 3), cfg(16, 64, 128, 4, 4, 4),
                 cfg(1, 128, 64, 4, 4, 4), cfg(1, 64, 64, 4, 5, 4), cfg(1, 128, 128, 4, 4, 4), cfg(1, 256, 128, 8, 4, 4),
-                cfg(1, 256, 64, 4, 4, 4)]
+                cfg(1, 256, 64, 4, 4, 4)] + ro
     if m <= 64:
         return [cfg(16, 64, 128, 4, 4), cfg(16, 128, 128, 4, 4), cfg(16, 64, 128, 4, 4, 2), cfg(16, 128, 64, 4, 4, 4),
-                cfg(16, 256, 64, 8, 3), cfg(16, 32, 128, 4, 4, 4), cfg(32, 64, 128, 4, 3)]
+                cfg(16, 256, 64, 8, 3), cfg(16, 32, 128, 4, 4, 4), cfg(32, 64, 128, 4, 3)] + ro
     # a row tile of 256 dequantises each weight tile once for twice the MMAs of 128
     base = [cfg(128, 128, 64, 8, 3), cfg(128, 128, 128, 8, 3), cfg(64, 128, 64, 4, 4), cfg(128, 256, 64, 8, 3),
             cfg(128, 64, 128, 4, 3), cfg(128, 128, 64, 4, 4)]
@@ -140,7 +164,7 @@ def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache:
         program = retyped(program, "bf16", "fp16")
     kernel = Kernel(program)
     sizes = {"M": m, "N": n, "K": k}
-    cands = candidates(m)
+    cands = candidates(m, bits)
     if args.act == "bf16":
         sb.warm_compile(sb.CONFIGS / f"{spec}.yaml", sizes, cands, program, args.workers)
     nbytes = weight_bytes(bits, m, n, k)
@@ -207,8 +231,12 @@ def main(argv=None) -> int:
     p.add_argument("--ms", default="", help="row counts M to bench (default 1,16,128,1024)")
     p.add_argument("--tag", default="", help="results file prefix (default lowbit; lowbit-decode for a re-run of "
                                              "M = 1 that bench/collect_ops.py lets replace those rows)")
+    p.add_argument("--register-operand", action="store_true",
+                   help="check: the 4-bit spec's register-operand points (Gluon) against the oracle")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.cmd == "check" and args.register_operand:
+        return sb.check_points("w4a16_gemm", REGISTER_OPERAND_CHECK, args.seed, Path(args.out), "lowbit-register-operand")
     if args.cmd == "check":
         return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "lowbit")
     return cmd_bench(args)

@@ -42,12 +42,18 @@ def test_candidates_are_legal_at_every_bench_shape():
     for b, h, s, d, g in attention.GQA_SHAPES:
         assert all(sb.legal(gqa, {"B": b, "H": h, "SQ": s, "SK": s, "D": d, "G": g}, p)
                    for p in attention.candidates(d))
-    for spec in lowbit.BITS_SPECS.values():
+    for bits, spec in lowbit.BITS_SPECS.items():
         prog = load_program(CONFIGS / f"{spec}.yaml")
         for n, k in lowbit.NK:
             for m in lowbit.MS:
-                legal = [p for p in lowbit.candidates(m) if sb.legal(prog, {"M": m, "N": n, "K": k}, p)]
-                assert len(legal) >= len(lowbit.candidates(m)) // 2, (spec, m, n, k)  # w3 constrains its tiles further
+                cands = lowbit.candidates(m, bits)
+                legal = [p for p in cands if sb.legal(prog, {"M": m, "N": n, "K": k}, p)]
+                assert len(legal) >= len(cands) // 2, (spec, m, n, k)  # w3 constrains its tiles further
+                if bits == 4:  # the register-operand points are all legal
+                    assert all(p in legal for p in cands if p.get("REGISTER_OPERAND")), (m, n, k)
+    prog = load_program(CONFIGS / "w4a16_gemm.yaml")
+    for sizes, params in lowbit.REGISTER_OPERAND_CHECK:
+        assert sb.legal(prog, sizes, {p.name: p.default for p in prog.params} | params), (sizes, params)
     prog = load_program(CONFIGS / "fp8_gemm.yaml")
     for m, n, k in fp8.SHAPES:
         assert all(sb.legal(prog, {"M": m, "N": n, "K": k}, p) for p in fp8.candidates(m)), (m, n, k)

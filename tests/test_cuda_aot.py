@@ -64,3 +64,25 @@ def test_hopper_variants_compile(name, sizes, params):
     assert built.tma and built.cubin_bytes > 0
     # wgmma takes 64-row warpgroup tiles; smaller BLOCK_M uses mma.sync (16) or CUDA cores (< 16)
     assert built.wgmma == (params.get("BLOCK_M", 128) >= 64)
+
+
+RO_POINTS = [  # the register-operand schedule (Gluon): split row tiles of 16, decode, ragged N and K
+    ({"M": 16, "N": 4096, "K": 4096}, {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 4}),
+    ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 256, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 1}),
+    ({"M": 20, "N": 200, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 2}),
+]
+
+
+@pytest.mark.parametrize("sizes,params", RO_POINTS, ids=["mma-16", "decode", "ragged"])
+def test_register_operand_schedule_compiles_for_sm90(sizes, params):
+    """The Gluon kernel builds for Hopper (its compile asserts that the words' layout becomes the MMA
+    operand's without data movement), runs on mma.sync, and keeps no weight tile in shared memory:
+    only X's small tile passes through it."""
+    kernel = Kernel(load_program(SPECS["w4a16_gemm"]))
+    full = {"GROUP_M": 8, "NUM_STAGES": 4, "MATERIALIZE": False, "REGISTER_OPERAND": True, **params}
+    built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
+    assert built.kernel == "w4a16_gemm_gluon_kernel"
+    assert built.mma_sync and not built.wgmma and not built.tma
+    weight_tile = params["BLOCK_N"] * params["BLOCK_K"] * 2  # a dequantised bf16 tile
+    x_tile = max(params["BLOCK_M"], 8) * params["BLOCK_K"] * 2
+    assert built.shared_bytes <= x_tile < weight_tile, built

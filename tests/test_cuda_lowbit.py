@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tilesched import load_program, lower
+from tilesched.errors import SpecError
 from tilesched.spec import load_spec_text
 
 torch = pytest.importorskip("torch")
@@ -266,6 +267,11 @@ def test_plan_says_where_the_dequantisation_is_factored(capsys):
     for sets, shown in ((["M=1", "BLOCK_M=1"], True), (["M=16"], False), (["M=1", "BLOCK_M=1", "MATERIALIZE=true"], False)):
         assert main(["plan", spec] + [a for v in sets for a in ("--set", v)]) == 0
         assert (factored in capsys.readouterr().out) == shown, sets
+    ro = "register operand: mma runs on mma.sync with W's words loaded straight into its register operand"
+    for sets, shown in ((["M=1", "BLOCK_M=1", "BLOCK_N=128", "REGISTER_OPERAND=true"], True), (["M=1", "BLOCK_M=1"], False)):
+        assert main(["plan", spec] + [a for v in sets for a in ("--set", v)]) == 0
+        out = capsys.readouterr().out
+        assert (ro in out) == shown and (factored in out) == (not shown), sets
 
 
 def test_an_emitted_library_runs_the_materialised_schedule(tmp_path, monkeypatch):
@@ -295,3 +301,48 @@ def test_an_emitted_library_runs_the_materialised_schedule(tmp_path, monkeypatch
     finally:
         for name in [m for m in sys.modules if m.startswith("lowbit_lib")]:
             del sys.modules[name]
+
+
+RO = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "NUM_WARPS": 4, "NUM_STAGES": 2, "SPLIT_K": 1,
+      "MATERIALIZE": False, "REGISTER_OPERAND": True}
+
+
+def test_register_operand_points_are_refused_in_the_interpreter():
+    """The register-operand schedule is a Gluon kernel: the interpreter cannot run it, and says so."""
+    kernel = Kernel(load_program(CONFIGS / "w4a16_gemm.yaml"))
+    ins = oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=RO)[2]
+    with pytest.raises(LaunchError, match="Gluon kernel.*CUDA GPU"):
+        kernel(params=RO, **ins)
+    assert "def w4a16_gemm_gluon_kernel(" in compiled(kernel.program)[1]
+
+
+def test_register_operand_needs_uint4_words_along_k():
+    """Signed 4-bit weights are not the schedule's shape: a point that asks for it is refused with the
+    reason, the other points run as before; a spec that always asks is refused at the dot's stage."""
+    swap = (("W: {shape: [K, N], dtype: uint4, pack: K}", "W: {shape: [K, N], dtype: int4, pack: K}"),
+            ("w: {shape: [K, N], dtype: uint4, scope: tile}", "w: {shape: [K, N], dtype: int4, scope: tile}"))
+    prog = _variant("w4a16_gemm", *swap)
+    kernel = Kernel(retyped(prog, "bf16", "fp16"))
+    assert "_gluon_kernel" not in compiled(kernel.program)[1]
+    ins = oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=RO)[2]
+    with pytest.raises(LaunchError, match="register-operand schedule needs weights of uint4 packed into words"):
+        kernel(params=RO, **ins)
+    assert run_against_oracle(kernel, {"M": 20, "N": 64, "K": 256}, {**RO, "REGISTER_OPERAND": False}, seed=0).ok
+    always = swap + (("register_operand: REGISTER_OPERAND", "register_operand: true"),)
+    with pytest.raises(SpecError, match=r"stages\[3\].*register_operand schedule needs weights of uint4.*'mma'"):
+        compiled(_variant("w4a16_gemm", *always))
+
+
+def test_register_operand_block_rules():
+    """Row tiles of at most 16, 16 columns per warp, K tiles of whole 32-index steps inside a group."""
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.register_operand import legal_blocks
+
+    k = lower_kernel(load_program(CONFIGS / "w4a16_gemm.yaml"))
+    assert k.register_operand == "REGISTER_OPERAND"
+    groups = {"G_Z_K": 128, "G_S_K": 128}
+    assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k) is None
+    assert "BLOCK_M <= 16" in legal_blocks({"M": 32, "N": 128, "K": 128}, 4, groups, k)
+    assert "multiple of 16 x NUM_WARPS = 128" in legal_blocks({"M": 1, "N": 64, "K": 128}, 8, groups, k)
+    assert "multiple of 32" in legal_blocks({"M": 1, "N": 64, "K": 48}, 4, groups, k)
+    assert "G_Z_K = 96" in legal_blocks({"M": 1, "N": 64, "K": 64}, 4, {"G_Z_K": 96}, k)

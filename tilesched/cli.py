@@ -90,6 +90,23 @@ def _factored_lines(binding) -> list[str]:
     return lines
 
 
+def _register_operand_lines(binding) -> list[str]:
+    """A point of the register-operand schedule (tilesched/passes/register_operand.py) says so."""
+    if binding.program.target != "cuda" or not binding.option("register_operand", False):
+        return []
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.register_operand import the_dot, why_not
+
+    k = lower_kernel(binding.program)
+    if why_not(k) is not None:
+        return []  # the launcher refuses the point and says why
+    dot = the_dot(k)
+    w = k.loop[[i.out for i in k.loop].index(dot.args[2])].tensor
+    chain = next(s.name for s in binding.program.stages if dot.via in s.writes)
+    return [f"register operand: {dot.stage} runs on mma.sync with {w}'s words loaded straight into its register "
+            f"operand and {chain}'s factors applied once per {k.reduction} tile (a Gluon kernel: GPU only)"]
+
+
 def _bind_cli(prog, values: dict, source):
     """The point `--set` names; where the defaults of the parameters it leaves free do not fit its
     sizes, the nearest legal point (as the launcher picks), said in one line."""
@@ -122,7 +139,7 @@ def cmd_plan(args) -> int:
         return EXIT_INVALID
     schedule = derive_schedule(binding)
     print(_materialized_plan(prog, binding) or format_schedule(schedule))
-    for line in _factored_lines(binding):
+    for line in _factored_lines(binding) + _register_operand_lines(binding):
         print(line)
     print(_generation_line(prog, source).strip())
     if getattr(args, "dump_ir", False):

@@ -103,6 +103,8 @@ def factored_at(b: Binding) -> tuple[tuple[str, str], ...]:
     (the tests the rendered kernel makes)."""
     if b.option("materialize", False):
         return ()  # the consumer kernel loads the materialised operand: no chain left to factor
+    if b.option("register_operand", False):
+        return ()  # the mma.sync kernel (tilesched/passes/register_operand.py), not the CUDA-core branch
     red = next((lp.axis for lp in b.program.loops if lp.kind == "reduction"), None)
     out = []
     for rows, operand, stage, coefs in _affine_dots(b.program):

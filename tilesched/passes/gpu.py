@@ -14,6 +14,8 @@
     masks      which axes may be ragged for some point (masked loads, stores, reductions)
     factor     a dot operand's affine dequantisation (group scales, zero points) leaves the sum over
                the contracted axis on the CUDA-core path (tilesched/passes/factor.py)
+    register_operand  where the spec asks: the dequantised weights go straight into mma.sync's
+               register operand, rendered with explicit layouts (tilesched/passes/register_operand.py)
     switches   persistent grid, split-K, subtiled epilogue, materialisation, warps and stages, from
                `options`
 
@@ -30,6 +32,7 @@ from tilesched.ir.looptree import LoopTree, build_tree, dump_tree
 from tilesched.ir.nodes import Program, StageIR
 from tilesched.passes.factor import factor
 from tilesched.passes.kernel import AxisInfo, Constant, Instr, KernelIR, ValueInfo, dump_kernel, mask_constant
+from tilesched.passes.register_operand import register_operand
 
 TARGET = "cuda"
 UNARY = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "exp2", "log", "sqrt", "rsqrt",
@@ -40,7 +43,7 @@ FLOATS = ("fp16", "bf16", "fp32")
 LOADABLE = FLOATS + ("fp8e4m3", "fp8e5m2", "fp4e2m1", "int32", "int16", "int8", "uint8", "int4", "uint4",
                      "int3", "uint3", "int2", "uint2")
 STORABLE = FLOATS + ("fp8e4m3", "fp8e5m2")
-OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k", "materialize")
+OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k", "materialize", "register_operand")
 MIN_DOT = 16
 LAUNCHER_KEYWORDS = ("out", "params", "sizes")  # Kernel.__call__'s own keywords
 
@@ -518,8 +521,9 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
 
 Pass = Callable[[Program, LoopTree, KernelIR], KernelIR]
 PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("online", online), ("sink", sink), ("hoist", hoist),
-                                          ("tma", tma), ("masks", masks), ("factor", factor), ("switches", switches))
-QUIET = ("online", "factor")  # dumped only where they change the kernel (kernels without them dump as before)
+                                          ("tma", tma), ("masks", masks), ("factor", factor),
+                                          ("register_operand", register_operand), ("switches", switches))
+QUIET = ("online", "factor", "register_operand")  # dumped only where they change the kernel (kernels without them dump as before)
 
 
 def lower_kernel(program: Program, trace: Callable[[str, str], None] | None = None) -> KernelIR:

@@ -128,7 +128,7 @@ def split(program: Program) -> Split | None:
         + [s for s in program.stages[first:] if s.name not in in_chain]
     used = {x for s in stages for x in s.reads + s.writes}
     tensors = [x for x in program.tensors if x.name in used] + [ws_tensor.model_copy(update={"role": "input"})]
-    options = tuple((k, v) for k, v in program.options if k != OPTION)
+    options = tuple((k, v) for k, v in program.options if k not in (OPTION, "register_operand"))  # a plain dot now
     consumer = _with_stages(program, f"{program.name}_{OPTION}d", stages, tensors, program.loops, options)
     return Split(operand=operand, workspace=ws, producer=producer, consumer=consumer)
 

@@ -13,6 +13,7 @@ class HopperBuild:
     wgmma: bool  # the PTX uses Hopper's warpgroup MMA
     tma: bool  # the PTX uses bulk tensor copies
     cubin_bytes: int
+    mma_sync: bool = False  # the PTX uses mma.sync (Ampere-style MMA, both operands in registers)
 
 
 def compile_for_hopper(kernel, tensors: dict, params: dict | None = None, capability: int = 90,
@@ -20,6 +21,9 @@ def compile_for_hopper(kernel, tensors: dict, params: dict | None = None, capabi
     """Compile `kernel` (a Kernel, loaded without TRITON_INTERPRET) for the point its launcher
     would pick for `tensors` (CPU tensors are fine: only their types and strides matter)."""
     plan, full = kernel.prepare(tensors, params=params, sizes=sizes)
+    if plan.launch.constexprs.get("REGISTER_OPERAND"):  # the point runs the Gluon kernel
+        pos, kw = kernel.module.gluon_launch_args(plan.launch, full, plan.sizes, plan.consts)
+        return compile_call_for_hopper(getattr(kernel.module, f"{kernel.ir.name}_gluon_kernel"), pos, kw, capability)
     pos, kw = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
     return compile_call_for_hopper(getattr(kernel.module, f"{kernel.ir.name}_kernel"), pos, kw, capability)
 
@@ -34,7 +38,9 @@ def compile_call_for_hopper(fn, pos: tuple, kw: dict, capability: int = 90) -> H
     if not isinstance(fn, triton.runtime.jit.JITFunction):
         raise RuntimeError("the kernel module was loaded under TRITON_INTERPRET; unset it to compile")
     kw = dict(kw)
-    options = {"num_warps": kw.pop("num_warps"), "num_stages": kw.pop("num_stages")}
+    options = {"num_warps": kw.pop("num_warps")}
+    if "num_stages" in kw:  # Gluon kernels pipeline explicitly: no stage count
+        options["num_stages"] = kw.pop("num_stages")
     names = [p.name for p in fn.params]
     signature = {n: mangle_type(a) for n, a in zip(names, pos)}
     signature.update({n: "constexpr" for n in kw})
@@ -45,8 +51,12 @@ def compile_call_for_hopper(fn, pos: tuple, kw: dict, capability: int = 90) -> H
             isinstance(a, int) and not isinstance(a, bool) and a % 16 == 0)
         if aligned:
             attrs[(i,)] = [["tt.divisibility", 16]]
-    src = triton.compiler.ASTSource(fn=fn, signature=signature, constexprs=dict(kw), attrs=attrs)
+    source = triton.compiler.ASTSource
+    if type(fn).__name__.startswith("Gluon"):
+        from triton.experimental.gluon._runtime import GluonASTSource as source
+    src = source(fn=fn, signature=signature, constexprs=dict(kw), attrs=attrs)
     built = triton.compile(src, target=GPUTarget("cuda", capability, 128), options=options)
     ptx = built.asm["ptx"]
     return HopperBuild(kernel=fn.__name__, shared_bytes=int(built.metadata.shared), wgmma="wgmma" in ptx,
-                       tma="cp.async.bulk.tensor" in ptx, cubin_bytes=len(built.asm["cubin"]))
+                       tma="cp.async.bulk.tensor" in ptx, cubin_bytes=len(built.asm["cubin"]),
+                       mma_sync="mma.sync" in ptx)

@@ -26,6 +26,7 @@ from tilesched.ir.shapes import ShapeError, solve_sizes
 from tilesched.passes.gpu import MIN_DOT, lower_kernel
 from tilesched.passes.kernel import KernelIR
 from tilesched.passes.materialize import split
+from tilesched.passes.register_operand import legal_blocks, why_not
 from tilesched.tuner.lockfile import LockFile
 
 PRODUCE, CONSUME = "produce_", "consume_"  # host-function prefixes of a materialising schedule's kernels
@@ -104,6 +105,21 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     if k.subtile is not None:
         # half a tile narrower than 16 columns is not worth a second store
         const["EPILOGUE_SUBTILE"] = bool(_value(b, k.subtile, False)) and block[k.grid[-1]] >= 2 * MIN_DOT
+    if k.register_operand is not None:
+        const["REGISTER_OPERAND"] = on = bool(_value(b, k.register_operand, False))
+        if on and why_not(k) is not None:
+            stage, what = why_not(k)
+            raise spec_error(("options", "register_operand"), f"{k.spec}: the register-operand schedule needs "
+                                                              f"{what} (stage {stage!r})")
+        if on:
+            groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses for ax, _ in a.group
+                      if ax == k.reduction}
+            why = legal_blocks(block, int(_value(b, k.num_warps, 4)), groups, k)
+            if why is None and (persistent or bool(_value(b, k.materialize, False))):
+                why = "neither a persistent grid nor the materialising schedule"
+            if why is not None:
+                raise spec_error(("options", "register_operand"), f"{k.spec}: the register-operand schedule "
+                                                                  f"needs {why}")
     grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
     grid += tuple(b.sizes[p] for p in k.points)
     if split > 1:
@@ -281,6 +297,10 @@ class Kernel:
         fast = self._fast.get(key)
         if fast is None:
             plan, full = self.prepare(tensors, params, sizes)
+            if plan.launch.constexprs.get("REGISTER_OPERAND") and plan.launch.device.type != "cuda":
+                raise LaunchError(f"{self.program.name}: the register-operand schedule is a Gluon kernel, which "
+                                  "Triton's interpreter does not run: run it on a CUDA GPU, or set "
+                                  "REGISTER_OPERAND to false")
             if self.materializes(plan.binding):
                 return self._result(self._run_materialized(plan, full))
             fast = _FastLaunch.build(self, plan, full, tensors)
@@ -356,6 +376,8 @@ class _FastLaunch:
     @classmethod
     def build(cls, kernel: Kernel, plan: _Plan, full: dict, given: dict):
         if kernel.ir.split_k is not None and plan.launch.constexprs.get("SPLIT_K", 1) > 1:
+            return None
+        if plan.launch.constexprs.get("REGISTER_OPERAND"):  # the generated `launch` picks the Gluon kernel
             return None
         args, kwargs = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
         by_id = {id(t): n for n, t in full.items()}

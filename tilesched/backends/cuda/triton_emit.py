@@ -5,6 +5,7 @@ per-op rules (triton_rules.py). Deterministic: the same IR gives the same bytes.
 
 from __future__ import annotations
 
+from tilesched.backends.cuda import gluon_emit
 from tilesched.backends.cuda.triton_rules import (
     RULES,
     TL_DTYPES,
@@ -59,6 +60,8 @@ def signature(k: KernelIR) -> list[str]:
         const.append("SPLIT_K: tl.constexpr")
     if k.subtile is not None:
         const.append("EPILOGUE_SUBTILE: tl.constexpr")
+    if k.register_operand is not None:  # a point that sets it runs the Gluon kernel instead
+        const.append("REGISTER_OPERAND: tl.constexpr")
     names = args + [c.split(":")[0] for c in const]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -388,9 +391,19 @@ def _host(k: KernelIR, prefix: str = "") -> list[str]:
     w.add("")
     w.add(f"def {prefix}launch(cfg, t, n, c):")
     w.add('"""Launch the kernel for one call."""', 1)
+    if _renders_gluon(k) and not prefix:
+        w.add('if cfg.constexprs["REGISTER_OPERAND"]:  # the register-operand schedule\'s kernel', 1)
+        w.add("return gluon_launch(cfg, t, n, c)", 2)
     w.add(f"args, kwargs = {prefix}launch_args(cfg, t, n, c)", 1)
     w.add(f"{k.name}_kernel[cfg.grid](*args, **kwargs)", 1)
     return w.lines
+
+
+def _renders_gluon(k: KernelIR) -> bool:
+    """The kernel takes the register-operand schedule at some point (tilesched/passes/register_operand.py)."""
+    from tilesched.passes.register_operand import why_not
+
+    return k.register_operand is not None and why_not(k) is None
 
 
 def _uses_division(k: KernelIR) -> bool:
@@ -412,8 +425,12 @@ def render(k: KernelIR, parts: tuple[tuple[str, KernelIR], ...] = ()) -> str:
     w.add("import triton.language as tl")
     if any(a.tma for x in every for a in x.accesses):
         w.add("from triton.tools.tensor_descriptor import TensorDescriptor")
+    if _renders_gluon(k):
+        w.add(gluon_emit.IMPORTS)
     w.add("")
     w.add(HELPERS.rstrip("\n"))
+    if _renders_gluon(k):
+        w.add(gluon_emit.HELPERS.rstrip("\n"))
     if any(_uses_division(x) for x in every):
         from tilesched.ir.indexexpr import TRITON_HELPERS
 
@@ -425,6 +442,14 @@ def render(k: KernelIR, parts: tuple[tuple[str, KernelIR], ...] = ()) -> str:
     w.add("")
     w.add("")
     w.lines += _host(k)
+    if _renders_gluon(k):
+        w.add("")
+        w.add("")
+        w.add("# the register-operand schedule (tilesched/passes/register_operand.py), in Gluon")
+        w.lines += gluon_emit.render_gluon(k, [a for a in signature(k) if ":" not in a])
+        w.add("")
+        w.add("")
+        w.lines += gluon_emit.render_gluon_host(k)
     for prefix, part in parts:
         w.add("")
         w.add("")

@@ -317,6 +317,25 @@ def row_var(var: str) -> str:
     return f"row_{var}"
 
 
+def affine_terms(fn: tuple[tuple[str, str | None], ...], coefs: list[str]) -> tuple[str | None, str | None]:
+    """An affine chain (after its casts) as x -> scale * x + offset: the two expressions (None for
+    1 and 0) from the chain's coefficient expressions, in order, and its constants' names."""
+    scale, offset = None, None
+    operands = iter(coefs)
+    for f, const in fn:
+        if f == "cast":
+            continue
+        y = const if const is not None else next(operands)
+        if f in ("add", "bias", "sub"):
+            sign = "-" if f == "sub" else "+"
+            offset = f"({offset} {sign} {y})" if offset else (f"(-{y})" if f == "sub" else y)
+        else:  # mul, scale, div
+            op = "/" if f == "div" else "*"
+            scale = f"({scale} {op} {y})" if scale else (f"(1.0 / {y})" if f == "div" else y)
+            offset = f"({offset} {op} {y})" if offset else None
+    return scale, offset
+
+
 def rule_affine_dot(ctx: Ctx, i: Instr) -> list[str]:
     """A dot whose second operand is an affine chain of w (tilesched/passes/factor.py). On CUDA
     cores, with every grouped coefficient one row per tile: the products of the raw w, then per
@@ -339,19 +358,7 @@ def rule_affine_dot(ctx: Ctx, i: Instr) -> list[str]:
             rows[n] = row_var(ctx.v(n))
         else:
             rows[n] = align(ctx, n, (q,)) if k.value(n).axes else ctx.v(n)
-    scale, offset = None, None  # x -> scale * x + offset, as expressions over q (None: 1 and 0)
-    operands = iter(coefs)
-    for fn, const in i.fn:
-        if fn == "cast":
-            continue
-        y = const if const is not None else f"{rows[next(operands)]}.to(tl.float32)"
-        if fn in ("add", "bias", "sub"):
-            sign = "-" if fn == "sub" else "+"
-            offset = f"({offset} {sign} {y})" if offset else (f"(-{y})" if fn == "sub" else y)
-        else:  # mul, scale, div
-            op = "/" if fn == "div" else "*"
-            scale = f"({scale} {op} {y})" if scale else (f"(1.0 / {y})" if fn == "div" else y)
-            offset = f"({offset} {op} {y})" if offset else None
+    scale, offset = affine_terms(i.fn, [f"{rows[n]}.to(tl.float32)" for n in coefs])
     lhs = _f32(ctx, other, (p, c))
     rhs = _f32(ctx, w, (c, q))
     prod, xsum = f"xw_{i.out}", f"xs_{i.out}"

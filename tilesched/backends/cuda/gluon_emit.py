@@ -1,0 +1,244 @@
+"""Render the register-operand schedule (tilesched/passes/register_operand.py) with explicit layouts.
+
+The kernel computes the transposed product, acc^T[q, p] += W^T[q, c] X^T[c, p], with mma.sync:
+  - each thread loads the int32 words whose eight 4-bit values its first-operand fragment holds
+    (gluon_layouts.py), so the words never pass through shared memory;
+  - one shift and one AND/OR turn a word's values j and j + 4 into a 16-bit float pair holding
+    BIAS + v (v in the mantissa of BIAS: 128 for bf16, 1024 for fp16); the reduction order inside a
+    word is free, so X's tile is permuted the same way before it becomes the second operand;
+  - the chain's factor a and offset b (per column, constant within a reduction tile) are applied
+    once per tile: x . (a v + b) = a t + (b - a BIAS) sum(x), with t the MMA's sum over BIAS + v;
+  - split-K shares meet as in the Triton kernels (one fp32 slice per share, arrival counters).
+Its positional arguments are the Triton kernel's, so the module's `launch_args` serves both.
+"""
+
+from __future__ import annotations
+
+from tilesched.backends.cuda.triton_rules import affine_terms, group_constant
+from tilesched.ir.dtypes import BITS
+from tilesched.passes.kernel import KernelIR, producer
+from tilesched.passes.register_operand import the_dot
+
+GL_DTYPES = {"fp16": "ttgl.float16", "bf16": "ttgl.bfloat16", "fp32": "ttgl.float32"}
+MAGIC = {"bf16": ("0x43004300", "128.0"), "fp16": ("0x64006400", "1024.0")}  # pair of BIAS + 0, BIAS
+
+IMPORTS = """from triton.experimental import gluon
+from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2"""
+
+HELPERS = '''
+@gluon.jit
+def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
+    # masks only where some point is ragged (EVEN is the launch's compile-time flag)
+    if EVEN:
+        return ttgl.load(ptrs)
+    else:
+        return ttgl.load(ptrs, mask=mask, other=0)
+
+
+@gluon.jit
+def _gl_add(x, y):  # defined here, not taken from triton.language, as the Triton helpers are
+    return x + y
+
+
+_gl_barrier = getattr(ttgl, "barrier", None) or ttgl.thread_barrier  # named thread_barrier up to Triton 3.6
+'''
+
+
+def constexprs(k: KernelIR) -> list[str]:
+    """The Gluon kernel's compile-time arguments (taken from the launch's constexprs by name)."""
+    dot = the_dot(k)
+    p, q = k.value(dot.out).axes
+    names = [f"BLOCK_{a}" for a in (p, q, k.reduction)]
+    names += [f"EVEN_{a.name}" for a in k.axes if a.masked]
+    names += list(dict.fromkeys(group_constant(a.tensor, ax) for a in k.accesses for ax, _ in a.group))
+    if k.tile_order == "grouped":
+        names.append("GROUP")
+    if k.split_k is not None:
+        names.append("SPLIT_K")
+    return names
+
+
+def _even(k: KernelIR, *axes: str) -> str:
+    flags = [f"EVEN_{a}" for a in axes if k.axis(a).masked]
+    return " and ".join(flags) if flags else "True"
+
+
+def _coords(k: KernelIR, p: str, q: str) -> list[str]:
+    if k.tile_order == "column_major":
+        return [f"pid_{p} = tile_id % tiles_{p}", f"pid_{q} = tile_id // tiles_{p}"]
+    group = "GROUP" if k.tile_order == "grouped" else "1"
+    return [f"width = {group} * tiles_{q}  # {group} rows of tiles swept column by column",
+            "first = (tile_id // width) * " + group,
+            f"pid_{p} = first + (tile_id % width) % ttgl.minimum(tiles_{p} - first, {group})",
+            f"pid_{q} = (tile_id % width) // ttgl.minimum(tiles_{p} - first, {group})"]
+
+
+def _coefficient(k: KernelIR, n: str, q: str, c: str, t: str) -> list[str]:
+    """Lines defining `r_<n>`: coefficient n over the tile's columns (fp32), at reduction tile `t`."""
+    load = producer(k, n)
+    acc = k.access(load.tensor, "load")
+    T = load.tensor
+    row = f"({t} * BLOCK_{c}) // {group_constant(T, c)} * s_{T}_{c}" if c in k.value(n).axes else "0"
+    col = "cq"
+    lines = []
+    if acc.pack == q:
+        bits = BITS[acc.dtype]
+        per = 32 // bits
+        word = f"_gl_load(p_{T} + {row} + (cq // {per}) * s_{T}_{q}, cq < n_{q}, {_even(k, q)})"
+        value = f"(({word} >> ((cq % {per}) * {bits})) & {(1 << bits) - 1})"
+        if acc.dtype.startswith("int"):  # two's complement in `bits` bits
+            value = f"(({value} ^ {1 << (bits - 1)}) - {1 << (bits - 1)})"
+        lines.append(f"r_{n} = {value}.to(ttgl.float32)")
+    else:
+        lines.append(f"r_{n} = _gl_load(p_{T} + {row} + {col} * s_{T}_{q}, cq < n_{q}, {_even(k, q)}).to(ttgl.float32)")
+    return lines
+
+
+def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
+    """The Gluon kernel `<name>_gluon_kernel` of a kernel IR the register_operand pass marked."""
+    dot = the_dot(k)
+    p, q = k.value(dot.out).axes
+    c = k.reduction
+    x = next(n for n in dot.args[:2] if n != dot.via)
+    w, coefs = dot.args[2], dot.args[3:]
+    X, W = producer(k, x).tensor, producer(k, w).tensor
+    Y = k.post[0].tensor
+    act = k.value(x).dtype
+    magic, bias = MAGIC[act]
+    per_tile = [n for n in coefs if c in k.value(n).axes]
+    once = [n for n in coefs if c not in k.value(n).axes]
+    scale, offset = affine_terms(dot.fn, [f"r_{n}" for n in coefs])
+    acc = dot.out
+    L: list[str] = ["@gluon.jit", f"def {k.name}_gluon_kernel("]
+    L += [f"    {a}," for a in positional]
+    L += [f"    {n}: ttgl.constexpr," for n in constexprs(k)] + ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "):"]
+    body = [
+        "NW: ttgl.constexpr = ttgl.num_warps()",
+        "mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])",
+        "op_w: ttgl.constexpr = ttgl.DotOperandLayout(0, mma, k_width=8)  # 8 consecutive reduction indices a thread",
+        "op_x: ttgl.constexpr = ttgl.DotOperandLayout(1, mma, k_width=8)",
+        "words: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS)",
+        "x_tile: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [2, 16], [NW, 1], [1, 0])",
+        f"cols: ttgl.constexpr = ttgl.SliceLayout(1, mma)  # {q}: the MMA's rows",
+        f"rows: ttgl.constexpr = ttgl.SliceLayout(0, mma)  # {p}",
+        f"tiles_{p} = (n_{p} + BLOCK_{p} - 1) // BLOCK_{p}",
+        f"tiles_{q} = (n_{q} + BLOCK_{q} - 1) // BLOCK_{q}",
+        "tile_id = ttgl.program_id(0)",
+    ]
+    body += _coords(k, p, q)
+    body += [f"tiles_{c} = (n_{c} + BLOCK_{c} - 1) // BLOCK_{c}", f"lo_{c} = 0", f"hi_{c} = tiles_{c}"]
+    if k.split_k is not None:
+        body += ["if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles",
+                 f"    per_split = (tiles_{c} + SPLIT_K - 1) // SPLIT_K",
+                 f"    lo_{c} = ttgl.program_id(1) * per_split",
+                 f"    hi_{c} = ttgl.minimum(lo_{c} + per_split, tiles_{c})"]
+    body += [
+        f"# {w}: words of 8 values along {c}, one thread's operand fragment per word",
+        f"wq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=ttgl.SliceLayout(1, words))",
+        f"wc = ttgl.arange(0, BLOCK_{c} // 8, layout=ttgl.SliceLayout(0, words))",
+        f"w_ptrs = p_{W} + wc[None, :] * s_{W}_{c} + wq[:, None] * s_{W}_{q}",
+        f"w_rows = (n_{c} + 7) // 8",
+        "shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, "
+        "ttgl.SliceLayout(1, PAIRS))) * 4, 0), 1)",
+        f"# {x}: [MMA_N, BLOCK_{c}] rows of the row tile (MMA_N = max(BLOCK_{p}, 8): mma.sync's n)",
+        "xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))",
+        f"xp = pid_{p} * BLOCK_{p} + xr",
+        f"xc = ttgl.arange(0, BLOCK_{c}, layout=ttgl.SliceLayout(0, x_tile))",
+        f"x_ptrs = p_{X} + xp[:, None].to(ttgl.int64) * s_{X}_{p} + xc[None, :] * s_{X}_{c}",
+        f"x_rows = (xr < BLOCK_{p}) & (xp < n_{p})",
+        f"cq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=cols)",
+        f"zeros = ttgl.zeros([BLOCK_{q}, MMA_N], ttgl.float32, mma)",
+        f"v_{acc} = zeros",
+    ]
+    for n in once:
+        body += _coefficient(k, n, q, c, "0")
+    w_even = _even(k, q, c)
+    word_mask = lambda t: f"(wq[:, None] < n_{q}) & ({t} * (BLOCK_{c} // 8) + wc[None, :] < w_rows)"  # noqa: E731
+    body += [
+        "# the next tile's words load while this one is used (past the share's end the last tile loads",
+        "# again rather than masked: no predicates on the stream)",
+        f"t_next = ttgl.minimum(lo_{c}, hi_{c} - 1)",
+        f"v_words = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // 8)).to(ttgl.int64) * s_{W}_{c}, "
+        f"{word_mask('t_next')}, {w_even})",
+        f"for it_{c} in range(lo_{c}, hi_{c}):",
+    ]
+    loop = [
+        f"t_next = ttgl.minimum(it_{c} + 1, hi_{c} - 1)",
+        f"v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // 8)).to(ttgl.int64) * s_{W}_{c}, "
+        f"{word_mask('t_next')}, {w_even})",
+        f"k0 = it_{c} * BLOCK_{c}",
+        "x_mask = x_rows[:, None]" + (f" & (k0 + xc < n_{c})[None, :]" if k.axis(c).masked else ""),
+        f"v_{x} = ttgl.load(x_ptrs + k0 * s_{X}_{c}, mask=x_mask, other=0.0)",
+        f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
+        "# value j of a word pairs with value j + 4: X's tile from [word, half, j] to [word, j, half]",
+        f"x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_{x}, [MMA_N, BLOCK_{c} // 8, 2, 4]), (0, 1, 3, 2)), "
+        f"[MMA_N, BLOCK_{c}])",
+        "x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)",
+        f"pairs = ((ttgl.expand_dims(v_words, 2) >> shifts) & 0x000F000F) | {magic}",
+        f"lo_half, hi_half = ttgl.inline_asm_elementwise(\"mov.b32 {{$0, $1}}, $2;\", \"=h,=h,r\", [pairs], "
+        f"dtype=({GL_DTYPES[act]}, {GL_DTYPES[act]}), is_pure=True, pack=1)",
+        f"w_op = ttgl.convert_layout(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_{q}, BLOCK_{c}]), op_w, "
+        "assert_trivial=True)",
+        "t_sum = mma_v2(w_op, x_op, zeros)",
+    ]
+    for n in per_tile:
+        loop += _coefficient(k, n, q, c, f"it_{c}")
+    a_term = f"({scale})[:, None] * t_sum" if scale else "t_sum"
+    b_expr = f"({offset} - {bias} * {scale})" if offset and scale else (
+        f"(-{bias} * {scale})" if scale else (f"({offset} - {bias})" if offset else f"-{bias}"))
+    loop += [f"b_{acc} = {b_expr} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
+             f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]",
+             "v_words = v_ahead"]
+    body += ["    " + ln for ln in loop]
+    ya = k.access(Y, "store")
+    body += [
+        f"yp = pid_{p} * BLOCK_{p} + ttgl.arange(0, MMA_N, layout=rows)",
+        f"y_mask = ((ttgl.arange(0, MMA_N, layout=rows) < BLOCK_{p}) & (yp < n_{p}))[None, :] & (cq < n_{q})[:, None]",
+        f"y_ptrs = p_{Y} + yp[None, :].to(ttgl.int64) * s_{Y}_{p} + cq[:, None] * s_{Y}_{q}",
+    ]
+    out = f"v_{acc}.to({GL_DTYPES[ya.dtype]})"
+    if k.split_k is not None:
+        ws = f"ws_{acc} + yp[None, :].to(ttgl.int64) * n_{q} + cq[:, None]"
+        body += [
+            "if SPLIT_K > 1:  # the shares of a tile meet in the fp32 workspace; the last to arrive finishes it",
+            f"    ws_ptrs = {ws}",
+            f"    ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_{p} * n_{q}, v_{acc}, mask=y_mask)",
+            "    _gl_barrier()",
+            "    arrived = ttgl.atomic_add(ws_arrived + tile_id, 1, sem=\"acq_rel\", scope=\"gpu\")",
+            "    if arrived == SPLIT_K - 1:",
+            f"        v_{acc} = ttgl.load(ws_ptrs, mask=y_mask, other=0.0, cache_modifier=\".cg\")",
+            "        for other in ttgl.static_range(1, SPLIT_K):",
+            f"            v_{acc} += ttgl.load(ws_ptrs + other * n_{p} * n_{q}, mask=y_mask, other=0.0, "
+            "cache_modifier=\".cg\")",
+            "        ttgl.atomic_xchg(ws_arrived + tile_id, 0, sem=\"relaxed\", scope=\"gpu\")  # ready for the next call",
+            f"        ttgl.store(y_ptrs, {out}, mask=y_mask)",
+            "else:",
+            f"    ttgl.store(y_ptrs, {out}, mask=y_mask)",
+        ]
+    else:
+        body.append(f"ttgl.store(y_ptrs, {out}, mask=y_mask)")
+    return L + ["    " + ln for ln in body]
+
+
+def render_gluon_host(k: KernelIR) -> list[str]:
+    """`gluon_launch_args` / `gluon_launch`: the Triton kernel's arguments, this kernel's constants."""
+    names = constexprs(k)
+    dot = the_dot(k)
+    p, q = k.value(dot.out).axes
+    return [
+        "def gluon_launch_args(cfg, t, n, c):",
+        '    """The register-operand kernel\'s arguments: the Triton kernel\'s, its layouts."""',
+        "    from tilesched.backends.cuda.gluon_layouts import pairs_layout",
+        "",
+        "    args, kw = launch_args(cfg, t, n, c)",
+        f"    consts = {{name: kw[name] for name in {names!r}}}",
+        f"    consts[\"MMA_N\"] = max(kw[\"BLOCK_{p}\"], 8)",
+        f"    consts[\"PAIRS\"] = pairs_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps)",
+        "    return args, dict(num_warps=cfg.num_warps, **consts)",
+        "",
+        "",
+        "def gluon_launch(cfg, t, n, c):",
+        "    args, kwargs = gluon_launch_args(cfg, t, n, c)",
+        f"    {k.name}_gluon_kernel[cfg.grid](*args, **kwargs)",
+    ]

@@ -1,0 +1,107 @@
+"""Register operand: the dequantised weights go straight into the MMA's register operand.
+
+Hopper's wgmma takes its second operand from shared memory only, so a tl.dot whose operand is
+dequantised in registers stores every weight tile there and reads it back. mma.sync takes both
+operands from registers: computing Y^T = W^T X^T puts the weights in its first operand, and a
+thread can load exactly the packed words whose values its operand fragment holds, so no weight
+passes through shared memory. Triton cannot state that layout; the target renders this schedule
+with explicit layouts (Gluon).
+
+The pass checks that the kernel has that shape, else it refuses at the stage that breaks it:
+one factored dot (tilesched/passes/factor.py) in the reduction loop, its other operand a 16-bit
+float load over (rows, reduction), its chain's value 4-bit unsigned integers packed into words
+along the reduction axis, its coefficients loads that are constant along the reduction axis
+within a tile (grouped along it, or without it), and an accumulator zeroed before the loop and
+stored after it. Whether a point takes the schedule is the option's parameter; the launcher
+checks the kernel's shape and the point's block sizes (`legal_blocks`) for the points that set it.
+"""
+
+from __future__ import annotations
+
+from tilesched.errors import spec_error
+from tilesched.ir.looptree import LoopTree
+from tilesched.ir.nodes import Program
+from tilesched.passes.factor import constant_along
+from tilesched.passes.kernel import Instr, KernelIR, producer
+
+OPTION = "register_operand"
+ACTIVATIONS = ("bf16", "fp16")
+WEIGHTS = ("uint4",)  # eight to a word: one word is one thread's 8 consecutive reduction indices
+MMA_ROWS = 16  # mma.sync's m16n8k16: 16 weight columns per warp and step, up to 16 activation rows
+MAX_ROW_TILE = 16
+
+
+def why_not(k: KernelIR) -> tuple[str, str] | None:
+    """(stage, what is missing) where the kernel lacks the schedule's shape, else None."""
+    dots = [i for i in k.loop if i.op in ("dot", "affine_dot")]
+    if len(dots) != 1 or dots[0].op != "affine_dot":
+        stage = dots[0].stage if dots else (k.loop[0].stage if k.loop else "")
+        return stage, "a reduction loop with one dot whose operand is an affine dequantisation of loaded weights"
+    dot = dots[0]
+    p, q = k.value(dot.out).axes
+    x, w, coefs = next(n for n in dot.args[:2] if n != dot.via), dot.args[2], dot.args[3:]
+    c = k.reduction
+    if k.points or k.skip or k.grid != (p, q) or dot.out not in k.carried:
+        return dot.stage, "a grid over the output's two axes and one accumulator"
+    xl, wl = producer(k, x), producer(k, w)
+    if xl is None or xl.op != "load" or k.value(x).axes != (p, c) or k.value(x).dtype not in ACTIVATIONS:
+        return dot.stage, f"a dot operand loaded as {' or '.join(ACTIVATIONS)} over ({p}, {c})"
+    wa = k.access(wl.tensor, "load") if wl is not None and wl.op == "load" else None
+    if wa is None or wa.dtype not in WEIGHTS or wa.pack != c or k.value(w).axes != (c, q) or wa.group:
+        return dot.stage, f"weights of {', '.join(WEIGHTS)} packed into words along {c}"
+    for n in coefs:
+        load = producer(k, n)
+        if load is None or load.op != "load" or not constant_along(k, n, c, q):
+            return dot.stage, f"coefficients loaded one row per {c} tile ({n})"
+        acc = k.access(load.tensor, "load")
+        if acc.pack not in (None, q) or (acc.pack is None and acc.dtype not in ("bf16", "fp16", "fp32")):
+            return load.stage, f"coefficients as floats or integers packed along {q} ({n})"
+    feeding = {x, w, *coefs}
+    other = next((i for i in k.loop if i is not dot and (i.op != "load" or i.out not in feeding)), None)
+    if other is not None:
+        return other.stage, "nothing in the reduction loop but the dot and its loads"
+    if [i.op for i in k.pre] != ["zeros"] or [(i.op, i.args) for i in k.post] != [("store", (dot.out,))]:
+        stage = next((i.stage for i in k.pre + k.post if i.op not in ("zeros", "store")), dot.stage)
+        return stage, "an epilogue that stores the accumulator and nothing else"
+    return None
+
+
+def register_operand(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
+    """Mark the kernel for the register-operand schedule where the spec asks for it. A spec that
+    always asks (`register_operand: true`) is refused at the stage that breaks the schedule's
+    shape; with a parameter, the launcher refuses the points that set it (same message)."""
+    ref = program.option_map.get(OPTION)
+    if ref in (None, False):
+        return k
+    if ref is True and why_not(k) is not None:
+        raise refusal(program, k)
+    return k.model_copy(update={"register_operand": ref})
+
+
+def refusal(program: Program, k: KernelIR):
+    stage, what = why_not(k)
+    located = ("stages", program.stage(stage).index) if stage else ("options", OPTION)
+    return spec_error(located, f"cuda's {OPTION} schedule needs {what} (stage {stage!r})")
+
+
+def the_dot(k: KernelIR) -> Instr:
+    return next(i for i in k.loop if i.op == "affine_dot")
+
+
+def legal_blocks(block: dict[str, int], warps: int, groups: dict[str, int], k: KernelIR) -> str | None:
+    """Why a point's blocks do not fit the schedule (None when they do): a row tile of at most 16
+    (mma.sync's 8 or 16 columns), column tiles of 16 per warp, reduction tiles of whole 32-index
+    steps (two k16 MMAs per thread's word), each group a multiple of the reduction tile."""
+    dot = the_dot(k)
+    p, q = k.value(dot.out).axes
+    c = k.reduction
+    if block[p] > MAX_ROW_TILE:
+        return f"BLOCK_{p} <= {MAX_ROW_TILE} (got {block[p]})"
+    if block[q] % (MMA_ROWS * warps):
+        return f"BLOCK_{q} a multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
+    if block[c] % 32:
+        return f"BLOCK_{c} a multiple of 32 (got {block[c]})"
+    bad = next((f"{name} = {g}" for name, g in groups.items() if g % block[c]), None)
+    if bad is not None:
+        return f"groups that hold whole {c} tiles ({bad}, BLOCK_{c} = {block[c]})"
+    return None
