@@ -3,8 +3,8 @@ in its own run) to bench/results/ops-<device>.json, the one file of op rows the 
 keeps the date of its run and the file it came from (with the candidate tables, left out here); rows
 of those ops from an earlier collection are replaced, the ops' own rows are kept. A later source's row
 replaces an earlier source's row of the same op, shape, dtype, causality and baseline (lowbit-decode re-measures
-M = 1 of the low-bit grid after a change to the decode path; lowbit-register-operand M = 1 and 16 of the
-4-bit grid with the register-operand schedule among the candidates).
+M = 1 of the low-bit grid after a change to the decode path; lowbit-register-operand[-2bit] the 4-bit
+[2-bit] grid with the register-operand schedule among the M <= 16 candidates).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "fp8")
+SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "lowbit-register-operand-2bit", "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

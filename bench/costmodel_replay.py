@@ -27,6 +27,7 @@ from tilesched.tuner.costmodel import predict  # noqa: E402
 ATTENTION = {("attention", False): "flash_attention", ("attention", True): "flash_attention_causal",
              ("attention_gqa", True): "flash_attention_gqa"}
 SOURCES = {"attention": lambda r: ATTENTION[(r["op"], r["causal"])], "lowbit": lambda r: r["op"],
+           "lowbit-register-operand": lambda r: r["op"], "lowbit-register-operand-2bit": lambda r: r["op"],
            "fp8": lambda r: "fp8_gemm"}
 
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         report["ops"][name] = {"source": path.name, "measured": json.loads(path.read_text()).get("date"),
                                "median_now": statistics.median(now) if now else None,
                                "median_recorded": statistics.median(rec) if rec else None, "rows": rows}
-        print(f"{name:10s} {len(rows):3d} shapes  median Spearman now {report['ops'][name]['median_now']:.2f}  "
+        print(f"{name:24s} {len(rows):3d} shapes  median Spearman now {report['ops'][name]['median_now']:.2f}  "
               f"(recorded with the grid: {report['ops'][name]['median_recorded']:.2f})")
     if args.out:
         sb.write_json(args.out, report)

@@ -44,15 +44,20 @@ GROUP = 128
 CHECK = {name: {"M": 37, "N": 300, "K": 520} for name in BITS_SPECS.values()}
 # the register-operand schedule: ragged and even shapes, row tiles of 1 and 16 (mma.sync's 8 and 16
 # columns), K tiles of 32 to 128, 4 and 8 warps, split shares (one of them empty at 3 x 4 tiles)
-REGISTER_OPERAND_CHECK = [
+REGISTER_OPERAND_POINTS = [
     ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 1}),
     ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 2}),
-    ({"M": 5, "N": 200, "K": 1040}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 4}),
+    ({"M": 5, "N": 200, "K": 1040}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 4}),
     ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 8}),
     ({"M": 16, "N": 4096, "K": 4096}, {"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 4}),
     ({"M": 20, "N": 96, "K": 384}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 4}),
     ({"M": 3, "N": 4104, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 256, "BLOCK_K": 64, "NUM_WARPS": 8, "SPLIT_K": 1}),
 ]
+REGISTER_OPERAND_POINTS = [(sizes, {**params, "REGISTER_OPERAND": True}) for sizes, params in REGISTER_OPERAND_POINTS]
+REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits also take K tiles of 32
+    ({"M": 5, "N": 200, "K": 1040},
+     {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 4, "REGISTER_OPERAND": True})],
+                          "w2a16_gemm": REGISTER_OPERAND_POINTS}
 
 
 def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
@@ -61,14 +66,14 @@ def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
 
 
 def register_operand(bm: int, bn: int, w: int, split: int, bk: int = 128) -> dict:
-    """A point of the 4-bit spec's register-operand schedule (mma.sync, Gluon)."""
+    """A point of the register-operand schedule (mma.sync, Gluon)."""
     return {**cfg(bm, bn, bk, w, 4, split), "REGISTER_OPERAND": True}
 
 
 def candidates(m: int, bits: int = 0) -> list[dict]:
-    """A small, shape-class-aware list (the full space is for the tuner); the 4-bit spec's list
-    adds register-operand points at M <= 16 (the other specs lack the schedule)."""
-    if m <= 16 and bits == 4:
+    """A small, shape-class-aware list (the full space is for the tuner); the 4- and 2-bit specs'
+    lists add register-operand points at M <= 16 (the other widths lack the schedule)."""
+    if m <= 16 and bits in (2, 4):
         bm = 1 if m <= 8 else 16
         ro = [register_operand(bm, bn, w, s) for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8), (128, 4, 4),
                                                              (128, 8, 4), (64, 4, 4), (256, 8, 2), (128, 8, 1))]
@@ -232,11 +237,11 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default="", help="results file prefix (default lowbit; lowbit-decode for a re-run of "
                                              "M = 1 that bench/collect_ops.py lets replace those rows)")
     p.add_argument("--register-operand", action="store_true",
-                   help="check: the 4-bit spec's register-operand points (Gluon) against the oracle")
+                   help="check: the 4- and 2-bit specs' register-operand points (Gluon) against the oracle")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "check" and args.register_operand:
-        return sb.check_points("w4a16_gemm", REGISTER_OPERAND_CHECK, args.seed, Path(args.out), "lowbit-register-operand")
+        return sb.check_points(REGISTER_OPERAND_CHECK, args.seed, Path(args.out), "lowbit-register-operand")
     if args.cmd == "check":
         return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "lowbit")
     return cmd_bench(args)

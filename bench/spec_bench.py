@@ -257,9 +257,9 @@ def check_specs(specs: dict[str, dict], points: int, seed: int, out: Path, tag: 
     return 1 if failed else 0
 
 
-def check_points(name: str, points: list[tuple[dict, dict]], seed: int, out: Path, tag: str) -> int:
-    """Listed (sizes, params) points of one spec against the oracle on the GPU (the other parameters
-    at their defaults); writes DIR/<tag>-check-<device>.json."""
+def check_points(points: dict[str, list[tuple[dict, dict]]], seed: int, out: Path, tag: str) -> int:
+    """Listed (sizes, params) points per spec against the oracle on the GPU (the other parameters at
+    their defaults); writes DIR/<tag>-check-<device>.json."""
     import random
 
     import torch
@@ -268,18 +268,18 @@ def check_points(name: str, points: list[tuple[dict, dict]], seed: int, out: Pat
     from tilesched.backends.cuda.measure import measure
 
     rng = random.Random(seed)
-    prog = load_program(CONFIGS / f"{name}.yaml")
-    defaults = {p.name: p.default for p in prog.params}
     rows, failed = [], 0
-    for sizes, params in points:
-        full = {**defaults, **params}
-        b = bind(prog, {**sizes, **full})
-        m = measure(b, timed=False, seed=rng.randrange(1 << 30))
-        rows.append({"spec": name, "sizes": sizes, "params": full, "ok": m.ok, "reason": m.reason,
-                     "detail": m.detail[:300], "rel_error": m.max_rel_error})
-        failed += not m.ok
-        print(f"{'ok  ' if m.ok else 'FAIL'} {name} {sizes} {params} err={m.max_rel_error} "
-              f"{m.reason or ''} {m.detail[:200] if not m.ok else ''}", flush=True)
+    for name, listed in points.items():
+        prog = load_program(CONFIGS / f"{name}.yaml")
+        defaults = {p.name: p.default for p in prog.params}
+        for sizes, params in listed:
+            full = {**defaults, **params}
+            m = measure(bind(prog, {**sizes, **full}), timed=False, seed=rng.randrange(1 << 30))
+            rows.append({"spec": name, "sizes": sizes, "params": full, "ok": m.ok, "reason": m.reason,
+                         "detail": m.detail[:300], "rel_error": m.max_rel_error})
+            failed += not m.ok
+            print(f"{'ok  ' if m.ok else 'FAIL'} {name} {sizes} {params} err={m.max_rel_error} "
+                  f"{m.reason or ''} {m.detail[:200] if not m.ok else ''}", flush=True)
     dev = torch.cuda.get_device_name()
     write_json(out / f"{tag}-check-{slug(dev)}.json",
                {"device": dev, "versions": versions(), "date": now(), "rows": rows, "failed": failed})

@@ -49,11 +49,13 @@ def test_candidates_are_legal_at_every_bench_shape():
                 cands = lowbit.candidates(m, bits)
                 legal = [p for p in cands if sb.legal(prog, {"M": m, "N": n, "K": k}, p)]
                 assert len(legal) >= len(cands) // 2, (spec, m, n, k)  # w3 constrains its tiles further
-                if bits == 4:  # the register-operand points are all legal
+                if bits in (2, 4):  # the register-operand points are all legal
                     assert all(p in legal for p in cands if p.get("REGISTER_OPERAND")), (m, n, k)
-    prog = load_program(CONFIGS / "w4a16_gemm.yaml")
-    for sizes, params in lowbit.REGISTER_OPERAND_CHECK:
-        assert sb.legal(prog, sizes, {p.name: p.default for p in prog.params} | params), (sizes, params)
+    for name, points in lowbit.REGISTER_OPERAND_CHECK.items():
+        prog = load_program(CONFIGS / f"{name}.yaml")
+        for sizes, params in points:
+            assert params["REGISTER_OPERAND"] is True  # the check runs the schedule, not the Triton kernel
+            assert sb.legal(prog, sizes, {p.name: p.default for p in prog.params} | params), (name, sizes, params)
     prog = load_program(CONFIGS / "fp8_gemm.yaml")
     for m, n, k in fp8.SHAPES:
         assert all(sb.legal(prog, {"M": m, "N": n, "K": k}, p) for p in fp8.candidates(m)), (m, n, k)

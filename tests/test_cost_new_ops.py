@@ -92,3 +92,19 @@ def test_a_factored_dequantisation_costs_only_its_unpacking():
     text = (CONFIGS / "w4a16_gemm.yaml").read_text().replace("group: {K: 128}", "group: {K: 64}")
     small_groups = bind(lower(*load_spec_text(text)), {**point, "BLOCK_M": 1})
     assert not factored_at(small_groups) and _loop_elementwise_ops(small_groups) > 3 * 8192 * 8192
+
+
+def test_the_register_operand_schedule_costs_one_instruction_per_weight():
+    """mma.sync with the words in its register operand: a shift and a LOP3 per two weights, only X's
+    tile in shared memory (more programs per SM), predicted faster than the Triton kernel at decode
+    shapes, as measured (bench/results/lowbit-register-operand-*.json)."""
+    from tilesched.tuner.costmodel import _loop_elementwise_ops, _occupancy
+
+    prog = load_program(CONFIGS / "w4a16_gemm.yaml")
+    for m, bm in ((1, 1), (16, 16)):
+        point = {"M": m, "N": 28672, "K": 8192, "BLOCK_M": bm, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 4}
+        triton, ro = (bind(prog, {**point, "REGISTER_OPERAND": v}) for v in (False, True))
+        assert _loop_elementwise_ops(ro) == pytest.approx(8192 * 28672)
+        assert _loop_elementwise_ops(triton) > _loop_elementwise_ops(ro)
+        assert _occupancy(ro)[2]["smem_bytes"] == 2 * max(bm, 8) * 128 < _occupancy(triton)[2]["smem_bytes"]
+        assert predict(ro).latency < predict(triton).latency

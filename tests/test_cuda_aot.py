@@ -69,20 +69,35 @@ def test_hopper_variants_compile(name, sizes, params):
 RO_POINTS = [  # the register-operand schedule (Gluon): split row tiles of 16, decode, ragged N and K
     ({"M": 16, "N": 4096, "K": 4096}, {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 4}),
     ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 256, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 1}),
-    ({"M": 20, "N": 200, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 2}),
+    ({"M": 20, "N": 200, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 2}),
 ]
 
 
+@pytest.mark.parametrize("spec", ["w4a16_gemm", "w2a16_gemm"])
 @pytest.mark.parametrize("sizes,params", RO_POINTS, ids=["mma-16", "decode", "ragged"])
-def test_register_operand_schedule_compiles_for_sm90(sizes, params):
+def test_register_operand_schedule_compiles_for_sm90(spec, sizes, params):
     """The Gluon kernel builds for Hopper (its compile asserts that the words' layout becomes the MMA
     operand's without data movement), runs on mma.sync, and keeps no weight tile in shared memory:
     only X's small tile passes through it."""
-    kernel = Kernel(load_program(SPECS["w4a16_gemm"]))
+    kernel = Kernel(load_program(SPECS[spec]))
     full = {"GROUP_M": 8, "NUM_STAGES": 4, "MATERIALIZE": False, "REGISTER_OPERAND": True, **params}
     built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
-    assert built.kernel == "w4a16_gemm_gluon_kernel"
+    assert built.kernel == f"{spec}_gluon_kernel"
     assert built.mma_sync and not built.wgmma and not built.tma
     weight_tile = params["BLOCK_N"] * params["BLOCK_K"] * 2  # a dequantised bf16 tile
     x_tile = max(params["BLOCK_M"], 8) * params["BLOCK_K"] * 2
     assert built.shared_bytes <= x_tile < weight_tile, built
+
+
+def test_register_operand_schedule_takes_fp16_activations():
+    """fp16 activations and scales: the pairs hold 1024 + v (fp16's mantissa), the same layouts."""
+    from tilesched.backends.cuda.io import retyped
+
+    kernel = Kernel(retyped(load_program(SPECS["w4a16_gemm"]), "bf16", "fp16"))
+    sizes, params = RO_POINTS[0]
+    full = {"GROUP_M": 8, "NUM_STAGES": 4, "MATERIALIZE": False, "REGISTER_OPERAND": True, **params}
+    from tilesched.backends.cuda.kernel import compiled
+
+    assert "| 0x64006400" in compiled(kernel.program)[1]
+    built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
+    assert built.mma_sync and not built.wgmma

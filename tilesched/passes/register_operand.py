@@ -19,6 +19,7 @@ checks the kernel's shape and the point's block sizes (`legal_blocks`) for the p
 from __future__ import annotations
 
 from tilesched.errors import spec_error
+from tilesched.ir.dtypes import BITS
 from tilesched.ir.looptree import LoopTree
 from tilesched.ir.nodes import Program
 from tilesched.passes.factor import constant_along
@@ -26,7 +27,7 @@ from tilesched.passes.kernel import Instr, KernelIR, producer
 
 OPTION = "register_operand"
 ACTIVATIONS = ("bf16", "fp16")
-WEIGHTS = ("uint4",)  # eight to a word: one word is one thread's 8 consecutive reduction indices
+WEIGHTS = ("uint4", "uint2")  # 8 or 16 to a word: one or two of a thread's 8-index operand fragments
 MMA_ROWS = 16  # mma.sync's m16n8k16: 16 weight columns per warp and step, up to 16 activation rows
 MAX_ROW_TILE = 16
 
@@ -90,8 +91,8 @@ def the_dot(k: KernelIR) -> Instr:
 
 def legal_blocks(block: dict[str, int], warps: int, groups: dict[str, int], k: KernelIR) -> str | None:
     """Why a point's blocks do not fit the schedule (None when they do): a row tile of at most 16
-    (mma.sync's 8 or 16 columns), column tiles of 16 per warp, reduction tiles of whole 32-index
-    steps (two k16 MMAs per thread's word), each group a multiple of the reduction tile."""
+    (mma.sync's 8 or 16 columns), column tiles of 16 per warp, reduction tiles of whole words for
+    the 4 lanes along it (32 indices for 4 bits, 64 for 2), each group a multiple of the tile."""
     dot = the_dot(k)
     p, q = k.value(dot.out).axes
     c = k.reduction
@@ -99,8 +100,10 @@ def legal_blocks(block: dict[str, int], warps: int, groups: dict[str, int], k: K
         return f"BLOCK_{p} <= {MAX_ROW_TILE} (got {block[p]})"
     if block[q] % (MMA_ROWS * warps):
         return f"BLOCK_{q} a multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
-    if block[c] % 32:
-        return f"BLOCK_{c} a multiple of 32 (got {block[c]})"
+    bits = BITS[k.access(producer(k, dot.args[2]).tensor, "load").dtype]
+    step = 4 * 32 // bits  # the 4 lanes along the reduction hold a word each
+    if block[c] % step:
+        return f"BLOCK_{c} a multiple of {step} (got {block[c]})"
     bad = next((f"{name} = {g}" for name, g in groups.items() if g % block[c]), None)
     if bad is not None:
         return f"groups that hold whole {c} tiles ({bad}, BLOCK_{c} = {block[c]})"

@@ -113,11 +113,21 @@ def _reduction(b: Binding) -> str | None:
     return next((lp.axis for lp in b.program.loops if lp.kind == "reduction"), None)
 
 
+def _register_operand(b: Binding) -> bool:
+    """The point runs the register-operand schedule (tilesched/passes/register_operand.py): mma.sync
+    with the dequantised weights in registers, the next tile's words prefetched one tile ahead, only
+    the activations' tile in shared memory."""
+    return b.program.target == "cuda" and bool(b.option("register_operand", False))
+
+
 def _occupancy(b: Binding) -> tuple[int, int, dict]:
     """CTAs per SM from shared memory and registers; also smem bytes and registers per thread."""
     stages = int(b.option("num_stages", 2) or 2)
     warps = int(b.option("num_warps", 4) or 4)
     smem = smem_estimate(b)
+    if _register_operand(b):  # X's tile (mma.sync's 8 or 16 columns) converted through shared memory
+        sp, red = _spatial(b), _reduction(b)
+        stages, smem = 2, 2 * max(b.tile(sp[-2]), 8) * b.tile(red)
     acc = [t for s in b.program.stages if s.op == "dot" for t in s.writes]
     acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
     regs = min(255, acc_elems // (warps * 32) + 40)
@@ -342,7 +352,9 @@ def _loop_elementwise_ops(b: Binding) -> float:
         out = b.program.tensor(s.writes[0])
         again = prod(b.n_tiles(g) for g in grid if g not in out.shape)
         packed = [t for t in s.reads if b.program.tensor(t).pack or b.program.tensor(t).dtype in SUB_BYTE]
-        if s.writes[0] in factored:  # only the varying input's unpacking and conversion per element
+        if _register_operand(b):  # one shift and one LOP3 make two values an MMA operand pair
+            per = 1.0
+        elif s.writes[0] in factored:  # only the varying input's unpacking and conversion per element
             per = 1 + ALU_PER_PACKED_INPUT * (s.reads[0] in packed)
         else:
             per = ALU_PER_ELEMENT + len(s.fn) + ALU_PER_PACKED_INPUT * len(packed)

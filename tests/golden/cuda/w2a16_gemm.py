@@ -3,6 +3,9 @@
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
+from triton.experimental import gluon
+from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 
 # Helpers are defined here rather than taken from triton.language's @jit library, so the module
@@ -35,6 +38,22 @@ def _tile_coords(tile_id, tiles_a, tiles_b, GROUP: tl.constexpr):
     first = (tile_id // width) * GROUP
     rows = tl.minimum(tiles_a - first, GROUP)
     return first + (tile_id % width) % rows, (tile_id % width) // rows
+
+@gluon.jit
+def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
+    # masks only where some point is ragged (EVEN is the launch's compile-time flag)
+    if EVEN:
+        return ttgl.load(ptrs)
+    else:
+        return ttgl.load(ptrs, mask=mask, other=0)
+
+
+@gluon.jit
+def _gl_add(x, y):  # defined here, not taken from triton.language, as the Triton helpers are
+    return x + y
+
+
+_gl_barrier = getattr(ttgl, "barrier", None) or ttgl.thread_barrier  # named thread_barrier up to Triton 3.6
 
 
 @triton.jit
@@ -69,6 +88,7 @@ def w2a16_gemm_kernel(
     G_S_K: tl.constexpr,
     GROUP: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    REGISTER_OPERAND: tl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
     tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
@@ -220,8 +240,140 @@ def launch_args(cfg, t, n, c):
 
 def launch(cfg, t, n, c):
     """Launch the kernel for one call."""
+    if cfg.constexprs["REGISTER_OPERAND"]:  # the register-operand schedule's kernel
+        return gluon_launch(cfg, t, n, c)
     args, kwargs = launch_args(cfg, t, n, c)
     w2a16_gemm_kernel[cfg.grid](*args, **kwargs)
+
+
+# the register-operand schedule (tilesched/passes/register_operand.py), in Gluon
+@gluon.jit
+def w2a16_gemm_gluon_kernel(
+    p_X,
+    p_W,
+    p_Z,
+    p_S,
+    p_Y,
+    ws_acc,
+    ws_arrived,
+    n_M,
+    n_N,
+    n_K,
+    s_X_M,
+    s_X_K,
+    s_W_K,
+    s_W_N,
+    s_Z_K,
+    s_Z_N,
+    s_S_K,
+    s_S_N,
+    s_Y_M,
+    s_Y_N,
+    BLOCK_M: ttgl.constexpr,
+    BLOCK_N: ttgl.constexpr,
+    BLOCK_K: ttgl.constexpr,
+    EVEN_M: ttgl.constexpr,
+    EVEN_N: ttgl.constexpr,
+    EVEN_K: ttgl.constexpr,
+    G_Z_K: ttgl.constexpr,
+    G_S_K: ttgl.constexpr,
+    GROUP: ttgl.constexpr,
+    SPLIT_K: ttgl.constexpr,
+    MMA_N: ttgl.constexpr,
+    PAIRS: ttgl.constexpr,
+):
+    NW: ttgl.constexpr = ttgl.num_warps()
+    mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])
+    op_w: ttgl.constexpr = ttgl.DotOperandLayout(0, mma, k_width=8)  # 8 consecutive reduction indices a thread
+    op_x: ttgl.constexpr = ttgl.DotOperandLayout(1, mma, k_width=8)
+    words: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS)
+    x_tile: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [2, 16], [NW, 1], [1, 0])
+    cols: ttgl.constexpr = ttgl.SliceLayout(1, mma)  # N: the MMA's rows
+    rows: ttgl.constexpr = ttgl.SliceLayout(0, mma)  # M
+    tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
+    tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
+    tile_id = ttgl.program_id(0)
+    width = GROUP * tiles_N  # GROUP rows of tiles swept column by column
+    first = (tile_id // width) * GROUP
+    pid_M = first + (tile_id % width) % ttgl.minimum(tiles_M - first, GROUP)
+    pid_N = (tile_id % width) // ttgl.minimum(tiles_M - first, GROUP)
+    tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+    lo_K = 0
+    hi_K = tiles_K
+    if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles
+        per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
+        lo_K = ttgl.program_id(1) * per_split
+        hi_K = ttgl.minimum(lo_K + per_split, tiles_K)
+    # w: words of 16 values along K; a thread loads the words its operand fragments hold
+    wq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=ttgl.SliceLayout(1, words))
+    wc = ttgl.arange(0, BLOCK_K // 16, layout=ttgl.SliceLayout(0, words))
+    w_ptrs = p_W + wc[None, :] * s_W_K + wq[:, None] * s_W_N
+    w_rows = (n_K + 15) // 16
+    shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, 8, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS))) * 2, 0), 1)
+    # x: [MMA_N, BLOCK_K] rows of the row tile (MMA_N = max(BLOCK_M, 8): mma.sync's n)
+    xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))
+    xp = pid_M * BLOCK_M + xr
+    xc = ttgl.arange(0, BLOCK_K, layout=ttgl.SliceLayout(0, x_tile))
+    x_ptrs = p_X + xp[:, None].to(ttgl.int64) * s_X_M + xc[None, :] * s_X_K
+    x_rows = (xr < BLOCK_M) & (xp < n_M)
+    cq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=cols)
+    zeros = ttgl.zeros([BLOCK_N, MMA_N], ttgl.float32, mma)
+    v_acc = zeros
+    # the next tile's words load while this one is used (past the share's end the last tile loads
+    # again rather than masked: no predicates on the stream)
+    t_next = ttgl.minimum(lo_K, hi_K - 1)
+    v_words = _gl_load(w_ptrs + (t_next * (BLOCK_K // 16)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 16) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
+    for it_K in range(lo_K, hi_K):
+        t_next = ttgl.minimum(it_K + 1, hi_K - 1)
+        v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_K // 16)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 16) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
+        k0 = it_K * BLOCK_K
+        x_mask = x_rows[:, None] & (k0 + xc < n_K)[None, :]
+        v_x = ttgl.load(x_ptrs + k0 * s_X_K, mask=x_mask, other=0.0)
+        x_sum = ttgl.convert_layout(ttgl.reduce(v_x.to(ttgl.float32), 1, _gl_add), rows)
+        # value j of a word pairs with value j + 8: X's tile permuted into the operand's reduction order
+        x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_x, [MMA_N, BLOCK_K // 64, 4, 2, 2, 4]), (0, 1, 4, 2, 5, 3)), [MMA_N, BLOCK_K])
+        x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)
+        pairs = ((ttgl.expand_dims(v_words, 2) >> shifts) & 0x00030003) | 0x43004300
+        lo_half, hi_half = ttgl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [pairs], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
+        w_op = ttgl.convert_layout(ttgl.reshape(ttgl.permute(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_N, BLOCK_K // 64, 4, 2, 4, 2]), (0, 1, 3, 2, 4, 5)), [BLOCK_N, BLOCK_K]), op_w, assert_trivial=True)
+        t_sum = mma_v2(w_op, x_op, zeros)
+        r_Z = ((_gl_load(p_Z + (it_K * BLOCK_K) // G_Z_K * s_Z_K + (cq // 16) * s_Z_N, cq < n_N, EVEN_N) >> ((cq % 16) * 2)) & 3).to(ttgl.float32)
+        r_S = _gl_load(p_S + (it_K * BLOCK_K) // G_S_K * s_S_K + cq * s_S_N, cq < n_N, EVEN_N).to(ttgl.float32)
+        b_acc = (((-r_Z) * r_S) - 128.0 * r_S) + ttgl.zeros([BLOCK_N], ttgl.float32, cols)
+        v_acc += (r_S)[:, None] * t_sum + b_acc[:, None] * x_sum[None, :]
+        v_words = v_ahead
+    yp = pid_M * BLOCK_M + ttgl.arange(0, MMA_N, layout=rows)
+    y_mask = ((ttgl.arange(0, MMA_N, layout=rows) < BLOCK_M) & (yp < n_M))[None, :] & (cq < n_N)[:, None]
+    y_ptrs = p_Y + yp[None, :].to(ttgl.int64) * s_Y_M + cq[:, None] * s_Y_N
+    if SPLIT_K > 1:  # the shares of a tile meet in the fp32 workspace; the last to arrive finishes it
+        ws_ptrs = ws_acc + yp[None, :].to(ttgl.int64) * n_N + cq[:, None]
+        ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_M * n_N, v_acc, mask=y_mask)
+        _gl_barrier()
+        arrived = ttgl.atomic_add(ws_arrived + tile_id, 1, sem="acq_rel", scope="gpu")
+        if arrived == SPLIT_K - 1:
+            v_acc = ttgl.load(ws_ptrs, mask=y_mask, other=0.0, cache_modifier=".cg")
+            for other in ttgl.static_range(1, SPLIT_K):
+                v_acc += ttgl.load(ws_ptrs + other * n_M * n_N, mask=y_mask, other=0.0, cache_modifier=".cg")
+            ttgl.atomic_xchg(ws_arrived + tile_id, 0, sem="relaxed", scope="gpu")  # ready for the next call
+            ttgl.store(y_ptrs, v_acc.to(ttgl.bfloat16), mask=y_mask)
+    else:
+        ttgl.store(y_ptrs, v_acc.to(ttgl.bfloat16), mask=y_mask)
+
+
+def gluon_launch_args(cfg, t, n, c):
+    """The register-operand kernel's arguments: the Triton kernel's, its layouts."""
+    from tilesched.backends.cuda.gluon_layouts import pairs_layout
+
+    args, kw = launch_args(cfg, t, n, c)
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K']}
+    consts["MMA_N"] = max(kw["BLOCK_M"], 8)
+    consts["PAIRS"] = pairs_layout(kw["BLOCK_N"], kw["BLOCK_K"], cfg.num_warps, 2)
+    return args, dict(num_warps=cfg.num_warps, **consts)
+
+
+def gluon_launch(cfg, t, n, c):
+    args, kwargs = gluon_launch_args(cfg, t, n, c)
+    w2a16_gemm_gluon_kernel[cfg.grid](*args, **kwargs)
 
 
 # produce: w2a16_gemm_materialize

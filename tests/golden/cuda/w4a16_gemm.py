@@ -304,7 +304,7 @@ def w4a16_gemm_gluon_kernel(
         per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
         lo_K = ttgl.program_id(1) * per_split
         hi_K = ttgl.minimum(lo_K + per_split, tiles_K)
-    # w: words of 8 values along K, one thread's operand fragment per word
+    # w: words of 8 values along K; a thread loads the words its operand fragments hold
     wq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=ttgl.SliceLayout(1, words))
     wc = ttgl.arange(0, BLOCK_K // 8, layout=ttgl.SliceLayout(0, words))
     w_ptrs = p_W + wc[None, :] * s_W_K + wq[:, None] * s_W_N
@@ -330,7 +330,7 @@ def w4a16_gemm_gluon_kernel(
         x_mask = x_rows[:, None] & (k0 + xc < n_K)[None, :]
         v_x = ttgl.load(x_ptrs + k0 * s_X_K, mask=x_mask, other=0.0)
         x_sum = ttgl.convert_layout(ttgl.reduce(v_x.to(ttgl.float32), 1, _gl_add), rows)
-        # value j of a word pairs with value j + 4: X's tile from [word, half, j] to [word, j, half]
+        # value j of a word pairs with value j + 4: X's tile permuted into the operand's reduction order
         x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_x, [MMA_N, BLOCK_K // 8, 2, 4]), (0, 1, 3, 2)), [MMA_N, BLOCK_K])
         x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)
         pairs = ((ttgl.expand_dims(v_words, 2) >> shifts) & 0x000F000F) | 0x43004300
@@ -367,7 +367,7 @@ def gluon_launch_args(cfg, t, n, c):
     args, kw = launch_args(cfg, t, n, c)
     consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K']}
     consts["MMA_N"] = max(kw["BLOCK_M"], 8)
-    consts["PAIRS"] = pairs_layout(kw["BLOCK_N"], kw["BLOCK_K"], cfg.num_warps)
+    consts["PAIRS"] = pairs_layout(kw["BLOCK_N"], kw["BLOCK_K"], cfg.num_warps, 4)
     return args, dict(num_warps=cfg.num_warps, **consts)
 
 

@@ -95,6 +95,30 @@ def _coefficient(k: KernelIR, n: str, q: str, c: str, t: str) -> list[str]:
     return lines
 
 
+def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str) -> list[str]:
+    """X's permuted tile and the weights' pairs as the two MMA operands. Value j of a word (index
+    per * w + j) pairs with value j + pairs; the operand's reduction order is (high to low) the
+    word's high bits, j's high bits, the word's low two bits, j's low two bits, the half
+    (gluon_layouts.pairs_bases), and X's tile is permuted into the same order."""
+    per, pairs = 32 // bits, 16 // bits
+    if pairs == 4:  # 4 bits: [word, half, j] -> [word, j, half]
+        x_split, x_order = f"[MMA_N, BLOCK_{c} // {per}, 2, 4]", "(0, 1, 3, 2)"
+        w_merge = f"ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_{q}, BLOCK_{c}])"
+    else:  # [word high, word low, half, j high, j low] -> [word high, j high, word low, j low, half]
+        x_split, x_order = f"[MMA_N, BLOCK_{c} // {4 * per}, 4, 2, {pairs // 4}, 4]", "(0, 1, 4, 2, 5, 3)"
+        w_merge = (f"ttgl.reshape(ttgl.permute(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_{q}, BLOCK_{c} // "
+                   f"{4 * per}, 4, {pairs // 4}, 4, 2]), (0, 1, 3, 2, 4, 5)), [BLOCK_{q}, BLOCK_{c}])")
+    return [
+        f"# value j of a word pairs with value j + {pairs}: X's tile permuted into the operand's reduction order",
+        f"x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_{x}, {x_split}), {x_order}), [MMA_N, BLOCK_{c}])",
+        "x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)",
+        f"pairs = ((ttgl.expand_dims(v_words, 2) >> shifts) & {low}) | {magic}",
+        f"lo_half, hi_half = ttgl.inline_asm_elementwise(\"mov.b32 {{$0, $1}}, $2;\", \"=h,=h,r\", [pairs], "
+        f"dtype=({GL_DTYPES[act]}, {GL_DTYPES[act]}), is_pure=True, pack=1)",
+        f"w_op = ttgl.convert_layout({w_merge}, op_w, assert_trivial=True)",
+    ]
+
+
 def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     """The Gluon kernel `<name>_gluon_kernel` of a kernel IR the register_operand pass marked."""
     dot = the_dot(k)
@@ -106,6 +130,9 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     Y = k.post[0].tensor
     act = k.value(x).dtype
     magic, bias = MAGIC[act]
+    bits = BITS[k.access(W, "load").dtype]
+    per, pairs = 32 // bits, 16 // bits  # values per word; pairs (j, j + pairs) per word
+    low = f"0x{((1 << bits) - 1) * 0x00010001:08X}"
     per_tile = [n for n in coefs if c in k.value(n).axes]
     once = [n for n in coefs if c not in k.value(n).axes]
     scale, offset = affine_terms(dot.fn, [f"r_{n}" for n in coefs])
@@ -134,13 +161,13 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
                  f"    lo_{c} = ttgl.program_id(1) * per_split",
                  f"    hi_{c} = ttgl.minimum(lo_{c} + per_split, tiles_{c})"]
     body += [
-        f"# {w}: words of 8 values along {c}, one thread's operand fragment per word",
+        f"# {w}: words of {per} values along {c}; a thread loads the words its operand fragments hold",
         f"wq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=ttgl.SliceLayout(1, words))",
-        f"wc = ttgl.arange(0, BLOCK_{c} // 8, layout=ttgl.SliceLayout(0, words))",
+        f"wc = ttgl.arange(0, BLOCK_{c} // {per}, layout=ttgl.SliceLayout(0, words))",
         f"w_ptrs = p_{W} + wc[None, :] * s_{W}_{c} + wq[:, None] * s_{W}_{q}",
-        f"w_rows = (n_{c} + 7) // 8",
-        "shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, "
-        "ttgl.SliceLayout(1, PAIRS))) * 4, 0), 1)",
+        f"w_rows = (n_{c} + {per - 1}) // {per}",
+        f"shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, {pairs}, layout=ttgl.SliceLayout(0, "
+        f"ttgl.SliceLayout(1, PAIRS))) * {bits}, 0), 1)",
         f"# {x}: [MMA_N, BLOCK_{c}] rows of the row tile (MMA_N = max(BLOCK_{p}, 8): mma.sync's n)",
         "xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))",
         f"xp = pid_{p} * BLOCK_{p} + xr",
@@ -154,32 +181,24 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     for n in once:
         body += _coefficient(k, n, q, c, "0")
     w_even = _even(k, q, c)
-    word_mask = lambda t: f"(wq[:, None] < n_{q}) & ({t} * (BLOCK_{c} // 8) + wc[None, :] < w_rows)"  # noqa: E731
+    word_mask = lambda t: f"(wq[:, None] < n_{q}) & ({t} * (BLOCK_{c} // {per}) + wc[None, :] < w_rows)"  # noqa: E731
     body += [
         "# the next tile's words load while this one is used (past the share's end the last tile loads",
         "# again rather than masked: no predicates on the stream)",
         f"t_next = ttgl.minimum(lo_{c}, hi_{c} - 1)",
-        f"v_words = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // 8)).to(ttgl.int64) * s_{W}_{c}, "
+        f"v_words = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // {per})).to(ttgl.int64) * s_{W}_{c}, "
         f"{word_mask('t_next')}, {w_even})",
         f"for it_{c} in range(lo_{c}, hi_{c}):",
     ]
     loop = [
         f"t_next = ttgl.minimum(it_{c} + 1, hi_{c} - 1)",
-        f"v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // 8)).to(ttgl.int64) * s_{W}_{c}, "
+        f"v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // {per})).to(ttgl.int64) * s_{W}_{c}, "
         f"{word_mask('t_next')}, {w_even})",
         f"k0 = it_{c} * BLOCK_{c}",
         "x_mask = x_rows[:, None]" + (f" & (k0 + xc < n_{c})[None, :]" if k.axis(c).masked else ""),
         f"v_{x} = ttgl.load(x_ptrs + k0 * s_{X}_{c}, mask=x_mask, other=0.0)",
         f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
-        "# value j of a word pairs with value j + 4: X's tile from [word, half, j] to [word, j, half]",
-        f"x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_{x}, [MMA_N, BLOCK_{c} // 8, 2, 4]), (0, 1, 3, 2)), "
-        f"[MMA_N, BLOCK_{c}])",
-        "x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)",
-        f"pairs = ((ttgl.expand_dims(v_words, 2) >> shifts) & 0x000F000F) | {magic}",
-        f"lo_half, hi_half = ttgl.inline_asm_elementwise(\"mov.b32 {{$0, $1}}, $2;\", \"=h,=h,r\", [pairs], "
-        f"dtype=({GL_DTYPES[act]}, {GL_DTYPES[act]}), is_pure=True, pack=1)",
-        f"w_op = ttgl.convert_layout(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_{q}, BLOCK_{c}]), op_w, "
-        "assert_trivial=True)",
+        *_operands(x, act, magic, low, bits, c, q),
         "t_sum = mma_v2(w_op, x_op, zeros)",
     ]
     for n in per_tile:
@@ -226,6 +245,7 @@ def render_gluon_host(k: KernelIR) -> list[str]:
     names = constexprs(k)
     dot = the_dot(k)
     p, q = k.value(dot.out).axes
+    bits = BITS[k.access(producer(k, dot.args[2]).tensor, "load").dtype]
     return [
         "def gluon_launch_args(cfg, t, n, c):",
         '    """The register-operand kernel\'s arguments: the Triton kernel\'s, its layouts."""',
@@ -234,7 +254,7 @@ def render_gluon_host(k: KernelIR) -> list[str]:
         "    args, kw = launch_args(cfg, t, n, c)",
         f"    consts = {{name: kw[name] for name in {names!r}}}",
         f"    consts[\"MMA_N\"] = max(kw[\"BLOCK_{p}\"], 8)",
-        f"    consts[\"PAIRS\"] = pairs_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps)",
+        f"    consts[\"PAIRS\"] = pairs_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps, {bits})",
         "    return args, dict(num_warps=cfg.num_warps, **consts)",
         "",
         "",

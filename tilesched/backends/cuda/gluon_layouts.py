@@ -3,10 +3,11 @@
 mma.sync's first operand with k_width 8 gives each thread 8 consecutive reduction indices of a row
 (lanes: 4 along the reduction, 8 along the rows; registers: rows + 8, then further 32-index steps,
 then further 16-row blocks per warp; warps along the rows). A word of eight 4-bit values packed
-along the reduction axis is then one thread's values: the words' layout is the operand's with the
-reduction axis divided by 8, and a word's four value pairs (shifted out in-thread) extend it by a
-third axis. Joining each pair's two bf16 halves and merging the axes gives back the operand layout
-exactly (the kernel asserts that the conversion is trivial when it compiles).
+along the reduction axis is then one thread's values (a word of sixteen 2-bit values, two 32-index
+steps' worth): the words' layout is the operand's with the reduction axis divided by the values per
+word, and a word's value pairs (shifted out in-thread) extend it by a third axis. Joining each
+pair's two halves and merging the axes gives back the operand layout exactly (the kernel asserts
+that the conversion is trivial when it compiles).
 """
 
 from __future__ import annotations
@@ -18,19 +19,27 @@ def _log2(v: int) -> int:
     return v.bit_length() - 1
 
 
-def pairs_bases(block_rows: int, block_red: int, warps: int) -> dict[str, list[list[int]]]:
-    """Linear-layout bases of [block_rows, block_red / 8, 4]: rows (weight columns), words along
-    the reduction axis, a word's 4 value pairs."""
+def pairs_bases(block_rows: int, block_red: int, warps: int, bits: int = 4) -> dict[str, list[list[int]]]:
+    """Linear-layout bases of [block_rows, words, pairs]: rows (weight columns), the tile's words
+    along the reduction axis (32 / bits values each), a word's 16 / bits value pairs.
+
+    A word's pairs j (values j and j + pairs, as its low and high halves) fill the operand's
+    reduction indices in this order, from the lowest bit: the pair's half, j's low two bits (one
+    thread's 8 indices), the word's low two bits (the 4 lanes along the reduction), j's higher bits,
+    the word's higher bits (registers: further 32-index steps); X's tile is permuted to match."""
+    pairs = 16 // bits
+    words = block_red * bits // 32
     lane = [[0, 1, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]]
     warp = [[16 << i, 0, 0] for i in range(_log2(warps))]
     reg = [[0, 0, 1], [0, 0, 2], [8, 0, 0]]
-    reg += [[0, 4 << i, 0] for i in range(_log2(block_red // 32))]
+    reg += [[0, 0, 4 << i] for i in range(_log2(pairs // 4))]
+    reg += [[0, 4 << i, 0] for i in range(_log2(words // 4))]
     reg += [[16 * warps << i, 0, 0] for i in range(_log2(block_rows // (16 * warps)))]
     return {"reg_bases": reg, "lane_bases": lane, "warp_bases": warp, "block_bases": [],
-            "shape": [block_rows, block_red // 8, 4]}
+            "shape": [block_rows, words, pairs]}
 
 
-def pairs_layout(block_rows: int, block_red: int, warps: int):
+def pairs_layout(block_rows: int, block_red: int, warps: int, bits: int = 4):
     from triton.experimental.gluon import language as ttgl
 
-    return ttgl.DistributedLinearLayout(**pairs_bases(block_rows, block_red, warps))
+    return ttgl.DistributedLinearLayout(**pairs_bases(block_rows, block_red, warps, bits))
