@@ -43,15 +43,25 @@ MS = [1, 16, 128, 1024]
 GROUP = 128
 CHECK = {name: {"M": 37, "N": 300, "K": 520} for name in BITS_SPECS.values()}
 # the register-operand schedule: ragged and even shapes, row tiles of 1 and 16 (mma.sync's 8 and 16
-# columns), K tiles of 32 to 128, 4 and 8 warps, split shares (one of them empty at 3 x 4 tiles)
+# columns), K tiles of 32 to 128, 4 and 8 warps, split shares (one of them empty at 3 x 4 tiles),
+# the next words in registers (2 stages) or through a cp.async ring (the spec's default 4, 3, 5)
 REGISTER_OPERAND_POINTS = [
-    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 1}),
+    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 1,
+                                     "NUM_STAGES": 2}),  # two stages: the next words in registers
     ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 2}),
-    ({"M": 5, "N": 200, "K": 1040}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 4}),
+    ({"M": 5, "N": 200, "K": 1040}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 4,
+                                     "NUM_STAGES": 2}),
     ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 8}),
-    ({"M": 16, "N": 4096, "K": 4096}, {"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 4}),
+    ({"M": 16, "N": 4096, "K": 4096}, {"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 4,
+                                       "NUM_STAGES": 2}),
     ({"M": 20, "N": 96, "K": 384}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 4}),
     ({"M": 3, "N": 4104, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 256, "BLOCK_K": 64, "NUM_WARPS": 8, "SPLIT_K": 1}),
+    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "NUM_WARPS": 4, "SPLIT_K": 2,
+                                     "NUM_STAGES": 3}),  # a cp.async ring: ragged, a share of one tile
+    ({"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 256, "BLOCK_K": 128, "NUM_WARPS": 8, "SPLIT_K": 2,
+                                        "NUM_STAGES": 4}),
+    ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 8,
+                                      "NUM_STAGES": 5}),  # more stages than the share's 4 tiles
 ]
 REGISTER_OPERAND_POINTS = [(sizes, {**params, "REGISTER_OPERAND": True}) for sizes, params in REGISTER_OPERAND_POINTS]
 REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits also take K tiles of 32
@@ -65,19 +75,19 @@ def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
             "SPLIT_K": split, "MATERIALIZE": False}
 
 
-def register_operand(bm: int, bn: int, w: int, split: int, bk: int = 128) -> dict:
+def register_operand(bm: int, bn: int, w: int, split: int, bk: int = 128, stages: int = 2) -> dict:
     """A point of the register-operand schedule (mma.sync, Gluon)."""
-    return {**cfg(bm, bn, bk, w, 4, split), "REGISTER_OPERAND": True}
+    return {**cfg(bm, bn, bk, w, stages, split), "REGISTER_OPERAND": True}
 
 
 def candidates(m: int, bits: int = 0) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner); the 4- and 2-bit specs'
     lists add register-operand points at M <= 16 (the other widths lack the schedule)."""
-    if m <= 16 and bits in (2, 4):
+    if m <= 16 and bits in (2, 4):  # NUM_STAGES 2: the next words in registers; 3, 4: a cp.async ring
         bm = 1 if m <= 8 else 16
-        ro = [register_operand(bm, bn, w, s) for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8), (128, 4, 4),
-                                                             (128, 8, 4), (64, 4, 4), (256, 8, 2), (128, 8, 1))]
-        ro += [register_operand(bm, bn, w, s, 64) for bn, w, s in ((128, 4, 8), (128, 8, 4), (64, 4, 8))]
+        ro = [register_operand(bm, bn, w, s, stages=st) for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8),
+                                                                      (128, 4, 4), (128, 8, 4), (256, 8, 2),
+                                                                      (128, 4, 2), (256, 8, 4)) for st in (2, 3, 4)]
     else:
         ro = []
     if m <= 8:  # row tiles of 1: CUDA-core products, the group's scale and zero point factored out

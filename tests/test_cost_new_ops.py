@@ -106,5 +106,9 @@ def test_the_register_operand_schedule_costs_one_instruction_per_weight():
         triton, ro = (bind(prog, {**point, "REGISTER_OPERAND": v}) for v in (False, True))
         assert _loop_elementwise_ops(ro) == pytest.approx(8192 * 28672)
         assert _loop_elementwise_ops(triton) > _loop_elementwise_ops(ro)
-        assert _occupancy(ro)[2]["smem_bytes"] == 2 * max(bm, 8) * 128 < _occupancy(triton)[2]["smem_bytes"]
         assert predict(ro).latency < predict(triton).latency
+        x_tile = 2 * max(bm, 8) * 128
+        two = bind(prog, {**point, "REGISTER_OPERAND": True, "NUM_STAGES": 2})  # the next words in registers
+        assert _occupancy(two)[2]["smem_bytes"] == x_tile < _occupancy(triton)[2]["smem_bytes"]
+        ring = 4 * 128 * 128 // 2  # the default 4 stages: a ring of packed 4-bit words
+        assert _occupancy(ro)[2]["smem_bytes"] == x_tile + ring

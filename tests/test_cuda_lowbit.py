@@ -325,11 +325,11 @@ def test_register_operand_needs_uint4_words_along_k():
     kernel = Kernel(retyped(prog, "bf16", "fp16"))
     assert "_gluon_kernel" not in compiled(kernel.program)[1]
     ins = oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=RO)[2]
-    with pytest.raises(LaunchError, match="register-operand schedule needs weights of uint4 packed into words"):
+    with pytest.raises(LaunchError, match="register-operand schedule needs weights of uint4, uint2 packed into words"):
         kernel(params=RO, **ins)
     assert run_against_oracle(kernel, {"M": 20, "N": 64, "K": 256}, {**RO, "REGISTER_OPERAND": False}, seed=0).ok
     always = swap + (("register_operand: REGISTER_OPERAND", "register_operand: true"),)
-    with pytest.raises(SpecError, match=r"stages\[3\].*register_operand schedule needs weights of uint4.*'mma'"):
+    with pytest.raises(SpecError, match=r"stages\[3\].*register_operand schedule needs weights of uint4, uint2.*'mma'"):
         compiled(_variant("w4a16_gemm", *always))
 
 

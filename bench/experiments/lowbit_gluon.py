@@ -35,11 +35,15 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from triton.experimental import gluon  # noqa: E402
 from triton.experimental.gluon import language as ttgl  # noqa: E402
-from triton.experimental.gluon.language.nvidia.ampere import mma_v2  # noqa: E402
+from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2  # noqa: E402
 
 GROUP = 128
 DEPTHS = [int(v) for v in os.environ.get("DEPTHS", "1,2").split(",")]  # words prefetched this many tiles ahead
+RINGS = [int(v) for v in os.environ.get("RINGS", "").split(",") if v]  # cp.async ring depths to try (RINGS=3,4)
+WINNERS = [(128, 4, 8), (128, 8, 8), (64, 4, 8), (128, 4, 4), (128, 8, 4), (64, 4, 4), (256, 8, 2), (128, 8, 1),
+           (128, 4, 2), (256, 8, 4)]
 _barrier = getattr(ttgl, "barrier", None) or ttgl.thread_barrier  # renamed after Triton 3.6
+_async_load = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared  # likewise
 
 
 def _log2(v: int) -> int:
@@ -73,7 +77,7 @@ def _load(ptrs, mask, EVEN: ttgl.constexpr):
 def w4_mma_kernel(x_ptr, w_ptr, z_ptr, s_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, sxm, sym,
                   BN: ttgl.constexpr, BK: ttgl.constexpr, MP: ttgl.constexpr, SPLIT: ttgl.constexpr,
                   PAIRS: ttgl.constexpr, EVEN_N: ttgl.constexpr,
-                  DEPTH: ttgl.constexpr, XSMEM: ttgl.constexpr, MAXT: ttgl.constexpr):
+                  DEPTH: ttgl.constexpr, XSMEM: ttgl.constexpr, MAXT: ttgl.constexpr, RING: ttgl.constexpr):
     NW: ttgl.constexpr = ttgl.num_warps()
     mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])
     opa: ttgl.constexpr = ttgl.DotOperandLayout(0, mma, k_width=8)
@@ -117,10 +121,34 @@ def w4_mma_kernel(x_ptr, w_ptr, z_ptr, s_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, s
 
     # the words of the next DEPTH tiles are in flight while this one is used (past the share's end
     # the last tile is loaded again rather than masked: no predicates, no zero fill)
-    words = _load(w_ptrs + (lo * (BK // 8)).to(ttgl.int64) * N, w_mask, EVEN_N)
-    ahead = _load(w_ptrs + (ttgl.minimum(lo + 1, hi - 1) * (BK // 8)).to(ttgl.int64) * N, w_mask, EVEN_N)
+    # RING > 0: the words go through a ring of RING tiles in shared memory by cp.async (no registers
+    # held for the tiles in flight), read back in the operand's word layout
+    if RING > 0:
+        cp_l: ttgl.constexpr = ttgl.BlockedLayout([4, 1], [8, 4], [NW, 1], [0, 1])
+        ring_l: ttgl.constexpr = ttgl.SwizzledSharedLayout(vec=8, per_phase=1, max_phase=4, order=[0, 1])
+        ring = ttgl.allocate_shared_memory(ttgl.int32, [RING, BN, BK // 8], ring_l)
+        cn = n0 + ttgl.arange(0, BN, layout=ttgl.SliceLayout(1, cp_l))
+        ck = ttgl.arange(0, BK // 8, layout=ttgl.SliceLayout(0, cp_l))
+        cp_ptrs = w_ptr + ck[None, :].to(ttgl.int64) * N + cn[:, None]
+        for st in ttgl.static_range(RING - 1):
+            _async_load(ring.index(st), cp_ptrs + (ttgl.minimum(lo + st, hi - 1) * (BK // 8)).to(ttgl.int64) * N)
+            async_copy.commit_group()
+        words = ttgl.zeros([BN, BK // 8], ttgl.int32, WORDS)
+        ahead = words
+    else:
+        words = _load(w_ptrs + (lo * (BK // 8)).to(ttgl.int64) * N, w_mask, EVEN_N)
+        ahead = _load(w_ptrs + (ttgl.minimum(lo + 1, hi - 1) * (BK // 8)).to(ttgl.int64) * N, w_mask, EVEN_N)
     for it in range(lo, hi):
-        nxt = _load(w_ptrs + (ttgl.minimum(it + DEPTH, hi - 1) * (BK // 8)).to(ttgl.int64) * N, w_mask, EVEN_N)
+        if RING > 0:
+            async_copy.wait_group(RING - 2)
+            _barrier()
+            words = ring.index((it - lo) % RING).load(WORDS)
+            _async_load(ring.index((it - lo + RING - 1) % RING),
+                        cp_ptrs + (ttgl.minimum(it + RING - 1, hi - 1) * (BK // 8)).to(ttgl.int64) * N)
+            async_copy.commit_group()
+            nxt = words
+        else:
+            nxt = _load(w_ptrs + (ttgl.minimum(it + DEPTH, hi - 1) * (BK // 8)).to(ttgl.int64) * N, w_mask, EVEN_N)
         k0 = it * BK
         if XSMEM:
             xb = x_smem.index(it - lo).load(opb)
@@ -142,7 +170,9 @@ def w4_mma_kernel(x_ptr, w_ptr, z_ptr, s_ptr, y_ptr, ws_ptr, cnt_ptr, M, N, K, s
         zw = _load(z_ptr + g * ((N + 7) // 8) + rn // 8, n_ok, EVEN_N)
         z = ((zw >> ((rn % 8) * 4)) & 0xF).to(ttgl.float32)
         acc += s[:, None] * (t - (z + 128.0)[:, None] * sx[None, :])
-        if DEPTH == 1:
+        if RING > 0:
+            pass
+        elif DEPTH == 1:
             words = nxt
         else:
             words = ahead
@@ -175,7 +205,8 @@ def x_smem_bytes(k: int, split: int, mp: int) -> int:
     return max_tiles(k, split) * GROUP * mp * 2 + max_tiles(k, split) * mp * 4
 
 
-def launch(x, w, z, s, y, ws, cnt, bn: int, split: int, warps: int = 4, depth: int = 1, xsmem: bool = False):
+def launch(x, w, z, s, y, ws, cnt, bn: int, split: int, warps: int = 4, depth: int = 1, xsmem: bool = False,
+           ring: int = 0):
     m, k = x.shape
     n = y.shape[1]
     assert k % GROUP == 0 and m <= 16
@@ -183,10 +214,11 @@ def launch(x, w, z, s, y, ws, cnt, bn: int, split: int, warps: int = 4, depth: i
     w4_mma_kernel[(-(-n // bn), split)](x, w, z, s, y, ws, cnt, m, n, k, x.stride(0), y.stride(0),
                                        BN=bn, BK=GROUP, MP=8 if m <= 8 else 16, SPLIT=split, PAIRS=pairs,
                                        EVEN_N=n % bn == 0, DEPTH=depth,
-                                       XSMEM=xsmem, MAXT=max_tiles(k, split), num_warps=warps)
+                                       XSMEM=xsmem, MAXT=max_tiles(k, split), RING=ring, num_warps=warps)
 
 
-def sass(bn: int = 128, mp: int = 16, warps: int = 4, split: int = 4, depth: int = 1, xsmem: int = 0) -> str:
+def sass(bn: int = 128, mp: int = 16, warps: int = 4, split: int = 4, depth: int = 1, xsmem: int = 0,
+         ring: int = 0) -> str:
     """Compile for sm_90 without a GPU; return the SASS (needs nvdisasm from Triton's bundle)."""
     import subprocess
     import tempfile
@@ -199,7 +231,7 @@ def sass(bn: int = 128, mp: int = 16, warps: int = 4, split: int = 4, depth: int
     names = ["x_ptr", "w_ptr", "z_ptr", "s_ptr", "y_ptr", "ws_ptr", "cnt_ptr", "M", "N", "K", "sxm", "sym"]
     types = ["*bf16", "*i32", "*i32", "*bf16", "*bf16", "*fp32", "*i32", "i32", "i32", "i32", "i32", "i32"]
     consts = {"BN": bn, "BK": GROUP, "MP": mp, "SPLIT": split, "PAIRS": pairs, "EVEN_N": True, "DEPTH": depth,
-              "XSMEM": bool(xsmem), "MAXT": max_tiles(8192, split)}
+              "XSMEM": bool(xsmem), "MAXT": max_tiles(8192, split), "RING": ring}
     sig = dict(zip(names, types)) | {c: "constexpr" for c in consts}
     aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if n != "M"}  # as launches specialise
     src = GluonASTSource(w4_mma_kernel, signature=sig, constexprs=consts, attrs=aligned)
@@ -243,7 +275,8 @@ def main() -> int:
     report["commit"] = os.popen(f"git -C {ROOT} rev-parse --short HEAD 2>/dev/null").read().strip()
     report["copy_GBs"] = copy = sb.copy_gbs()
     ms_list = [int(v) for v in os.environ.get("MS", "1,16").split(",")]
-    out = Path(os.environ.get("OUT", "/tmp")) / f"lowbit-gluon-{sb.slug(torch.cuda.get_device_name())}.json"
+    tag = "lowbit-gluon-ring" if RINGS else "lowbit-gluon"
+    out = Path(os.environ.get("OUT", "/tmp")) / f"{tag}-{sb.slug(torch.cuda.get_device_name())}.json"
     for n, k in lowbit.NK:
         for m in ms_list:
             sizes = {"M": m, "N": n, "K": k}
@@ -254,8 +287,11 @@ def main() -> int:
                             xp=TorchOps(ins["X"].device))
             rows = []
             mp = 8 if m <= 8 else 16
-            for bn, warps, split, depth, xsmem in itertools.product((64, 128, 256), (4, 8), (1, 2, 4, 8), DEPTHS,
-                                                                    (False, True)):
+            if RINGS:  # the cp.async ring beside register prefetching, at the points that won before
+                grid = [(bn, w, sp, 1, False, r) for bn, w, sp in WINNERS for r in [0] + RINGS]
+            else:
+                grid = [(*c, 0) for c in itertools.product((64, 128, 256), (4, 8), (1, 2, 4, 8), DEPTHS, (False, True))]
+            for bn, warps, split, depth, xsmem, ring in grid:
                 if bn < 16 * warps or (bn == 256 and warps == 4) or k // GROUP < split:
                     continue
                 if xsmem and x_smem_bytes(k, split, mp) > 100 << 10:
@@ -265,20 +301,20 @@ def main() -> int:
                 outs = {"Y": poisoned(program.tensor("Y"), b.sizes, torch.device("cuda"))}
                 try:
                     launch(ins["X"], ins["W"], ins["Z"], ins["S"], outs["Y"], ws, cnt, bn, split, warps, depth,
-                           xsmem)
+                           xsmem, ring)
                     torch.cuda.synchronize()
                 except Exception as exc:  # noqa: BLE001 - a candidate that does not build is a row
-                    rows.append({"bn": bn, "warps": warps, "split": split, "depth": depth, "xsmem": xsmem, "error": str(exc)[-300:]})
+                    rows.append({"bn": bn, "warps": warps, "split": split, "depth": depth, "xsmem": xsmem, "ring": ring, "error": str(exc)[-300:]})
                     print(f"bn={bn} w={warps} split={split} depth={depth}: {str(exc)[-200:]}", flush=True)
                     continue
                 bad = next((v for v in check_outputs(b, outs, want) if not v.ok), None)
                 err = max(v.rel_error for v in check_outputs(b, outs, want)) if bad is None else None
                 fns = [functools.partial(launch, t["X"], t["W"], t["Z"], t["S"], outs["Y"], ws, cnt, bn,
-                                         split, warps, depth, xsmem) for t in sets]
+                                         split, warps, depth, xsmem, ring) for t in sets]
                 ms = sb.time_fns(fns, 20)
-                rows.append({"bn": bn, "warps": warps, "split": split, "depth": depth, "xsmem": xsmem, "ms": ms, "rel_err": err,
+                rows.append({"bn": bn, "warps": warps, "split": split, "depth": depth, "xsmem": xsmem, "ring": ring, "ms": ms, "rel_err": err,
                              "check": bad.why if bad else "ok"})
-                print(f"M={m} N={n} K={k} bn={bn} w={warps} split={split} depth={depth} xsmem={xsmem:d}: {ms * 1e3:.1f} us "
+                print(f"M={m} N={n} K={k} bn={bn} w={warps} split={split} depth={depth} xsmem={xsmem:d} ring={ring}: {ms * 1e3:.1f} us "
                       f"x{cub / ms:.2f} cuBLAS {'ok' if bad is None else bad.why}", flush=True)
             good = [r for r in rows if r.get("check") == "ok"]
             best = min(good, key=lambda r: r["ms"]) if good else None

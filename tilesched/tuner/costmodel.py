@@ -27,7 +27,7 @@ from math import prod
 import numpy as np
 
 from tilesched.ir.bind import Binding
-from tilesched.ir.dtypes import SUB_BYTE, nbytes
+from tilesched.ir.dtypes import BITS, SUB_BYTE, nbytes
 from tilesched.passes.factor import factored_at
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
 from tilesched.schedules.limits import smem_estimate
@@ -115,8 +115,8 @@ def _reduction(b: Binding) -> str | None:
 
 def _register_operand(b: Binding) -> bool:
     """The point runs the register-operand schedule (tilesched/passes/register_operand.py): mma.sync
-    with the dequantised weights in registers, the next tile's words prefetched one tile ahead, only
-    the activations' tile in shared memory."""
+    with the dequantised weights in registers, the words of the next stages - 1 tiles in flight
+    (registers at 2 stages, else a ring in shared memory), the activations' tile in shared memory."""
     return b.program.target == "cuda" and bool(b.option("register_operand", False))
 
 
@@ -125,9 +125,12 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     stages = int(b.option("num_stages", 2) or 2)
     warps = int(b.option("num_warps", 4) or 4)
     smem = smem_estimate(b)
-    if _register_operand(b):  # X's tile (mma.sync's 8 or 16 columns) converted through shared memory
-        sp, red = _spatial(b), _reduction(b)
-        stages, smem = 2, 2 * max(b.tile(sp[-2]), 8) * b.tile(red)
+    if _register_operand(b):  # X's tile (mma.sync's 8 or 16 columns) converted through shared memory,
+        sp, red = _spatial(b), _reduction(b)  # and with more than 2 stages a ring of the packed words
+        smem = 2 * max(b.tile(sp[-2]), 8) * b.tile(red)
+        packed = next((t for t in b.program.tensors if t.pack == red and t.scope != "tile"), None)
+        if stages > 2 and packed is not None:
+            smem += stages * b.tile(sp[-1]) * b.tile(red) * BITS[packed.dtype] // 8
     acc = [t for s in b.program.stages if s.op == "dot" for t in s.writes]
     acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
     regs = min(255, acc_elems // (warps * 32) + 40)

@@ -5,6 +5,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 from triton.experimental import gluon
 from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy as _gl_async
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 
@@ -54,6 +55,16 @@ def _gl_add(x, y):  # defined here, not taken from triton.language, as the Trito
 
 
 _gl_barrier = getattr(ttgl, "barrier", None) or ttgl.thread_barrier  # named thread_barrier up to Triton 3.6
+_gl_async_load = getattr(_gl_async, "async_load", None) or _gl_async.async_copy_global_to_shared  # likewise
+
+
+@gluon.jit
+def _gl_copy(slot, ptrs, mask, EVEN: ttgl.constexpr):
+    # cp.async of a tile into a shared-memory slot; masked elements are zero-filled
+    if EVEN:
+        _gl_async_load(slot, ptrs)
+    else:
+        _gl_async_load(slot, ptrs, mask)
 
 
 @triton.jit
@@ -281,6 +292,7 @@ def w4a16_gemm_gluon_kernel(
     SPLIT_K: ttgl.constexpr,
     MMA_N: ttgl.constexpr,
     PAIRS: ttgl.constexpr,
+    STAGES: ttgl.constexpr,
 ):
     NW: ttgl.constexpr = ttgl.num_warps()
     mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])
@@ -307,28 +319,50 @@ def w4a16_gemm_gluon_kernel(
     # w: words of 8 values along K; a thread loads the words its operand fragments hold
     wq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=ttgl.SliceLayout(1, words))
     wc = ttgl.arange(0, BLOCK_K // 8, layout=ttgl.SliceLayout(0, words))
-    w_ptrs = p_W + wc[None, :] * s_W_K + wq[:, None] * s_W_N
+    w_ptrs = p_W + wc[None, :] * s_W_K + wq[:, None]
     w_rows = (n_K + 7) // 8
     shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS))) * 4, 0), 1)
     # x: [MMA_N, BLOCK_K] rows of the row tile (MMA_N = max(BLOCK_M, 8): mma.sync's n)
     xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))
     xp = pid_M * BLOCK_M + xr
     xc = ttgl.arange(0, BLOCK_K, layout=ttgl.SliceLayout(0, x_tile))
-    x_ptrs = p_X + xp[:, None].to(ttgl.int64) * s_X_M + xc[None, :] * s_X_K
+    x_ptrs = p_X + xp[:, None].to(ttgl.int64) * s_X_M + xc[None, :]
     x_rows = (xr < BLOCK_M) & (xp < n_M)
     cq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=cols)
     zeros = ttgl.zeros([BLOCK_N, MMA_N], ttgl.float32, mma)
     v_acc = zeros
-    # the next tile's words load while this one is used (past the share's end the last tile loads
-    # again rather than masked: no predicates on the stream)
-    t_next = ttgl.minimum(lo_K, hi_K - 1)
-    v_words = _gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
+    # the words of the next tiles load while this one is used: STAGES = 2, the next tile in registers;
+    # STAGES > 2, STAGES - 1 tiles in flight through a ring in shared memory (cp.async), read back in
+    # the words' layout. Past the share's end the last tile loads again rather than masked.
+    if STAGES > 2:
+        copy: ttgl.constexpr = ttgl.BlockedLayout([4, 1], [8, 4], [NW, 1], [0, 1])  # 16 bytes along the columns
+        ring = ttgl.allocate_shared_memory(ttgl.int32, [STAGES, BLOCK_N, (BLOCK_K // 8)], ttgl.SwizzledSharedLayout(8, 1, 4, order=[0, 1]))
+        rq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=ttgl.SliceLayout(1, copy))
+        rc = ttgl.arange(0, (BLOCK_K // 8), layout=ttgl.SliceLayout(0, copy))
+        r_ptrs = p_W + rc[None, :] * s_W_K + rq[:, None]
+        for st in ttgl.static_range(STAGES - 1):
+            t_next = ttgl.minimum(lo_K + st, hi_K - 1)
+            _gl_copy(ring.index(st), r_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (rq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + rc[None, :] < w_rows), EVEN_N and EVEN_K)
+            _gl_async.commit_group()
+        v_words = ttgl.zeros([BLOCK_N, (BLOCK_K // 8)], ttgl.int32, words)
+    else:
+        t_next = ttgl.minimum(lo_K, hi_K - 1)
+        v_words = _gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
     for it_K in range(lo_K, hi_K):
-        t_next = ttgl.minimum(it_K + 1, hi_K - 1)
-        v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
+        if STAGES > 2:
+            _gl_async.wait_group(STAGES - 2)
+            _gl_barrier()  # every thread's copies of this tile landed; the slot read last step is free
+            v_words = ring.index((it_K - lo_K) % STAGES).load(words)
+            t_next = ttgl.minimum(it_K + STAGES - 1, hi_K - 1)
+            _gl_copy(ring.index((it_K - lo_K + STAGES - 1) % STAGES), r_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (rq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + rc[None, :] < w_rows), EVEN_N and EVEN_K)
+            _gl_async.commit_group()
+            v_ahead = v_words
+        else:
+            t_next = ttgl.minimum(it_K + 1, hi_K - 1)
+            v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
         k0 = it_K * BLOCK_K
         x_mask = x_rows[:, None] & (k0 + xc < n_K)[None, :]
-        v_x = ttgl.load(x_ptrs + k0 * s_X_K, mask=x_mask, other=0.0)
+        v_x = ttgl.load(x_ptrs + k0, mask=x_mask, other=0.0)
         x_sum = ttgl.convert_layout(ttgl.reduce(v_x.to(ttgl.float32), 1, _gl_add), rows)
         # value j of a word pairs with value j + 4: X's tile permuted into the operand's reduction order
         x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_x, [MMA_N, BLOCK_K // 8, 2, 4]), (0, 1, 3, 2)), [MMA_N, BLOCK_K])
@@ -337,14 +371,14 @@ def w4a16_gemm_gluon_kernel(
         lo_half, hi_half = ttgl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [pairs], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
         w_op = ttgl.convert_layout(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_N, BLOCK_K]), op_w, assert_trivial=True)
         t_sum = mma_v2(w_op, x_op, zeros)
-        r_Z = ((_gl_load(p_Z + (it_K * BLOCK_K) // G_Z_K * s_Z_K + (cq // 8) * s_Z_N, cq < n_N, EVEN_N) >> ((cq % 8) * 4)) & 15).to(ttgl.float32)
-        r_S = _gl_load(p_S + (it_K * BLOCK_K) // G_S_K * s_S_K + cq * s_S_N, cq < n_N, EVEN_N).to(ttgl.float32)
+        r_Z = ((_gl_load(p_Z + ((it_K * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 8), cq < n_N, EVEN_N) >> ((cq % 8) * 4)) & 15).to(ttgl.float32)
+        r_S = _gl_load(p_S + ((it_K * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
         b_acc = (((-r_Z) * r_S) - 128.0 * r_S) + ttgl.zeros([BLOCK_N], ttgl.float32, cols)
         v_acc += (r_S)[:, None] * t_sum + b_acc[:, None] * x_sum[None, :]
-        v_words = v_ahead
+        v_words = v_ahead  # (the ring's words are read at the next step's top)
     yp = pid_M * BLOCK_M + ttgl.arange(0, MMA_N, layout=rows)
     y_mask = ((ttgl.arange(0, MMA_N, layout=rows) < BLOCK_M) & (yp < n_M))[None, :] & (cq < n_N)[:, None]
-    y_ptrs = p_Y + yp[None, :].to(ttgl.int64) * s_Y_M + cq[:, None] * s_Y_N
+    y_ptrs = p_Y + yp[None, :].to(ttgl.int64) * s_Y_M + cq[:, None]
     if SPLIT_K > 1:  # the shares of a tile meet in the fp32 workspace; the last to arrive finishes it
         ws_ptrs = ws_acc + yp[None, :].to(ttgl.int64) * n_N + cq[:, None]
         ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_M * n_N, v_acc, mask=y_mask)
@@ -368,7 +402,10 @@ def gluon_launch_args(cfg, t, n, c):
     consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K']}
     consts["MMA_N"] = max(kw["BLOCK_M"], 8)
     consts["PAIRS"] = pairs_layout(kw["BLOCK_N"], kw["BLOCK_K"], cfg.num_warps, 4)
-    return args, dict(num_warps=cfg.num_warps, **consts)
+    consts["STAGES"] = cfg.num_stages  # 2: the next tile's words in registers; more: a cp.async ring
+    # at most 128 registers a thread: 16 warps share an SM (two CTAs of 8 warps); measured faster at
+    # M = 16 than the compiler's choice (bench/results/lowbit-register-operand-*.json)
+    return args, dict(num_warps=cfg.num_warps, maxnreg=128, **consts)
 
 
 def gluon_launch(cfg, t, n, c):

@@ -39,8 +39,9 @@ def compile_call_for_hopper(fn, pos: tuple, kw: dict, capability: int = 90) -> H
         raise RuntimeError("the kernel module was loaded under TRITON_INTERPRET; unset it to compile")
     kw = dict(kw)
     options = {"num_warps": kw.pop("num_warps")}
-    if "num_stages" in kw:  # Gluon kernels pipeline explicitly: no stage count
-        options["num_stages"] = kw.pop("num_stages")
+    for name in ("num_stages", "maxnreg"):  # Gluon kernels pipeline explicitly (no stage count), cap registers
+        if name in kw:
+            options[name] = kw.pop(name)
     names = [p.name for p in fn.params]
     signature = {n: mangle_type(a) for n, a in zip(names, pos)}
     signature.update({n: "constexpr" for n in kw})

@@ -8,6 +8,9 @@ The kernel computes the transposed product, acc^T[q, p] += W^T[q, c] X^T[c, p], 
     word is free, so X's tile is permuted the same way before it becomes the second operand;
   - the chain's factor a and offset b (per column, constant within a reduction tile) are applied
     once per tile: x . (a v + b) = a t + (b - a BIAS) sum(x), with t the MMA's sum over BIAS + v;
+  - the words of the next tile load while one is used: with two stages into registers, with more
+    through a ring of that many tiles in shared memory (cp.async), which keeps more bytes in flight
+    without holding registers for them;
   - split-K shares meet as in the Triton kernels (one fp32 slice per share, arrival counters).
 Its positional arguments are the Triton kernel's, so the module's `launch_args` serves both.
 """
@@ -24,6 +27,7 @@ MAGIC = {"bf16": ("0x43004300", "128.0"), "fp16": ("0x64006400", "1024.0")}  # p
 
 IMPORTS = """from triton.experimental import gluon
 from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy as _gl_async
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2"""
 
 HELPERS = '''
@@ -42,6 +46,16 @@ def _gl_add(x, y):  # defined here, not taken from triton.language, as the Trito
 
 
 _gl_barrier = getattr(ttgl, "barrier", None) or ttgl.thread_barrier  # named thread_barrier up to Triton 3.6
+_gl_async_load = getattr(_gl_async, "async_load", None) or _gl_async.async_copy_global_to_shared  # likewise
+
+
+@gluon.jit
+def _gl_copy(slot, ptrs, mask, EVEN: ttgl.constexpr):
+    # cp.async of a tile into a shared-memory slot; masked elements are zero-filled
+    if EVEN:
+        _gl_async_load(slot, ptrs)
+    else:
+        _gl_async_load(slot, ptrs, mask)
 '''
 
 
@@ -57,6 +71,14 @@ def constexprs(k: KernelIR) -> list[str]:
     if k.split_k is not None:
         names.append("SPLIT_K")
     return names
+
+
+def _step(k: KernelIR, tensor: str, axis: str, index: str) -> str:
+    """`index` times the tensor's stride along `axis`: the index alone along the axis its layout keeps
+    contiguous (the launcher checks that stride is 1), so loads along it vectorise."""
+    acc = next(a for a in k.accesses if a.tensor == tensor)
+    inner = acc.axes[-1] if acc.layout == "row_major" else acc.axes[-2]
+    return index if axis == inner else f"{index} * s_{tensor}_{axis}"
 
 
 def _even(k: KernelIR, *axes: str) -> str:
@@ -79,19 +101,20 @@ def _coefficient(k: KernelIR, n: str, q: str, c: str, t: str) -> list[str]:
     load = producer(k, n)
     acc = k.access(load.tensor, "load")
     T = load.tensor
-    row = f"({t} * BLOCK_{c}) // {group_constant(T, c)} * s_{T}_{c}" if c in k.value(n).axes else "0"
+    row = _step(k, T, c, f"(({t} * BLOCK_{c}) // {group_constant(T, c)})") if c in k.value(n).axes else "0"
     col = "cq"
     lines = []
     if acc.pack == q:
         bits = BITS[acc.dtype]
         per = 32 // bits
-        word = f"_gl_load(p_{T} + {row} + (cq // {per}) * s_{T}_{q}, cq < n_{q}, {_even(k, q)})"
+        word = f"_gl_load(p_{T} + {row} + {_step(k, T, q, f'(cq // {per})')}, cq < n_{q}, {_even(k, q)})"
         value = f"(({word} >> ((cq % {per}) * {bits})) & {(1 << bits) - 1})"
         if acc.dtype.startswith("int"):  # two's complement in `bits` bits
             value = f"(({value} ^ {1 << (bits - 1)}) - {1 << (bits - 1)})"
         lines.append(f"r_{n} = {value}.to(ttgl.float32)")
     else:
-        lines.append(f"r_{n} = _gl_load(p_{T} + {row} + {col} * s_{T}_{q}, cq < n_{q}, {_even(k, q)}).to(ttgl.float32)")
+        lines.append(f"r_{n} = _gl_load(p_{T} + {row} + {_step(k, T, q, col)}, cq < n_{q}, {_even(k, q)})"
+                     ".to(ttgl.float32)")
     return lines
 
 
@@ -139,7 +162,8 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     acc = dot.out
     L: list[str] = ["@gluon.jit", f"def {k.name}_gluon_kernel("]
     L += [f"    {a}," for a in positional]
-    L += [f"    {n}: ttgl.constexpr," for n in constexprs(k)] + ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "):"]
+    L += [f"    {n}: ttgl.constexpr," for n in constexprs(k)]
+    L += ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "    STAGES: ttgl.constexpr,", "):"]
     body = [
         "NW: ttgl.constexpr = ttgl.num_warps()",
         "mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])",
@@ -164,7 +188,7 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"# {w}: words of {per} values along {c}; a thread loads the words its operand fragments hold",
         f"wq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=ttgl.SliceLayout(1, words))",
         f"wc = ttgl.arange(0, BLOCK_{c} // {per}, layout=ttgl.SliceLayout(0, words))",
-        f"w_ptrs = p_{W} + wc[None, :] * s_{W}_{c} + wq[:, None] * s_{W}_{q}",
+        f"w_ptrs = p_{W} + {_step(k, W, c, 'wc[None, :]')} + {_step(k, W, q, 'wq[:, None]')}",
         f"w_rows = (n_{c} + {per - 1}) // {per}",
         f"shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, {pairs}, layout=ttgl.SliceLayout(0, "
         f"ttgl.SliceLayout(1, PAIRS))) * {bits}, 0), 1)",
@@ -172,7 +196,7 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         "xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))",
         f"xp = pid_{p} * BLOCK_{p} + xr",
         f"xc = ttgl.arange(0, BLOCK_{c}, layout=ttgl.SliceLayout(0, x_tile))",
-        f"x_ptrs = p_{X} + xp[:, None].to(ttgl.int64) * s_{X}_{p} + xc[None, :] * s_{X}_{c}",
+        f"x_ptrs = p_{X} + {_step(k, X, p, 'xp[:, None].to(ttgl.int64)')} + {_step(k, X, c, 'xc[None, :]')}",
         f"x_rows = (xr < BLOCK_{p}) & (xp < n_{p})",
         f"cq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=cols)",
         f"zeros = ttgl.zeros([BLOCK_{q}, MMA_N], ttgl.float32, mma)",
@@ -182,21 +206,45 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         body += _coefficient(k, n, q, c, "0")
     w_even = _even(k, q, c)
     word_mask = lambda t: f"(wq[:, None] < n_{q}) & ({t} * (BLOCK_{c} // {per}) + wc[None, :] < w_rows)"  # noqa: E731
+    tile = f"(BLOCK_{c} // {per})"
     body += [
-        "# the next tile's words load while this one is used (past the share's end the last tile loads",
-        "# again rather than masked: no predicates on the stream)",
-        f"t_next = ttgl.minimum(lo_{c}, hi_{c} - 1)",
-        f"v_words = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // {per})).to(ttgl.int64) * s_{W}_{c}, "
-        f"{word_mask('t_next')}, {w_even})",
+        "# the words of the next tiles load while this one is used: STAGES = 2, the next tile in registers;",
+        "# STAGES > 2, STAGES - 1 tiles in flight through a ring in shared memory (cp.async), read back in",
+        "# the words' layout. Past the share's end the last tile loads again rather than masked.",
+        "if STAGES > 2:",
+        "    copy: ttgl.constexpr = ttgl.BlockedLayout([4, 1], [8, 4], [NW, 1], [0, 1])  # 16 bytes along the columns",
+        f"    ring = ttgl.allocate_shared_memory(ttgl.int32, [STAGES, BLOCK_{q}, {tile}], "
+        "ttgl.SwizzledSharedLayout(8, 1, 4, order=[0, 1]))",
+        f"    rq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=ttgl.SliceLayout(1, copy))",
+        f"    rc = ttgl.arange(0, {tile}, layout=ttgl.SliceLayout(0, copy))",
+        f"    r_ptrs = p_{W} + {_step(k, W, c, 'rc[None, :]')} + {_step(k, W, q, 'rq[:, None]')}",
+        "    for st in ttgl.static_range(STAGES - 1):",
+        f"        t_next = ttgl.minimum(lo_{c} + st, hi_{c} - 1)",
+        f"        _gl_copy(ring.index(st), r_ptrs + {_step(k, W, c, f'(t_next * {tile}).to(ttgl.int64)')}, "
+        f"(rq[:, None] < n_{q}) & (t_next * {tile} + rc[None, :] < w_rows), {w_even})",
+        "        _gl_async.commit_group()",
+        f"    v_words = ttgl.zeros([BLOCK_{q}, {tile}], ttgl.int32, words)",
+        "else:",
+        f"    t_next = ttgl.minimum(lo_{c}, hi_{c} - 1)",
+        f"    v_words = _gl_load(w_ptrs + {_step(k, W, c, f'(t_next * {tile}).to(ttgl.int64)')}, {word_mask('t_next')}, {w_even})",
         f"for it_{c} in range(lo_{c}, hi_{c}):",
     ]
     loop = [
-        f"t_next = ttgl.minimum(it_{c} + 1, hi_{c} - 1)",
-        f"v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_{c} // {per})).to(ttgl.int64) * s_{W}_{c}, "
-        f"{word_mask('t_next')}, {w_even})",
+        "if STAGES > 2:",
+        "    _gl_async.wait_group(STAGES - 2)",
+        "    _gl_barrier()  # every thread's copies of this tile landed; the slot read last step is free",
+        f"    v_words = ring.index((it_{c} - lo_{c}) % STAGES).load(words)",
+        f"    t_next = ttgl.minimum(it_{c} + STAGES - 1, hi_{c} - 1)",
+        f"    _gl_copy(ring.index((it_{c} - lo_{c} + STAGES - 1) % STAGES), r_ptrs + (t_next * {tile}).to(ttgl.int64) * "
+        f"s_{W}_{c}, (rq[:, None] < n_{q}) & (t_next * {tile} + rc[None, :] < w_rows), {w_even})",
+        "    _gl_async.commit_group()",
+        "    v_ahead = v_words",
+        "else:",
+        f"    t_next = ttgl.minimum(it_{c} + 1, hi_{c} - 1)",
+        f"    v_ahead = _gl_load(w_ptrs + {_step(k, W, c, f'(t_next * {tile}).to(ttgl.int64)')}, {word_mask('t_next')}, {w_even})",
         f"k0 = it_{c} * BLOCK_{c}",
         "x_mask = x_rows[:, None]" + (f" & (k0 + xc < n_{c})[None, :]" if k.axis(c).masked else ""),
-        f"v_{x} = ttgl.load(x_ptrs + k0 * s_{X}_{c}, mask=x_mask, other=0.0)",
+        f"v_{x} = ttgl.load(x_ptrs + {_step(k, X, c, 'k0')}, mask=x_mask, other=0.0)",
         f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
         *_operands(x, act, magic, low, bits, c, q),
         "t_sum = mma_v2(w_op, x_op, zeros)",
@@ -208,13 +256,13 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"(-{bias} * {scale})" if scale else (f"({offset} - {bias})" if offset else f"-{bias}"))
     loop += [f"b_{acc} = {b_expr} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
              f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]",
-             "v_words = v_ahead"]
+             "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
     body += ["    " + ln for ln in loop]
     ya = k.access(Y, "store")
     body += [
         f"yp = pid_{p} * BLOCK_{p} + ttgl.arange(0, MMA_N, layout=rows)",
         f"y_mask = ((ttgl.arange(0, MMA_N, layout=rows) < BLOCK_{p}) & (yp < n_{p}))[None, :] & (cq < n_{q})[:, None]",
-        f"y_ptrs = p_{Y} + yp[None, :].to(ttgl.int64) * s_{Y}_{p} + cq[:, None] * s_{Y}_{q}",
+        f"y_ptrs = p_{Y} + {_step(k, Y, p, 'yp[None, :].to(ttgl.int64)')} + {_step(k, Y, q, 'cq[:, None]')}",
     ]
     out = f"v_{acc}.to({GL_DTYPES[ya.dtype]})"
     if k.split_k is not None:
@@ -255,7 +303,10 @@ def render_gluon_host(k: KernelIR) -> list[str]:
         f"    consts = {{name: kw[name] for name in {names!r}}}",
         f"    consts[\"MMA_N\"] = max(kw[\"BLOCK_{p}\"], 8)",
         f"    consts[\"PAIRS\"] = pairs_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps, {bits})",
-        "    return args, dict(num_warps=cfg.num_warps, **consts)",
+        "    consts[\"STAGES\"] = cfg.num_stages  # 2: the next tile's words in registers; more: a cp.async ring",
+        "    # at most 128 registers a thread: 16 warps share an SM (two CTAs of 8 warps); measured faster at",
+        "    # M = 16 than the compiler's choice (bench/results/lowbit-register-operand-*.json)",
+        "    return args, dict(num_warps=cfg.num_warps, maxnreg=128, **consts)",
         "",
         "",
         "def gluon_launch(cfg, t, n, c):",
