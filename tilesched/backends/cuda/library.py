@@ -17,9 +17,11 @@ from tilesched.tuner.lockfile import LockFile
 
 HERE = Path(__file__).resolve().parent
 # what generated code depends on besides the spec: the lowering and the rules that render it
-TEMPLATE_DIRS = [HERE / "triton_rules.py", HERE / "triton_emit.py", HERE / "kernel.py",
-                 HERE.parent.parent / "passes" / "gpu.py", HERE.parent.parent / "passes" / "kernel.py",
-                 HERE.parent.parent / "ir" / "looptree.py"]
+PASSES = HERE.parent.parent / "passes"
+# everything that shapes the emitted source: a change to any of them makes emitted libraries stale
+TEMPLATE_DIRS = [HERE / "triton_rules.py", HERE / "triton_emit.py", HERE / "gluon_emit.py", HERE / "gluon_layouts.py",
+                 HERE / "kernel.py", PASSES / "gpu.py", PASSES / "kernel.py", PASSES / "factor.py",
+                 PASSES / "materialize.py", PASSES / "register_operand.py", HERE.parent.parent / "ir" / "looptree.py"]
 
 
 def _launcher(unit) -> str:
