@@ -227,34 +227,20 @@ def check_specs(specs: dict[str, dict], points: int, seed: int, out: Path, tag: 
     its default parameters and `points` other legal points; writes DIR/<tag>-check-<device>.json."""
     import random
 
-    import torch
-
     from tilesched import load_program
     from tilesched.backends.cuda.defaults import select_binding
-    from tilesched.backends.cuda.measure import measure
     from tilesched.ir.space import iter_points
 
     rng = random.Random(seed)
-    rows, failed = [], 0
+    cases = []
     for name, sizes in specs.items():
         prog = load_program(CONFIGS / f"{name}.yaml")
         b0, _ = select_binding(prog, sizes)
         fixed = {**prog.limit_env(), **b0.sizes}
         pts = [p for p in iter_points(prog.params, prog.constraints, fixed) if legal(prog, sizes, p)]
         rng.shuffle(pts)
-        for params in [dict(b0.params)] + pts[:points]:
-            b = bind(prog, {**sizes, **params})
-            m = measure(b, timed=False, seed=rng.randrange(1 << 30))
-            rows.append({"spec": name, "sizes": sizes, "params": params, "ok": m.ok, "reason": m.reason,
-                         "detail": m.detail[:300], "rel_error": m.max_rel_error})
-            failed += not m.ok
-            print(f"{'ok  ' if m.ok else 'FAIL'} {name:24s} {sizes} {params} err={m.max_rel_error} "
-                  f"{m.reason or ''} {m.detail[:200] if not m.ok else ''}", flush=True)
-    dev = torch.cuda.get_device_name()
-    write_json(out / f"{tag}-check-{slug(dev)}.json",
-               {"device": dev, "versions": versions(), "date": now(), "rows": rows, "failed": failed})
-    print(f"check: {len(rows)} points, {failed} failed")
-    return 1 if failed else 0
+        cases += [(name, prog, sizes, params) for params in [dict(b0.params)] + pts[:points]]
+    return _run_checks(cases, rng, out, tag)
 
 
 def check_points(points: dict[str, list[tuple[dict, dict]]], seed: int, out: Path, tag: str) -> int:
@@ -262,24 +248,31 @@ def check_points(points: dict[str, list[tuple[dict, dict]]], seed: int, out: Pat
     their defaults); writes DIR/<tag>-check-<device>.json."""
     import random
 
-    import torch
-
     from tilesched import load_program
-    from tilesched.backends.cuda.measure import measure
 
-    rng = random.Random(seed)
-    rows, failed = [], 0
+    cases = []
     for name, listed in points.items():
         prog = load_program(CONFIGS / f"{name}.yaml")
         defaults = {p.name: p.default for p in prog.params}
-        for sizes, params in listed:
-            full = {**defaults, **params}
-            m = measure(bind(prog, {**sizes, **full}), timed=False, seed=rng.randrange(1 << 30))
-            rows.append({"spec": name, "sizes": sizes, "params": full, "ok": m.ok, "reason": m.reason,
-                         "detail": m.detail[:300], "rel_error": m.max_rel_error})
-            failed += not m.ok
-            print(f"{'ok  ' if m.ok else 'FAIL'} {name} {sizes} {params} err={m.max_rel_error} "
-                  f"{m.reason or ''} {m.detail[:200] if not m.ok else ''}", flush=True)
+        cases += [(name, prog, sizes, {**defaults, **params}) for sizes, params in listed]
+    return _run_checks(cases, random.Random(seed), out, tag)
+
+
+def _run_checks(cases: list[tuple[str, object, dict, dict]], rng, out: Path, tag: str) -> int:
+    """Each (spec name, program, sizes, params) through `measure` (fresh random inputs, poisoned
+    outputs, the oracle); one row each, the JSON written at the end; exit 1 if any failed."""
+    import torch
+
+    from tilesched.backends.cuda.measure import measure
+
+    rows, failed = [], 0
+    for name, prog, sizes, params in cases:
+        m = measure(bind(prog, {**sizes, **params}), timed=False, seed=rng.randrange(1 << 30))
+        rows.append({"spec": name, "sizes": sizes, "params": params, "ok": m.ok, "reason": m.reason,
+                     "detail": m.detail[:300], "rel_error": m.max_rel_error})
+        failed += not m.ok
+        print(f"{'ok  ' if m.ok else 'FAIL'} {name:24s} {sizes} {params} err={m.max_rel_error} "
+              f"{m.reason or ''} {m.detail[:200] if not m.ok else ''}", flush=True)
     dev = torch.cuda.get_device_name()
     write_json(out / f"{tag}-check-{slug(dev)}.json",
                {"device": dev, "versions": versions(), "date": now(), "rows": rows, "failed": failed})

@@ -333,6 +333,16 @@ def test_register_operand_needs_uint4_words_along_k():
         compiled(_variant("w4a16_gemm", *always))
 
 
+def test_register_operand_needs_pointer_loads():
+    """A TMA load is not the schedule's (its kernel loads through pointers): refused by stage."""
+    prog = _variant("w4a16_gemm", ("{name: load_x, kind: memory, op: load, reads: [X], writes: [x], at: K}",
+                                   "{name: load_x, kind: memory, op: load, reads: [X], writes: [x], at: K, engine: tma}"))
+    kernel = Kernel(retyped(prog, "bf16", "fp16"))
+    ins = oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=RO)[2]
+    with pytest.raises(LaunchError, match=r"register-operand schedule needs pointer loads .*stage 'load_x'"):
+        kernel(params=RO, **ins)
+
+
 def test_register_operand_block_rules():
     """Row tiles of at most 16, 16 columns per warp, K tiles of whole 32-index steps inside a group."""
     from tilesched.passes.gpu import lower_kernel
@@ -344,5 +354,7 @@ def test_register_operand_block_rules():
     assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k) is None
     assert "BLOCK_M <= 16" in legal_blocks({"M": 32, "N": 128, "K": 128}, 4, groups, k)
     assert "multiple of 16 x NUM_WARPS = 128" in legal_blocks({"M": 1, "N": 64, "K": 128}, 8, groups, k)
+    assert "multiple of 16 x NUM_WARPS = 64" in legal_blocks({"M": 1, "N": 192, "K": 128}, 4, groups, k)  # 3 x 64
     assert "multiple of 32" in legal_blocks({"M": 1, "N": 64, "K": 48}, 4, groups, k)
+    assert "multiple of 32" in legal_blocks({"M": 1, "N": 64, "K": 96}, 4, groups, k)
     assert "G_Z_K = 96" in legal_blocks({"M": 1, "N": 64, "K": 64}, 4, {"G_Z_K": 96}, k)

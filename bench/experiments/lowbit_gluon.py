@@ -37,6 +37,8 @@ from triton.experimental import gluon  # noqa: E402
 from triton.experimental.gluon import language as ttgl  # noqa: E402
 from triton.experimental.gluon.language.nvidia.ampere import async_copy, mma_v2  # noqa: E402
 
+from tilesched.backends.cuda.gluon_layouts import pairs_layout  # noqa: E402  (as the generated kernels use it)
+
 GROUP = 128
 DEPTHS = [int(v) for v in os.environ.get("DEPTHS", "1,2").split(",")]  # words prefetched this many tiles ahead
 RINGS = [int(v) for v in os.environ.get("RINGS", "").split(",") if v]  # cp.async ring depths to try (RINGS=3,4)
@@ -44,25 +46,6 @@ WINNERS = [(128, 4, 8), (128, 8, 8), (64, 4, 8), (128, 4, 4), (128, 8, 4), (64, 
            (128, 4, 2), (256, 8, 4)]
 _barrier = getattr(ttgl, "barrier", None) or ttgl.thread_barrier  # renamed after Triton 3.6
 _async_load = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared  # likewise
-
-
-def _log2(v: int) -> int:
-    assert v > 0 and v & (v - 1) == 0, v
-    return v.bit_length() - 1
-
-
-def pairs_layout(bn: int, bk: int, warps: int):
-    """The layout of [BN, BK / 8, 4] (a word's 4 nibble pairs, in-thread): the first operand's
-    k_width-8 mma.sync layout over [BN, BK] (8 consecutive K per thread, lanes 4 x 8, warps along N)
-    with K divided by 8; the words' own layout is its slice along the pairs."""
-    lane = [[0, 1], [0, 2], [1, 0], [2, 0], [4, 0]]  # K-word bits 0-1, then N bits 0-2
-    warp = [[16 << i, 0] for i in range(_log2(warps))]
-    reg = [[8, 0]] + [[0, 4 << i] for i in range(_log2(bk // 32))] + [[16 * warps << i, 0]
-                                                                   for i in range(_log2(bn // (16 * warps)))]
-    pairs = ttgl.DistributedLinearLayout(reg_bases=[[0, 0, 1], [0, 0, 2]] + [b + [0] for b in reg],
-                                         lane_bases=[b + [0] for b in lane], warp_bases=[b + [0] for b in warp],
-                                         block_bases=[], shape=[bn, bk // 8, 4])
-    return pairs
 
 
 @gluon.jit

@@ -9,10 +9,10 @@ with explicit layouts (Gluon).
 
 The pass checks that the kernel has that shape, else it refuses at the stage that breaks it:
 one factored dot (tilesched/passes/factor.py) in the reduction loop, its other operand a 16-bit
-float load over (rows, reduction), its chain's value 4-bit unsigned integers packed into words
-along the reduction axis, its coefficients loads that are constant along the reduction axis
-within a tile (grouped along it, or without it), and an accumulator zeroed before the loop and
-stored after it. Whether a point takes the schedule is the option's parameter; the launcher
+float load over (rows, reduction), its chain's value 4- or 2-bit unsigned integers packed into
+words along the reduction axis, its coefficients loads that are constant along the reduction axis
+within a tile (grouped along it, or without it), pointer loads (no TMA), and an accumulator zeroed
+before the loop and stored after it. Whether a point takes the schedule is the option's parameter; the launcher
 checks the kernel's shape and the point's block sizes (`legal_blocks`) for the points that set it.
 """
 
@@ -44,6 +44,9 @@ def why_not(k: KernelIR) -> tuple[str, str] | None:
     c = k.reduction
     if k.points or k.skip or k.grid != (p, q) or dot.out not in k.carried:
         return dot.stage, "a grid over the output's two axes and one accumulator"
+    tma = next((i for i in k.loop + k.post if i.op in ("load", "store") and k.access(i.tensor, i.op).tma), None)
+    if tma is not None:
+        return tma.stage, "pointer loads and stores (no engine: tma)"
     xl, wl = producer(k, x), producer(k, w)
     if xl is None or xl.op != "load" or k.value(x).axes != (p, c) or k.value(x).dtype not in ACTIVATIONS:
         return dot.stage, f"a dot operand loaded as {' or '.join(ACTIVATIONS)} over ({p}, {c})"
@@ -85,6 +88,10 @@ def refusal(program: Program, k: KernelIR):
     return spec_error(located, f"cuda's {OPTION} schedule needs {what} (stage {stage!r})")
 
 
+def _pow2(v: int) -> bool:
+    return v > 0 and v & (v - 1) == 0
+
+
 def the_dot(k: KernelIR) -> Instr:
     return next(i for i in k.loop if i.op == "affine_dot")
 
@@ -98,12 +105,12 @@ def legal_blocks(block: dict[str, int], warps: int, groups: dict[str, int], k: K
     c = k.reduction
     if block[p] > MAX_ROW_TILE:
         return f"BLOCK_{p} <= {MAX_ROW_TILE} (got {block[p]})"
-    if block[q] % (MMA_ROWS * warps):
-        return f"BLOCK_{q} a multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
+    if block[q] % (MMA_ROWS * warps) or not _pow2(block[q] // (MMA_ROWS * warps)):
+        return f"BLOCK_{q} a power-of-two multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
     bits = BITS[k.access(producer(k, dot.args[2]).tensor, "load").dtype]
     step = 4 * 32 // bits  # the 4 lanes along the reduction hold a word each
-    if block[c] % step:
-        return f"BLOCK_{c} a multiple of {step} (got {block[c]})"
+    if block[c] % step or not _pow2(block[c] // step):
+        return f"BLOCK_{c} a power-of-two multiple of {step} (got {block[c]})"
     bad = next((f"{name} = {g}" for name, g in groups.items() if g % block[c]), None)
     if bad is not None:
         return f"groups that hold whole {c} tiles ({bad}, BLOCK_{c} = {block[c]})"

@@ -1,16 +1,17 @@
 """Render the register-operand schedule (tilesched/passes/register_operand.py) with explicit layouts.
 
 The kernel computes the transposed product, acc^T[q, p] += W^T[q, c] X^T[c, p], with mma.sync:
-  - each thread loads the int32 words whose eight 4-bit values its first-operand fragment holds
-    (gluon_layouts.py), so the words never pass through shared memory;
-  - one shift and one AND/OR turn a word's values j and j + 4 into a 16-bit float pair holding
-    BIAS + v (v in the mantissa of BIAS: 128 for bf16, 1024 for fp16); the reduction order inside a
-    word is free, so X's tile is permuted the same way before it becomes the second operand;
+  - each thread holds the int32 words whose values (eight 4-bit or sixteen 2-bit ones) its
+    first-operand fragment holds (gluon_layouts.py), so no dequantised weight passes through
+    shared memory;
+  - one shift and one AND/OR turn a word's values j and j + 16 / bits into a 16-bit float pair
+    holding BIAS + v (v in the mantissa of BIAS: 128 for bf16, 1024 for fp16); the reduction order
+    inside a tile is free, so X's tile is permuted the same way before it becomes the second operand;
   - the chain's factor a and offset b (per column, constant within a reduction tile) are applied
     once per tile: x . (a v + b) = a t + (b - a BIAS) sum(x), with t the MMA's sum over BIAS + v;
   - the words of the next tile load while one is used: with two stages into registers, with more
-    through a ring of that many tiles in shared memory (cp.async), which keeps more bytes in flight
-    without holding registers for them;
+    through a ring of that many tiles of packed words in shared memory (cp.async), which keeps more
+    bytes in flight without holding registers for them; at most 128 registers a thread;
   - split-K shares meet as in the Triton kernels (one fp32 slice per share, arrival counters).
 Its positional arguments are the Triton kernel's, so the module's `launch_args` serves both.
 """
