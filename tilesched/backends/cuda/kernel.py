@@ -107,10 +107,10 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         const["EPILOGUE_SUBTILE"] = bool(_value(b, k.subtile, False)) and block[k.grid[-1]] >= 2 * MIN_DOT
     if k.register_operand is not None:
         const["REGISTER_OPERAND"] = on = bool(_value(b, k.register_operand, False))
-        if on and why_not(k) is not None:
-            stage, what = why_not(k)
+        missing = why_not(k) if on else None
+        if missing is not None:
             raise spec_error(("options", "register_operand"), f"{k.spec}: the register-operand schedule needs "
-                                                              f"{what} (stage {stage!r})")
+                                                              f"{missing[1]} (stage {missing[0]!r})")
         if on:
             groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses for ax, _ in a.group
                       if ax == k.reduction}

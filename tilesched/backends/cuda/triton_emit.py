@@ -17,6 +17,7 @@ from tilesched.backends.cuda.triton_rules import (
 )
 from tilesched.errors import spec_error
 from tilesched.passes.kernel import Instr, KernelIR
+from tilesched.passes.register_operand import why_not
 
 
 class _Lines:
@@ -401,8 +402,6 @@ def _host(k: KernelIR, prefix: str = "") -> list[str]:
 
 def _renders_gluon(k: KernelIR) -> bool:
     """The kernel takes the register-operand schedule at some point (tilesched/passes/register_operand.py)."""
-    from tilesched.passes.register_operand import why_not
-
     return k.register_operand is not None and why_not(k) is None
 
 
