@@ -10,6 +10,9 @@
                                             torch's int4 kernel (aten._weight_int4pack_mm, 4 bits)
                                             and the packed weights' speed of light (their bytes at
                                             the device copy bandwidth of the same run)
+  python bench/lowbit.py check --register-operand [--act fp16] --out DIR
+                                            the register-operand schedule's listed points vs the
+                                            oracle (GPU), bf16 or fp16 activations
   python bench/lowbit.py bench --ms 1 --tag lowbit-decode --out DIR
                                             one column again (here M = 1) into DIR/lowbit-decode-*.json,
                                             whose rows bench/collect_ops.py puts in place of lowbit's
@@ -251,6 +254,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "check" and args.register_operand:
+        if args.act == "fp16":  # the same specs with fp16 activations and scales (pairs of 1024 + v)
+            from tilesched.backends.cuda.io import retyped
+
+            return sb.check_points(REGISTER_OPERAND_CHECK, args.seed, Path(args.out), "lowbit-register-operand-fp16",
+                                   lambda program: retyped(program, "bf16", "fp16"))
         return sb.check_points(REGISTER_OPERAND_CHECK, args.seed, Path(args.out), "lowbit-register-operand")
     if args.cmd == "check":
         return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "lowbit")

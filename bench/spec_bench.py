@@ -243,16 +243,17 @@ def check_specs(specs: dict[str, dict], points: int, seed: int, out: Path, tag: 
     return _run_checks(cases, rng, out, tag)
 
 
-def check_points(points: dict[str, list[tuple[dict, dict]]], seed: int, out: Path, tag: str) -> int:
-    """Listed (sizes, params) points per spec against the oracle on the GPU (the other parameters at
-    their defaults); writes DIR/<tag>-check-<device>.json."""
+def check_points(points: dict[str, list[tuple[dict, dict]]], seed: int, out: Path, tag: str,
+                 variant=lambda program: program) -> int:
+    """Listed (sizes, params) points per spec (`variant` of each, e.g. retyped) against the oracle on
+    the GPU (the other parameters at their defaults); writes DIR/<tag>-check-<device>.json."""
     import random
 
     from tilesched import load_program
 
     cases = []
     for name, listed in points.items():
-        prog = load_program(CONFIGS / f"{name}.yaml")
+        prog = variant(load_program(CONFIGS / f"{name}.yaml"))
         defaults = {p.name: p.default for p in prog.params}
         cases += [(name, prog, sizes, {**defaults, **params}) for sizes, params in listed]
     return _run_checks(cases, random.Random(seed), out, tag)
