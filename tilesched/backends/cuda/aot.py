@@ -21,11 +21,8 @@ def compile_for_hopper(kernel, tensors: dict, params: dict | None = None, capabi
     """Compile `kernel` (a Kernel, loaded without TRITON_INTERPRET) for the point its launcher
     would pick for `tensors` (CPU tensors are fine: only their types and strides matter)."""
     plan, full = kernel.prepare(tensors, params=params, sizes=sizes)
-    if plan.launch.constexprs.get("REGISTER_OPERAND"):  # the point runs the Gluon kernel
-        pos, kw = kernel.module.gluon_launch_args(plan.launch, full, plan.sizes, plan.consts)
-        return compile_call_for_hopper(getattr(kernel.module, f"{kernel.ir.name}_gluon_kernel"), pos, kw, capability)
-    pos, kw = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
-    return compile_call_for_hopper(getattr(kernel.module, f"{kernel.ir.name}_kernel"), pos, kw, capability)
+    fn, pos, kw = kernel.jit_call(plan, full)
+    return compile_call_for_hopper(fn, pos, kw, capability)
 
 
 def compile_call_for_hopper(fn, pos: tuple, kw: dict, capability: int = 90) -> HopperBuild:

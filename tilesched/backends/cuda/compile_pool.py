@@ -40,11 +40,8 @@ def _warm(job: tuple[str, dict, dict]) -> tuple[str, str | None]:
 
         kernel = Kernel(load_program(spec_path))
         plan, full = kernel.prepare(empty_inputs(kernel, sizes, torch.device("cuda")), params=params, sizes=sizes)
-        gluon = plan.launch.constexprs.get("REGISTER_OPERAND", False)  # the point runs the Gluon kernel
-        args = (kernel.module.gluon_launch_args if gluon else kernel.module.launch_args)
-        pos, kw = args(plan.launch, full, plan.sizes, plan.consts)
-        fn = f"{kernel.ir.name}_gluon_kernel" if gluon else f"{kernel.ir.name}_kernel"
-        getattr(kernel.module, fn).warmup(*pos, grid=plan.launch.grid, **kw)
+        fn, pos, kw = kernel.jit_call(plan, full)
+        fn.warmup(*pos, grid=plan.launch.grid, **kw)
         return spec_path, None
     except Exception as exc:  # noqa: BLE001 - reported per job
         return spec_path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"[:300]

@@ -312,6 +312,14 @@ class Kernel:
             self._fast[key] = fast
         return self._result(fast(tensors))
 
+    def jit_call(self, plan: _Plan, full: dict):
+        """(JIT function, positional arguments, keyword arguments) the generated `launch` uses for
+        this plan: the register-operand schedule's Gluon kernel where the point sets it."""
+        gluon = bool(plan.launch.constexprs.get("REGISTER_OPERAND"))
+        args = self.module.gluon_launch_args if gluon else self.module.launch_args
+        pos, kw = args(plan.launch, full, plan.sizes, plan.consts)
+        return getattr(self.module, f"{self.ir.name}_{'gluon_' if gluon else ''}kernel"), pos, kw
+
     # -- materialising schedule ------------------------------------------------------------------
     def materializes(self, b: Binding) -> bool:
         """Whether this point runs the materialising schedule (producer, then consumer)."""
