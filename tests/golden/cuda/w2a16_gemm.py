@@ -348,6 +348,11 @@ def w2a16_gemm_gluon_kernel(
     else:
         t_next = ttgl.minimum(lo_K, hi_K - 1)
         v_words = _gl_load(w_ptrs + (t_next * (BLOCK_K // 16)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 16) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
+    k_ahead = (ttgl.minimum(lo_K, hi_K - 1)) * BLOCK_K
+    x_mask = x_rows[:, None] & (k_ahead + xc < n_K)[None, :]
+    x_ahead = ttgl.load(x_ptrs + k_ahead, mask=x_mask, other=0.0)
+    r_Z_ahead = ((_gl_load(p_Z + (((ttgl.minimum(lo_K, hi_K - 1)) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 16), cq < n_N, EVEN_N) >> ((cq % 16) * 2)) & 3).to(ttgl.float32)
+    r_S_ahead = _gl_load(p_S + (((ttgl.minimum(lo_K, hi_K - 1)) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
     for it_K in range(lo_K, hi_K):
         if STAGES > 2:
             _gl_async.wait_group(STAGES - 2)
@@ -360,9 +365,14 @@ def w2a16_gemm_gluon_kernel(
         else:
             t_next = ttgl.minimum(it_K + 1, hi_K - 1)
             v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_K // 16)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 16) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
-        k0 = it_K * BLOCK_K
-        x_mask = x_rows[:, None] & (k0 + xc < n_K)[None, :]
-        v_x = ttgl.load(x_ptrs + k0, mask=x_mask, other=0.0)
+        v_x = x_ahead
+        r_Z = r_Z_ahead
+        r_S = r_S_ahead
+        k_ahead = (ttgl.minimum(it_K + 1, hi_K - 1)) * BLOCK_K
+        x_mask = x_rows[:, None] & (k_ahead + xc < n_K)[None, :]
+        x_ahead = ttgl.load(x_ptrs + k_ahead, mask=x_mask, other=0.0)
+        r_Z_ahead = ((_gl_load(p_Z + (((ttgl.minimum(it_K + 1, hi_K - 1)) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 16), cq < n_N, EVEN_N) >> ((cq % 16) * 2)) & 3).to(ttgl.float32)
+        r_S_ahead = _gl_load(p_S + (((ttgl.minimum(it_K + 1, hi_K - 1)) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
         x_sum = ttgl.convert_layout(ttgl.reduce(v_x.to(ttgl.float32), 1, _gl_add), rows)
         # value j of a word pairs with value j + 8: X's tile permuted into the operand's reduction order
         x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_x, [MMA_N, BLOCK_K // 64, 4, 2, 2, 4]), (0, 1, 4, 2, 5, 3)), [MMA_N, BLOCK_K])
@@ -371,8 +381,6 @@ def w2a16_gemm_gluon_kernel(
         lo_half, hi_half = ttgl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [pairs], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
         w_op = ttgl.convert_layout(ttgl.reshape(ttgl.permute(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_N, BLOCK_K // 64, 4, 2, 4, 2]), (0, 1, 3, 2, 4, 5)), [BLOCK_N, BLOCK_K]), op_w, assert_trivial=True)
         t_sum = mma_v2(w_op, x_op, zeros)
-        r_Z = ((_gl_load(p_Z + ((it_K * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 16), cq < n_N, EVEN_N) >> ((cq % 16) * 2)) & 3).to(ttgl.float32)
-        r_S = _gl_load(p_S + ((it_K * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
         b_acc = (((-r_Z) * r_S) - 128.0 * r_S) + ttgl.zeros([BLOCK_N], ttgl.float32, cols)
         v_acc += (r_S)[:, None] * t_sum + b_acc[:, None] * x_sum[None, :]
         v_words = v_ahead  # (the ring's words are read at the next step's top)
