@@ -4,9 +4,19 @@ the kernel that loads them in the step that uses them, at the same points in the
 each beside bf16 cuBLAS timed in its own process. Every point is checked against the semantics
 oracle before it is timed.
 
-  PYTHONPATH=<tree> python bench/experiments/register_operand_ahead.py BITS TAG     (GPU)
+  PYTHONPATH=<tree> python bench/experiments/register_operand_ahead.py BITS TAG [--quick]     (GPU)
 
-with <tree> a checkout of either version (the earlier one: commit d9b3ca3)."""
+with <tree> a checkout of either version (the earlier one: commit d9b3ca3); `git archive <rev> tilesched |
+tar -x -C DIR` makes one. Files: register-operand-ahead-{before,ahead}-{4,2}bit-*.json.
+
+Two further variants were measured the same way against the kernel with the prefetch (their
+patches beside this script; results register-operand-{xops,ones}[-before]-4bit-*.json), and not kept:
+  - register_operand_xops.patch: X's tile loaded straight into the MMA operand's register layout
+    (gluon_layouts.x_bases; every warp loads the whole tile, one word's values a thread, vector
+    loads) and X's row sums from an MMA with a ones operand: the loop's CTA barriers drop from 7 to
+    1, but it is 3-8 % slower geomean per shape (the repacking of the pairs and every warp's loads);
+  - register_operand_ones.patch: only the row sums from the ones MMA (4 barriers, more spills):
+    0.94-1.02 geomean, slower at M = 16."""
 
 from __future__ import annotations
 
@@ -31,6 +41,7 @@ def main() -> int:
     from tilesched.backends.cuda.kernel import Kernel
 
     bits, tag = int(sys.argv[1]), sys.argv[2]
+    points, stages = (POINTS[:4], (2, 3)) if "--quick" in sys.argv else (POINTS, (2, 3, 4))
     device = torch.cuda.get_device_name()
     report = sb.report_header(device, f"register-operand decode kernel, {tag}: {bits}-bit points beside bf16 cuBLAS")
     report["tilesched"] = str(Path(sys.modules["tilesched"].__file__).parent)
@@ -42,8 +53,8 @@ def main() -> int:
             sizes = {"M": m, "N": n, "K": k}
             sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
             rows = []
-            for bn, w, split in POINTS:
-                for st in (2, 3, 4):
+            for bn, w, split in points:
+                for st in stages:
                     params = lowbit.register_operand(1 if m <= 8 else 16, bn, w, split, stages=st)
                     b = sb.legal(program, sizes, params)
                     if b is None:
