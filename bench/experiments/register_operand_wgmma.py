@@ -8,7 +8,7 @@ The wgmma variant is not in the renderer (it lost at every shape measured); it i
 of tilesched/backends/cuda/gluon_emit.py and gluon_layouts.py that selects it when
 TILESCHED_RO_WGMMA=1:
 
-  git apply bench/experiments/register_operand_wgmma.patch
+  git checkout d9b3ca3 && git apply bench/experiments/register_operand_wgmma.patch   (the renderer it was measured on)
   python bench/experiments/register_operand_wgmma.py [--quick]        (GPU)
   TILESCHED_RO_WGMMA=1 python bench/lowbit.py check --register-operand --out DIR   (its oracle check)
 

@@ -12,8 +12,8 @@ The kernel computes the transposed product, acc^T[q, p] += W^T[q, c] X^T[c, p], 
   - the words of the next tile load while one is used: with two stages into registers, with more
     through a ring of that many tiles of packed words in shared memory (cp.async), which keeps more
     bytes in flight without holding registers for them; X's tile and the tile's coefficients load
-    one tile ahead in registers, so no step waits on a global load it just issued (6-14 % faster
-    over the measured points, bench/results/register-operand-ahead-*.json); at most 128 registers
+    one tile ahead in registers, so no step waits on a global load it just issued (3-19 % faster
+    geomean per shape, bench/results/register-operand-ahead-*.json); at most 128 registers
     a thread;
   - split-K shares meet as in the Triton kernels (one fp32 slice per share, arrival counters).
 Its positional arguments are the Triton kernel's, so the module's `launch_args` serves both.
