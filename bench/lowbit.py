@@ -83,6 +83,17 @@ def register_operand(bm: int, bn: int, w: int, split: int, bk: int = 128, stages
     return {**cfg(bm, bn, bk, w, stages, split), "REGISTER_OPERAND": True}
 
 
+def register_operand_bindings(program, sizes: dict, points, stages):
+    """(params, binding) of each legal register-operand point (BLOCK_N, NUM_WARPS, SPLIT_K) at each
+    stage count, the row tile by M (mma.sync's 8 or 16 columns)."""
+    for bn, w, split in points:
+        for st in stages:
+            params = register_operand(1 if sizes["M"] <= 8 else 16, bn, w, split, stages=st)
+            b = sb.legal(program, sizes, params)
+            if b is not None:
+                yield params, b
+
+
 def candidates(m: int, bits: int = 0) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner); the 4- and 2-bit specs'
     lists add register-operand points at M <= 16 (the other widths lack the schedule)."""

@@ -51,6 +51,9 @@ def test_candidates_are_legal_at_every_bench_shape():
                 assert len(legal) >= len(cands) // 2, (spec, m, n, k)  # w3 constrains its tiles further
                 if bits in (2, 4):  # the register-operand points are all legal
                     assert all(p in legal for p in cands if p.get("REGISTER_OPERAND")), (m, n, k)
+    prog = load_program(CONFIGS / "w4a16_gemm.yaml")  # the experiments' register-operand grids
+    grid = list(lowbit.register_operand_bindings(prog, {"M": 16, "N": 200, "K": 512}, [(128, 4, 2), (64, 8, 2)], (2, 3)))
+    assert [(p["BLOCK_N"], p["NUM_STAGES"], b.params["BLOCK_M"]) for p, b in grid] == [(128, 2, 16), (128, 3, 16)]
     for name, points in lowbit.REGISTER_OPERAND_CHECK.items():
         prog = load_program(CONFIGS / f"{name}.yaml")
         for sizes, params in points:

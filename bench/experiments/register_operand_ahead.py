@@ -53,17 +53,12 @@ def main() -> int:
             sizes = {"M": m, "N": n, "K": k}
             sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
             rows = []
-            for bn, w, split in points:
-                for st in stages:
-                    params = lowbit.register_operand(1 if m <= 8 else 16, bn, w, split, stages=st)
-                    b = sb.legal(program, sizes, params)
-                    if b is None:
-                        continue
-                    err, why = sb.oracle_error(kernel, b, sets[0])
-                    row = {"params": params, "rel_err": err, "check": why or "ok"}
-                    if not why:
-                        row["ms"] = sb.time_kernel(kernel, b, sets, 20)
-                    rows.append(row)
+            for params, b in lowbit.register_operand_bindings(program, sizes, points, stages):
+                err, why = sb.oracle_error(kernel, b, sets[0])
+                row = {"params": params, "rel_err": err, "check": why or "ok"}
+                if not why:
+                    row["ms"] = sb.time_kernel(kernel, b, sets, 20)
+                rows.append(row)
             good = [r for r in rows if "ms" in r]
             best = min(good, key=lambda r: r["ms"]) if good else None
             report["rows"].append({"shape": sizes, "cublas_ms": cub, "best": best, "points": rows,

@@ -56,25 +56,20 @@ def main() -> int:
                 sizes = {"M": m, "N": n, "K": k}
                 sets, cub = lowbit.sets_and_cublas(bits, m, n, k)
                 rows = []
-                for bn, w, split in POINTS:
-                    for st in stages:
-                        params = lowbit.register_operand(1 if m <= 8 else 16, bn, w, split, stages=st)
-                        b = sb.legal(program, sizes, params)
-                        if b is None:
-                            continue
-                        row = {"params": params}
-                        for name, flag in VARIANTS.items():
-                            os.environ["TILESCHED_RO_WGMMA"] = flag
-                            try:
-                                err, why = sb.oracle_error(kernel, b, sets[0])
-                                row[name] = {"ms": sb.time_kernel(kernel, b, sets, 20), "rel_err": err,
-                                             "check": why or "ok"}
-                            except Exception as exc:  # noqa: BLE001 - a point that fails is a row
-                                row[name] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
-                        rows.append(row)
-                        print(bits, sizes, {kk: params[kk] for kk in ("BLOCK_N", "NUM_WARPS", "SPLIT_K", "NUM_STAGES")},
-                              {v: (f"{r['ms'] * 1e3:.1f} us {r['check']}" if "ms" in r else r["error"][-160:])
-                               for v, r in ((v, row[v]) for v in VARIANTS)}, flush=True)
+                for params, b in lowbit.register_operand_bindings(program, sizes, POINTS, stages):
+                    row = {"params": params}
+                    for name, flag in VARIANTS.items():
+                        os.environ["TILESCHED_RO_WGMMA"] = flag
+                        try:
+                            err, why = sb.oracle_error(kernel, b, sets[0])
+                            row[name] = {"ms": sb.time_kernel(kernel, b, sets, 20), "rel_err": err,
+                                         "check": why or "ok"}
+                        except Exception as exc:  # noqa: BLE001 - a point that fails is a row
+                            row[name] = {"error": f"{type(exc).__name__}: {str(exc)[-300:]}"}
+                    rows.append(row)
+                    print(bits, sizes, {kk: params[kk] for kk in ("BLOCK_N", "NUM_WARPS", "SPLIT_K", "NUM_STAGES")},
+                          {v: (f"{r['ms'] * 1e3:.1f} us {r['check']}" if "ms" in r else r["error"][-160:])
+                           for v, r in ((v, row[v]) for v in VARIANTS)}, flush=True)
                 best = {v: min((r[v]["ms"] for r in rows if r[v].get("check") == "ok"), default=None) for v in VARIANTS}
                 report["rows"].append({"bits": bits, "shape": sizes, "cublas_ms": cub, "best_ms": best,
                                        "x_cublas": {v: cub / t if t else None for v, t in best.items()},
