@@ -100,8 +100,9 @@ def _coords(k: KernelIR, p: str, q: str) -> list[str]:
             f"pid_{q} = (tile_id % width) // ttgl.minimum(tiles_{p} - first, {group})"]
 
 
-def _coefficient(k: KernelIR, n: str, q: str, c: str, t: str) -> list[str]:
-    """Lines defining `r_<n>`: coefficient n over the tile's columns (fp32), at reduction tile `t`."""
+def _coefficient(k: KernelIR, n: str, q: str, c: str, t: str, name: str = "") -> list[str]:
+    """Lines defining `name` (`r_<n>`): coefficient n over the tile's columns (fp32), at reduction tile `t`."""
+    name = name or f"r_{n}"
     load = producer(k, n)
     acc = k.access(load.tensor, "load")
     T = load.tensor
@@ -115,9 +116,9 @@ def _coefficient(k: KernelIR, n: str, q: str, c: str, t: str) -> list[str]:
         value = f"(({word} >> ((cq % {per}) * {bits})) & {(1 << bits) - 1})"
         if acc.dtype.startswith("int"):  # two's complement in `bits` bits
             value = f"(({value} ^ {1 << (bits - 1)}) - {1 << (bits - 1)})"
-        lines.append(f"r_{n} = {value}.to(ttgl.float32)")
+        lines.append(f"{name} = {value}.to(ttgl.float32)")
     else:
-        lines.append(f"r_{n} = _gl_load(p_{T} + {row} + {_step(k, T, q, col)}, cq < n_{q}, {_even(k, q)})"
+        lines.append(f"{name} = _gl_load(p_{T} + {row} + {_step(k, T, q, col)}, cq < n_{q}, {_even(k, q)})"
                      ".to(ttgl.float32)")
     return lines
 
@@ -129,7 +130,7 @@ def _ahead(k: KernelIR, x: str, X: str, c: str, per_tile: list[str], q: str, t: 
              "x_mask = x_rows[:, None]" + (f" & (k_ahead + xc < n_{c})[None, :]" if k.axis(c).masked else ""),
              f"{x}_ahead = ttgl.load(x_ptrs + {_step(k, X, c, 'k_ahead')}, mask=x_mask, other=0.0)"]
     for n in per_tile:
-        lines += [ln.replace(f"r_{n} = ", f"r_{n}_ahead = ", 1) for ln in _coefficient(k, n, q, c, f"({t})")]
+        lines += _coefficient(k, n, q, c, f"({t})", f"r_{n}_ahead")
     return lines
 
 
