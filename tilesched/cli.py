@@ -95,13 +95,14 @@ def _register_operand_lines(binding) -> list[str]:
     if binding.program.target != "cuda" or not binding.option("register_operand", False):
         return []
     from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.kernel import producer
     from tilesched.passes.register_operand import the_dot, why_not
 
     k = lower_kernel(binding.program)
     if why_not(k) is not None:
         return []  # the launcher refuses the point and says why
     dot = the_dot(k)
-    w = k.loop[[i.out for i in k.loop].index(dot.args[2])].tensor
+    w = producer(k, dot.args[2]).tensor
     chain = next(s.name for s in binding.program.stages if dot.via in s.writes)
     return [f"register operand: {dot.stage} runs on mma.sync with {w}'s words loaded straight into its register "
             f"operand and {chain}'s factors applied once per {k.reduction} tile (a Gluon kernel: GPU only)"]

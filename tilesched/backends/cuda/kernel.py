@@ -107,14 +107,14 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         const["EPILOGUE_SUBTILE"] = bool(_value(b, k.subtile, False)) and block[k.grid[-1]] >= 2 * MIN_DOT
     if k.register_operand is not None:
         const["REGISTER_OPERAND"] = on = bool(_value(b, k.register_operand, False))
-        missing = why_not(k) if on else None
-        if missing is not None:
-            raise spec_error(("options", "register_operand"), f"{k.spec}: the register-operand schedule needs "
-                                                              f"{missing[1]} (stage {missing[0]!r})")
-        if on:
-            groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses for ax, _ in a.group
-                      if ax == k.reduction}
-            why = legal_blocks(block, int(_value(b, k.num_warps, 4)), groups, k)
+        if on:  # the kernel's shape, then the point's blocks and switches
+            missing = why_not(k)
+            if missing is not None:
+                why = f"{missing[1]} (stage {missing[0]!r})"
+            else:
+                groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses
+                          for ax, _ in a.group if ax == k.reduction}
+                why = legal_blocks(block, int(_value(b, k.num_warps, 4)), groups, k)
             if why is None and (persistent or bool(_value(b, k.materialize, False))):
                 why = "neither a persistent grid nor the materialising schedule"
             if why is not None:
