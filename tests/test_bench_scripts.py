@@ -107,6 +107,17 @@ def test_lowbit_glue_on_the_cpu(bits):
     assert lowbit.weight_bytes(bits, 3, 40, 260) <= stored and per >= 1
 
 
+def test_cublas_baseline_rotates_its_weights_past_l2():
+    import torch
+
+    sets = [lowbit.make_inputs(4, 2, 64, 128, "cpu", torch.float32) for _ in range(3)]
+    calls = lowbit.cublas_calls(sets, 128, 64, torch.float32, device="cpu")
+    weights = {id(c.__defaults__[0]) for c in calls}
+    assert len(weights) == sb.n_sets(128 * 64 * 2) == len(calls)  # small matrices: as many as L2 takes
+    assert {id(c.__defaults__[1]) for c in calls} == {id(s["X"]) for s in sets}
+    assert calls[0]().shape == (2, 64)
+
+
 def test_fp8_glue_on_the_cpu():
     from tilesched.backends.cuda.kernel import Kernel
 
