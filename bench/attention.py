@@ -3,6 +3,8 @@
 
   python bench/attention.py check --out DIR    the attention specs vs the semantics oracle (GPU,
                                                ragged shapes, default and a few other parameters)
+  python bench/attention.py check --warp-specialize --out DIR
+                                               the warp-specialised schedule's points likewise
   python bench/attention.py bench --out DIR    per shape (bf16, D = 64 and 128, causal and not, a
                                                GQA shape): a small candidate search, the winner
                                                checked against the oracle, then timed beside torch
@@ -40,16 +42,40 @@ CHECK = {"flash_attention": {"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128},
          "flash_attention_gqa": {"B": 1, "H": 8, "SQ": 257, "SK": 257, "D": 128, "G": 4}}
 
 
-def candidates(d: int) -> list[dict]:
-    """A small list per head dimension (the full space is for the tuner)."""
-    def c(bm, bn, w, s):
-        return {"BLOCK_M": bm, "BLOCK_N": bn, "NUM_WARPS": w, "NUM_STAGES": s}
+def candidates(d: int, specialized: bool = True) -> list[dict]:
+    """A small list per head dimension (the full space is for the tuner): Triton's schedule, then
+    the warp-specialised one (`specialized`)."""
+    def c(bm, bn, w, s, ws=False):
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "NUM_WARPS": w, "NUM_STAGES": s, "WARP_SPECIALIZE": ws}
 
     if d <= 64:
-        return [c(128, 64, 4, 3), c(128, 128, 4, 3), c(128, 64, 8, 3), c(128, 128, 8, 2), c(64, 64, 4, 4),
-                c(64, 128, 4, 3), c(128, 32, 4, 4), c(128, 64, 4, 4)]
-    return [c(128, 64, 8, 3), c(128, 64, 8, 2), c(128, 128, 8, 2), c(128, 32, 8, 3), c(128, 64, 4, 3),
-            c(64, 64, 4, 3), c(64, 128, 4, 2), c(128, 64, 8, 4)]
+        pts = [c(128, 64, 4, 3), c(128, 128, 4, 3), c(128, 64, 8, 3), c(128, 128, 8, 2), c(64, 64, 4, 4),
+               c(64, 128, 4, 3), c(128, 32, 4, 4), c(128, 64, 4, 4)]
+        ws = [c(128, 128, 4, 3, True), c(128, 128, 4, 4, True), c(128, 64, 4, 4, True)]
+    else:
+        pts = [c(128, 64, 8, 3), c(128, 64, 8, 2), c(128, 128, 8, 2), c(128, 32, 8, 3), c(128, 64, 4, 3),
+               c(64, 64, 4, 3), c(64, 128, 4, 2), c(128, 64, 8, 4)]
+        ws = [c(128, 128, 4, 3, True), c(128, 128, 4, 2, True), c(128, 64, 4, 4, True)]
+    return pts + (ws if specialized else [])
+
+
+# the warp-specialised schedule's points against the oracle: ragged query and key counts, both key
+# tiles, 2 to 4 stages, causal and GQA (bench/attention.py check --warp-specialize)
+def _ws(bn, st):
+    return {"BLOCK_M": 128, "BLOCK_N": bn, "NUM_WARPS": 4, "NUM_STAGES": st, "WARP_SPECIALIZE": True}
+
+
+WS_CHECK = {
+    "flash_attention": [({"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128}, _ws(128, 3)),
+                        ({"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128}, _ws(64, 4)),
+                        ({"B": 1, "H": 2, "SQ": 129, "SK": 200, "D": 64}, _ws(128, 2)),
+                        ({"B": 1, "H": 2, "SQ": 512, "SK": 1024, "D": 64}, _ws(64, 3))],
+    "flash_attention_causal": [({"B": 2, "H": 3, "SQ": 333, "SK": 333, "D": 64}, _ws(128, 4)),
+                               ({"B": 1, "H": 2, "SQ": 517, "SK": 517, "D": 128}, _ws(128, 3)),
+                               ({"B": 1, "H": 2, "SQ": 517, "SK": 517, "D": 128}, _ws(64, 2))],
+    "flash_attention_gqa": [({"B": 1, "H": 8, "SQ": 257, "SK": 257, "D": 128, "G": 4}, _ws(128, 3)),
+                            ({"B": 2, "H": 4, "SQ": 384, "SK": 384, "D": 64, "G": 2}, _ws(64, 4))],
+}
 
 
 def flops(b: int, h: int, sq: int, sk: int, d: int, causal: bool) -> float:
@@ -112,22 +138,26 @@ def bench_one(args, report, lock, spec: str, shape: tuple, causal: bool, g: int 
         return lock
     err, why = check_slice(kernel, program, sizes, best["params"], sets[0])
     fl = flops(b_, h, s, s, d, causal)
-    ms = best["ms"]
-    line = f"{spec:24s} B={b_} H={h} S={s} D={d}{f' G={g}' if g > 1 else ''}  ours {ms:.4f} ms " \
-           f"({fl / ms / 1e9:.0f} TFLOP/s) err {err:.1e} rho {rho}"
+    line = f"{spec:24s} B={b_} H={h} S={s} D={d}{f' G={g}' if g > 1 else ''}"
+    timers = {"ours": lambda: sb.time_kernel(kernel, sb.legal(program, sizes, best["params"]), sets, args.repeats)}
     for name, backend in (("torch SDPA (flash)", SDPBackend.FLASH_ATTENTION),
                           ("torch SDPA (cuDNN)", SDPBackend.CUDNN_ATTENTION)):
         fn = sdpa(backend, causal, g)
         try:
-            base = sb.time_fns([lambda t=t, fn=fn: fn(t["Q"], t["K"], t["V"]) for t in sets], args.repeats)
+            fn(sets[0]["Q"], sets[0]["K"], sets[0]["V"])
         except Exception as exc:  # noqa: BLE001 - a backend this build or shape lacks is reported
             report["rows"].append({"op": "attention", "shape": sizes, "causal": causal, "dtype": "bf16",
                                    "baseline": name, "baseline_error": f"{type(exc).__name__}: {exc}"[:300]})
             line += f"  {name}: unavailable ({type(exc).__name__})"
             continue
+        timers[name] = lambda fn=fn: sb.time_fns([lambda t=t: fn(t["Q"], t["K"], t["V"]) for t in sets], args.repeats)
+    times = sb.interleaved(timers)  # the winner and the baselines in turns (spec_bench.interleaved)
+    ms = times.pop("ours")
+    line += f"  ours {ms:.4f} ms ({fl / ms / 1e9:.0f} TFLOP/s; search {best['ms']:.4f}) err {err:.1e} rho {rho}"
+    for name, base in times.items():
         report["rows"].append({
             "op": "attention" if g == 1 else "attention_gqa", "shape": sizes, "causal": causal, "dtype": "bf16",
-            "ours_ms": ms, "baseline": name, "baseline_ms": base, "ratio": base / ms, "flops": fl,
+            "ours_ms": ms, "search_ms": best["ms"], "baseline": name, "baseline_ms": base, "ratio": base / ms, "flops": fl,
             "ours_TFLOPs": fl / ms / 1e9, "baseline_TFLOPs": fl / base / 1e9, "rel_err": err, "check": why or "ok",
             "params": best["params"], "spearman": rho, "candidates": table})
         line += f"  {name} {base:.4f} ms x{base / ms:.2f}"
@@ -147,8 +177,13 @@ def cmd_bench(args) -> int:
 
 
 def main(argv=None) -> int:
-    args = sb.parser(__doc__).parse_args(argv)
+    p = sb.parser(__doc__)
+    p.add_argument("--warp-specialize", action="store_true",
+                   help="check: the warp-specialised schedule's points (Gluon) against the oracle")
+    args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.cmd == "check" and args.warp_specialize:
+        return sb.check_points(WS_CHECK, args.seed, Path(args.out), "attention-warp-specialized")
     if args.cmd == "check":
         return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "attention")
     return cmd_bench(args)

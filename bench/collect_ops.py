@@ -4,7 +4,8 @@ keeps the date of its run and the file it came from (with the candidate tables, 
 of those ops from an earlier collection are replaced, the ops' own rows are kept. A later source's row
 replaces an earlier source's row of the same op, shape, dtype, causality and baseline (lowbit-decode re-measures
 M = 1 of the low-bit grid after a change to the decode path; lowbit-register-operand[-2bit] the 4-bit
-[2-bit] grid with the register-operand schedule among the M <= 16 candidates).
+[2-bit] grid with the register-operand schedule among the M <= 16 candidates; lowbit-rotated-baseline the
+4- and 2-bit M <= 16 columns with bf16 cuBLAS reading its weights from HBM too).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -16,7 +17,8 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "lowbit-register-operand-2bit", "fp8")
+SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "lowbit-register-operand-2bit",
+           "lowbit-rotated-baseline", "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

@@ -115,6 +115,23 @@ def time_kernel(kernel, b, tensor_sets: list[dict], repeats: int) -> float:
     return _time(launch, launches, repeats, 10.0, "graph")
 
 
+ROUNDS = 3
+
+
+def interleaved(timers: dict) -> dict[str, float]:
+    """Median over ROUNDS of each timer (a callable returning ms), the timers taking turns within a
+    round: under sustained tensor-core load the clocks fall (one kernel measured 1.64 then 1.83 ms in
+    one process), so a baseline timed once after a whole candidate search would run on a hotter GPU
+    than the search's first points."""
+    import statistics
+
+    got: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(ROUNDS):
+        for name, timer in timers.items():
+            got[name].append(timer())
+    return {name: statistics.median(v) for name, v in got.items()}
+
+
 def time_fns(fns: list, repeats: int) -> float:
     from tilesched.backends.cuda.measure import time_callable
 

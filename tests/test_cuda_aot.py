@@ -105,3 +105,24 @@ def test_register_operand_schedule_takes_fp16_activations():
     assert "| 0x64006400" in compiled(kernel.program)[1]
     built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
     assert built.mma_sync and not built.wgmma
+
+
+WS_POINTS = [  # the warp-specialised schedule (Gluon): ragged queries and keys, both key tiles, GQA
+    ("flash_attention", {"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128}, 128, 3),
+    ("flash_attention", {"B": 1, "H": 2, "SQ": 129, "SK": 200, "D": 64}, 64, 4),
+    ("flash_attention_causal", {"B": 2, "H": 3, "SQ": 333, "SK": 333, "D": 64}, 128, 2),
+    ("flash_attention_gqa", {"B": 1, "H": 8, "SQ": 257, "SK": 257, "D": 128, "G": 4}, 64, 3),
+]
+
+
+@pytest.mark.parametrize("spec,sizes,block_n,stages", WS_POINTS, ids=["d128", "d64", "causal", "gqa"])
+def test_warp_specialised_attention_compiles_for_sm90(spec, sizes, block_n, stages):
+    """The Gluon kernel builds for Hopper with wgmma and TMA; its shared memory is the query tile and
+    the ring of K and V tiles (plus barriers), nothing else."""
+    kernel = Kernel(load_program(f"configs/{spec}.yaml"))
+    params = {"BLOCK_M": 128, "BLOCK_N": block_n, "NUM_WARPS": 4, "NUM_STAGES": stages, "WARP_SPECIALIZE": True}
+    built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=params, sizes=sizes)
+    assert built.kernel == f"{spec}_specialized_kernel"
+    assert built.wgmma and built.tma and not built.mma_sync
+    tiles = 2 * sizes["D"] * (128 + 2 * stages * block_n)
+    assert tiles <= built.shared_bytes <= tiles + 1024, built

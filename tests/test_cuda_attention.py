@@ -138,8 +138,9 @@ def test_softmax_probabilities_elsewhere_are_refused():
 
 
 def test_split_k_with_an_online_softmax_is_refused():
-    text = CAUSAL.replace("options: {num_warps: NUM_WARPS, num_stages: NUM_STAGES}",
+    text = CAUSAL.replace("options: {num_warps: NUM_WARPS, num_stages: NUM_STAGES, warp_specialize: WARP_SPECIALIZE}",
                           "options: {num_warps: NUM_WARPS, num_stages: NUM_STAGES, split_k: 2}")
+    assert "split_k: 2" in text
     text = text.replace("B, H, ", "").replace("  - {axis: B, tile: 1}\n  - {axis: H, tile: 1}\n", "")
     spec, source = load_spec_text(text)
     with pytest.raises(SpecError, match="cannot generate split_k"):
@@ -212,3 +213,75 @@ stages:
     spec, source = load_spec_text(text)
     with pytest.raises(SpecError, match="TMA loads other than 2-D tiles"):
         lower_kernel(lower(spec, source))
+
+
+# -------------------------------------------------------------- warp-specialised schedule (Gluon)
+
+WS = {"BLOCK_M": 128, "BLOCK_N": 64, "NUM_WARPS": 4, "NUM_STAGES": 3, "WARP_SPECIALIZE": True}
+
+
+@pytest.mark.parametrize("name", ["flash_attention", "flash_attention_causal", "flash_attention_gqa"])
+def test_the_attention_specs_take_the_warp_specialised_schedule(name):
+    """Each spec's kernel IR has the schedule's shape; the module carries its Gluon kernel beside the
+    Triton one, and a point that sets WARP_SPECIALIZE is a Gluon kernel the interpreter cannot run."""
+    from tilesched import load_program
+    from tilesched.backends.cuda.kernel import LaunchError
+    from tilesched.passes.warp_specialize import why_not
+
+    prog = load_program(ROOT / "configs" / f"{name}.yaml")
+    k = lower_kernel(prog)
+    assert k.warp_specialize == "WARP_SPECIALIZE" and why_not(k) is None
+    src = compiled(prog)[1]
+    assert f"def {name}_specialized_kernel(" in src and "ttgl.warp_specialize(" in src
+    kernel = Kernel(retyped(prog, "bf16", "fp16"))
+    sizes = {"B": 1, "H": 4, "SQ": 130, "SK": 130, "D": 64, **({"G": 2} if "gqa" in name else {})}
+    with pytest.raises(LaunchError, match="warp-specialised schedule is a Gluon kernel.*CUDA GPU"):
+        run_against_oracle(kernel, sizes, WS, seed=0)
+
+
+def test_warp_specialize_needs_the_attention_loop():
+    """Soft-capped scores (an elementwise stage between the dot and the softmax) are not the
+    schedule's shape: a point that asks is refused with the stage, the others run; a spec that
+    always asks is refused at that stage (file:line:col)."""
+    capped = CAUSAL.replace('fn: [{scale: "D ** -0.5"}]', 'fn: [{scale: "1 / 5"}, tanh, {scale: 5}]')
+    prog = _program(text=capped)
+    kernel = Kernel(prog)
+    assert "_specialized_kernel" not in compiled(prog)[1]
+    sizes = {"B": 1, "H": 2, "SQ": 130, "SK": 145, "D": 64}
+    from tilesched.backends.cuda.kernel import LaunchError
+
+    with pytest.raises(LaunchError, match=r"warp-specialised schedule needs a reduction loop of: .*stage 'scale'"):
+        run_against_oracle(kernel, sizes, WS, seed=0)
+    assert run_against_oracle(kernel, {**sizes, "SQ": 37, "SK": 45}, {**SMALL, "WARP_SPECIALIZE": False}, seed=0).ok
+    always = capped.replace("warp_specialize: WARP_SPECIALIZE", "warp_specialize: true")
+    spec, source = load_spec_text(always)
+    with pytest.raises(SpecError, match=r"stages\[3\].*warp_specialize schedule needs .*'scale'") as err:
+        lower_kernel(lower(spec, source))
+    assert err.value.located is not None
+
+
+def test_warp_specialize_point_rules():
+    """128 query rows, key tiles of 64 or 128, D of 64 or 128, 4 warps, a ring that fits."""
+    from tilesched.passes.warp_specialize import legal_point
+
+    k = lower_kernel(_program())
+    assert legal_point({"SQ": 128, "SK": 128}, 4, 3, 128, k) is None
+    assert legal_point({"SQ": 128, "SK": 64}, 4, 4, 64, k) is None
+    assert "BLOCK_SQ = 128" in legal_point({"SQ": 64, "SK": 64}, 4, 3, 128, k)
+    assert "BLOCK_SK in (64, 128)" in legal_point({"SQ": 128, "SK": 32}, 4, 3, 128, k)
+    assert "head dimension in (64, 128)" in legal_point({"SQ": 128, "SK": 64}, 4, 3, 96, k)
+    assert "NUM_WARPS = 4" in legal_point({"SQ": 128, "SK": 64}, 8, 3, 128, k)
+    assert "4 stages: 294912 bytes" in legal_point({"SQ": 128, "SK": 128}, 4, 4, 128, k)
+    assert "1 stages" in legal_point({"SQ": 128, "SK": 128}, 4, 1, 128, k)
+
+
+def test_plan_says_where_the_schedule_is_warp_specialised(capsys):
+    from tilesched.cli import main
+
+    spec = str(ROOT / "configs" / "flash_attention_causal.yaml")
+    line = ("warp specialised: a loader warp brings K and V tiles by TMA into 4 slots; two consumer warpgroups of 64 "
+            "SQ rows run softmax while pv's MMA is in flight")
+    for sets, shown in ((["WARP_SPECIALIZE=true", "NUM_WARPS=4", "NUM_STAGES=4", "BLOCK_N=64"], True),
+                        (["NUM_STAGES=4"], False)):
+        assert main(["plan", spec] + [a for v in sets for a in ("--set", v)]) == 0
+        assert (line in capsys.readouterr().out) == shown, sets

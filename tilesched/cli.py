@@ -108,6 +108,22 @@ def _register_operand_lines(binding) -> list[str]:
             f"operand and {chain}'s factors applied once per {k.reduction} tile (a Gluon kernel: GPU only)"]
 
 
+def _warp_specialize_lines(binding) -> list[str]:
+    """A point of the warp-specialised schedule (tilesched/passes/warp_specialize.py) says so."""
+    if binding.program.target != "cuda" or not binding.option("warp_specialize", False):
+        return []
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.warp_specialize import why_not
+
+    k = lower_kernel(binding.program)
+    if why_not(k) is not None:
+        return []  # the launcher refuses the point and says why
+    load_k, scores, softmax, load_v, context = k.loop
+    return [f"warp specialised: a loader warp brings {load_k.tensor} and {load_v.tensor} tiles by TMA into "
+            f"{binding.option('num_stages', 3)} slots; two consumer warpgroups of 64 {k.grid[0]} rows run {softmax.stage} "
+            f"while {context.stage}'s MMA is in flight (a Gluon kernel: Hopper GPUs only)"]
+
+
 def _bind_cli(prog, values: dict, source):
     """The point `--set` names; where the defaults of the parameters it leaves free do not fit its
     sizes, the nearest legal point (as the launcher picks), said in one line."""
@@ -140,7 +156,7 @@ def cmd_plan(args) -> int:
         return EXIT_INVALID
     schedule = derive_schedule(binding)
     print(_materialized_plan(prog, binding) or format_schedule(schedule))
-    for line in _factored_lines(binding) + _register_operand_lines(binding):
+    for line in _factored_lines(binding) + _register_operand_lines(binding) + _warp_specialize_lines(binding):
         print(line)
     print(_generation_line(prog, source).strip())
     if getattr(args, "dump_ir", False):

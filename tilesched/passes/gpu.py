@@ -16,6 +16,9 @@
                the contracted axis on the CUDA-core path (tilesched/passes/factor.py)
     register_operand  where the spec asks: the dequantised weights go straight into mma.sync's
                register operand, rendered with explicit layouts (tilesched/passes/register_operand.py)
+    warp_specialize  where the spec asks: an online-softmax loop (attention) with a TMA loader
+               warp and two consumer warpgroups, rendered with explicit layouts
+               (tilesched/passes/warp_specialize.py)
     switches   persistent grid, split-K, subtiled epilogue, materialisation, warps and stages, from
                `options`
 
@@ -33,6 +36,7 @@ from tilesched.ir.nodes import Program, StageIR
 from tilesched.passes.factor import factor
 from tilesched.passes.kernel import AxisInfo, Constant, Instr, KernelIR, ValueInfo, dump_kernel, mask_constant
 from tilesched.passes.register_operand import register_operand
+from tilesched.passes.warp_specialize import warp_specialize
 
 TARGET = "cuda"
 UNARY = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "exp2", "log", "sqrt", "rsqrt",
@@ -43,7 +47,8 @@ FLOATS = ("fp16", "bf16", "fp32")
 LOADABLE = FLOATS + ("fp8e4m3", "fp8e5m2", "fp4e2m1", "int32", "int16", "int8", "uint8", "int4", "uint4",
                      "int3", "uint3", "int2", "uint2")
 STORABLE = FLOATS + ("fp8e4m3", "fp8e5m2")
-OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k", "materialize", "register_operand")
+OPTIONS = ("num_warps", "num_stages", "persistent", "epilogue_subtile", "split_k", "materialize", "register_operand",
+           "warp_specialize")
 MIN_DOT = 16
 LAUNCHER_KEYWORDS = ("out", "params", "sizes")  # Kernel.__call__'s own keywords
 
@@ -522,8 +527,9 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
 Pass = Callable[[Program, LoopTree, KernelIR], KernelIR]
 PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("online", online), ("sink", sink), ("hoist", hoist),
                                           ("tma", tma), ("masks", masks), ("factor", factor),
-                                          ("register_operand", register_operand), ("switches", switches))
-QUIET = ("online", "factor", "register_operand")  # dumped only where they change the kernel (kernels without them dump as before)
+                                          ("register_operand", register_operand), ("switches", switches),
+                                          ("warp_specialize", warp_specialize))
+QUIET = ("online", "factor", "register_operand", "warp_specialize")  # dumped only where they change the kernel (kernels without them dump as before)
 
 
 def lower_kernel(program: Program, trace: Callable[[str, str], None] | None = None) -> KernelIR:

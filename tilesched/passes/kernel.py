@@ -120,6 +120,8 @@ class KernelIR(_Node):
     materialize: Ref = None  # compute a dot operand once per call (tilesched/passes/materialize.py)
     # the dequantised dot operand straight into mma.sync's registers (tilesched/passes/register_operand.py)
     register_operand: Ref = None
+    # an online-softmax loop with a TMA loader warp and two consumer warpgroups (tilesched/passes/warp_specialize.py)
+    warp_specialize: Ref = None
     num_warps: Ref = None
     num_stages: Ref = None
     # the reduction loop visits only tiles this index expression keeps somewhere (others add
@@ -145,7 +147,7 @@ def dump_kernel(k: KernelIR) -> str:
     lines.append(f"  grid {list(k.grid)} points {list(k.points)} order {k.tile_order}"
                  + (f" group={k.group}" if k.group is not None else ""))
     sw = {n: getattr(k, n) for n in ("persistent", "split_k", "subtile", "materialize", "register_operand",
-                                          "num_warps", "num_stages")}
+                                          "warp_specialize", "num_warps", "num_stages")}
     lines.append("  switches " + " ".join(f"{n}={v}" for n, v in sw.items() if v is not None))
     for a in k.accesses:
         lines.append(f"  {a.mode} {a.tensor}[{', '.join(a.axes)}] {a.dtype} {a.layout}" + (" tma" if a.tma else "")

@@ -27,6 +27,8 @@ from tilesched.passes.gpu import MIN_DOT, lower_kernel
 from tilesched.passes.kernel import KernelIR
 from tilesched.passes.materialize import split
 from tilesched.passes.register_operand import legal_blocks, why_not
+from tilesched.passes.warp_specialize import legal_point
+from tilesched.passes.warp_specialize import why_not as ws_why_not
 from tilesched.tuner.lockfile import LockFile
 
 PRODUCE, CONSUME = "produce_", "consume_"  # host-function prefixes of a materialising schedule's kernels
@@ -120,6 +122,18 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
             if why is not None:
                 raise spec_error(("options", "register_operand"), f"{k.spec}: the register-operand schedule "
                                                                   f"needs {why}")
+    if k.warp_specialize is not None:
+        const["WARP_SPECIALIZE"] = on = bool(_value(b, k.warp_specialize, False))
+        if on:  # the kernel's shape, then the point
+            missing = ws_why_not(k)
+            if missing is not None:
+                why = f"{missing[1]} (stage {missing[0]!r})"
+            else:
+                head = next(a.name for a in k.axes if a.role == "whole")
+                why = legal_point(block, int(_value(b, k.num_warps, 4)), int(_value(b, k.num_stages, 3)),
+                                  b.sizes[head], k)
+            if why is not None:
+                raise spec_error(("options", "warp_specialize"), f"{k.spec}: the warp-specialised schedule needs {why}")
     grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
     grid += tuple(b.sizes[p] for p in k.points)
     if split > 1:
@@ -297,10 +311,12 @@ class Kernel:
         fast = self._fast.get(key)
         if fast is None:
             plan, full = self.prepare(tensors, params, sizes)
-            if plan.launch.constexprs.get("REGISTER_OPERAND") and plan.launch.device.type != "cuda":
-                raise LaunchError(f"{self.program.name}: the register-operand schedule is a Gluon kernel, which "
-                                  "Triton's interpreter does not run: run it on a CUDA GPU, or set "
-                                  "REGISTER_OPERAND to false")
+            gluon = next((n for n in ("REGISTER_OPERAND", "WARP_SPECIALIZE") if plan.launch.constexprs.get(n)), None)
+            if gluon is not None and plan.launch.device.type != "cuda":
+                schedule = {"REGISTER_OPERAND": "register-operand", "WARP_SPECIALIZE": "warp-specialised"}[gluon]
+                raise LaunchError(f"{self.program.name}: the {schedule} schedule is a Gluon kernel, which "
+                                  f"Triton's interpreter does not run: run it on a CUDA GPU, or set "
+                                  f"{gluon} to false")
             if self.materializes(plan.binding):
                 return self._result(self._run_materialized(plan, full))
             fast = _FastLaunch.build(self, plan, full, tensors)
@@ -315,6 +331,9 @@ class Kernel:
     def jit_call(self, plan: _Plan, full: dict):
         """(JIT function, positional arguments, keyword arguments) the generated `launch` uses for
         this plan: the register-operand schedule's Gluon kernel where the point sets it."""
+        if plan.launch.constexprs.get("WARP_SPECIALIZE"):
+            pos, kw = self.module.specialized_launch_args(plan.launch, full, plan.sizes, plan.consts)
+            return getattr(self.module, f"{self.ir.name}_specialized_kernel"), pos, kw
         gluon = bool(plan.launch.constexprs.get("REGISTER_OPERAND"))
         args = self.module.gluon_launch_args if gluon else self.module.launch_args
         pos, kw = args(plan.launch, full, plan.sizes, plan.consts)
@@ -385,8 +404,8 @@ class _FastLaunch:
     def build(cls, kernel: Kernel, plan: _Plan, full: dict, given: dict):
         if kernel.ir.split_k is not None and plan.launch.constexprs.get("SPLIT_K", 1) > 1:
             return None
-        if plan.launch.constexprs.get("REGISTER_OPERAND"):  # the generated `launch` picks the Gluon kernel
-            return None
+        if plan.launch.constexprs.get("REGISTER_OPERAND") or plan.launch.constexprs.get("WARP_SPECIALIZE"):
+            return None  # the generated `launch` picks the Gluon kernel
         args, kwargs = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
         by_id = {id(t): n for n, t in full.items()}
         slots = []

@@ -1,0 +1,330 @@
+"""Render the warp-specialised schedule (tilesched/passes/warp_specialize.py) with explicit layouts.
+
+Three Gluon functions per kernel IR:
+  - `<name>_specialized_kernel`: a CTA of BLOCK_<q> = 128 query rows; finds the key tiles [lo, hi) the mask
+    keeps somewhere (the Triton kernel's interval tests), sets up the shared memory (the query
+    tile's two halves, STAGES slots of K and V tiles, their barriers) and forks;
+  - `<name>_specialized_loader` (one warp): TMA loads of the query halves, then of each key tile's K and V
+    into slot (t - lo) % STAGES once both consumers freed it;
+  - `<name>_specialized_consumer` (a warpgroup, twice): per key tile, the scores' wgmma (Q K_t^T, both from
+    shared memory) and the previous tile's context wgmma (P_{t-1} V_{t-1}, P from registers) are
+    issued together; the softmax of tile t runs while the second is in flight. P_t is packed into
+    the operand's registers only after that MMA ends: packed earlier, ptxas waits for the MMA
+    before the softmax (seen in the sm_90 SASS). The mask and the keys' ragged end are evaluated
+    only on tiles the mask does not keep whole for the warpgroup's 64 rows.
+Q, K and V are read through [points, rows, head] views (TMA zero-fills past each head's rows);
+O is stored by pointers. Positional arguments are the Triton kernel's, after the descriptors.
+"""
+
+from __future__ import annotations
+
+from tilesched.backends.cuda.triton_rules import LOG2E, NEG_INF, Ctx, group_constant, index, user_mask
+from tilesched.passes.kernel import KernelIR, mask_constant, producer
+
+GL_DTYPES = {"fp16": "ttgl.float16", "bf16": "ttgl.bfloat16"}
+
+IMPORTS = """from triton.experimental import gluon
+from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia import hopper as _gl_hopper
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier as _gl_mbarrier
+from triton.experimental.gluon.language.nvidia.hopper import tma as _gl_tma"""
+
+HELPERS = '''
+# Triton 3.6 names the TMA load async_copy_global_to_shared, later versions async_load
+_gl_tma_load = getattr(_gl_tma, "async_load", None) or _gl_tma.async_copy_global_to_shared
+'''
+
+
+def _parts(k: KernelIR):
+    load_k, scores, softmax, load_v, context = k.loop
+    q_load = producer(k, next(a for a in scores.args if a != load_k.out))
+    return q_load, load_k, scores, softmax, load_v, context
+
+
+def constexprs(k: KernelIR) -> list[str]:
+    """The kernel's compile-time arguments taken from the Triton launch's constexprs by name."""
+    qa, r = k.grid[0], k.reduction
+    head = next(a for a in k.value(_parts(k)[0].out).axes if a != qa)
+    names = [f"BLOCK_{qa}", f"BLOCK_{r}", f"BLOCK_{head}"]  # BLOCK_<head>: the whole head dimension
+    names += list(dict.fromkeys(group_constant(a.tensor, ax) for a in k.accesses for ax, _ in a.group))
+    return names
+
+
+def _row(k: KernelIR, tensor: str) -> str:
+    """The [points, rows, head] view's first coordinate: the program's point indices (grouped ones
+    divided by their group) flattened with the tensor's strides, over its last point axis' stride
+    (the launcher builds the view, which exists only where that division is exact)."""
+    acc = next(a for a in k.accesses if a.tensor == tensor)
+    points = [a for a in acc.axes if a in k.points]
+    if not points:
+        return "0"
+    groups = dict(acc.group)
+    terms = [f"(pid_{a} // {group_constant(tensor, a)})" if a in groups else f"pid_{a}" for a in points]
+    flat = " + ".join(f"{t} * s_{tensor}_{a}" for t, a in zip(terms, points))
+    return f"(({flat}) // s_{tensor}_{points[-1]}).to(ttgl.int32)"
+
+
+def _bounds(k: KernelIR, mask: str, mask_axes: tuple[str, ...], stage: str, first_row: str, rows: str,
+            tile: str) -> tuple[str, str]:
+    """(kept whole, kept nowhere) of key tile `tile` for the query rows [first_row, first_row + rows)."""
+    from tilesched.ir.indexexpr import triton_bounds
+
+    qa, r = k.grid[0], k.reduction
+
+    def box(a: str) -> tuple[str, str]:
+        if a not in mask_axes:
+            raise KeyError(a)
+        if a in k.points:
+            return f"pid_{a}", f"pid_{a}"
+        if a == qa:
+            return first_row, f"tl.minimum({first_row} + {rows}, n_{qa}) - 1"
+        if a == r:
+            return f"{tile} * BLOCK_{r}", f"tl.minimum({tile} * BLOCK_{r} + BLOCK_{r}, n_{r}) - 1"
+        return "0", f"n_{a} - 1"
+
+    return triton_bounds(mask, box, lambda a: f"n_{a}" if a in mask_axes else mask_constant(stage, f"size_{a}"),
+                         lambda n: mask_constant(stage, n))
+
+
+def _kept_range(k: KernelIR) -> list[str]:
+    """lo, hi: the key tiles the loop visits (all of them without a skipping mask)."""
+    qa, r = k.grid[0], k.reduction
+    lines = [f"tiles_{r} = (n_{r} + BLOCK_{r} - 1) // BLOCK_{r}", "lo = 0", f"hi = tiles_{r}"]
+    if k.skip is None:
+        return lines
+    softmax = _parts(k)[3]
+    none = lambda t: _bounds(k, k.skip, softmax.mask_axes, softmax.stage, f"pid_{qa} * BLOCK_{qa}",  # noqa: E731
+                             f"BLOCK_{qa}", t)[1]
+    return lines + [f"# tiles outside [lo, hi) hold nothing the mask {k.skip!r} keeps",
+                    f"while (lo < tiles_{r}) & {none('lo')}:", "    lo += 1",
+                    f"while (hi > lo) & {none('(hi - 1)')}:", "    hi -= 1"]
+
+
+def _whole(k: KernelIR, tile: str) -> str:
+    """Whether key tile `tile` needs no mask for the consumer's rows [start, start + HALF)."""
+    r = k.reduction
+    softmax = _parts(k)[3]
+    tests = []
+    if k.axis(r).masked:
+        tests.append(f"(({tile} + 1) * BLOCK_{r} <= n_{r})")
+    if softmax.mask is not None:
+        tests.append(f"({_bounds(k, softmax.mask, softmax.mask_axes, softmax.stage, 'start', 'HALF', tile)[0]})")
+    return " & ".join(tests) if tests else "True"
+
+
+def _masked(k: KernelIR) -> list[str]:
+    """The consumer's lines that mask `x` (the scaled scores over (queries, keys)) on a tile not kept whole."""
+    qa, r = k.grid[0], k.reduction
+    softmax = _parts(k)[3]
+    axes = (qa, r)
+    lines = []
+    if k.axis(r).masked:
+        lines.append(f"x = tl.where((o_{r} < n_{r}){index(axes, r)}, x, {NEG_INF})")
+    ctx = Ctx(k, offs={qa: f"o_{qa}", r: f"o_{r}"}, phase="loop")
+    user = user_mask(ctx, softmax, axes, softmax.mask_axes)
+    if user is not None:
+        lines.append(f"x = tl.where({user}, x, {NEG_INF})")
+    return lines
+
+
+def _names_in(lines: list[str], names: list[str]) -> list[str]:
+    text = "\n".join(lines)
+    import re
+
+    return [n for n in names if re.search(rf"\b{re.escape(n)}\b", text)]
+
+
+def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
+    """The three Gluon functions of a kernel IR the warp_specialize pass marked."""
+    q_load, load_k, scores, softmax, load_v, context = _parts(k)
+    qa, r = k.grid[0], k.reduction
+    Q, K, V = q_load.tensor, load_k.tensor, load_v.tensor
+    d = next(a for a in k.value(q_load.out).axes if a != qa)
+    out = k.post[1].tensor
+    dt = GL_DTYPES[k.value(softmax.out).dtype]
+    out_dt = {"fp32": "ttgl.float32", **GL_DTYPES}[k.access(out, "store").dtype]
+    scale = f"{softmax.fn[0][1]} * {LOG2E!r}" if softmax.fn else repr(LOG2E)
+    consts = constexprs(k)
+    pids = [f"pid_{p}" for p in k.points]
+    o_acc = k.access(out, "store")
+    o_ptrs = " + ".join([f"p_{out}"] + [f"pid_{a} * s_{out}_{a}" for a in o_acc.axes if a in k.points]
+                        + [f"ttgl.expand_dims(o_{qa}.to(ttgl.int64) * s_{out}_{qa}, 1)",
+                           f"ttgl.expand_dims(cols * s_{out}_{d}, 0)"])
+
+    # consumer: scores, online softmax, context for HALF query rows
+    # with a positive scale (the launch says) the row maximum of the raw scores, scaled, is the
+    # scaled scores' maximum, and each probability takes one fused multiply-add: 2^(c s - m)
+    step = [
+        "x = s",
+        f"if not ({_whole(k, 't')}):",
+        *["    " + ln for ln in _masked(k)],
+        "if SCALE_POSITIVE:",
+        "    m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1) * qk_scale)",
+        "else:",
+        "    x = x * qk_scale",
+        "    m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1))",
+        f"m_safe = ttgl.where(m_new == {NEG_INF}, 0.0, m_new)  # a row with nothing kept yet: its terms are 0",
+        "alpha = ttgl.exp2(m_i - m_safe)",
+        "if SCALE_POSITIVE:",
+        "    p = ttgl.exp2(x * qk_scale - ttgl.expand_dims(m_safe, 1))",
+        "else:",
+        "    p = ttgl.exp2(x - ttgl.expand_dims(m_safe, 1))",
+        "l_i = l_i * alpha + ttgl.sum(p, axis=1)",
+        "m_i = m_new",
+    ]
+    body = [
+        "s_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
+        f"instr_shape=[16, BLOCK_{r}, 16])",
+        "o_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
+        "instr_shape=[16, HEAD, 16])",
+        "p_layout: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)",
+        "row_o: ttgl.constexpr = ttgl.SliceLayout(1, o_layout)",
+        f"o_{qa} = start + ttgl.arange(0, HALF, layout=ttgl.SliceLayout(1, s_layout))",
+        f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)",
+        f"m_i = ttgl.full([HALF], {NEG_INF}, ttgl.float32, ttgl.SliceLayout(1, s_layout))",
+        "l_i = ttgl.zeros([HALF], ttgl.float32, ttgl.SliceLayout(1, s_layout))",
+        "o = ttgl.zeros([HALF, HEAD], ttgl.float32, o_layout)",
+        f"p_op = ttgl.zeros([HALF, BLOCK_{r}], {dt}, p_layout)",
+        "q_tile = q_smem.reshape([HALF, HEAD])",
+        "_gl_mbarrier.wait(q_bar, 0)",
+        "if hi > lo:  # the first tile: nothing to overlap yet",
+        "    t = lo",
+        "    _gl_mbarrier.wait(ready.index(0), 0)",
+        f"    s = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(0).reshape([BLOCK_{r}, HEAD]).permute((1, 0)), "
+        "s_zero, use_acc=False)",
+        f"    o_{r} = t * BLOCK_{r} + ttgl.arange(0, BLOCK_{r}, layout=ttgl.SliceLayout(0, s_layout))",
+        *["    " + ln for ln in step],
+        f"    p_op = ttgl.convert_layout(p.to({dt}), p_layout)",
+        "for t in range(lo + 1, hi):",
+        "    i = t - lo",
+        "    slot = i % STAGES",
+        "    prev = (i - 1) % STAGES",
+        "    _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)",
+        f"    s_tok = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(slot).reshape([BLOCK_{r}, HEAD]).permute((1, 0)), "
+        "s_zero, use_acc=False, is_async=True)",
+        f"    o_tok = _gl_hopper.warpgroup_mma(p_op, v_ring.index(prev).reshape([BLOCK_{r}, HEAD]), o, is_async=True)",
+        "    s = _gl_hopper.warpgroup_mma_wait(1, deps=[s_tok])",
+        f"    o_{r} = t * BLOCK_{r} + ttgl.arange(0, BLOCK_{r}, layout=ttgl.SliceLayout(0, s_layout))",
+        *["    " + ln for ln in step],
+        "    # P_{t-1}'s registers stay live until its MMA ends; P_t is packed into them after it",
+        "    o, p_op = _gl_hopper.warpgroup_mma_wait(0, deps=[o_tok, p_op])",
+        "    _gl_mbarrier.arrive(empty.index(prev), count=1)  # both MMAs on slot `prev` are done",
+        f"    p_op = ttgl.convert_layout(p.to({dt}), p_layout)",
+        "    o = o * ttgl.expand_dims(ttgl.convert_layout(alpha, row_o), 1)",
+        "if hi > lo:",
+        f"    o = _gl_hopper.warpgroup_mma(p_op, v_ring.index((hi - 1 - lo) % STAGES).reshape([BLOCK_{r}, HEAD]), o)",
+        "o = o / ttgl.expand_dims(ttgl.convert_layout(ttgl.where(l_i == 0.0, 1.0, l_i), row_o), 1)  # nothing kept: 0",
+        f"o_{qa} = start + ttgl.arange(0, HALF, layout=row_o)",
+        "cols = ttgl.arange(0, HEAD, layout=ttgl.SliceLayout(0, o_layout))",
+        f"ttgl.store({o_ptrs}, o.to({out_dt}), mask=ttgl.expand_dims(o_{qa} < n_{qa}, 1))",
+    ]
+    scalars = _names_in(body, positional + pids)
+    cons = _names_in(body, consts)
+    L = ["@gluon.jit",
+         f"def {k.name}_specialized_consumer(q_smem, q_bar, k_ring, v_ring, ready, empty, start, lo, hi, qk_scale, "
+         + "".join(f"{a}, " for a in scalars)
+         + "".join(f"{c}: ttgl.constexpr, " for c in cons) + "HALF: ttgl.constexpr, HEAD: ttgl.constexpr, "
+         "STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):"]
+    L += ["    " + ln for ln in body]
+
+    L += ["", "", "@gluon.jit",
+          f"def {k.name}_specialized_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
+          f"k_row, v_row, start, lo, hi, HALF: ttgl.constexpr, BLOCK_{r}: ttgl.constexpr, STAGES: ttgl.constexpr):"]
+    L += ["    " + ln for ln in [
+        "for half in ttgl.static_range(2):",
+        "    _gl_mbarrier.expect(q_bar.index(half), q_desc.block_type.nbytes)",
+        "    _gl_tma_load(q_desc, [q_row, start + half * HALF, 0], q_bar.index(half), q_halves.index(half))",
+        "for t in range(lo, hi):",
+        "    i = t - lo",
+        "    slot = i % STAGES",
+        "    if i >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
+        "        _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)",
+        "    _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
+        f"    _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
+        f"    _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
+    ]]
+
+    top = [f"HALF: ttgl.constexpr = BLOCK_{qa} // 2",
+           f"HEAD: ttgl.constexpr = BLOCK_{d}",
+           f"pid_{qa} = ttgl.program_id(0)"]
+    top += [f"pid_{p} = ttgl.program_id({j + 1}).to(ttgl.int64)" for j, p in enumerate(k.points)]
+    top += [f"start = pid_{qa} * BLOCK_{qa}"]
+    top += _kept_range(k)
+    top += [
+        f"q_row = {_row(k, Q)}",
+        f"k_row = {_row(k, K)}",
+        f"v_row = {_row(k, V)}",
+        f"qk_scale = {scale}  # exp(c s - m) = 2^(c log2(e) s - m'): the softmax in base 2",
+        f"q_halves = ttgl.allocate_shared_memory({dt}, [2, 1, HALF, HEAD], q_desc.layout)",
+        f"k_ring = ttgl.allocate_shared_memory({dt}, [STAGES, 1, BLOCK_{r}, HEAD], k_desc.layout)",
+        f"v_ring = ttgl.allocate_shared_memory({dt}, [STAGES, 1, BLOCK_{r}, HEAD], v_desc.layout)",
+        "q_bar = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())",
+        "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
+        "empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
+        "for j in ttgl.static_range(2):",
+        "    _gl_mbarrier.init(q_bar.index(j), count=1)",
+        "for j in ttgl.static_range(STAGES):",
+        "    _gl_mbarrier.init(ready.index(j), count=1)",
+        "    _gl_mbarrier.init(empty.index(j), count=2)  # one arrival per consumer warpgroup",
+    ]
+    common = ", ".join(scalars + cons + ["HALF", "HEAD", "STAGES", "SCALE_POSITIVE"])
+    top += [
+        "ttgl.warp_specialize([",
+        f"    ({k.name}_specialized_consumer, (q_halves.index(0), q_bar.index(0), k_ring, v_ring, ready, empty, start, lo, hi, "
+        f"qk_scale, {common})),",
+        f"    ({k.name}_specialized_consumer, (q_halves.index(1), q_bar.index(1), k_ring, v_ring, ready, empty, start + HALF, "
+        f"lo, hi, qk_scale, {common})),",
+        f"    ({k.name}_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, k_row, "
+        f"v_row, start, lo, hi, HALF, BLOCK_{r}, STAGES)),",
+        "], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few",
+    ]
+    L += ["", "", "@gluon.jit", f"def {k.name}_specialized_kernel(", "    q_desc,", "    k_desc,", "    v_desc,"]
+    L += [f"    {a}," for a in positional]
+    L += [f"    {c}: ttgl.constexpr," for c in consts]
+    L += ["    STAGES: ttgl.constexpr,", "    SCALE_POSITIVE: ttgl.constexpr,", "):"]
+    L += ["    " + ln for ln in top]
+    return L
+
+
+def render_host(k: KernelIR) -> list[str]:
+    """`specialized_launch_args` / `specialized_launch`: descriptors of Q, K, V, then the Triton kernel's arguments."""
+    q_load, load_k, _, softmax, load_v, _ = _parts(k)
+    qa, r = k.grid[0], k.reduction
+    d = next(a for a in k.value(q_load.out).axes if a != qa)
+    dt = GL_DTYPES[k.value(softmax.out).dtype]
+    scale_positive = f"c[{softmax.fn[0][1]!r}] > 0" if softmax.fn else "True"
+    views = [(q_load.tensor, qa, f'kw["BLOCK_{qa}"] // 2'), (load_k.tensor, r, f'kw["BLOCK_{r}"]'),
+             (load_v.tensor, r, f'kw["BLOCK_{r}"]')]
+    lines = [
+        "def specialized_launch_args(cfg, t, n, c):",
+        '    """The warp-specialised kernel\'s arguments: TMA descriptors of Q, K and V as [points, rows,',
+        '    head] views (zero-filled past each head\'s rows), then the Triton kernel\'s arguments."""',
+        "    args, kw = launch_args(cfg, t, n, c)",
+        "    descriptors = [",
+    ]
+    lines += [f"        _tma_view(t[{T!r}], n[{rows!r}], n[{d!r}], {block}, {T!r})," for T, rows, block in views]
+    lines += [
+        "    ]",
+        f"    consts = {{name: kw[name] for name in {constexprs(k)!r}}}",
+        f"    positive = {scale_positive}  # the softmax's scale: a compile-time sign",
+        "    return (*descriptors, *args), dict(num_warps=cfg.num_warps, STAGES=cfg.num_stages, SCALE_POSITIVE=positive,",
+        "                                       **consts)",
+        "",
+        "",
+        "def _tma_view(x, rows, head, block, name):",
+        "    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor",
+        "",
+        "    try:  # the point axes flattened; a view, never a copy",
+        "        view = x.view(-1, rows, head) if x.dim() > 2 else x.view(1, rows, head)",
+        "    except RuntimeError:",
+        "        raise ValueError(f\"the warp-specialised schedule reads {name} as [points, rows, head] by TMA: its point \"",
+        "                         \"axes must merge into one (pass it contiguous)\") from None",
+        f"    layout = ttgl.NVMMASharedLayout.get_default_for([1, block, head], {dt})",
+        "    return GluonDescriptor.from_tensor(view, [1, block, head], layout)",
+        "",
+        "",
+        "def specialized_launch(cfg, t, n, c):",
+        "    args, kwargs = specialized_launch_args(cfg, t, n, c)",
+        f"    {k.name}_specialized_kernel[cfg.grid](*args, **kwargs)",
+    ]
+    return lines
