@@ -90,17 +90,25 @@ def _factored_lines(binding) -> list[str]:
     return lines
 
 
+def _scheduled(binding, option: str, why_not):
+    """The kernel IR of a CUDA point that takes the optional schedule `option`, else None (a point
+    that sets it on a kernel without the schedule's shape is refused by the launcher, which says why)."""
+    if binding.program.target != "cuda" or not binding.option(option, False):
+        return None
+    from tilesched.passes.gpu import lower_kernel
+
+    k = lower_kernel(binding.program)
+    return k if why_not(k) is None else None
+
+
 def _register_operand_lines(binding) -> list[str]:
     """A point of the register-operand schedule (tilesched/passes/register_operand.py) says so."""
-    if binding.program.target != "cuda" or not binding.option("register_operand", False):
-        return []
-    from tilesched.passes.gpu import lower_kernel
     from tilesched.passes.kernel import producer
     from tilesched.passes.register_operand import the_dot, why_not
 
-    k = lower_kernel(binding.program)
-    if why_not(k) is not None:
-        return []  # the launcher refuses the point and says why
+    k = _scheduled(binding, "register_operand", why_not)
+    if k is None:
+        return []
     dot = the_dot(k)
     w = producer(k, dot.args[2]).tensor
     chain = next(s.name for s in binding.program.stages if dot.via in s.writes)
@@ -110,14 +118,11 @@ def _register_operand_lines(binding) -> list[str]:
 
 def _warp_specialize_lines(binding) -> list[str]:
     """A point of the warp-specialised schedule (tilesched/passes/warp_specialize.py) says so."""
-    if binding.program.target != "cuda" or not binding.option("warp_specialize", False):
-        return []
-    from tilesched.passes.gpu import lower_kernel
     from tilesched.passes.warp_specialize import why_not
 
-    k = lower_kernel(binding.program)
-    if why_not(k) is not None:
-        return []  # the launcher refuses the point and says why
+    k = _scheduled(binding, "warp_specialize", why_not)
+    if k is None:
+        return []
     load_k, scores, softmax, load_v, context = k.loop
     return [f"warp specialised: a loader warp brings {load_k.tensor} and {load_v.tensor} tiles by TMA into "
             f"{binding.option('num_stages', 3)} slots; two consumer warpgroups of 64 {k.grid[0]} rows run {softmax.stage} "

@@ -26,10 +26,10 @@ the point (`legal_point`).
 
 from __future__ import annotations
 
-from tilesched.errors import spec_error
 from tilesched.ir.looptree import LoopTree
 from tilesched.ir.nodes import Program
 from tilesched.passes.kernel import Instr, KernelIR, producer
+from tilesched.passes.optional import mark
 
 OPTION = "warp_specialize"
 DTYPES = ("bf16", "fp16")
@@ -90,21 +90,8 @@ def why_not(k: KernelIR) -> tuple[str, str] | None:
 
 
 def warp_specialize(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
-    """Mark the kernel for the warp-specialised schedule where the spec asks for it. A spec that
-    always asks (`warp_specialize: true`) is refused at the stage that breaks the schedule's
-    shape; with a parameter, the launcher refuses the points that set it (same message)."""
-    ref = program.option_map.get(OPTION)
-    if ref in (None, False):
-        return k
-    if ref is True and why_not(k) is not None:
-        raise refusal(program, k)
-    return k.model_copy(update={"warp_specialize": ref})
-
-
-def refusal(program: Program, k: KernelIR):
-    stage, what = why_not(k)
-    located = ("stages", program.stage(stage).index) if stage else ("options", OPTION)
-    return spec_error(located, f"cuda's {OPTION} schedule needs {what} (stage {stage!r})")
+    """Mark the kernel for the schedule where the spec asks for it (tilesched/passes/optional.py)."""
+    return mark(program, k, OPTION, why_not)
 
 
 def legal_point(block: dict[str, int], warps: int, stages: int, head: int, k: KernelIR) -> str | None:

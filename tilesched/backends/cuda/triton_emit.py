@@ -458,22 +458,13 @@ def render(k: KernelIR, parts: tuple[tuple[str, KernelIR], ...] = ()) -> str:
     w.add("")
     w.add("")
     w.lines += _host(k, gluon=gluon, ws=ws)
-    if gluon:
-        w.add("")
-        w.add("")
-        w.add("# the register-operand schedule (tilesched/passes/register_operand.py), in Gluon")
-        w.lines += gluon_emit.render_gluon(k, [a for a in signature(k) if ":" not in a])
-        w.add("")
-        w.add("")
-        w.lines += gluon_emit.render_gluon_host(k)
-    if ws:
-        w.add("")
-        w.add("")
-        w.add("# the warp-specialised schedule (tilesched/passes/warp_specialize.py), in Gluon")
-        w.lines += gluon_attention.render_kernel(k, [a for a in signature(k) if ":" not in a])
-        w.add("")
-        w.add("")
-        w.lines += gluon_attention.render_host(k)
+    positional = [a for a in signature(k) if ":" not in a]
+    for on, what, kernel, host in ((gluon, "the register-operand schedule (tilesched/passes/register_operand.py)",
+                                    gluon_emit.render_gluon, gluon_emit.render_gluon_host),
+                                   (ws, "the warp-specialised schedule (tilesched/passes/warp_specialize.py)",
+                                    gluon_attention.render_kernel, gluon_attention.render_host)):
+        if on:
+            w.lines += ["", "", f"# {what}, in Gluon", *kernel(k, positional), "", "", *host(k)]
     for prefix, part in parts:
         w.add("")
         w.add("")
