@@ -120,6 +120,12 @@ def _register_operand(b: Binding) -> bool:
     return b.program.target == "cuda" and bool(b.option("register_operand", False))
 
 
+def _warp_specialized(b: Binding) -> bool:
+    """The point runs the warp-specialised schedule (tilesched/passes/warp_specialize.py): a loader
+    warp and two consumer warpgroups of 64 query rows, each key tile's softmax overlapping the MMAs."""
+    return b.program.target == "cuda" and bool(b.option("warp_specialize", False))
+
+
 def _occupancy(b: Binding) -> tuple[int, int, dict]:
     """CTAs per SM from shared memory and registers; also smem bytes and registers per thread."""
     stages = int(b.option("num_stages", 2) or 2)
@@ -134,6 +140,10 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     acc = [t for s in b.program.stages if s.op == "dot" for t in s.writes]
     acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
     regs = min(255, acc_elems // (warps * 32) + 40)
+    if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers
+        head = next(a for a in b.program.tensor(acc[-1]).shape if a not in _spatial(b))
+        smem = 2 * b.sizes[head] * (b.tile(_spatial(b)[-1]) + 2 * stages * b.tile(_reduction(b)))
+        warps, regs = 8, 240
     smem_cap = b.program.limits.smem_bytes or SMEM_PER_SM
     by_smem = max(1, smem_cap // max(smem, 1))
     by_regs = max(1, REGS_PER_SM // (regs * warps * 32))
@@ -254,8 +264,11 @@ def predict_gpu(b: Binding) -> Prediction:
     # one program, one reduction step, sharing its SM with ctas-1 others
     per_sm_flops = peak / SMS * eff
     step_compute = flops / programs / steps / per_sm_flops * ctas
-    step_compute += exps / programs / steps / EXP_PER_SM_S * ctas  # issued beside the MMAs, not under them
-    step_compute += alu / programs / steps / ALU_PER_SM_S * ctas  # likewise on the CUDA cores
+    softmax = exps / programs / steps / EXP_PER_SM_S * ctas + alu / programs / steps / ALU_PER_SM_S * ctas
+    if _warp_specialized(b):  # one warpgroup's softmax runs while the tensor cores work for the MMAs
+        step_compute = max(step_compute, softmax)
+    else:  # issued beside the MMAs (exponentials, then the CUDA cores' work), not under them
+        step_compute += softmax
     step_load = l2_bytes / programs / steps / (L2_BW / SMS) * ctas
     step = max(step_compute, step_load)
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
