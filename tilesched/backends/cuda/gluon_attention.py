@@ -18,6 +18,8 @@ O is stored by pointers. Positional arguments are the Triton kernel's, after the
 
 from __future__ import annotations
 
+import re
+
 from tilesched.backends.cuda.triton_rules import LOG2E, NEG_INF, Ctx, group_constant, index, user_mask
 from tilesched.passes.kernel import KernelIR, mask_constant, producer
 
@@ -128,9 +130,8 @@ def _masked(k: KernelIR) -> list[str]:
 
 
 def _names_in(lines: list[str], names: list[str]) -> list[str]:
+    """The names (in order) that the lines use: what a partition takes as arguments."""
     text = "\n".join(lines)
-    import re
-
     return [n for n in names if re.search(rf"\b{re.escape(n)}\b", text)]
 
 

@@ -107,39 +107,44 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     if k.subtile is not None:
         # half a tile narrower than 16 columns is not worth a second store
         const["EPILOGUE_SUBTILE"] = bool(_value(b, k.subtile, False)) and block[k.grid[-1]] >= 2 * MIN_DOT
-    if k.register_operand is not None:
-        const["REGISTER_OPERAND"] = on = bool(_value(b, k.register_operand, False))
-        if on:  # the kernel's shape, then the point's blocks and switches
-            missing = why_not(k)
-            if missing is not None:
-                why = f"{missing[1]} (stage {missing[0]!r})"
-            else:
-                groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses
-                          for ax, _ in a.group if ax == k.reduction}
-                why = legal_blocks(block, int(_value(b, k.num_warps, 4)), groups, k)
-            if why is None and (persistent or bool(_value(b, k.materialize, False))):
-                why = "neither a persistent grid nor the materialising schedule"
-            if why is not None:
-                raise spec_error(("options", "register_operand"), f"{k.spec}: the register-operand schedule "
-                                                                  f"needs {why}")
-    if k.warp_specialize is not None:
-        const["WARP_SPECIALIZE"] = on = bool(_value(b, k.warp_specialize, False))
-        if on:  # the kernel's shape, then the point
-            missing = ws_why_not(k)
-            if missing is not None:
-                why = f"{missing[1]} (stage {missing[0]!r})"
-            else:
-                head = next(a.name for a in k.axes if a.role == "whole")
-                why = legal_point(block, int(_value(b, k.num_warps, 4)), int(_value(b, k.num_stages, 3)),
-                                  b.sizes[head], k)
-            if why is not None:
-                raise spec_error(("options", "warp_specialize"), f"{k.spec}: the warp-specialised schedule needs {why}")
+    warps = int(_value(b, k.num_warps, 4))
+
+    def register_operand_point() -> str | None:  # the point's blocks and switches
+        groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses
+                  for ax, _ in a.group if ax == k.reduction}
+        why = legal_blocks(block, warps, groups, k)
+        if why is None and (persistent or bool(_value(b, k.materialize, False))):
+            why = "neither a persistent grid nor the materialising schedule"
+        return why
+
+    def warp_specialize_point() -> str | None:
+        head = next(a.name for a in k.axes if a.role == "whole")
+        return legal_point(block, warps, int(_value(b, k.num_stages, 3)), b.sizes[head], k)
+
+    _optional_schedule(k, b, const, "register_operand", "register-operand", why_not, register_operand_point)
+    _optional_schedule(k, b, const, "warp_specialize", "warp-specialised", ws_why_not, warp_specialize_point)
     grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
     grid += tuple(b.sizes[p] for p in k.points)
     if split > 1:
         grid += (split,)
     return Launch(grid=grid, constexprs=const, num_warps=int(_value(b, k.num_warps, 4)),
                   num_stages=int(_value(b, k.num_stages, 3)), device=device)
+
+
+def _optional_schedule(k: KernelIR, b: Binding, const: dict, option: str, name: str, why_not, point) -> None:
+    """The launch constant of an optional schedule (tilesched/passes/optional.py) at this point; a
+    point that sets it is refused where the kernel lacks the schedule's shape, else where `point()`
+    says why it does not fit."""
+    ref = getattr(k, option)
+    if ref is None:
+        return
+    const[option.upper()] = on = bool(_value(b, ref, False))
+    if not on:
+        return
+    missing = why_not(k)
+    why = f"{missing[1]} (stage {missing[0]!r})" if missing is not None else point()
+    if why is not None:
+        raise spec_error(("options", option), f"{k.spec}: the {name} schedule needs {why}")
 
 
 def constants(k: KernelIR, b: Binding) -> dict[str, float]:
