@@ -171,8 +171,8 @@ def weight_bytes(bits: int, m: int, n: int, k: int) -> int:
 
 
 def int4pack_baseline(m: int, n: int, k: int, device, copies: int = 1):
-    """torch's int4 weight-only kernel (tinygemm) on this shape, or (None, why); with `copies`, a list
-    of that many calls on weights of their own (to rotate past L2 as ours do)."""
+    """torch's int4 weight-only kernel (tinygemm) on this shape: `copies` calls, each on weights of
+    its own (to rotate past L2 as ours do), or (None, why)."""
     import torch
 
     fns, why = [], ""
@@ -190,7 +190,7 @@ def int4pack_baseline(m: int, n: int, k: int, device, copies: int = 1):
         if packed is None:
             return None, why
         fns.append(lambda x, packed=packed, sz=sz: torch.ops.aten._weight_int4pack_mm(x, packed, GROUP, sz))
-    return (fns[0] if copies == 1 else fns), ""
+    return fns, ""
 
 
 def bench_one(args, report, lock, bits: int, m: int, n: int, k: int, copy_cache: dict):

@@ -303,8 +303,8 @@ def main() -> int:
             best = min(good, key=lambda r: r["ms"]) if good else None
             gen_p = generated_params(m, n, k)
             gen_ms = sb.time_kernel(generated, sb.legal(program, sizes, gen_p), sets, 20) if gen_p else None
-            fn, why = lowbit.int4pack_baseline(m, n, k, "cuda")
-            i4 = sb.time_fns([functools.partial(fn, t["X"]) for t in sets[:2]], 20) if fn else None
+            fns, why = lowbit.int4pack_baseline(m, n, k, "cuda")
+            i4 = sb.time_fns([functools.partial(fns[0], t["X"]) for t in sets[:2]], 20) if fns else None
             sol = lowbit.weight_bytes(4, m, n, k) / (copy * 1e9) * 1e3
             row = {"shape": sizes, "best": best, "cublas_ms": cub, "int4pack_ms": i4, "int4pack_error": why,
                    "generated_ms": gen_ms, "generated_params": gen_p, "sol_ms": sol, "candidates": rows}
