@@ -155,3 +155,32 @@ def test_c_selftest_fails_on_a_wrong_expected_output(tmp_path):
                        text=True, timeout=300)
     assert r.returncode != 0
     assert "TS_SELFTEST FAIL" in r.stdout
+
+
+def test_the_cuda_templates_hash_covers_every_module_the_rendering_imports():
+    """A change to any module of the lowering or the renderers must make emitted CUDA libraries
+    stale: every tilesched.passes / tilesched.backends.cuda module that triton_emit and the pass
+    pipeline import (transitively, within those two packages) is in TEMPLATE_DIRS."""
+    import ast
+
+    from tilesched.backends.cuda import library
+
+    root = library.HERE.parent.parent
+    listed = {p.resolve() for p in library.TEMPLATE_DIRS}
+    todo, seen = [root / "backends" / "cuda" / "triton_emit.py", root / "passes" / "gpu.py"], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                for name in names:
+                    for pkg in ("tilesched.passes.", "tilesched.backends.cuda."):
+                        if name.startswith(pkg):
+                            mod = root.joinpath(*name.split(".")[1:]).with_suffix(".py")
+                            if mod.exists():
+                                todo.append(mod.resolve())
+    missing = sorted(str(p.relative_to(root)) for p in seen - listed)
+    assert not missing, missing

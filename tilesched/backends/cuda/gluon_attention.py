@@ -8,10 +8,12 @@ Three Gluon functions per kernel IR:
     into slot (t - lo) % STAGES once both consumers freed it;
   - `<name>_specialized_consumer` (a warpgroup, twice): per key tile, the scores' wgmma (Q K_t^T, both from
     shared memory) and the previous tile's context wgmma (P_{t-1} V_{t-1}, P from registers) are
-    issued together; the softmax of tile t runs while the second is in flight. P_t is packed into
-    the operand's registers only after that MMA ends: packed earlier, ptxas waits for the MMA
-    before the softmax (seen in the sm_90 SASS). The mask and the keys' ragged end are evaluated
-    only on tiles the mask does not keep whole for the warpgroup's 64 rows.
+    issued together, to run while the softmax of tile t does. P_t is packed into the operand's
+    registers only after that MMA ends (they are its operand until then). The sm_90 SASS shows
+    ptxas placing that wait before the softmax anyway, so the overlap comes from the two
+    warpgroups drifting apart: one's softmax runs while the tensor cores work for the other.
+    The mask and the keys' ragged end are evaluated only on tiles the mask does not keep whole
+    for the warpgroup's 64 rows.
 Q, K and V are read through [points, rows, head] views (TMA zero-fills past each head's rows);
 O is stored by pointers. Positional arguments are the Triton kernel's, after the descriptors.
 """
