@@ -139,7 +139,8 @@ def bench_one(args, report, lock, spec: str, shape: tuple, causal: bool, g: int 
     err, why = check_slice(kernel, program, sizes, best["params"], sets[0])
     fl = flops(b_, h, s, s, d, causal)
     line = f"{spec:24s} B={b_} H={h} S={s} D={d}{f' G={g}' if g > 1 else ''}"
-    timers = {"ours": lambda: sb.time_kernel(kernel, sb.legal(program, sizes, best["params"]), sets, args.repeats)}
+    winner = sb.legal(program, sizes, best["params"])
+    timers = {"ours": lambda: sb.time_kernel(kernel, winner, sets, args.repeats)}
     for name, backend in (("torch SDPA (flash)", SDPBackend.FLASH_ATTENTION),
                           ("torch SDPA (cuDNN)", SDPBackend.CUDNN_ATTENTION)):
         fn = sdpa(backend, causal, g)

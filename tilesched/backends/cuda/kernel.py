@@ -32,6 +32,8 @@ from tilesched.passes.warp_specialize import why_not as ws_why_not
 from tilesched.tuner.lockfile import LockFile
 
 PRODUCE, CONSUME = "produce_", "consume_"  # host-function prefixes of a materialising schedule's kernels
+# the optional schedules rendered in Gluon: launch constant -> name (the generated `launch` picks their kernel)
+GLUON_SCHEDULES = {"REGISTER_OPERAND": "register-operand", "WARP_SPECIALIZE": "warp-specialised"}
 
 
 class LaunchError(ValueError):
@@ -121,8 +123,8 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         head = next(a.name for a in k.axes if a.role == "whole")
         return legal_point(block, warps, int(_value(b, k.num_stages, 3)), b.sizes[head], k)
 
-    _optional_schedule(k, b, const, "register_operand", "register-operand", why_not, register_operand_point)
-    _optional_schedule(k, b, const, "warp_specialize", "warp-specialised", ws_why_not, warp_specialize_point)
+    _optional_schedule(k, b, const, "register_operand", why_not, register_operand_point)
+    _optional_schedule(k, b, const, "warp_specialize", ws_why_not, warp_specialize_point)
     grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
     grid += tuple(b.sizes[p] for p in k.points)
     if split > 1:
@@ -131,7 +133,12 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
                   num_stages=int(_value(b, k.num_stages, 3)), device=device)
 
 
-def _optional_schedule(k: KernelIR, b: Binding, const: dict, option: str, name: str, why_not, point) -> None:
+def _gluon_schedule(launch: Launch) -> str | None:
+    """The launch constant of the Gluon schedule this launch takes, or None (the Triton kernel)."""
+    return next((n for n in GLUON_SCHEDULES if launch.constexprs.get(n)), None)
+
+
+def _optional_schedule(k: KernelIR, b: Binding, const: dict, option: str, why_not, point) -> None:
     """The launch constant of an optional schedule (tilesched/passes/optional.py) at this point; a
     point that sets it is refused where the kernel lacks the schedule's shape, else where `point()`
     says why it does not fit."""
@@ -144,7 +151,7 @@ def _optional_schedule(k: KernelIR, b: Binding, const: dict, option: str, name: 
     missing = why_not(k)
     why = f"{missing[1]} (stage {missing[0]!r})" if missing is not None else point()
     if why is not None:
-        raise spec_error(("options", option), f"{k.spec}: the {name} schedule needs {why}")
+        raise spec_error(("options", option), f"{k.spec}: the {GLUON_SCHEDULES[option.upper()]} schedule needs {why}")
 
 
 def constants(k: KernelIR, b: Binding) -> dict[str, float]:
@@ -316,10 +323,9 @@ class Kernel:
         fast = self._fast.get(key)
         if fast is None:
             plan, full = self.prepare(tensors, params, sizes)
-            gluon = next((n for n in ("REGISTER_OPERAND", "WARP_SPECIALIZE") if plan.launch.constexprs.get(n)), None)
+            gluon = _gluon_schedule(plan.launch)
             if gluon is not None and plan.launch.device.type != "cuda":
-                schedule = {"REGISTER_OPERAND": "register-operand", "WARP_SPECIALIZE": "warp-specialised"}[gluon]
-                raise LaunchError(f"{self.program.name}: the {schedule} schedule is a Gluon kernel, which "
+                raise LaunchError(f"{self.program.name}: the {GLUON_SCHEDULES[gluon]} schedule is a Gluon kernel, which "
                                   f"Triton's interpreter does not run: run it on a CUDA GPU, or set "
                                   f"{gluon} to false")
             if self.materializes(plan.binding):
@@ -409,7 +415,7 @@ class _FastLaunch:
     def build(cls, kernel: Kernel, plan: _Plan, full: dict, given: dict):
         if kernel.ir.split_k is not None and plan.launch.constexprs.get("SPLIT_K", 1) > 1:
             return None
-        if plan.launch.constexprs.get("REGISTER_OPERAND") or plan.launch.constexprs.get("WARP_SPECIALIZE"):
+        if _gluon_schedule(plan.launch) is not None:
             return None  # the generated `launch` picks the Gluon kernel
         args, kwargs = kernel.module.launch_args(plan.launch, full, plan.sizes, plan.consts)
         by_id = {id(t): n for n, t in full.items()}
