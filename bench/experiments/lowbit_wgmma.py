@@ -303,8 +303,8 @@ def main() -> int:
                         continue
                     y = poisoned(program.tensor("Y"), b.sizes, torch.device("cuda"))
                     try:
-                        for i in (0, 1):  # two fresh input sets, the output poisoned before each
-                            ins = sets[i]
+                        for i in (0, 1):  # two input sets (or one twice), the output poisoned before each
+                            ins = sets[i % len(sets)]  # one set when the weights alone fill L2
                             y.copy_(poisoned(program.tensor("Y"), b.sizes, torch.device("cuda")))
                             launch(ins["X"], ins["W"], ins["S"], ins["Z"], y, bits, bm, bk, stages, bool(w_tma), bool(pingpong))
                             torch.cuda.synchronize()
