@@ -267,9 +267,9 @@ SHAPES = [(4096, 4096), (8192, 8192), (28672, 8192)]  # (N, K), the issue's
 
 
 def main() -> int:
-    """On a GPU: per shape and M, every point (BM, BK, STAGES) checked against the semantics oracle
-    on two fresh input sets (output poisoned before each) and timed beside bf16 cuBLAS (rotated
-    weights) in turns. A point is BMxBKxSTAGESxW_TMAxPINGPONG."""
+    """On a GPU: per shape and M, every point (BMxBKxSTAGESxW_TMAxPINGPONG in `POINTS`) checked
+    against the semantics oracle on two input sets (output poisoned before each) and timed beside
+    bf16 cuBLAS (rotated weights) in turns."""
     import lowbit
     import spec_bench as sb
     import torch
@@ -294,7 +294,8 @@ def main() -> int:
         for n, k in SHAPES:
             for m in ms:
                 sizes = {"M": m, "N": n, "K": k}
-                sets, _ = lowbit.sets_and_cublas(bits, m, n, k, repeats=5)
+                sets = [lowbit.make_inputs(bits, m, n, k, "cuda")
+                        for _ in range(sb.n_sets(lowbit.weight_bytes(bits, m, n, k)))]
                 cublas = lowbit.cublas_calls(sets, k, n, torch.bfloat16)
                 b = sb.legal(program, sizes, lowbit.cfg(128, 128, 64, 8, 4))
                 checked = {}
