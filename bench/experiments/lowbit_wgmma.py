@@ -106,7 +106,8 @@ def _consumer(x_ring, w_ring, ready, empty, turn, w_ptr, s_ptr, z_ptr, y_ptr, M,
     row_ok = rows < N
     acc = ttgl.zeros([HALF, BM], ttgl.float32, acc_l)
     s_next, z_next = _coefficients(s_ptr, z_ptr, rows, row_ok, 0, k_tiles, N, BK, BITS)
-    w_next = _words(w_ptr, rows, wc, 0, k_tiles, N, WPT)
+    if not W_TMA:
+        w_next = _words(w_ptr, rows, wc, 0, k_tiles, N, WPT)
     for t in range(k_tiles):
         s, zw = s_next, z_next
         # the next tile's coefficients (and words, without W_TMA) load while this tile is used
