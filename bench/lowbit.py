@@ -66,10 +66,26 @@ REGISTER_OPERAND_POINTS = [
     ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 4, "SPLIT_K": 8,
                                       "NUM_STAGES": 5}),  # more stages than the share's 4 tiles
 ]
-REGISTER_OPERAND_POINTS = [(sizes, {**params, "REGISTER_OPERAND": True}) for sizes, params in REGISTER_OPERAND_POINTS]
-REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits also take K tiles of 32
+# its wgmma kernel (row tiles of 32 to 256): ragged rows, columns and K (TMA zero-fills, masked stores),
+# one or two consumer warpgroups, two to four stages, a reduction of one tile, the issue's M = 1024
+WGMMA_POINTS = [
+    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 3}),
+    ({"M": 300, "N": 200, "K": 1040}, {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
+                                       "NUM_STAGES": 2}),
+    ({"M": 33, "N": 4100, "K": 128}, {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 4}),
+    ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
+                                         "NUM_STAGES": 2}),
+    ({"M": 520, "N": 1000, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
+                                        "NUM_STAGES": 3}),
+]
+REGISTER_OPERAND_POINTS = [(sizes, {**params, "REGISTER_OPERAND": True, "SPLIT_K": params.get("SPLIT_K", 1)})
+                           for sizes, params in REGISTER_OPERAND_POINTS + WGMMA_POINTS]
+REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits also take K tiles of 32 (64: wgmma)
     ({"M": 5, "N": 200, "K": 1040},
-     {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 4, "REGISTER_OPERAND": True})],
+     {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 4, "REGISTER_OPERAND": True}),
+    ({"M": 100, "N": 260, "K": 392},
+     {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 4, "SPLIT_K": 1,
+      "REGISTER_OPERAND": True})],
                           "w2a16_gemm": REGISTER_OPERAND_POINTS}
 
 
@@ -79,7 +95,7 @@ def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
 
 
 def register_operand(bm: int, bn: int, w: int, split: int, bk: int = 128, stages: int = 2) -> dict:
-    """A point of the register-operand schedule (mma.sync, Gluon)."""
+    """A point of the register-operand schedule (Gluon: mma.sync up to 16 rows, wgmma past them)."""
     return {**cfg(bm, bn, bk, w, stages, split), "REGISTER_OPERAND": True}
 
 
@@ -96,7 +112,8 @@ def register_operand_bindings(program, sizes: dict, points, stages):
 
 def candidates(m: int, bits: int = 0) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner); the 4- and 2-bit specs'
-    lists add register-operand points at M <= 16 (the other widths lack the schedule)."""
+    lists add register-operand points (mma.sync at M <= 16, wgmma above; the other widths lack the
+    schedule)."""
     if m <= 16 and bits in (2, 4):  # NUM_STAGES 2: the next words in registers; 3, 4: a cp.async ring
         bm = 1 if m <= 8 else 16
         ro = [register_operand(bm, bn, w, s, stages=st) for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8),
@@ -118,9 +135,13 @@ def candidates(m: int, bits: int = 0) -> list[dict]:
     # the materialising schedule: the weights dequantised once per call, then a plain bf16 GEMM
     base += [{**cfg(128, 256, 64, 8, 3), "MATERIALIZE": True}, {**cfg(128, 128, 64, 8, 4), "MATERIALIZE": True},
              {**cfg(128, 256, 64, 8, 4), "MATERIALIZE": True}, {**cfg(128, 128, 64, 4, 4), "MATERIALIZE": True}]
+    # the register-operand schedule on wgmma: two consumer warpgroups of 64 columns, K tiles of 128
+    wgmma = [register_operand(bm, 128, 8, 1, stages=st) for bm in ((128, 256) if m >= 256 else (64, 128))
+             for st in (2, 3)] if bits in (2, 4) else []
     if m < 256:
-        return base
-    return base + [cfg(256, 128, 64, 8, 3), cfg(256, 128, 64, 8, 4), cfg(256, 64, 64, 8, 4), cfg(256, 128, 64, 8, 5)]
+        return base + wgmma
+    return base + wgmma + [cfg(256, 128, 64, 8, 3), cfg(256, 128, 64, 8, 4), cfg(256, 64, 64, 8, 4),
+                           cfg(256, 128, 64, 8, 5)]
 
 
 def make_inputs(bits: int, m: int, n: int, k: int, device, dtype=None) -> dict:

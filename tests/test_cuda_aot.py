@@ -107,6 +107,36 @@ def test_register_operand_schedule_takes_fp16_activations():
     assert built.mma_sync and not built.wgmma
 
 
+WGMMA_POINTS = [  # the register-operand schedule's wgmma kernel: one or two consumers, ragged sizes, K tiles of 64
+    ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 2}),
+    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 4}),
+    ({"M": 100, "N": 260, "K": 392}, {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 3}),
+]
+
+
+@pytest.mark.parametrize("act", ["bf16", "fp16"])
+@pytest.mark.parametrize("spec", ["w4a16_gemm", "w2a16_gemm"])
+@pytest.mark.parametrize("sizes,params", WGMMA_POINTS, ids=["m1024", "one-consumer", "k64"])
+def test_register_operand_wgmma_kernel_compiles_for_sm90(spec, sizes, params, act):
+    """Row tiles past 16 take the wgmma kernel: TMA brings X's tiles and the packed words; its compile
+    asserts that the words' layout becomes wgmma's register operand without data movement. Shared
+    memory holds the ring of X tiles and words: never a dequantised weight tile."""
+    from tilesched.backends.cuda.io import retyped
+
+    bits = 4 if spec == "w4a16_gemm" else 2
+    if params["BLOCK_K"] * bits // 32 < 8:
+        pytest.skip("fewer than 8 rows of words a tile: refused (test_cuda_lowbit)")
+    program = load_program(SPECS[spec])
+    kernel = Kernel(program if act == "bf16" else retyped(program, "bf16", "fp16"))
+    full = {"GROUP_M": 8, "SPLIT_K": 1, "MATERIALIZE": False, "REGISTER_OPERAND": True, **params}
+    built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
+    assert built.kernel == f"{spec}_wgmma_kernel"
+    assert built.wgmma and built.tma and not built.mma_sync
+    ring = params["NUM_STAGES"] * (params["BLOCK_M"] * params["BLOCK_K"] * 2 + params["BLOCK_K"] * bits // 8 * params["BLOCK_N"])
+    weight_tile = params["BLOCK_N"] * params["BLOCK_K"] * 2  # a dequantised 16-bit tile
+    assert ring <= built.shared_bytes < ring + weight_tile, built
+
+
 WS_POINTS = [  # the warp-specialised schedule (Gluon): ragged queries and keys, both key tiles, GQA
     ("flash_attention", {"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128}, 128, 3),
     ("flash_attention", {"B": 1, "H": 2, "SQ": 129, "SK": 200, "D": 64}, 64, 4),

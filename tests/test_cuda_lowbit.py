@@ -272,6 +272,10 @@ def test_plan_says_where_the_dequantisation_is_factored(capsys):
         assert main(["plan", spec] + [a for v in sets for a in ("--set", v)]) == 0
         out = capsys.readouterr().out
         assert (ro in out) == shown and (factored in out) == (not shown), sets
+    wgmma = ["M=1024", "BLOCK_M=256", "BLOCK_N=128", "BLOCK_K=128", "NUM_WARPS=8", "NUM_STAGES=3", "REGISTER_OPERAND=true"]
+    assert main(["plan", spec] + [a for v in wgmma for a in ("--set", v)]) == 0
+    assert ("register operand: mma runs on wgmma; a loader warp brings X's tiles and W's words by TMA into 3 slots, a "
+            "consumer warpgroup per 64 columns runs dequant") in capsys.readouterr().out
 
 
 def test_an_emitted_library_runs_the_materialised_schedule(tmp_path, monkeypatch):
@@ -352,9 +356,78 @@ def test_register_operand_block_rules():
     assert k.register_operand == "REGISTER_OPERAND"
     groups = {"G_Z_K": 128, "G_S_K": 128}
     assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k) is None
-    assert "BLOCK_M <= 16" in legal_blocks({"M": 32, "N": 128, "K": 128}, 4, groups, k)
+    assert "BLOCK_M <= 16 (mma.sync) or a power of two from 32 to 256" in legal_blocks(
+        {"M": 48, "N": 128, "K": 128}, 8, groups, k)
     assert "multiple of 16 x NUM_WARPS = 128" in legal_blocks({"M": 1, "N": 64, "K": 128}, 8, groups, k)
     assert "multiple of 16 x NUM_WARPS = 64" in legal_blocks({"M": 1, "N": 192, "K": 128}, 4, groups, k)  # 3 x 64
     assert "multiple of 32" in legal_blocks({"M": 1, "N": 64, "K": 48}, 4, groups, k)
     assert "multiple of 32" in legal_blocks({"M": 1, "N": 64, "K": 96}, 4, groups, k)
     assert "G_Z_K = 96" in legal_blocks({"M": 1, "N": 64, "K": 64}, 4, {"G_Z_K": 96}, k)
+
+
+def test_register_operand_wgmma_block_rules():
+    """Row tiles of 32 to 256 take wgmma: 64 columns per consumer warpgroup (NUM_WARPS / 4), K tiles
+    of at least 8 words, no split shares, X and the words row-major, the ring in shared memory."""
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.register_operand import legal_blocks
+
+    groups = {"G_Z_K": 128, "G_S_K": 128}
+    k4, k2 = (lower_kernel(load_program(CONFIGS / f"w{b}a16_gemm.yaml")) for b in (4, 2))
+    assert legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k4, stages=3) is None
+    assert legal_blocks({"M": 32, "N": 64, "K": 64}, 4, groups, k4, stages=2) is None
+    assert legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k2, stages=3) is None
+    assert "BLOCK_N = 64 x NUM_WARPS / 4" in legal_blocks({"M": 256, "N": 256, "K": 128}, 8, groups, k4)
+    assert "BLOCK_N = 64 x NUM_WARPS / 4" in legal_blocks({"M": 256, "N": 256, "K": 128}, 16, groups, k4)
+    assert "at least 8 words" in legal_blocks({"M": 128, "N": 128, "K": 64}, 8, groups, k2)  # 4 rows of words
+    assert "SPLIT_K = 1" in legal_blocks({"M": 128, "N": 128, "K": 128}, 8, groups, k4, split=2)
+    assert "NUM_STAGES >= 2" in legal_blocks({"M": 128, "N": 128, "K": 128}, 8, groups, k4, stages=1)
+    assert "bytes <= 231424 of shared memory" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k4, stages=4)
+    assert "G_S_K = 64" in legal_blocks({"M": 64, "N": 64, "K": 128}, 4, {"G_S_K": 64}, k4)
+    col = lower_kernel(_variant("w4a16_gemm", ("X: {shape: [M, K], dtype: bf16}", "X: {shape: [M, K], dtype: bf16, "
+                                                                                   "layout: col_major}")))
+    assert "X row-major" in legal_blocks({"M": 64, "N": 64, "K": 128}, 4, groups, col)
+
+
+@pytest.mark.parametrize("chain,steps", [
+    ("[cast, sub, mul], reads: [w, Z, S]", [("sub", "(128.0 + r_Z)"), ("mul", "r_S")]),  # 128 + z is exact
+    ("[cast, sub, div], reads: [w, Z, S]", [("sub", "(128.0 + r_Z)"), ("mul", "(1.0 / r_S)")]),
+    ("[cast, mul, add], reads: [w, S, Z]", [("sub",), ("fma", "r_S", "r_Z")]),  # one rounding for v s + z
+    ("[cast, mul], reads: [w, S]", [("sub",), ("mul", "r_S")]),
+])
+def test_wgmma_dequantisation_in_packed_halves(chain, steps):
+    """The chain runs on BIAS + v in 16-bit pairs: BIAS leaves with the first integer zero point (exact),
+    else on its own; a product then a sum is one fma; the PTX follows the steps."""
+    from tilesched.backends.cuda.gluon_wgmma import chain_asm, chain_steps
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.register_operand import the_dot
+
+    edits = [("fn: [cast, sub, mul], reads: [w, Z, S]", f"fn: {chain}")]
+    if "Z" not in chain:
+        edits.append(("  Z: {shape: [K, N], dtype: uint4, group: {K: 128}, pack: N}\n", ""))
+    k = lower_kernel(_variant("w4a16_gemm", *edits))
+    assert chain_steps(k, the_dot(k), "bf16") == steps
+    asm, operands = chain_asm(steps, "fp16")
+    assert len(operands) == sum(len(s) - 1 for s in steps) and asm.count(".f16x2") == len(steps)
+    assert ("mov.b32 b, 0x64006400; sub.rn.f16x2 t, $2, b;" in asm) == (steps[0] == ("sub",))
+
+
+def test_wgmma_points_need_a_hopper_gpu(monkeypatch):
+    """The wgmma kernel runs on compute capability 9.x only; elsewhere a point that takes it is refused."""
+    import types
+
+    from tilesched.backends.cuda import gluon_schedules
+    from tilesched.backends.cuda.kernel import _check_gluon_device
+
+    wgmma = gluon_schedules.BY_CONSTANT["REGISTER_OPERAND_WGMMA"]
+    cuda = types.SimpleNamespace(type="cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(LaunchError, match=r"register-operand \(wgmma\) schedule is a Gluon kernel for Hopper.*is 8.0"):
+        _check_gluon_device("w4a16_gemm", wgmma, cuda)
+    _check_gluon_device("w4a16_gemm", gluon_schedules.BY_CONSTANT["REGISTER_OPERAND"], cuda)  # mma.sync: any GPU
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    _check_gluon_device("w4a16_gemm", wgmma, cuda)
+    kernel = Kernel(load_program(CONFIGS / "w4a16_gemm.yaml"))
+    params = {**RO, "BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128}
+    ins = oracle_inputs(kernel.program, {"M": 70, "N": 64, "K": 256}, seed=0, params=params)[2]
+    with pytest.raises(LaunchError, match=r"register-operand \(wgmma\) schedule is a Gluon kernel.*CUDA GPU"):
+        kernel(params=params, **ins)

@@ -1,5 +1,7 @@
 """Experiment behind bench/results/lowbit-wgmma-*.json: can a fused low-bit GEMM reach 0.9x bf16
-cuBLAS at M >= 1024 on Hopper when the dequantised weights are wgmma's *register* operand?
+cuBLAS at M >= 1024 on Hopper when the dequantised weights are wgmma's *register* operand? (Yes:
+the renderer now produces this kernel from the specs, tilesched/backends/cuda/gluon_wgmma.py; this
+script keeps the variants it was measured against.)
 
 Y^T = W^T X^T, so the weights (the 4- or 2-bit words as the spec stores them, packed along K) are
 the first operand, which wgmma reads from registers, and X is the second, read from shared memory:
@@ -188,27 +190,11 @@ def lowbit_wgmma_kernel(x_desc, w_desc, w_ptr, s_ptr, z_ptr, y_ptr, M, N, K, sym
     ], [4, 1], [REGS, 24])
 
 
-def _log2(v: int) -> int:
-    assert v > 0 and v & (v - 1) == 0, v
-    return v.bit_length() - 1
-
-
-def pairs3_bases(bk: int, bits: int) -> dict:
-    """[64 columns, words, pairs of a word]: the register operand's layout (k_width 2) with the
-    reduction axis split into a word's pairs (value indices 2j, 2j + 1) and the words."""
-    ppw = 16 // bits
-    words = bk * bits // 32
-    lane = [[0, 0, 1], [0, 0, 2], [1, 0, 0], [2, 0, 0], [4, 0, 0]]
-    reg = [[8, 0, 0]]
-    for b in range(2, _log2(bk // 2)):  # pair index bits above the lane's two: k + 8, k + 16, ...
-        reg.append([0, 0, 1 << b] if b < _log2(ppw) else [0, 1 << (b - _log2(ppw)), 0])
-    return {"reg_bases": reg, "lane_bases": lane, "warp_bases": [[16, 0, 0], [32, 0, 0]], "block_bases": [],
-            "shape": [COLS, words, ppw]}
-
-
 def launch_args(x, w, s, z, y, bits: int, bm: int, bk: int, stages: int, w_tma: bool = True,
                 pingpong: bool = False, regs: int = 232):
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout
 
     m, k = x.shape
     n = y.shape[1]
@@ -218,8 +204,8 @@ def launch_args(x, w, s, z, y, bits: int, bm: int, bk: int, stages: int, w_tma: 
     w_desc = TensorDescriptor.from_tensor(w, [wpt, COLS], ttgl.NVMMASharedLayout.get_default_for([wpt, COLS], ttgl.int32))
     grid = (-(-m // bm) * -(-n // (2 * COLS)),)
     pos = (x_desc, w_desc, w, s, z, y, m, n, k, y.stride(0))
-    kw = {"BM": bm, "BK": bk, "BITS": bits, "STAGES": stages, "PAIRS3": ttgl.DistributedLinearLayout(
-        **pairs3_bases(bk, bits)), "REGS": regs, "W_TMA": w_tma, "PINGPONG": pingpong, "num_warps": 4}
+    kw = {"BM": bm, "BK": bk, "BITS": bits, "STAGES": stages, "PAIRS3": wgmma_pairs_layout(bk, bits), "REGS": regs,
+          "W_TMA": w_tma, "PINGPONG": pingpong, "num_warps": 4}
     return grid, pos, kw
 
 

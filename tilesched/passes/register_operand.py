@@ -4,8 +4,11 @@ Hopper's wgmma takes its second operand from shared memory only, so a tl.dot who
 dequantised in registers stores every weight tile there and reads it back. mma.sync takes both
 operands from registers: computing Y^T = W^T X^T puts the weights in its first operand, and a
 thread can load exactly the packed words whose values its operand fragment holds, so no weight
-passes through shared memory. Triton cannot state that layout; the target renders this schedule
-with explicit layouts (Gluon).
+passes through shared memory. Past 16 rows, Hopper's wgmma also takes its first operand from
+registers: the same transposed product with 64 weight columns per warpgroup and up to 256 rows,
+X's tiles and the packed words brought by TMA (measured hand-written first:
+bench/results/lowbit-wgmma-*.json). Triton cannot state these layouts; the target renders the
+schedule with explicit layouts (Gluon), the row tile picking the instruction.
 
 The pass checks that the kernel has that shape, else it refuses at the stage that breaks it:
 one factored dot (tilesched/passes/factor.py) in the reduction loop, its other operand a 16-bit
@@ -30,6 +33,9 @@ ACTIVATIONS = ("bf16", "fp16")
 WEIGHTS = ("uint4", "uint2")  # 8 or 16 to a word: one or two of a thread's 8-index operand fragments
 MMA_ROWS = 16  # mma.sync's m16n8k16: 16 weight columns per warp and step, up to 16 activation rows
 MAX_ROW_TILE = 16
+WGMMA_MIN_ROWS, WGMMA_MAX_ROWS = 32, 256  # row tiles past 16: Hopper's wgmma (its n)
+WGMMA_COLUMNS = 64  # weight columns per consumer warpgroup (wgmma's m)
+HOPPER_SMEM = 232448 - 1024  # an H100's shared memory per block, less the barriers and the compiler's scratch
 
 
 def why_not(k: KernelIR) -> tuple[str, str] | None:
@@ -83,22 +89,64 @@ def the_dot(k: KernelIR) -> Instr:
     return next(i for i in k.loop if i.op == "affine_dot")
 
 
-def legal_blocks(block: dict[str, int], warps: int, groups: dict[str, int], k: KernelIR) -> str | None:
-    """Why a point's blocks do not fit the schedule (None when they do): a row tile of at most 16
-    (mma.sync's 8 or 16 columns), column tiles of 16 per warp, reduction tiles of whole words for
-    the 4 lanes along it (32 indices for 4 bits, 64 for 2), each group a multiple of the tile."""
+def legal_blocks(block: dict[str, int], warps: int, groups: dict[str, int], k: KernelIR, stages: int = 2,
+                 split: int = 1) -> str | None:
+    """Why a point's blocks do not fit the schedule (None when they do). Row tiles of at most 16
+    take mma.sync (`_mma_sync_blocks`), larger ones Hopper's wgmma (`_wgmma_blocks`); each group
+    holds whole reduction tiles."""
     dot = the_dot(k)
-    p, q = k.value(dot.out).axes
+    p, _ = k.value(dot.out).axes
     c = k.reduction
-    if block[p] > MAX_ROW_TILE:
-        return f"BLOCK_{p} <= {MAX_ROW_TILE} (got {block[p]})"
-    if block[q] % (MMA_ROWS * warps) or not _pow2(block[q] // (MMA_ROWS * warps)):
-        return f"BLOCK_{q} a power-of-two multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
     bits = BITS[k.access(producer(k, dot.args[2]).tensor, "load").dtype]
-    step = 4 * 32 // bits  # the 4 lanes along the reduction hold a word each
-    if block[c] % step or not _pow2(block[c] // step):
-        return f"BLOCK_{c} a power-of-two multiple of {step} (got {block[c]})"
+    why = (_mma_sync_blocks if block[p] <= MAX_ROW_TILE else _wgmma_blocks)(block, warps, k, bits, stages, split)
+    if why is not None:
+        return why
     bad = next((f"{name} = {g}" for name, g in groups.items() if g % block[c]), None)
     if bad is not None:
         return f"groups that hold whole {c} tiles ({bad}, BLOCK_{c} = {block[c]})"
+    return None
+
+
+def _mma_sync_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, stages: int, split: int) -> str | None:
+    """mma.sync: column tiles of 16 per warp, reduction tiles of whole words for the 4 lanes along
+    it (32 indices for 4 bits, 64 for 2)."""
+    dot = the_dot(k)
+    _, q = k.value(dot.out).axes
+    c = k.reduction
+    if block[q] % (MMA_ROWS * warps) or not _pow2(block[q] // (MMA_ROWS * warps)):
+        return f"BLOCK_{q} a power-of-two multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
+    step = 4 * 32 // bits  # the 4 lanes along the reduction hold a word each
+    if block[c] % step or not _pow2(block[c] // step):
+        return f"BLOCK_{c} a power-of-two multiple of {step} (got {block[c]})"
+    return None
+
+
+def _wgmma_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, stages: int, split: int) -> str | None:
+    """wgmma (tilesched/backends/cuda/gluon_wgmma.py): a consumer warpgroup per 64 weight columns
+    (NUM_WARPS / 4 of them), row tiles of 32 to 256 (wgmma's n), tiles of at least 8 rows of words
+    (TMA reads shorter ones back wrong: bench/results/lowbit-wgmma-*.json), X row-major and the words
+    contiguous along the columns (both are read by TMA), no split shares, and the ring of X and word
+    tiles in shared memory."""
+    dot = the_dot(k)
+    p, q = k.value(dot.out).axes
+    c = k.reduction
+    if not _pow2(block[p]) or not WGMMA_MIN_ROWS <= block[p] <= WGMMA_MAX_ROWS:
+        return f"BLOCK_{p} <= {MAX_ROW_TILE} (mma.sync) or a power of two from {WGMMA_MIN_ROWS} to {WGMMA_MAX_ROWS} " \
+               f"(wgmma; got {block[p]})"
+    if warps not in (4, 8) or block[q] != WGMMA_COLUMNS * warps // 4:
+        return f"BLOCK_{q} = {WGMMA_COLUMNS} x NUM_WARPS / 4 with NUM_WARPS 4 or 8 (a warpgroup per " \
+               f"{WGMMA_COLUMNS} columns; got BLOCK_{q} = {block[q]}, NUM_WARPS = {warps})"
+    words = block[c] * bits // 32
+    if not _pow2(block[c]) or words < 8 or block[c] > 256:
+        return f"BLOCK_{c} a power of two up to 256 with at least 8 words of {32 // bits} values (got {block[c]})"
+    if stages < 2 or split != 1:
+        return f"NUM_STAGES >= 2 and SPLIT_K = 1 (got {stages}, {split})"
+    x = producer(k, next(n for n in dot.args[:2] if n != dot.via)).tensor
+    w = producer(k, dot.args[2]).tensor
+    bad = next((t for t in (x, w) if k.access(t, "load").layout != "row_major"), None)
+    if bad is not None:
+        return f"{bad} row-major (TMA tiles)"
+    smem = stages * (block[p] * block[c] * 2 + words * 4 * block[q])
+    if smem > HOPPER_SMEM:
+        return f"NUM_STAGES x (X's tile + the words' tile) = {smem} bytes <= {HOPPER_SMEM} of shared memory"
     return None

@@ -120,6 +120,14 @@ def _register_operand(b: Binding) -> bool:
     return b.program.target == "cuda" and bool(b.option("register_operand", False))
 
 
+def _register_operand_wgmma(b: Binding) -> bool:
+    """The point runs the register-operand schedule's wgmma kernel (row tiles past mma.sync's 16): a
+    TMA loader warp, a consumer warpgroup per 64 weight columns dequantising into wgmma's register
+    operand while the other's MMA runs; X's tiles and the packed words in a ring in shared memory."""
+    sp = _spatial(b)
+    return _register_operand(b) and len(sp) >= 2 and b.tile(sp[-2]) > 16
+
+
 def _warp_specialized(b: Binding) -> bool:
     """The point runs the warp-specialised schedule (tilesched/passes/warp_specialize.py): a loader
     warp and two consumer warpgroups of 64 query rows, each key tile's softmax overlapping the MMAs."""
@@ -140,6 +148,11 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     acc = [t for s in b.program.stages if s.op == "dot" for t in s.writes]
     acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
     regs = min(255, acc_elems // (warps * 32) + 40)
+    if _register_operand_wgmma(b):  # the ring of X's tiles and words; consumers at 232 registers, the loader warp
+        sp, red = _spatial(b), _reduction(b)
+        packed = next(t for t in b.program.tensors if t.pack == red and t.scope != "tile")
+        smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * BITS[packed.dtype] // 8)
+        warps, regs = warps + 1, 232
     if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers
         head = next(a for a in b.program.tensor(acc[-1]).shape if a not in _spatial(b))
         smem = 2 * b.sizes[head] * (b.tile(_spatial(b)[-1]) + 2 * stages * b.tile(_reduction(b)))
@@ -243,7 +256,7 @@ def predict_gpu(b: Binding) -> Prediction:
     sched = derive_schedule(b)
     ctas, warps, occ = _occupancy(b)
     eff = _mma_efficiency(b, warps, occ["regs_per_thread"])
-    if _computed_dot_operand(b):
+    if _computed_dot_operand(b) and not _register_operand_wgmma(b):  # (that kernel's operand stays in registers)
         eff *= REGISTER_OPERAND_EFFICIENCY
     peak = _dtype_peak(b)
     programs = max(sched.programs, 1)
@@ -265,7 +278,8 @@ def predict_gpu(b: Binding) -> Prediction:
     per_sm_flops = peak / SMS * eff
     step_compute = flops / programs / steps / per_sm_flops * ctas
     softmax = exps / programs / steps / EXP_PER_SM_S * ctas + alu / programs / steps / ALU_PER_SM_S * ctas
-    if _warp_specialized(b):  # one warpgroup's softmax runs while the tensor cores work for the MMAs
+    if _warp_specialized(b) or _register_operand_wgmma(b):  # one warpgroup's softmax (dequantisation) runs
+        # while the tensor cores work for the other's MMAs
         step_compute = max(step_compute, softmax)
     else:  # issued beside the MMAs (exponentials, then the CUDA cores' work), not under them
         step_compute += softmax
@@ -368,7 +382,9 @@ def _loop_elementwise_ops(b: Binding) -> float:
         out = b.program.tensor(s.writes[0])
         again = prod(b.n_tiles(g) for g in grid if g not in out.shape)
         packed = [t for t in s.reads if b.program.tensor(t).pack or b.program.tensor(t).dtype in SUB_BYTE]
-        if _register_operand(b):  # one shift and one LOP3 make two values an MMA operand pair
+        if _register_operand_wgmma(b):  # two LOP3s make a pair BIAS + v, then the chain's packed (x2) ops
+            per = 1.0 + 0.5 * sum(f != "cast" for f in s.fn)
+        elif _register_operand(b):  # one shift and one LOP3 make two values an MMA operand pair
             per = 1.0
         elif s.writes[0] in factored:  # only the varying input's unpacking and conversion per element
             per = 1 + ALU_PER_PACKED_INPUT * (s.reads[0] in packed)

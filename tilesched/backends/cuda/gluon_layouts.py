@@ -1,4 +1,4 @@
-"""Layouts the register-operand kernels (gluon_emit.py) take as compile-time arguments.
+"""Layouts the register-operand kernels (gluon_emit.py, gluon_wgmma.py) take as compile-time arguments.
 
 mma.sync's first operand with k_width 8 gives each thread 8 consecutive reduction indices of a row
 (lanes: 4 along the reduction, 8 along the rows; registers: rows + 8, then further 32-index steps,
@@ -43,3 +43,25 @@ def pairs_layout(block_rows: int, block_red: int, warps: int, bits: int = 4):
     from triton.experimental.gluon import language as ttgl
 
     return ttgl.DistributedLinearLayout(**pairs_bases(block_rows, block_red, warps, bits))
+
+
+def wgmma_pairs_bases(block_red: int, bits: int) -> dict[str, list[list[int]]]:
+    """Linear-layout bases of [64, words, pairs] for one warpgroup's wgmma register operand (k_width
+    2: a thread holds reduction indices 2t, 2t + 1 of every 8, for rows r and r + 8): the 64 weight
+    columns, the tile's words, a word's 16 / bits pairs of consecutive values (2j, 2j + 1: one
+    shift puts both in a 32-bit register's halves). From the lowest reduction bit: the pair's half,
+    the lane's two bits (pairs j), then registers: further pairs of the word, then further words."""
+    pairs = 16 // bits
+    words = block_red * bits // 32
+    lane = [[0, 0, 1], [0, 0, 2], [1, 0, 0], [2, 0, 0], [4, 0, 0]]
+    reg = [[8, 0, 0]]
+    for b in range(2, _log2(block_red // 2)):  # reduction index bits above the lane's: k + 8, k + 16, ...
+        reg.append([0, 0, 1 << b] if b < _log2(pairs) else [0, 1 << (b - _log2(pairs)), 0])
+    return {"reg_bases": reg, "lane_bases": lane, "warp_bases": [[16, 0, 0], [32, 0, 0]], "block_bases": [],
+            "shape": [64, words, pairs]}
+
+
+def wgmma_pairs_layout(block_red: int, bits: int):
+    from triton.experimental.gluon import language as ttgl
+
+    return ttgl.DistributedLinearLayout(**wgmma_pairs_bases(block_red, bits))

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+from tilesched.backends.cuda import gluon_schedules
 from tilesched.backends.cuda.io import storage_torch_dtype, torch_dtype
 from tilesched.backends.cuda.render import load_source
 from tilesched.backends.cuda.triton_emit import render
@@ -26,14 +27,12 @@ from tilesched.ir.shapes import ShapeError, solve_sizes
 from tilesched.passes.gpu import MIN_DOT, lower_kernel
 from tilesched.passes.kernel import KernelIR
 from tilesched.passes.materialize import split
-from tilesched.passes.register_operand import legal_blocks, why_not
+from tilesched.passes.register_operand import MAX_ROW_TILE, legal_blocks, why_not
 from tilesched.passes.warp_specialize import legal_point
 from tilesched.passes.warp_specialize import why_not as ws_why_not
 from tilesched.tuner.lockfile import LockFile
 
 PRODUCE, CONSUME = "produce_", "consume_"  # host-function prefixes of a materialising schedule's kernels
-# the optional schedules rendered in Gluon: launch constant -> name (the generated `launch` picks their kernel)
-GLUON_SCHEDULES = {"REGISTER_OPERAND": "register-operand", "WARP_SPECIALIZE": "warp-specialised"}
 
 
 class LaunchError(ValueError):
@@ -114,7 +113,7 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     def register_operand_point() -> str | None:  # the point's blocks and switches
         groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses
                   for ax, _ in a.group if ax == k.reduction}
-        why = legal_blocks(block, warps, groups, k)
+        why = legal_blocks(block, warps, groups, k, int(_value(b, k.num_stages, 3)), split)
         if why is None and (persistent or bool(_value(b, k.materialize, False))):
             why = "neither a persistent grid nor the materialising schedule"
         return why
@@ -124,6 +123,9 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         return legal_point(block, warps, int(_value(b, k.num_stages, 3)), b.sizes[head], k)
 
     _optional_schedule(k, b, const, "register_operand", why_not, register_operand_point)
+    if k.register_operand is not None:  # row tiles past mma.sync's 16 take the wgmma kernel (register_operand.py)
+        p = k.grid[0]
+        const["REGISTER_OPERAND_WGMMA"] = const["REGISTER_OPERAND"] and block[p] > MAX_ROW_TILE
     _optional_schedule(k, b, const, "warp_specialize", ws_why_not, warp_specialize_point)
     grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
     grid += tuple(b.sizes[p] for p in k.points)
@@ -133,9 +135,23 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
                   num_stages=int(_value(b, k.num_stages, 3)), device=device)
 
 
-def _gluon_schedule(launch: Launch) -> str | None:
-    """The launch constant of the Gluon schedule this launch takes, or None (the Triton kernel)."""
-    return next((n for n in GLUON_SCHEDULES if launch.constexprs.get(n)), None)
+def _gluon_schedule(launch: Launch) -> gluon_schedules.GluonSchedule | None:
+    """The Gluon schedule this launch takes, or None (the Triton kernel)."""
+    return gluon_schedules.selected(launch.constexprs)
+
+
+def _check_gluon_device(spec: str, gluon: gluon_schedules.GluonSchedule, device) -> None:
+    """A Gluon kernel runs on a CUDA GPU only (not in Triton's interpreter); wgmma and TMA on Hopper only."""
+    where = f"{spec}: the {gluon.name} schedule is a Gluon kernel"
+    if device.type != "cuda":
+        raise LaunchError(f"{where}, which Triton's interpreter does not run: run it on a CUDA GPU, or set "
+                          f"{gluon.option.upper()} to false")
+    if gluon.hopper_only:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(device)
+        if major != 9:
+            raise LaunchError(f"{where} for Hopper (wgmma, TMA: compute capability 9.x); {device} is {major}.{minor}")
 
 
 def _optional_schedule(k: KernelIR, b: Binding, const: dict, option: str, why_not, point) -> None:
@@ -151,7 +167,8 @@ def _optional_schedule(k: KernelIR, b: Binding, const: dict, option: str, why_no
     missing = why_not(k)
     why = f"{missing[1]} (stage {missing[0]!r})" if missing is not None else point()
     if why is not None:
-        raise spec_error(("options", option), f"{k.spec}: the {GLUON_SCHEDULES[option.upper()]} schedule needs {why}")
+        name = gluon_schedules.BY_CONSTANT[option.upper()].name
+        raise spec_error(("options", option), f"{k.spec}: the {name} schedule needs {why}")
 
 
 def constants(k: KernelIR, b: Binding) -> dict[str, float]:
@@ -324,10 +341,8 @@ class Kernel:
         if fast is None:
             plan, full = self.prepare(tensors, params, sizes)
             gluon = _gluon_schedule(plan.launch)
-            if gluon is not None and plan.launch.device.type != "cuda":
-                raise LaunchError(f"{self.program.name}: the {GLUON_SCHEDULES[gluon]} schedule is a Gluon kernel, which "
-                                  f"Triton's interpreter does not run: run it on a CUDA GPU, or set "
-                                  f"{gluon} to false")
+            if gluon is not None:
+                _check_gluon_device(self.program.name, gluon, plan.launch.device)
             if self.materializes(plan.binding):
                 return self._result(self._run_materialized(plan, full))
             fast = _FastLaunch.build(self, plan, full, tensors)
@@ -341,14 +356,11 @@ class Kernel:
 
     def jit_call(self, plan: _Plan, full: dict):
         """(JIT function, positional arguments, keyword arguments) the generated `launch` uses for
-        this plan: the register-operand schedule's Gluon kernel where the point sets it."""
-        if plan.launch.constexprs.get("WARP_SPECIALIZE"):
-            pos, kw = self.module.specialized_launch_args(plan.launch, full, plan.sizes, plan.consts)
-            return getattr(self.module, f"{self.ir.name}_specialized_kernel"), pos, kw
-        gluon = bool(plan.launch.constexprs.get("REGISTER_OPERAND"))
-        args = self.module.gluon_launch_args if gluon else self.module.launch_args
-        pos, kw = args(plan.launch, full, plan.sizes, plan.consts)
-        return getattr(self.module, f"{self.ir.name}_{'gluon_' if gluon else ''}kernel"), pos, kw
+        this plan: a Gluon schedule's kernel where the point selects one."""
+        gluon = _gluon_schedule(plan.launch)
+        prefix = gluon.prefix if gluon is not None else ""
+        pos, kw = getattr(self.module, f"{prefix}launch_args")(plan.launch, full, plan.sizes, plan.consts)
+        return getattr(self.module, f"{self.ir.name}_{prefix}kernel"), pos, kw
 
     # -- materialising schedule ------------------------------------------------------------------
     def materializes(self, b: Binding) -> bool:

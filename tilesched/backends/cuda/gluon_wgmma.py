@@ -1,0 +1,323 @@
+"""Render the register-operand schedule (tilesched/passes/register_operand.py) on Hopper's wgmma,
+for row tiles past mma.sync's 16.
+
+The kernel computes acc^T[q, p] = W^T[q, c] X^T[c, p]: the weights are wgmma's first operand,
+which it reads from registers, and X's tile its second, from shared memory. Three Gluon functions:
+  - `<name>_wgmma_kernel`: a CTA per (BLOCK_<p>, BLOCK_<q>) tile; sets up a ring of STAGES slots
+    (X's tile and each consumer's tile of packed words, `ready` / `empty` barriers) and forks;
+  - `<name>_wgmma_loader` (one warp): TMA loads of X's tile [BLOCK_<p>, BLOCK_<c>] and the words
+    [BLOCK_<c> / per, 64] of each consumer's columns into the next free slot (TMA zero-fills past
+    the tensors' ends: ragged rows and reduction);
+  - `<name>_wgmma_consumer` (a warpgroup per 64 weight columns): reads the words whose values its
+    operand fragment holds (gluon_layouts.wgmma_pairs_bases: a thread's k_width-2 pairs of
+    consecutive values), shifts each pair into the halves of one register and ORs it into the
+    mantissa of BIAS (BIAS + v: 128 for bf16, 1024 for fp16), then runs the spec's dequantisation
+    chain in packed 16-bit arithmetic (x2 instructions; BIAS leaves with the first zero point when
+    that is an integer BIAS + z represents exactly, else on its own; a product then a sum is one
+    fma), and issues the wgmma, the accumulator in registers over the whole reduction.
+Each consumer waits for its own MMA before dequantising its next tile: ptxas reuses the operand's
+registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning), so
+the overlap comes from the other warpgroup; with two, they take turns on the tensor cores
+(mbarriers `turn`), measured equal or faster (bench/results/lowbit-wgmma-*.json). The reduction
+loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
+The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
+kernel (gluon_emit.py); Y is stored by pointers, masked. Positional arguments are the Triton
+kernel's, after the two descriptors.
+"""
+
+from __future__ import annotations
+
+from tilesched.backends.cuda.gluon_attention import _names_in
+from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step
+from tilesched.ir.dtypes import BITS
+from tilesched.passes.kernel import Instr, KernelIR, producer
+from tilesched.passes.register_operand import WGMMA_COLUMNS, the_dot
+
+IMPORTS = """from triton.experimental import gluon
+from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia import hopper as _gl_hopper
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier as _gl_mbarrier
+from triton.experimental.gluon.language.nvidia.hopper import tma as _gl_tma"""
+
+# activation dtype: (BIAS, BIAS + 0 twice as a 32-bit word, the largest integer exact beside BIAS, PTX type)
+PACKED = {"bf16": (128, "0x43004300", 256, "bf16x2"), "fp16": (1024, "0x64006400", 2048, "f16x2")}
+REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
+
+
+def _integral(k: KernelIR, n: str, room: int) -> bool:
+    """Whether coefficient n holds integers of at most `room` in magnitude (BIAS +- n is exact)."""
+    dtype = k.access(producer(k, n).tensor, "load").dtype
+    if not dtype.startswith(("uint", "int")):
+        return False
+    bits = BITS[dtype]
+    return (1 << bits) - 1 <= room if dtype.startswith("uint") else 1 << (bits - 1) <= room
+
+
+def chain_steps(k: KernelIR, dot: Instr, act: str) -> list[tuple[str, ...]]:
+    """The dequantisation chain as packed 16-bit operations on t = BIAS + v, each (op, operands):
+    operands are fp32 column expressions, the empty tuple for BIAS itself."""
+    bias, _, exact, _ = PACKED[act]
+    coefs = iter(dot.args[3:])
+    pending = True  # t still holds BIAS
+    steps: list[tuple[str, ...]] = []
+    for f, const in dot.fn:
+        if f == "cast":
+            continue
+        n = None if const is not None else next(coefs)
+        y = const if n is None else f"r_{n}"
+        if f in ("add", "bias", "sub"):
+            if pending and n is not None and _integral(k, n, exact - bias):
+                steps.append(("sub", f"({bias}.0 + {y})" if f == "sub" else f"({bias}.0 - {y})"))
+                pending = False
+                continue
+            if pending:
+                steps.append(("sub",))
+                pending = False
+            steps.append(("sub" if f == "sub" else "add", y))
+        else:  # mul, scale, div
+            if pending:
+                steps.append(("sub",))
+                pending = False
+            steps.append(("mul", y if f != "div" else f"(1.0 / {y})"))
+    if pending:
+        steps.append(("sub",))
+    fused: list[tuple[str, ...]] = []
+    for s in steps:  # a product then a sum: one fma, one rounding
+        if fused and fused[-1][0] == "mul" and s[0] in ("add", "sub") and len(s) == 2:
+            a = fused.pop()[1]
+            fused.append(("fma", a, s[1] if s[0] == "add" else f"(-{s[1]})"))
+        else:
+            fused.append(s)
+    return fused
+
+
+def chain_asm(steps: list[tuple[str, ...]], act: str) -> tuple[str, list[str]]:
+    """The inline PTX of the steps ($0, $1 the halves out, $2 the pairs in) and its operands' expressions."""
+    _, magic, _, ptx = PACKED[act]
+    operands: list[str] = []
+    body, cur = [], "$2"
+    for op, *args in steps:
+        regs = []
+        for a in args:
+            operands.append(a)
+            regs.append(f"${2 + len(operands)}")
+        if not args:  # BIAS itself
+            body.append(f"mov.b32 b, {magic}; sub.rn.{ptx} t, {cur}, b;")
+        elif op == "fma":
+            body.append(f"fma.rn.{ptx} t, {cur}, {regs[0]}, {regs[1]};")
+        else:
+            body.append(f"{op}.rn.{ptx} t, {cur}, {regs[0]};")
+        cur = "t"
+    return "{ .reg .b32 t, b; " + " ".join(body) + " mov.b32 {$0, $1}, t; }", operands
+
+
+def constexprs(k: KernelIR) -> list[str]:
+    """The kernel's compile-time arguments taken from the Triton launch's constexprs by name."""
+    dot = the_dot(k)
+    p, q = k.value(dot.out).axes
+    names = [f"BLOCK_{a}" for a in (p, q, k.reduction)]
+    names += [f"EVEN_{a.name}" for a in k.axes if a.masked]
+    names += list(dict.fromkeys(f"G_{a.tensor}_{ax}" for a in k.accesses for ax, _ in a.group))
+    if k.tile_order == "grouped":
+        names.append("GROUP")
+    return names
+
+
+def _parts(k: KernelIR):
+    dot = the_dot(k)
+    p, q = k.value(dot.out).axes
+    x = next(n for n in dot.args[:2] if n != dot.via)
+    X, W = producer(k, x).tensor, producer(k, dot.args[2]).tensor
+    return dot, p, q, k.reduction, x, X, W, k.post[0].tensor
+
+
+def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
+    """The three Gluon functions of a kernel IR the register_operand pass marked."""
+    dot, p, q, c, x, X, W, Y = _parts(k)
+    act = k.value(x).dtype
+    dt = GL_DTYPES[act]
+    bits = BITS[k.access(W, "load").dtype]
+    low = (1 << bits) - 1
+    coefs = dot.args[3:]
+    per_tile = [n for n in coefs if c in k.value(n).axes]
+    once = [n for n in coefs if c not in k.value(n).axes]
+    steps = chain_steps(k, dot, act)
+    asm, operands = chain_asm(steps, act)
+    consts = constexprs(k)
+    tile = "ttgl.minimum(t + 1, k_tiles - 1)"  # the next tile's group (past the end, the last again)
+
+    def varies(e: str) -> bool:
+        return any(f"r_{n}" in e for n in per_tile)
+
+    def pair(j: int, e: str) -> str:
+        return f"o{j} = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair({e} + zc, {dt}), 1), 2)"
+
+    before = [
+        "acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
+        f"instr_shape=[16, BLOCK_{p}, 16])",
+        "a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)",
+        "words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)",
+        "cols: ttgl.constexpr = ttgl.SliceLayout(1, words_l)",
+        f"cq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols)  # this warpgroup's weight columns",
+        f"zc = ttgl.zeros([{WGMMA_COLUMNS}], ttgl.float32, cols)",
+        f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))",
+        f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1",
+        f"acc = ttgl.zeros([{WGMMA_COLUMNS}, BLOCK_{p}], ttgl.float32, acc_l)",
+    ]
+    for n in once:
+        before += _coefficient(k, n, q, c, "0")
+    for n in per_tile:
+        before += _coefficient(k, n, q, c, "0", f"r_{n}_next")
+    before += [pair(j, e) for j, e in enumerate(operands) if not varies(e)]
+    loop = [*[f"r_{n} = r_{n}_next" for n in per_tile]]
+    for n in per_tile:
+        loop += _coefficient(k, n, q, c, tile, f"r_{n}_next")
+    loop += [pair(j, e) for j, e in enumerate(operands) if varies(e)]
+    ops = ", ".join(["pairs"] + [f"o{j}" for j in range(len(operands))])
+    loop += [
+        "slot = t % STAGES",
+        "_gl_mbarrier.wait(ready.index(slot), (t // STAGES) & 1)",
+        "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
+        "v = ttgl.expand_dims(words, 2) >> shifts",
+        f"pairs = (v & 0x{low:X}) | ((v << {16 - bits}) & 0x{low << 16:X}) | {PACKED[act][1]}  # BIAS + v, both halves",
+        *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
+        f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
+        f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
+        f"a = ttgl.convert_layout(ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l, "
+        "assert_trivial=True)",
+        "if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
+        "    _gl_mbarrier.wait(turn.index(wg), t & 1)",
+        "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=t > 0, is_async=True)",
+        "if PINGPONG:",
+        "    _gl_mbarrier.arrive(turn.index(1 - wg), count=1)",
+        "# the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers",
+        "acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])",
+        "_gl_mbarrier.arrive(empty.index(slot), count=1)",
+    ]
+    ya = k.access(Y, "store")
+    after = [
+        "st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])",
+        f"out = ttgl.convert_layout(ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0)), st_l)",
+        f"yp = off_{p} + ttgl.arange(0, BLOCK_{p}, layout=ttgl.SliceLayout(1, st_l))",
+        f"yq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(0, st_l))",
+        f"y_ptrs = p_{Y} + {_step(k, Y, p, 'yp[:, None].to(ttgl.int64)')} + {_step(k, Y, q, 'yq[None, :]')}",
+        f"ttgl.store(y_ptrs, out, mask=(yp < n_{p})[:, None] & (yq < n_{q})[None, :])",
+    ]
+    body = before + ["for t in range(k_tiles):"] + ["    " + ln for ln in loop] + after
+    scalars = _names_in(body, positional)
+    cons = _names_in(body, consts)
+    L = ["@gluon.jit",
+         f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, k_tiles, "
+         + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
+         + "STAGES: ttgl.constexpr, PAIRS3: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr):"]
+    L += ["    " + ln for ln in body]
+
+    words = f"BLOCK_{c} * {bits} // 32"
+    L += ["", "", "@gluon.jit",
+          f"def {k.name}_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, k_tiles, "
+          f"BLOCK_{c}: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):"]
+    L += ["    " + ln for ln in [
+        "for t in range(k_tiles):",
+        "    slot = t % STAGES",
+        "    if t >= STAGES:  # the slot's last tile: every consumer's MMA on it is done",
+        "        _gl_mbarrier.wait(empty.index(slot), (t // STAGES - 1) & 1)",
+        "    _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)",
+        "    for wg in ttgl.static_range(CONSUMERS):",
+        f"        _gl_tma_load(w_desc, [t * ({words}), off_{q} + wg * {WGMMA_COLUMNS}], ready.index(slot), "
+        "w_ring.index(slot * CONSUMERS + wg))",
+        f"    _gl_tma_load(x_desc, [off_{p}, t * BLOCK_{c}], ready.index(slot), x_ring.index(slot))",
+    ]]
+
+    common = ", ".join(scalars + cons + ["STAGES", "PAIRS3", "CONSUMERS", "PINGPONG"])
+    consumer = f"({k.name}_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_{p}, off_{q}{{wg}}, {{i}}, " \
+               f"k_tiles, {common}))"
+    loader = (f"({k.name}_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, k_tiles, "
+              f"BLOCK_{c}, STAGES, CONSUMERS))")
+    top = [
+        f"tiles_{p} = (n_{p} + BLOCK_{p} - 1) // BLOCK_{p}",
+        f"tiles_{q} = (n_{q} + BLOCK_{q} - 1) // BLOCK_{q}",
+        "tile_id = ttgl.program_id(0)",
+        *_coords(k, p, q),
+        f"off_{p} = pid_{p} * BLOCK_{p}",
+        f"off_{q} = pid_{q} * BLOCK_{q}",
+        "# at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)",
+        f"k_tiles = ttgl.maximum((n_{c} + BLOCK_{c} - 1) // BLOCK_{c}, 1)",
+        f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, BLOCK_{p}, BLOCK_{c}], x_desc.layout)",
+        f"w_ring = ttgl.allocate_shared_memory(ttgl.int32, [STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS}], "
+        "w_desc.layout)",
+        "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
+        "empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
+        "turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())",
+        "for i in ttgl.static_range(STAGES):",
+        "    _gl_mbarrier.init(ready.index(i), count=1)",
+        "    _gl_mbarrier.init(empty.index(i), count=CONSUMERS)  # one arrival per consumer warpgroup",
+        "for i in ttgl.static_range(2):",
+        "    _gl_mbarrier.init(turn.index(i), count=1)",
+        "_gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first",
+        "if CONSUMERS == 2:",
+        "    ttgl.warp_specialize([",
+        "        " + consumer.format(wg="", i=0) + ",",
+        "        " + consumer.format(wg=f" + {WGMMA_COLUMNS}", i=1) + ",",
+        "        " + loader + ",",
+        f"    ], [4, 1], [{REGISTERS[0]}, {REGISTERS[1]}])  # registers: the consumer's accumulator and operand; "
+        "the loader's few",
+        "else:",
+        "    ttgl.warp_specialize([",
+        "        " + consumer.format(wg="", i=0) + ",",
+        "        " + loader + ",",
+        f"    ], [1], [{REGISTERS[1]}])",
+    ]
+    L += ["", "", "@gluon.jit", f"def {k.name}_wgmma_kernel(", "    x_desc,", "    w_desc,"]
+    L += [f"    {a}," for a in positional]
+    L += [f"    {n}: ttgl.constexpr," for n in consts]
+    L += ["    STAGES: ttgl.constexpr,", "    PAIRS3: ttgl.constexpr,", "    CONSUMERS: ttgl.constexpr,",
+          "    PINGPONG: ttgl.constexpr,", "):"]
+    L += ["    " + ln for ln in top]
+    return L
+
+
+HELPERS = '''
+@gluon.jit
+def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
+    # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
+    return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
+                                       is_pure=True, pack=1)
+'''
+
+
+def render_host(k: KernelIR) -> list[str]:
+    """`wgmma_launch_args` / `wgmma_launch`: TMA descriptors of X's tiles and the words' tiles, then
+    the Triton kernel's arguments; a consumer warpgroup per 64 columns (NUM_WARPS / 4)."""
+    dot, p, q, c, x, X, W, Y = _parts(k)
+    dt = GL_DTYPES[k.value(x).dtype]
+    bits = BITS[k.access(W, "load").dtype]
+    return [
+        "def wgmma_launch_args(cfg, t, n, c):",
+        '    """The wgmma kernel\'s arguments: TMA descriptors of X and of the packed words, then the Triton',
+        '    kernel\'s arguments; its layouts and the consumers (a warpgroup per 64 columns)."""',
+        "    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout",
+        "",
+        "    args, kw = launch_args(cfg, t, n, c)",
+        f"    x_desc = _wgmma_descriptor(t[{X!r}], [kw[\"BLOCK_{p}\"], kw[\"BLOCK_{c}\"]], {dt}, {X!r})",
+        f"    w_desc = _wgmma_descriptor(t[{W!r}], [kw[\"BLOCK_{c}\"] * {bits} // 32, {WGMMA_COLUMNS}], ttgl.int32, {W!r})",
+        f"    consts = {{name: kw[name] for name in {constexprs(k)!r}}}",
+        "    consumers = cfg.num_warps // 4",
+        f"    layout = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits})",
+        "    # two consumers take turns on the tensor cores (measured equal or faster: bench/results/lowbit-wgmma-*.json)",
+        "    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, PAIRS3=layout, CONSUMERS=consumers,",
+        "                                         PINGPONG=consumers == 2, **consts)",
+        "",
+        "",
+        "def _wgmma_descriptor(x, block, dtype, name):",
+        "    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor",
+        "",
+        "    if x.stride(-1) != 1 or x.stride(0) * x.element_size() % 16 or x.data_ptr() % 16:",
+        "        raise ValueError(f\"the register-operand (wgmma) schedule reads {name} by TMA: its rows contiguous, \"",
+        "                         f\"16-byte aligned (row stride {x.stride(0)} x {x.element_size()} bytes)\")",
+        "    return GluonDescriptor.from_tensor(x, block, ttgl.NVMMASharedLayout.get_default_for(block, dtype))",
+        "",
+        "",
+        "def wgmma_launch(cfg, t, n, c):",
+        "    args, kwargs = wgmma_launch_args(cfg, t, n, c)",
+        f"    {k.name}_wgmma_kernel[cfg.grid](*args, **kwargs)",
+    ]
