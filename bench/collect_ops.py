@@ -6,8 +6,8 @@ replaces an earlier source's row of the same op, shape, dtype, causality and bas
 M = 1 of the low-bit grid after a change to the decode path; lowbit-register-operand[-2bit] the 4-bit
 [2-bit] grid with the register-operand schedule among the M <= 16 candidates; lowbit-rotated-baseline the
 4- and 2-bit M <= 16 columns with bf16 cuBLAS reading its weights from HBM too;
-lowbit-register-operand-wgmma the 4- and 2-bit M = 1024 rows with the schedule's wgmma kernel among
-the candidates).
+lowbit-register-operand-wgmma[-8bit] the 4- and 2-bit [8-bit] M = 1024 rows with the schedule's wgmma
+kernel among the candidates).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "lowbit-register-operand-2bit",
-           "lowbit-rotated-baseline", "lowbit-register-operand-wgmma", "fp8")
+           "lowbit-rotated-baseline", "lowbit-register-operand-wgmma", "lowbit-register-operand-wgmma-8bit", "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

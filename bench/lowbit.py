@@ -86,7 +86,19 @@ REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits al
     ({"M": 100, "N": 260, "K": 392},
      {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 4, "SPLIT_K": 1,
       "REGISTER_OPERAND": True})],
-                          "w2a16_gemm": REGISTER_OPERAND_POINTS}
+                          "w2a16_gemm": REGISTER_OPERAND_POINTS,
+                          # whole bytes: the wgmma kernel only; rows of 16-byte multiples (TMA)
+                          "w8a16_gemm": [(sizes, {**params, "SPLIT_K": 1, "REGISTER_OPERAND": True}) for sizes, params in [
+                              ({"M": 37, "N": 304, "K": 520}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64,
+                                                               "NUM_WARPS": 4, "NUM_STAGES": 3}),
+                              ({"M": 300, "N": 208, "K": 1040}, {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128,
+                                                                 "NUM_WARPS": 8, "NUM_STAGES": 2}),
+                              ({"M": 33, "N": 4112, "K": 128}, {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 128,
+                                                                "NUM_WARPS": 8, "NUM_STAGES": 4}),
+                              ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128,
+                                                                   "NUM_WARPS": 8, "NUM_STAGES": 2}),
+                              ({"M": 520, "N": 1008, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64,
+                                                                  "NUM_WARPS": 8, "NUM_STAGES": 4})]]}
 
 
 def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
@@ -112,8 +124,8 @@ def register_operand_bindings(program, sizes: dict, points, stages):
 
 def candidates(m: int, bits: int = 0) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner); the 4- and 2-bit specs'
-    lists add register-operand points (mma.sync at M <= 16, wgmma above; the other widths lack the
-    schedule)."""
+    lists add register-operand points (mma.sync at M <= 16, wgmma above), the 8-bit one wgmma points
+    (3 bits lack the schedule)."""
     if m <= 16 and bits in (2, 4):  # NUM_STAGES 2: the next words in registers; 3, 4: a cp.async ring
         bm = 1 if m <= 8 else 16
         ro = [register_operand(bm, bn, w, s, stages=st) for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8),
@@ -138,6 +150,9 @@ def candidates(m: int, bits: int = 0) -> list[dict]:
     # the register-operand schedule on wgmma: two consumer warpgroups of 64 columns, K tiles of 128
     wgmma = [register_operand(bm, 128, 8, 1, stages=st) for bm in ((128, 256) if m >= 256 else (64, 128))
              for st in (2, 3)] if bits in (2, 4) else []
+    if bits == 8:  # whole bytes: twice the shared memory a K tile
+        wgmma = [register_operand(bm, 128, 8, 1, bk, st) for bm in ((128, 256) if m >= 256 else (64, 128))
+                 for bk, st in ((128, 2), (64, 3), (64, 4))]
     if m < 256:
         return base + wgmma
     return base + wgmma + [cfg(256, 128, 64, 8, 3), cfg(256, 128, 64, 8, 4), cfg(256, 64, 64, 8, 4),

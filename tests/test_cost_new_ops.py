@@ -132,6 +132,13 @@ def test_the_register_operand_wgmma_kernel_is_predicted_faster_at_prefill_shapes
         assert predict(wgmma).latency < min(predict(fused).latency, predict(materialised).latency), size
         ctas, warps, occ = _occupancy(wgmma)
         assert (ctas, warps) == (1, 9) and occ["smem_bytes"] == 3 * 128 * (2 * 256 + 128 // 2)
+    prog8 = load_program(CONFIGS / "w8a16_gemm.yaml")  # bytes: a bigger ring, fp32 dequantisation
+    size = {"M": 1024, "N": 8192, "K": 8192}
+    wgmma = bind(prog8, {**size, "BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 2,
+                         "SPLIT_K": 1, "REGISTER_OPERAND": True})
+    fused = bind(prog8, {**size, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 3})
+    assert predict(wgmma).latency < predict(fused).latency
+    assert _occupancy(wgmma)[2]["smem_bytes"] == 2 * 128 * (2 * 256 + 128)
 
 
 def test_the_warp_specialised_schedule_overlaps_the_softmax_with_the_mmas():

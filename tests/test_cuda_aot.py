@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
+from tests.conftest import ROOT  # noqa: E402
 from tests.cuda_util import cuda_gemm_specs  # noqa: E402
 from tilesched import load_program  # noqa: E402
 from tilesched.backends.cuda.aot import compile_for_hopper  # noqa: E402
@@ -109,22 +110,23 @@ def test_register_operand_schedule_takes_fp16_activations():
 
 WGMMA_POINTS = [  # the register-operand schedule's wgmma kernel: one or two consumers, ragged sizes, K tiles of 64
     ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 2}),
-    ({"M": 37, "N": 300, "K": 520}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 4}),
-    ({"M": 100, "N": 260, "K": 392}, {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 3}),
+    ({"M": 37, "N": 304, "K": 520}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 4}),
+    ({"M": 100, "N": 272, "K": 392}, {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 3}),
 ]
 
 
 @pytest.mark.parametrize("act", ["bf16", "fp16"])
-@pytest.mark.parametrize("spec", ["w4a16_gemm", "w2a16_gemm"])
+@pytest.mark.parametrize("spec", ["w4a16_gemm", "w2a16_gemm", "w8a16_gemm"])
 @pytest.mark.parametrize("sizes,params", WGMMA_POINTS, ids=["m1024", "one-consumer", "k64"])
 def test_register_operand_wgmma_kernel_compiles_for_sm90(spec, sizes, params, act):
     """Row tiles past 16 take the wgmma kernel: TMA brings X's tiles and the packed words; its compile
-    asserts that the words' layout becomes wgmma's register operand without data movement. Shared
-    memory holds the ring of X tiles and words: never a dequantised weight tile."""
+    asserts that the words' layout becomes wgmma's register operand without data movement (8-bit
+    weights, one to a byte, load in the operand's layout). Shared memory holds the ring of X tiles
+    and weights as stored: never a dequantised weight tile."""
     from tilesched.backends.cuda.io import retyped
 
-    bits = 4 if spec == "w4a16_gemm" else 2
-    if params["BLOCK_K"] * bits // 32 < 8:
+    bits = {"w4a16_gemm": 4, "w2a16_gemm": 2, "w8a16_gemm": 8}[spec]
+    if bits < 8 and params["BLOCK_K"] * bits // 32 < 8:
         pytest.skip("fewer than 8 rows of words a tile: refused (test_cuda_lowbit)")
     program = load_program(SPECS[spec])
     kernel = Kernel(program if act == "bf16" else retyped(program, "bf16", "fp16"))
@@ -156,3 +158,26 @@ def test_warp_specialised_attention_compiles_for_sm90(spec, sizes, block_n, stag
     assert built.wgmma and built.tma and not built.mma_sync
     tiles = 2 * sizes["D"] * (128 + 2 * stages * block_n)
     assert tiles <= built.shared_bytes <= tiles + 1024, built
+
+
+def test_gluon_compiles_after_a_kernel_ran_in_the_interpreter():
+    """Triton's interpreter swaps triton.language's reduce while a kernel runs, and imports Gluon lazily:
+    a Gluon first imported in that window kept the swapped reduce, and every later Gluon compile of a
+    reduction failed (seen when a bench's CPU check ran before these tests). Loading a generated
+    module imports Gluon first. In a fresh process, as the order matters."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ['TRITON_INTERPRET'] = '1'\n"
+        "import torch\n"
+        "from tilesched import load_program\n"
+        "from tilesched.backends.cuda.kernel import Kernel\n"
+        f"k = Kernel(load_program({str(SPECS['w4a16_gemm'].parent / 'softmax.yaml')!r}))\n"
+        "y = k(X=torch.randn(8, 40).to(torch.bfloat16))\n"
+        "from triton.experimental.gluon import language as ttgl\n"
+        "print(ttgl.reduce.__qualname__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "reduce", out.stdout

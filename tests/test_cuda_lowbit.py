@@ -388,6 +388,34 @@ def test_register_operand_wgmma_block_rules():
     assert "X row-major" in legal_blocks({"M": 64, "N": 64, "K": 128}, 4, groups, col)
 
 
+def test_register_operand_takes_bytes_on_wgmma_only():
+    """uint8 weights one to a byte: the wgmma kernel loads them in its operand's layout and runs the chain
+    in fp32 (exact, one rounding); row tiles of 16 or fewer (mma.sync, packed words only) are refused, and
+    the module renders no mma.sync kernel for them."""
+    from tilesched.backends.cuda.gluon_wgmma import FP32_BIAS, chain_fp32, chain_steps
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.register_operand import legal_blocks, mma_sync_why_not, the_dot, why_not
+
+    k = lower_kernel(load_program(CONFIGS / "w8a16_gemm.yaml"))
+    assert why_not(k) is None and "(mma.sync)" in mma_sync_why_not(k)[1]
+    groups = {"G_Z_K": 128, "G_S_K": 128}
+    assert legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=2) is None
+    assert "uint8, int8 weights take the wgmma kernel only" in legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k)
+    assert "from 32 to 256" in legal_blocks({"M": 256, "N": 128, "K": 16}, 8, groups, k)
+    assert "bytes <= 231424" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=3)
+    steps = chain_steps(k, the_dot(k), FP32_BIAS, 1 << 22)
+    assert steps == [("sub", f"({FP32_BIAS}.0 + r_Z)"), ("mul", "r_S")]
+    assert chain_fp32(steps) == (["f = f - o0", "f = f * o1"], [f"({FP32_BIAS}.0 + r_Z)", "r_S"])
+    src = compiled(load_program(CONFIGS / "w8a16_gemm.yaml"))[1]
+    assert "def w8a16_gemm_wgmma_kernel(" in src and "_gluon_kernel" not in src
+    assert "(w.to(ttgl.int32) + 0x4B400000).to(ttgl.float32, bitcast=True)" in src
+    kernel = Kernel(load_program(CONFIGS / "w8a16_gemm.yaml"))
+    params = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "NUM_WARPS": 4, "NUM_STAGES": 2,
+              "SPLIT_K": 1, "MATERIALIZE": False, "REGISTER_OPERAND": True}
+    with pytest.raises(SpecError, match="constraint"):  # the spec's own constraint says so first
+        oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=params)
+
+
 @pytest.mark.parametrize("chain,steps", [
     ("[cast, sub, mul], reads: [w, Z, S]", [("sub", "(128.0 + r_Z)"), ("mul", "r_S")]),  # 128 + z is exact
     ("[cast, sub, div], reads: [w, Z, S]", [("sub", "(128.0 + r_Z)"), ("mul", "(1.0 / r_S)")]),
@@ -405,7 +433,7 @@ def test_wgmma_dequantisation_in_packed_halves(chain, steps):
     if "Z" not in chain:
         edits.append(("  Z: {shape: [K, N], dtype: uint4, group: {K: 128}, pack: N}\n", ""))
     k = lower_kernel(_variant("w4a16_gemm", *edits))
-    assert chain_steps(k, the_dot(k), "bf16") == steps
+    assert chain_steps(k, the_dot(k), 128, 128) == steps  # bf16: 128 + z exact for z <= 128
     asm, operands = chain_asm(steps, "fp16")
     assert len(operands) == sum(len(s) - 1 for s in steps) and asm.count(".f16x2") == len(steps)
     assert ("mov.b32 b, 0x64006400; sub.rn.f16x2 t, $2, b;" in asm) == (steps[0] == ("sub",))

@@ -31,6 +31,7 @@ from tilesched.passes.optional import mark
 OPTION = "register_operand"
 ACTIVATIONS = ("bf16", "fp16")
 WEIGHTS = ("uint4", "uint2")  # 8 or 16 to a word: one or two of a thread's 8-index operand fragments
+BYTE_WEIGHTS = ("uint8", "int8")  # one to a byte, unpacked: the wgmma kernel only (row tiles past 16)
 MMA_ROWS = 16  # mma.sync's m16n8k16: 16 weight columns per warp and step, up to 16 activation rows
 MAX_ROW_TILE = 16
 WGMMA_MIN_ROWS, WGMMA_MAX_ROWS = 32, 256  # row tiles past 16: Hopper's wgmma (its n)
@@ -57,15 +58,17 @@ def why_not(k: KernelIR) -> tuple[str, str] | None:
     if xl is None or xl.op != "load" or k.value(x).axes != (p, c) or k.value(x).dtype not in ACTIVATIONS:
         return dot.stage, f"a dot operand loaded as {' or '.join(ACTIVATIONS)} over ({p}, {c})"
     wa = k.access(wl.tensor, "load") if wl is not None and wl.op == "load" else None
-    if wa is None or wa.dtype not in WEIGHTS or wa.pack != c or k.value(w).axes != (c, q) or wa.group:
-        return dot.stage, f"weights of {', '.join(WEIGHTS)} packed into words along {c}"
+    shape = (wa.dtype in WEIGHTS and wa.pack == c) or (wa.dtype in BYTE_WEIGHTS and wa.pack is None) if wa else False
+    if not shape or k.value(w).axes != (c, q) or wa.group:
+        return dot.stage, (f"weights of {', '.join(WEIGHTS)} packed into words along {c}, or of "
+                           f"{', '.join(BYTE_WEIGHTS)} one to a byte")
     for n in coefs:
         load = producer(k, n)
         if load is None or load.op != "load" or not constant_along(k, n, c, q):
             return dot.stage, f"coefficients loaded one row per {c} tile ({n})"
         acc = k.access(load.tensor, "load")
-        if acc.pack not in (None, q) or (acc.pack is None and acc.dtype not in ("bf16", "fp16", "fp32")):
-            return load.stage, f"coefficients as floats or integers packed along {q} ({n})"
+        if acc.pack not in (None, q) or (acc.pack is None and acc.dtype not in ("bf16", "fp16", "fp32", *BYTE_WEIGHTS)):
+            return load.stage, f"coefficients as floats, bytes or integers packed along {q} ({n})"
     feeding = {x, w, *coefs}
     other = next((i for i in k.loop if i is not dot and (i.op != "load" or i.out not in feeding)), None)
     if other is not None:
@@ -74,6 +77,20 @@ def why_not(k: KernelIR) -> tuple[str, str] | None:
         stage = next((i.stage for i in k.pre + k.post if i.op not in ("zeros", "store")), dot.stage)
         return stage, "an epilogue that stores the accumulator and nothing else"
     return None
+
+
+def byte_weights(k: KernelIR) -> bool:
+    """The kernel's weights are whole bytes (uint8, int8), not words of packed values."""
+    return k.access(producer(k, the_dot(k).args[2]).tensor, "load").dtype in BYTE_WEIGHTS
+
+
+def mma_sync_why_not(k: KernelIR) -> tuple[str, str] | None:
+    """`why_not` for the mma.sync kernel (row tiles of at most 16): its layouts take packed words only."""
+    why = why_not(k)
+    if why is None and byte_weights(k):
+        dot = the_dot(k)
+        return dot.stage, f"weights of {', '.join(WEIGHTS)} packed into words along {k.reduction} (mma.sync)"
+    return why
 
 
 def register_operand(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
@@ -111,8 +128,10 @@ def _mma_sync_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, 
     """mma.sync: column tiles of 16 per warp, reduction tiles of whole words for the 4 lanes along
     it (32 indices for 4 bits, 64 for 2)."""
     dot = the_dot(k)
-    _, q = k.value(dot.out).axes
+    p, q = k.value(dot.out).axes
     c = k.reduction
+    if byte_weights(k):
+        return f"BLOCK_{p} of {WGMMA_MIN_ROWS} or more ({', '.join(BYTE_WEIGHTS)} weights take the wgmma kernel only)"
     if block[q] % (MMA_ROWS * warps) or not _pow2(block[q] // (MMA_ROWS * warps)):
         return f"BLOCK_{q} a power-of-two multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
     step = 4 * 32 // bits  # the 4 lanes along the reduction hold a word each
@@ -137,7 +156,10 @@ def _wgmma_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, sta
         return f"BLOCK_{q} = {WGMMA_COLUMNS} x NUM_WARPS / 4 with NUM_WARPS 4 or 8 (a warpgroup per " \
                f"{WGMMA_COLUMNS} columns; got BLOCK_{q} = {block[q]}, NUM_WARPS = {warps})"
     words = block[c] * bits // 32
-    if not _pow2(block[c]) or words < 8 or block[c] > 256:
+    if byte_weights(k):  # a tile of bytes [BLOCK_c, 64] per consumer
+        if not _pow2(block[c]) or not 32 <= block[c] <= 256:
+            return f"BLOCK_{c} a power of two from 32 to 256 (got {block[c]})"
+    elif not _pow2(block[c]) or words < 8 or block[c] > 256:
         return f"BLOCK_{c} a power of two up to 256 with at least 8 words of {32 // bits} values (got {block[c]})"
     if stages < 2 or split != 1:
         return f"NUM_STAGES >= 2 and SPLIT_K = 1 (got {stages}, {split})"
@@ -146,7 +168,7 @@ def _wgmma_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, sta
     bad = next((t for t in (x, w) if k.access(t, "load").layout != "row_major"), None)
     if bad is not None:
         return f"{bad} row-major (TMA tiles)"
-    smem = stages * (block[p] * block[c] * 2 + words * 4 * block[q])
+    smem = stages * (block[p] * block[c] * 2 + block[c] * bits // 8 * block[q])
     if smem > HOPPER_SMEM:
         return f"NUM_STAGES x (X's tile + the words' tile) = {smem} bytes <= {HOPPER_SMEM} of shared memory"
     return None

@@ -150,8 +150,9 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     regs = min(255, acc_elems // (warps * 32) + 40)
     if _register_operand_wgmma(b):  # the ring of X's tiles and words; consumers at 232 registers, the loader warp
         sp, red = _spatial(b), _reduction(b)
-        packed = next(t for t in b.program.tensors if t.pack == red and t.scope != "tile")
-        smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * BITS[packed.dtype] // 8)
+        weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
+                       and (t.pack == red or t.dtype in ("uint8", "int8")))  # words of packed values, or bytes
+        smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * BITS[weights.dtype] // 8)
         warps, regs = warps + 1, 232
     if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers
         head = next(a for a in b.program.tensor(acc[-1]).shape if a not in _spatial(b))
@@ -382,8 +383,10 @@ def _loop_elementwise_ops(b: Binding) -> float:
         out = b.program.tensor(s.writes[0])
         again = prod(b.n_tiles(g) for g in grid if g not in out.shape)
         packed = [t for t in s.reads if b.program.tensor(t).pack or b.program.tensor(t).dtype in SUB_BYTE]
-        if _register_operand_wgmma(b):  # two LOP3s make a pair BIAS + v, then the chain's packed (x2) ops
+        if _register_operand_wgmma(b) and packed:  # two LOP3s make a pair BIAS + v, then the chain's packed (x2) ops
             per = 1.0 + 0.5 * sum(f != "cast" for f in s.fn)
+        elif _register_operand_wgmma(b):  # bytes: a load and an add make BIAS + v in fp32, the chain, a conversion
+            per = 2.5 + sum(f != "cast" for f in s.fn)
         elif _register_operand(b):  # one shift and one LOP3 make two values an MMA operand pair
             per = 1.0
         elif s.writes[0] in factored:  # only the varying input's unpacking and conversion per element

@@ -51,6 +51,14 @@ def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
     else:
         return ttgl.load(ptrs, mask=mask, other=0)
 
+# Triton 3.6 names the TMA load async_copy_global_to_shared, later versions async_load
+_gl_tma_load = getattr(_gl_tma, "async_load", None) or _gl_tma.async_copy_global_to_shared
+
+@gluon.jit
+def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
+    # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
+    return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
+                                       is_pure=True, pack=1)
 
 @gluon.jit
 def _gl_add(x, y):  # defined here, not taken from triton.language, as the Triton helpers are
@@ -68,15 +76,6 @@ def _gl_copy(slot, ptrs, mask, EVEN: ttgl.constexpr):
         _gl_async_load(slot, ptrs)
     else:
         _gl_async_load(slot, ptrs, mask)
-
-# Triton 3.6 names the TMA load async_copy_global_to_shared, later versions async_load
-_gl_tma_load = getattr(_gl_tma, "async_load", None) or _gl_tma.async_copy_global_to_shared
-
-@gluon.jit
-def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
-    # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
-    return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
-                                       is_pure=True, pack=1)
 
 
 @triton.jit
@@ -404,18 +403,18 @@ def w4a16_gemm_wgmma_kernel(
 
 
 def wgmma_launch_args(cfg, t, n, c):
-    """The wgmma kernel's arguments: TMA descriptors of X and of the packed words, then the Triton
-    kernel's arguments; its layouts and the consumers (a warpgroup per 64 columns)."""
+    """The wgmma kernel's arguments: TMA descriptors of X and of the weights (words or bytes), then the Triton
+    kernel's arguments; its constants and the consumers (a warpgroup per 64 columns)."""
+    args, kw = launch_args(cfg, t, n, c)
     from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout
 
-    args, kw = launch_args(cfg, t, n, c)
+    kw["PAIRS3"] = wgmma_pairs_layout(kw["BLOCK_K"], 4)
     x_desc = _wgmma_descriptor(t['X'], [kw["BLOCK_M"], kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"] * 4 // 32, 64], ttgl.int32, 'W')
-    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP']}
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'PAIRS3']}
     consumers = cfg.num_warps // 4
-    layout = wgmma_pairs_layout(kw["BLOCK_K"], 4)
     # two consumers take turns on the tensor cores (measured equal or faster: bench/results/lowbit-wgmma-*.json)
-    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, PAIRS3=layout, CONSUMERS=consumers,
+    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,
                                          PINGPONG=consumers == 2, **consts)
 
 

@@ -3,6 +3,11 @@
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
+from triton.experimental import gluon
+from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia import hopper as _gl_hopper
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier as _gl_mbarrier
+from triton.experimental.gluon.language.nvidia.hopper import tma as _gl_tma
 
 
 # Helpers are defined here rather than taken from triton.language's @jit library, so the module
@@ -35,6 +40,23 @@ def _tile_coords(tile_id, tiles_a, tiles_b, GROUP: tl.constexpr):
     first = (tile_id // width) * GROUP
     rows = tl.minimum(tiles_a - first, GROUP)
     return first + (tile_id % width) % rows, (tile_id % width) // rows
+
+@gluon.jit
+def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
+    # masks only where some point is ragged (EVEN is the launch's compile-time flag)
+    if EVEN:
+        return ttgl.load(ptrs)
+    else:
+        return ttgl.load(ptrs, mask=mask, other=0)
+
+# Triton 3.6 names the TMA load async_copy_global_to_shared, later versions async_load
+_gl_tma_load = getattr(_gl_tma, "async_load", None) or _gl_tma.async_copy_global_to_shared
+
+@gluon.jit
+def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
+    # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
+    return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
+                                       is_pure=True, pack=1)
 
 
 @triton.jit
@@ -69,6 +91,8 @@ def w8a16_gemm_kernel(
     G_S_K: tl.constexpr,
     GROUP: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    REGISTER_OPERAND_WGMMA: tl.constexpr,
+    REGISTER_OPERAND: tl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
     tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
@@ -193,8 +217,162 @@ def launch_args(cfg, t, n, c):
 
 def launch(cfg, t, n, c):
     """Launch the kernel for one call."""
+    if cfg.constexprs["REGISTER_OPERAND_WGMMA"]:  # the register-operand (wgmma) schedule's kernel
+        return wgmma_launch(cfg, t, n, c)
     args, kwargs = launch_args(cfg, t, n, c)
     w8a16_gemm_kernel[cfg.grid](*args, **kwargs)
+
+
+# the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
+@gluon.jit
+def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr):
+    acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
+    a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
+    cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)
+    cq = q0 + ttgl.arange(0, 64, layout=cols)  # this warpgroup's weight columns
+    zc = ttgl.zeros([64], ttgl.float32, cols)
+    acc = ttgl.zeros([64, BLOCK_M], ttgl.float32, acc_l)
+    r_Z_next = _gl_load(p_Z + ((0 * BLOCK_K) // G_Z_K) * s_Z_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+    r_S_next = _gl_load(p_S + ((0 * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+    for t in range(k_tiles):
+        r_Z = r_Z_next
+        r_S = r_S_next
+        r_Z_next = _gl_load(p_Z + ((ttgl.minimum(t + 1, k_tiles - 1) * BLOCK_K) // G_Z_K) * s_Z_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+        r_S_next = _gl_load(p_S + ((ttgl.minimum(t + 1, k_tiles - 1) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+        o0 = ttgl.expand_dims((12582912.0 + r_Z) + zc, 1)
+        o1 = ttgl.expand_dims(r_S + zc, 1)
+        slot = t % STAGES
+        _gl_mbarrier.wait(ready.index(slot), (t // STAGES) & 1)
+        w = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(a_l)  # the bytes, in the operand's layout
+        f = (w.to(ttgl.int32) + 0x4B400000).to(ttgl.float32, bitcast=True)  # BIAS + v, exactly
+        f = f - o0
+        f = f * o1
+        a = f.to(ttgl.bfloat16)
+        if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
+            _gl_mbarrier.wait(turn.index(wg), t & 1)
+        tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=t > 0, is_async=True)
+        if PINGPONG:
+            _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
+        # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
+        acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
+        _gl_mbarrier.arrive(empty.index(slot), count=1)
+    st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+    out = ttgl.convert_layout(ttgl.permute(acc.to(ttgl.bfloat16), (1, 0)), st_l)
+    yp = off_M + ttgl.arange(0, BLOCK_M, layout=ttgl.SliceLayout(1, st_l))
+    yq = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(0, st_l))
+    y_ptrs = p_Y + yp[:, None].to(ttgl.int64) * s_Y_M + yq[None, :]
+    ttgl.store(y_ptrs, out, mask=(yp < n_M)[:, None] & (yq < n_N)[None, :])
+
+
+@gluon.jit
+def w8a16_gemm_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, k_tiles, BLOCK_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):
+    for t in range(k_tiles):
+        slot = t % STAGES
+        if t >= STAGES:  # the slot's last tile: every consumer's MMA on it is done
+            _gl_mbarrier.wait(empty.index(slot), (t // STAGES - 1) & 1)
+        _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)
+        for wg in ttgl.static_range(CONSUMERS):
+            _gl_tma_load(w_desc, [t * (BLOCK_K), off_N + wg * 64], ready.index(slot), w_ring.index(slot * CONSUMERS + wg))
+        _gl_tma_load(x_desc, [off_M, t * BLOCK_K], ready.index(slot), x_ring.index(slot))
+
+
+@gluon.jit
+def w8a16_gemm_wgmma_kernel(
+    x_desc,
+    w_desc,
+    p_X,
+    p_W,
+    p_Z,
+    p_S,
+    p_Y,
+    ws_acc,
+    ws_arrived,
+    n_M,
+    n_N,
+    n_K,
+    s_X_M,
+    s_X_K,
+    s_W_K,
+    s_W_N,
+    s_Z_K,
+    s_Z_N,
+    s_S_K,
+    s_S_N,
+    s_Y_M,
+    s_Y_N,
+    BLOCK_M: ttgl.constexpr,
+    BLOCK_N: ttgl.constexpr,
+    BLOCK_K: ttgl.constexpr,
+    EVEN_M: ttgl.constexpr,
+    EVEN_N: ttgl.constexpr,
+    EVEN_K: ttgl.constexpr,
+    G_Z_K: ttgl.constexpr,
+    G_S_K: ttgl.constexpr,
+    GROUP: ttgl.constexpr,
+    STAGES: ttgl.constexpr,
+    CONSUMERS: ttgl.constexpr,
+    PINGPONG: ttgl.constexpr,
+):
+    tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
+    tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
+    tile_id = ttgl.program_id(0)
+    width = GROUP * tiles_N  # GROUP rows of tiles swept column by column
+    first = (tile_id // width) * GROUP
+    pid_M = first + (tile_id % width) % ttgl.minimum(tiles_M - first, GROUP)
+    pid_N = (tile_id % width) // ttgl.minimum(tiles_M - first, GROUP)
+    off_M = pid_M * BLOCK_M
+    off_N = pid_N * BLOCK_N
+    # at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)
+    k_tiles = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K, 1)
+    x_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
+    w_ring = ttgl.allocate_shared_memory(ttgl.uint8, [STAGES * CONSUMERS, BLOCK_K, 64], w_desc.layout)
+    ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())
+    for i in ttgl.static_range(STAGES):
+        _gl_mbarrier.init(ready.index(i), count=1)
+        _gl_mbarrier.init(empty.index(i), count=CONSUMERS)  # one arrival per consumer warpgroup
+    for i in ttgl.static_range(2):
+        _gl_mbarrier.init(turn.index(i), count=1)
+    _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
+    if CONSUMERS == 2:
+        ttgl.warp_specialize([
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, STAGES, CONSUMERS, PINGPONG)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, STAGES, CONSUMERS, PINGPONG)),
+            (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
+        ], [4, 1], [232, 24])  # registers: the consumer's accumulator and operand; the loader's few
+    else:
+        ttgl.warp_specialize([
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, STAGES, CONSUMERS, PINGPONG)),
+            (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
+        ], [1], [24])
+
+
+def wgmma_launch_args(cfg, t, n, c):
+    """The wgmma kernel's arguments: TMA descriptors of X and of the weights (words or bytes), then the Triton
+    kernel's arguments; its constants and the consumers (a warpgroup per 64 columns)."""
+    args, kw = launch_args(cfg, t, n, c)
+    x_desc = _wgmma_descriptor(t['X'], [kw["BLOCK_M"], kw["BLOCK_K"]], ttgl.bfloat16, 'X')
+    w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"], 64], ttgl.uint8, 'W')
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP']}
+    consumers = cfg.num_warps // 4
+    # two consumers take turns on the tensor cores (measured equal or faster: bench/results/lowbit-wgmma-*.json)
+    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,
+                                         PINGPONG=consumers == 2, **consts)
+
+
+def _wgmma_descriptor(x, block, dtype, name):
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+
+    if x.stride(-1) != 1 or x.stride(0) * x.element_size() % 16 or x.data_ptr() % 16:
+        raise ValueError(f"the register-operand (wgmma) schedule reads {name} by TMA: its rows contiguous, "
+                         f"16-byte aligned (row stride {x.stride(0)} x {x.element_size()} bytes)")
+    return GluonDescriptor.from_tensor(x, block, ttgl.NVMMASharedLayout.get_default_for(block, dtype))
+
+
+def wgmma_launch(cfg, t, n, c):
+    args, kwargs = wgmma_launch_args(cfg, t, n, c)
+    w8a16_gemm_wgmma_kernel[cfg.grid](*args, **kwargs)
 
 
 # produce: w8a16_gemm_materialize

@@ -34,7 +34,7 @@ from triton.experimental.gluon import language as ttgl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy as _gl_async
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2"""
 
-HELPERS = '''
+LOAD_HELPERS = '''
 @gluon.jit
 def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
     # masks only where some point is ragged (EVEN is the launch's compile-time flag)
@@ -42,8 +42,9 @@ def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
         return ttgl.load(ptrs)
     else:
         return ttgl.load(ptrs, mask=mask, other=0)
+'''
 
-
+HELPERS = '''
 @gluon.jit
 def _gl_add(x, y):  # defined here, not taken from triton.language, as the Triton helpers are
     return x + y

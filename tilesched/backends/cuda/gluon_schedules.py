@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tilesched.backends.cuda import gluon_attention, gluon_emit, gluon_wgmma
 from tilesched.passes.kernel import KernelIR
+from tilesched.passes.register_operand import mma_sync_why_not
 from tilesched.passes.register_operand import why_not as ro_why_not
 from tilesched.passes.warp_specialize import why_not as ws_why_not
 
@@ -36,11 +37,11 @@ class GluonSchedule:
 
 SCHEDULES = (
     GluonSchedule("REGISTER_OPERAND_WGMMA", "register-operand (wgmma)", "register_operand", ro_why_not, "wgmma_",
-                  gluon_wgmma.IMPORTS, (gluon_emit.HELPERS, gluon_attention.HELPERS, gluon_wgmma.HELPERS),
+                  gluon_wgmma.IMPORTS, (gluon_emit.LOAD_HELPERS, gluon_attention.HELPERS, gluon_wgmma.HELPERS),
                   gluon_wgmma.render_kernel,
                   gluon_wgmma.render_host, True),
-    GluonSchedule("REGISTER_OPERAND", "register-operand", "register_operand", ro_why_not, "gluon_",
-                  gluon_emit.IMPORTS, (gluon_emit.HELPERS,), gluon_emit.render_gluon, gluon_emit.render_gluon_host,
+    GluonSchedule("REGISTER_OPERAND", "register-operand", "register_operand", mma_sync_why_not, "gluon_",
+                  gluon_emit.IMPORTS, (gluon_emit.LOAD_HELPERS, gluon_emit.HELPERS), gluon_emit.render_gluon, gluon_emit.render_gluon_host,
                   False),
     GluonSchedule("WARP_SPECIALIZE", "warp-specialised", "warp_specialize", ws_why_not, "specialized_",
                   gluon_attention.IMPORTS, (gluon_attention.HELPERS,), gluon_attention.render_kernel,

@@ -41,6 +41,10 @@ from triton.experimental.gluon.language.nvidia.hopper import tma as _gl_tma"""
 
 # activation dtype: (BIAS, BIAS + 0 twice as a 32-bit word, the largest integer exact beside BIAS, PTX type)
 PACKED = {"bf16": (128, "0x43004300", 256, "bf16x2"), "fp16": (1024, "0x64006400", 2048, "f16x2")}
+# whole-byte weights run the chain in fp32: 1.5 x 2^23 plus a small integer of either sign, added to its
+# bits, is that float exactly; the chain's (v - z) s is exact in fp32 and rounds once to 16 bits
+FP32_BIAS, FP32_BIAS_BITS, FP32_ROOM = 12582912, "0x4B400000", 1 << 22
+GL_INTS = {"uint8": "ttgl.uint8", "int8": "ttgl.int8"}
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
 
 
@@ -53,10 +57,10 @@ def _integral(k: KernelIR, n: str, room: int) -> bool:
     return (1 << bits) - 1 <= room if dtype.startswith("uint") else 1 << (bits - 1) <= room
 
 
-def chain_steps(k: KernelIR, dot: Instr, act: str) -> list[tuple[str, ...]]:
-    """The dequantisation chain as packed 16-bit operations on t = BIAS + v, each (op, operands):
-    operands are fp32 column expressions, the empty tuple for BIAS itself."""
-    bias, _, exact, _ = PACKED[act]
+def chain_steps(k: KernelIR, dot: Instr, bias: int, room: int) -> list[tuple[str, ...]]:
+    """The dequantisation chain as operations on t = BIAS + v, each (op, operands): operands are fp32
+    column expressions, none for BIAS itself; BIAS leaves with the first zero point that is an
+    integer of at most `room` (BIAS + z exact), else on its own; a product then a sum is one fma."""
     coefs = iter(dot.args[3:])
     pending = True  # t still holds BIAS
     steps: list[tuple[str, ...]] = []
@@ -66,7 +70,7 @@ def chain_steps(k: KernelIR, dot: Instr, act: str) -> list[tuple[str, ...]]:
         n = None if const is not None else next(coefs)
         y = const if n is None else f"r_{n}"
         if f in ("add", "bias", "sub"):
-            if pending and n is not None and _integral(k, n, exact - bias):
+            if pending and n is not None and _integral(k, n, room):
                 steps.append(("sub", f"({bias}.0 + {y})" if f == "sub" else f"({bias}.0 - {y})"))
                 pending = False
                 continue
@@ -111,6 +115,28 @@ def chain_asm(steps: list[tuple[str, ...]], act: str) -> tuple[str, list[str]]:
     return "{ .reg .b32 t, b; " + " ".join(body) + " mov.b32 {$0, $1}, t; }", operands
 
 
+def chain_fp32(steps: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
+    """Lines applying the steps to `f` (fp32, BIAS + v) with column operands o<j>, and their expressions."""
+    lines, operands = [], []
+
+    def operand(e: str) -> str:
+        operands.append(e)
+        return f"o{len(operands) - 1}"
+
+    for op, *args in steps:
+        if not args:
+            lines.append(f"f = f - {FP32_BIAS}.0")
+        elif op == "fma":
+            lines.append(f"f = f * {operand(args[0])} + {operand(args[1])}")
+        else:
+            lines.append(f"f = f {dict(sub='-', add='+', mul='*')[op]} {operand(args[0])}")
+    return lines, operands
+
+
+def byte_weights(k: KernelIR) -> bool:
+    return k.access(_parts(k)[6], "load").dtype in GL_INTS
+
+
 def constexprs(k: KernelIR) -> list[str]:
     """The kernel's compile-time arguments taken from the Triton launch's constexprs by name."""
     dot = the_dot(k)
@@ -141,8 +167,14 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     coefs = dot.args[3:]
     per_tile = [n for n in coefs if c in k.value(n).axes]
     once = [n for n in coefs if c not in k.value(n).axes]
-    steps = chain_steps(k, dot, act)
-    asm, operands = chain_asm(steps, act)
+    whole = byte_weights(k)
+    if whole:  # bytes: the chain in fp32 on the operand's own layout
+        steps = chain_steps(k, dot, FP32_BIAS, FP32_ROOM)
+        fp32_lines, operands = chain_fp32(steps)
+    else:  # packed words: the chain in 16-bit pairs
+        bias, _, exact, _ = PACKED[act]
+        steps = chain_steps(k, dot, bias, exact - bias)
+        asm, operands = chain_asm(steps, act)
     consts = constexprs(k)
     tile = "ttgl.minimum(t + 1, k_tiles - 1)"  # the next tile's group (past the end, the last again)
 
@@ -150,20 +182,30 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         return any(f"r_{n}" in e for n in per_tile)
 
     def pair(j: int, e: str) -> str:
+        if whole:
+            return f"o{j} = ttgl.expand_dims({e} + zc, 1)"
         return f"o{j} = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair({e} + zc, {dt}), 1), 2)"
 
     before = [
         "acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
         f"instr_shape=[16, BLOCK_{p}, 16])",
         "a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)",
-        "words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)",
-        "cols: ttgl.constexpr = ttgl.SliceLayout(1, words_l)",
+    ]
+    if whole:
+        before += ["cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)"]
+    else:
+        before += ["words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)",
+                   "cols: ttgl.constexpr = ttgl.SliceLayout(1, words_l)"]
+    before += [
         f"cq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols)  # this warpgroup's weight columns",
         f"zc = ttgl.zeros([{WGMMA_COLUMNS}], ttgl.float32, cols)",
-        f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))",
-        f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1",
-        f"acc = ttgl.zeros([{WGMMA_COLUMNS}, BLOCK_{p}], ttgl.float32, acc_l)",
     ]
+    if not whole:
+        before += [
+            f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))",
+            f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1",
+        ]
+    before += [f"acc = ttgl.zeros([{WGMMA_COLUMNS}, BLOCK_{p}], ttgl.float32, acc_l)"]
     for n in once:
         before += _coefficient(k, n, q, c, "0")
     for n in per_tile:
@@ -174,17 +216,26 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         loop += _coefficient(k, n, q, c, tile, f"r_{n}_next")
     loop += [pair(j, e) for j, e in enumerate(operands) if varies(e)]
     ops = ", ".join(["pairs"] + [f"o{j}" for j in range(len(operands))])
+    loop += ["slot = t % STAGES", "_gl_mbarrier.wait(ready.index(slot), (t // STAGES) & 1)"]
+    if whole:
+        loop += [
+            "w = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(a_l)  # the bytes, in the operand's layout",
+            f"f = (w.to(ttgl.int32) + {FP32_BIAS_BITS}).to(ttgl.float32, bitcast=True)  # BIAS + v, exactly",
+            *fp32_lines,
+            f"a = f.to({dt})",
+        ]
+    else:
+        loop += [
+            "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
+            "v = ttgl.expand_dims(words, 2) >> shifts",
+            f"pairs = (v & 0x{low:X}) | ((v << {16 - bits}) & 0x{low << 16:X}) | {PACKED[act][1]}  # BIAS + v, both halves",
+            *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
+            f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
+            f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
+            f"a = ttgl.convert_layout(ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l, "
+            "assert_trivial=True)",
+        ]
     loop += [
-        "slot = t % STAGES",
-        "_gl_mbarrier.wait(ready.index(slot), (t // STAGES) & 1)",
-        "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
-        "v = ttgl.expand_dims(words, 2) >> shifts",
-        f"pairs = (v & 0x{low:X}) | ((v << {16 - bits}) & 0x{low << 16:X}) | {PACKED[act][1]}  # BIAS + v, both halves",
-        *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
-        f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
-        f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
-        f"a = ttgl.convert_layout(ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l, "
-        "assert_trivial=True)",
         "if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
         "    _gl_mbarrier.wait(turn.index(wg), t & 1)",
         "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=t > 0, is_async=True)",
@@ -206,13 +257,14 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     body = before + ["for t in range(k_tiles):"] + ["    " + ln for ln in loop] + after
     scalars = _names_in(body, positional)
     cons = _names_in(body, consts)
+    layout = [] if whole else ["PAIRS3"]
     L = ["@gluon.jit",
          f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, k_tiles, "
          + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
-         + "STAGES: ttgl.constexpr, PAIRS3: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr):"]
+         + ", ".join(f"{n}: ttgl.constexpr" for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG"]) + "):"]
     L += ["    " + ln for ln in body]
 
-    words = f"BLOCK_{c} * {bits} // 32"
+    words = f"BLOCK_{c}" if whole else f"BLOCK_{c} * {bits} // 32"  # rows of the weights' tile
     L += ["", "", "@gluon.jit",
           f"def {k.name}_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, k_tiles, "
           f"BLOCK_{c}: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):"]
@@ -228,7 +280,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"    _gl_tma_load(x_desc, [off_{p}, t * BLOCK_{c}], ready.index(slot), x_ring.index(slot))",
     ]]
 
-    common = ", ".join(scalars + cons + ["STAGES", "PAIRS3", "CONSUMERS", "PINGPONG"])
+    common = ", ".join(scalars + cons + ["STAGES", *layout, "CONSUMERS", "PINGPONG"])
     consumer = f"({k.name}_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_{p}, off_{q}{{wg}}, {{i}}, " \
                f"k_tiles, {common}))"
     loader = (f"({k.name}_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, k_tiles, "
@@ -243,8 +295,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "# at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)",
         f"k_tiles = ttgl.maximum((n_{c} + BLOCK_{c} - 1) // BLOCK_{c}, 1)",
         f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, BLOCK_{p}, BLOCK_{c}], x_desc.layout)",
-        f"w_ring = ttgl.allocate_shared_memory(ttgl.int32, [STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS}], "
-        "w_desc.layout)",
+        f"w_ring = ttgl.allocate_shared_memory({GL_INTS[k.access(W, 'load').dtype] if whole else 'ttgl.int32'}, "
+        f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS}], w_desc.layout)",
         "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())",
@@ -270,8 +322,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     L += ["", "", "@gluon.jit", f"def {k.name}_wgmma_kernel(", "    x_desc,", "    w_desc,"]
     L += [f"    {a}," for a in positional]
     L += [f"    {n}: ttgl.constexpr," for n in consts]
-    L += ["    STAGES: ttgl.constexpr,", "    PAIRS3: ttgl.constexpr,", "    CONSUMERS: ttgl.constexpr,",
-          "    PINGPONG: ttgl.constexpr,", "):"]
+    L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG"]] + ["):"]
     L += ["    " + ln for ln in top]
     return L
 
@@ -290,21 +341,28 @@ def render_host(k: KernelIR) -> list[str]:
     the Triton kernel's arguments; a consumer warpgroup per 64 columns (NUM_WARPS / 4)."""
     dot, p, q, c, x, X, W, Y = _parts(k)
     dt = GL_DTYPES[k.value(x).dtype]
-    bits = BITS[k.access(W, "load").dtype]
+    wtype = k.access(W, "load").dtype
+    bits = BITS[wtype]
+    if byte_weights(k):
+        w_desc = f"[kw[\"BLOCK_{c}\"], {WGMMA_COLUMNS}], {GL_INTS[wtype]}"
+        layout = []
+    else:
+        w_desc = f"[kw[\"BLOCK_{c}\"] * {bits} // 32, {WGMMA_COLUMNS}], ttgl.int32"
+        layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout", "",
+                  f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits})"]
+    names = constexprs(k) + ([] if byte_weights(k) else ["PAIRS3"])
     return [
         "def wgmma_launch_args(cfg, t, n, c):",
-        '    """The wgmma kernel\'s arguments: TMA descriptors of X and of the packed words, then the Triton',
-        '    kernel\'s arguments; its layouts and the consumers (a warpgroup per 64 columns)."""',
-        "    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout",
-        "",
+        '    """The wgmma kernel\'s arguments: TMA descriptors of X and of the weights (words or bytes), then the Triton',
+        '    kernel\'s arguments; its constants and the consumers (a warpgroup per 64 columns)."""',
         "    args, kw = launch_args(cfg, t, n, c)",
+        *layout,
         f"    x_desc = _wgmma_descriptor(t[{X!r}], [kw[\"BLOCK_{p}\"], kw[\"BLOCK_{c}\"]], {dt}, {X!r})",
-        f"    w_desc = _wgmma_descriptor(t[{W!r}], [kw[\"BLOCK_{c}\"] * {bits} // 32, {WGMMA_COLUMNS}], ttgl.int32, {W!r})",
-        f"    consts = {{name: kw[name] for name in {constexprs(k)!r}}}",
+        f"    w_desc = _wgmma_descriptor(t[{W!r}], {w_desc}, {W!r})",
+        f"    consts = {{name: kw[name] for name in {names!r}}}",
         "    consumers = cfg.num_warps // 4",
-        f"    layout = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits})",
         "    # two consumers take turns on the tensor cores (measured equal or faster: bench/results/lowbit-wgmma-*.json)",
-        "    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, PAIRS3=layout, CONSUMERS=consumers,",
+        "    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,",
         "                                         PINGPONG=consumers == 2, **consts)",
         "",
         "",

@@ -20,8 +20,20 @@ def cache_dir() -> Path:
     return Path(root) / "cuda"
 
 
+def _import_gluon_first() -> None:
+    """Import Gluon's language before any kernel runs in Triton's interpreter. While a kernel runs
+    there, the interpreter swaps triton.language's reduce and scan for its own; a Gluon first
+    imported inside that window (the interpreter imports it lazily) keeps the swapped ones for the
+    rest of the process, and every later Gluon compile of a reduction fails (seen with Triton 3.9)."""
+    try:
+        import triton.experimental.gluon.language  # noqa: F401
+    except ImportError:  # a Triton without Gluon: no Gluon kernels either
+        pass
+
+
 @lru_cache(maxsize=64)
 def _load(source: str, interpret: bool) -> ModuleType:
+    _import_gluon_first()
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     path = cache_dir() / f"k_{digest}.py"
     write_atomic(path, source)
