@@ -356,9 +356,11 @@ def wgmma_launch_args(cfg, t, n, c):
     w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"], 64], ttgl.uint8, 'W')
     consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP']}
     consumers = cfg.num_warps // 4
-    # two consumers take turns on the tensor cores (measured equal or faster: bench/results/lowbit-wgmma-*.json)
+    # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
+    # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)
+    pingpong = consumers == 2 and kw["BLOCK_M"] >= 128
     return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,
-                                         PINGPONG=consumers == 2, **consts)
+                                         PINGPONG=pingpong, **consts)
 
 
 def _wgmma_descriptor(x, block, dtype, name):
