@@ -28,7 +28,8 @@ ATTENTION = {("attention", False): "flash_attention", ("attention", True): "flas
              ("attention_gqa", True): "flash_attention_gqa"}
 SOURCES = {"attention": lambda r: ATTENTION[(r["op"], r["causal"])], "lowbit": lambda r: r["op"],
            "lowbit-register-operand": lambda r: r["op"], "lowbit-register-operand-2bit": lambda r: r["op"],
-           "fp8": lambda r: "fp8_gemm"}
+           "lowbit-register-operand-wgmma": lambda r: r["op"], "lowbit-register-operand-wgmma-8bit": lambda r: r["op"],
+           "lowbit-register-operand-wgmma-m128": lambda r: r["op"], "fp8": lambda r: "fp8_gemm"}
 
 
 def replay(path: Path, spec_of) -> list[dict]:
