@@ -14,11 +14,13 @@ which it reads from registers, and X's tile its second, from shared memory. Thre
     mantissa of BIAS (BIAS + v: 128 for bf16, 1024 for fp16), then runs the spec's dequantisation
     chain in packed 16-bit arithmetic (x2 instructions; BIAS leaves with the first zero point when
     that is an integer BIAS + z represents exactly, else on its own; a product then a sum is one
-    fma), and issues the wgmma, the accumulator in registers over the whole reduction.
+    fma), and issues the wgmma, the accumulator in registers over the whole reduction. Weights
+    stored one to a byte (uint8, int8) load from the ring in the operand's own layout instead and
+    run the chain in fp32 (1.5 x 2^23 + v by one integer add; exact, then one rounding).
 Each consumer waits for its own MMA before dequantising its next tile: ptxas reuses the operand's
 registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning), so
-the overlap comes from the other warpgroup; with two, they take turns on the tensor cores
-(mbarriers `turn`), measured equal or faster (bench/results/lowbit-wgmma-*.json). The reduction
+the overlap comes from the other warpgroup; with two at 128 rows and more, they take turns on the
+tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json). The reduction
 loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
 The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
 kernel (gluon_emit.py); Y is stored by pointers, masked. Positional arguments are the Triton
