@@ -459,3 +459,28 @@ def test_wgmma_points_need_a_hopper_gpu(monkeypatch):
     ins = oracle_inputs(kernel.program, {"M": 70, "N": 64, "K": 256}, seed=0, params=params)[2]
     with pytest.raises(LaunchError, match=r"register-operand \(wgmma\) schedule is a Gluon kernel.*CUDA GPU"):
         kernel(params=params, **ins)
+
+
+@pytest.mark.parametrize("bits,block_red", [(4, 64), (4, 128), (2, 128), (2, 256), (8, 128)])
+def test_wgmma_pairs_layout_covers_the_tile_once(bits, block_red):
+    """gluon_layouts.wgmma_pairs_bases: every element of [64 columns, words, pairs] belongs to exactly one
+    (register, lane, warp) of a warpgroup, and a thread's pair j of a word holds reduction indices
+    2j + {0, 1} of that word's values, as wgmma's k_width-2 operand expects (its compile checks the rest)."""
+    from itertools import product
+
+    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_bases
+
+    b = wgmma_pairs_bases(block_red, bits)
+    rows, words, pairs = b["shape"]
+    assert (rows, words, pairs) == (64, block_red * bits // 32, 16 // bits)
+    bases = b["reg_bases"] + b["lane_bases"] + b["warp_bases"]
+    seen = set()
+    for bitsel in product((0, 1), repeat=len(bases)):
+        point = [0, 0, 0]
+        for on, base in zip(bitsel, bases):
+            if on:
+                point = [p ^ v for p, v in zip(point, base)]
+        seen.add(tuple(point))
+    assert len(seen) == 2 ** len(bases) == rows * words * pairs  # a bijection onto the tile
+    lane_k = [2 * (w * pairs + j) for _, w, j in b["lane_bases"][:2]]  # lanes 1, 2: reduction indices 2, 4
+    assert lane_k == [2, 4]
