@@ -381,7 +381,7 @@ def test_register_operand_wgmma_block_rules():
     assert "at least 8 words" in legal_blocks({"M": 128, "N": 128, "K": 64}, 8, groups, k2)  # 4 rows of words
     assert "SPLIT_K = 1" in legal_blocks({"M": 128, "N": 128, "K": 128}, 8, groups, k4, split=2)
     assert "NUM_STAGES >= 2" in legal_blocks({"M": 128, "N": 128, "K": 128}, 8, groups, k4, stages=1)
-    assert "bytes <= 231424 of shared memory" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k4, stages=4)
+    assert "bytes <= 224256 of shared memory" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k4, stages=4)
     assert "G_S_K = 64" in legal_blocks({"M": 64, "N": 64, "K": 128}, 4, {"G_S_K": 64}, k4)
     col = lower_kernel(_variant("w4a16_gemm", ("X: {shape: [M, K], dtype: bf16}", "X: {shape: [M, K], dtype: bf16, "
                                                                                    "layout: col_major}")))
@@ -402,7 +402,7 @@ def test_register_operand_takes_bytes_on_wgmma_only():
     assert legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=2) is None
     assert "uint8, int8 weights take the wgmma kernel only" in legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k)
     assert "from 32 to 256" in legal_blocks({"M": 256, "N": 128, "K": 16}, 8, groups, k)
-    assert "bytes <= 231424" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=3)
+    assert "bytes <= 224256" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=3)
     steps = chain_steps(k, the_dot(k), FP32_BIAS, 1 << 22)
     assert steps == [("sub", f"({FP32_BIAS}.0 + r_Z)"), ("mul", "r_S")]
     assert chain_fp32(steps) == (["f = f - o0", "f = f * o1"], [f"({FP32_BIAS}.0 + r_Z)", "r_S"])

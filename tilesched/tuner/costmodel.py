@@ -29,6 +29,7 @@ import numpy as np
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import BITS, SUB_BYTE, nbytes
 from tilesched.passes.factor import factored_at
+from tilesched.passes.register_operand import BYTE_WEIGHTS
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
 from tilesched.schedules.limits import smem_estimate
 from tilesched.schedules.plan import derive_schedule
@@ -151,7 +152,7 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     if _register_operand_wgmma(b):  # the ring of X's tiles and words; consumers at 232 registers, the loader warp
         sp, red = _spatial(b), _reduction(b)
         weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
-                       and (t.pack == red or t.dtype in ("uint8", "int8")))  # words of packed values, or bytes
+                       and (t.pack == red or t.dtype in BYTE_WEIGHTS))  # words of packed values, or bytes
         smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * BITS[weights.dtype] // 8)
         warps, regs = warps + 1, 232
     if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers

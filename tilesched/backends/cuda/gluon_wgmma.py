@@ -20,8 +20,8 @@ which it reads from registers, and X's tile its second, from shared memory. Thre
 Each consumer waits for its own MMA before dequantising its next tile: ptxas reuses the operand's
 registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning), so
 the overlap comes from the other warpgroup; with two at 128 rows and more, they take turns on the
-tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json). The reduction
-loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
+tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json).
+The reduction loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
 The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
 kernel (gluon_emit.py); Y is stored by pointers, masked. Positional arguments are the Triton
 kernel's, after the two descriptors.
@@ -29,11 +29,12 @@ kernel's, after the two descriptors.
 
 from __future__ import annotations
 
+from tilesched.backends.cuda import gluon_emit
 from tilesched.backends.cuda.gluon_attention import _names_in
 from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step
 from tilesched.ir.dtypes import BITS
 from tilesched.passes.kernel import Instr, KernelIR, producer
-from tilesched.passes.register_operand import WGMMA_COLUMNS, the_dot
+from tilesched.passes.register_operand import WGMMA_COLUMNS, byte_weights, the_dot
 
 IMPORTS = """from triton.experimental import gluon
 from triton.experimental.gluon import language as ttgl
@@ -135,20 +136,10 @@ def chain_fp32(steps: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
     return lines, operands
 
 
-def byte_weights(k: KernelIR) -> bool:
-    return k.access(_parts(k)[6], "load").dtype in GL_INTS
-
-
 def constexprs(k: KernelIR) -> list[str]:
-    """The kernel's compile-time arguments taken from the Triton launch's constexprs by name."""
-    dot = the_dot(k)
-    p, q = k.value(dot.out).axes
-    names = [f"BLOCK_{a}" for a in (p, q, k.reduction)]
-    names += [f"EVEN_{a.name}" for a in k.axes if a.masked]
-    names += list(dict.fromkeys(f"G_{a.tensor}_{ax}" for a in k.accesses for ax, _ in a.group))
-    if k.tile_order == "grouped":
-        names.append("GROUP")
-    return names
+    """The kernel's compile-time arguments taken from the Triton launch's constexprs by name: the
+    mma.sync kernel's, but for SPLIT_K (one share a tile here)."""
+    return [n for n in gluon_emit.constexprs(k) if n != "SPLIT_K"]
 
 
 def _parts(k: KernelIR):
