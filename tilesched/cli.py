@@ -105,7 +105,7 @@ def _register_operand_lines(binding) -> list[str]:
     """A point of the register-operand schedule (tilesched/passes/register_operand.py) says so, and
     on which instruction (the row tile picks it)."""
     from tilesched.passes.kernel import producer
-    from tilesched.passes.register_operand import MAX_ROW_TILE, WGMMA_COLUMNS, the_dot, why_not
+    from tilesched.passes.register_operand import MAX_ROW_TILE, WGMMA_COLUMNS, byte_weights, the_dot, why_not
 
     k = _scheduled(binding, "register_operand", why_not)
     if k is None:
@@ -118,9 +118,10 @@ def _register_operand_lines(binding) -> list[str]:
     if binding.tile(rows) <= MAX_ROW_TILE:
         return [f"register operand: {dot.stage} runs on mma.sync with {w}'s words loaded straight into its register "
                 f"operand and {chain}'s factors applied once per {k.reduction} tile (a Gluon kernel: GPU only)"]
-    return [f"register operand: {dot.stage} runs on wgmma; a loader warp brings {x}'s tiles and {w}'s words by TMA "
+    stored = "bytes" if byte_weights(k) else "words"
+    return [f"register operand: {dot.stage} runs on wgmma; a loader warp brings {x}'s tiles and {w}'s {stored} by TMA "
             f"into {binding.option('num_stages', 3)} slots, a consumer warpgroup per {WGMMA_COLUMNS} columns runs "
-            f"{chain} on the words in registers as wgmma's first operand (a Gluon kernel: Hopper GPUs only)"]
+            f"{chain} on the {stored} in registers as wgmma's first operand (a Gluon kernel: Hopper GPUs only)"]
 
 
 def _warp_specialize_lines(binding) -> list[str]:
