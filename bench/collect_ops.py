@@ -7,7 +7,9 @@ M = 1 of the low-bit grid after a change to the decode path; lowbit-register-ope
 [2-bit] grid with the register-operand schedule among the M <= 16 candidates; lowbit-rotated-baseline the
 4- and 2-bit M <= 16 columns with bf16 cuBLAS reading its weights from HBM too;
 lowbit-register-operand-wgmma[-8bit] the 4- and 2-bit [8-bit] M = 1024 rows with the schedule's wgmma
-kernel among the candidates; -m128 the 4- and 2-bit M = 128 rows likewise).
+kernel among the candidates; -m128 the 4- and 2-bit M = 128 rows likewise;
+lowbit-register-operand-split the 4-bit M <= 128 rows with the wgmma kernel's split-K shares and decode
+row tiles among the candidates, -split-m128 the 2- and 8-bit M = 128 rows likewise).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -21,7 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "lowbit-register-operand-2bit",
            "lowbit-rotated-baseline", "lowbit-register-operand-wgmma", "lowbit-register-operand-wgmma-8bit",
-           "lowbit-register-operand-wgmma-m128", "fp8")
+           "lowbit-register-operand-wgmma-m128", "lowbit-register-operand-split", "lowbit-register-operand-split-m128",
+           "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

@@ -78,8 +78,23 @@ WGMMA_POINTS = [
     ({"M": 520, "N": 1000, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
                                         "NUM_STAGES": 3}),
 ]
+# the wgmma kernel at decode row tiles (the option's value "wgmma"): wgmma's n of 8 for row tiles of 1
+# to 8, split-K shares meeting element by element (an empty share at 5 tiles in 4 shares), ragged sizes
+DECODE_WGMMA_POINTS = [
+    ({"M": 3, "N": 300, "K": 520}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 4,
+                                    "SPLIT_K": 4}),
+    ({"M": 20, "N": 200, "K": 1040}, {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 3,
+                                      "SPLIT_K": 2}),
+    ({"M": 1, "N": 4096, "K": 4096}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 8,
+                                      "SPLIT_K": 8}),
+    ({"M": 16, "N": 8192, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
+                                       "NUM_STAGES": 6, "SPLIT_K": 4}),
+    ({"M": 9, "N": 4100, "K": 1024}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 2,
+                                      "SPLIT_K": 1}),
+]
+DECODE_WGMMA_POINTS = [(sizes, {**params, "REGISTER_OPERAND": "wgmma"}) for sizes, params in DECODE_WGMMA_POINTS]
 REGISTER_OPERAND_POINTS = [(sizes, {**params, "REGISTER_OPERAND": True, "SPLIT_K": params.get("SPLIT_K", 1)})
-                           for sizes, params in REGISTER_OPERAND_POINTS + WGMMA_POINTS]
+                           for sizes, params in REGISTER_OPERAND_POINTS + WGMMA_POINTS] + DECODE_WGMMA_POINTS
 REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits also take K tiles of 32 (64: wgmma)
     ({"M": 5, "N": 200, "K": 1040},
      {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 32, "NUM_WARPS": 4, "SPLIT_K": 4, "REGISTER_OPERAND": True}),
@@ -98,7 +113,9 @@ REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits al
                               ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128,
                                                                    "NUM_WARPS": 8, "NUM_STAGES": 2}),
                               ({"M": 520, "N": 1008, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64,
-                                                                  "NUM_WARPS": 8, "NUM_STAGES": 4})]]}
+                                                                  "NUM_WARPS": 8, "NUM_STAGES": 4})]] + [
+                              (sizes, params) for sizes, params in DECODE_WGMMA_POINTS if sizes["N"] % 16 == 0] + [
+                              ({"M": 3, "N": 304, "K": 520}, DECODE_WGMMA_POINTS[0][1])]}
 
 
 def cfg(bm, bn, bk, w, s, split=1, group=8) -> dict:
@@ -122,17 +139,23 @@ def register_operand_bindings(program, sizes: dict, points, stages):
                 yield params, b
 
 
+def decode_wgmma(bm: int) -> list[dict]:
+    """Points of the wgmma kernel at a decode row tile: one or two consumers, deep rings, 1 to 8 shares."""
+    return [{**register_operand(bm, bn, w, s, stages=st), "REGISTER_OPERAND": "wgmma"}
+            for bn, w in ((64, 4), (128, 8)) for s in (1, 2, 4, 8) for st in (4, 8)]
+
+
 def candidates(m: int, bits: int = 0) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner); the 4- and 2-bit specs'
     lists add register-operand points (mma.sync at M <= 16, wgmma above), the 8-bit one wgmma points
-    (3 bits lack the schedule)."""
+    (3 bits lack the schedule); at M <= 16 all three add the wgmma kernel at the decode row tile."""
+    ro = []
     if m <= 16 and bits in (2, 4):  # NUM_STAGES 2: the next words in registers; 3, 4: a cp.async ring
-        bm = 1 if m <= 8 else 16
-        ro = [register_operand(bm, bn, w, s, stages=st) for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8),
-                                                                      (128, 4, 4), (128, 8, 4), (256, 8, 2),
-                                                                      (128, 4, 2), (256, 8, 4)) for st in (2, 3, 4)]
-    else:
-        ro = []
+        ro = [register_operand(1 if m <= 8 else 16, bn, w, s, stages=st)
+              for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8), (128, 4, 4), (128, 8, 4), (256, 8, 2),
+                               (128, 4, 2), (256, 8, 4)) for st in (2, 3, 4)]
+    if m <= 16 and bits in (2, 4, 8):
+        ro += decode_wgmma(1 if m <= 8 else 16)
     if m <= 8:  # row tiles of 1: CUDA-core products, the group's scale and zero point factored out
         return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 128, 4, 4, 2), cfg(1, 32, 128, 4, 4, 4),
                 cfg(1, 64, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 8), cfg(1, 256, 64, 8, 3), cfg(16, 64, 128, 4, 4, 4),
@@ -150,9 +173,15 @@ def candidates(m: int, bits: int = 0) -> list[dict]:
     # the register-operand schedule on wgmma: two consumer warpgroups of 64 columns, K tiles of 128
     wgmma = [register_operand(bm, 128, 8, 1, stages=st) for bm in ((128, 256) if m >= 256 else (64, 128))
              for st in (2, 3)] if bits in (2, 4) else []
+    if m < 256 and bits in (2, 4):  # few output tiles: split-K shares fill the GPU
+        wgmma += [register_operand(bm, bn, w, s, stages=st) for bm in (64, 128) for bn, w in ((128, 8), (64, 4))
+                  for s in (2, 4) for st in (2, 4)]
     if bits == 8:  # whole bytes: twice the shared memory a K tile
         wgmma = [register_operand(bm, 128, 8, 1, bk, st) for bm in ((128, 256) if m >= 256 else (64, 128))
                  for bk, st in ((128, 2), (64, 3), (64, 4))]
+        if m < 256:
+            wgmma += [register_operand(bm, bn, w, s, 64, 4) for bm in (64, 128) for bn, w in ((128, 8), (64, 4))
+                      for s in (2, 4)]
     if m < 256:
         return base + wgmma
     return base + wgmma + [cfg(256, 128, 64, 8, 3), cfg(256, 128, 64, 8, 4), cfg(256, 64, 64, 8, 4),

@@ -112,12 +112,17 @@ WGMMA_POINTS = [  # the register-operand schedule's wgmma kernel: one or two con
     ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 2}),
     ({"M": 37, "N": 304, "K": 520}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 4}),
     ({"M": 100, "N": 272, "K": 392}, {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 3}),
+    # decode row tiles on wgmma (the option's value), split-K shares meeting element by element
+    ({"M": 16, "N": 8192, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 6,
+                                       "SPLIT_K": 4, "REGISTER_OPERAND": "wgmma"}),
+    ({"M": 3, "N": 272, "K": 520}, {"BLOCK_M": 1, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 4,
+                                     "SPLIT_K": 4, "REGISTER_OPERAND": "wgmma"}),  # an empty share
 ]
 
 
 @pytest.mark.parametrize("act", ["bf16", "fp16"])
 @pytest.mark.parametrize("spec", ["w4a16_gemm", "w2a16_gemm", "w8a16_gemm"])
-@pytest.mark.parametrize("sizes,params", WGMMA_POINTS, ids=["m1024", "one-consumer", "k64"])
+@pytest.mark.parametrize("sizes,params", WGMMA_POINTS, ids=["m1024", "one-consumer", "k64", "decode-16", "decode-1"])
 def test_register_operand_wgmma_kernel_compiles_for_sm90(spec, sizes, params, act):
     """Row tiles past 16 take the wgmma kernel: TMA brings X's tiles and the packed words; its compile
     asserts that the words' layout becomes wgmma's register operand without data movement (8-bit
@@ -134,7 +139,8 @@ def test_register_operand_wgmma_kernel_compiles_for_sm90(spec, sizes, params, ac
     built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
     assert built.kernel == f"{spec}_wgmma_kernel"
     assert built.wgmma and built.tma and not built.mma_sync
-    ring = params["NUM_STAGES"] * (params["BLOCK_M"] * params["BLOCK_K"] * 2 + params["BLOCK_K"] * bits // 8 * params["BLOCK_N"])
+    rows = max(params["BLOCK_M"], 8)  # wgmma's n: at least 8
+    ring = params["NUM_STAGES"] * (rows * params["BLOCK_K"] * 2 + params["BLOCK_K"] * bits // 8 * params["BLOCK_N"])
     weight_tile = params["BLOCK_N"] * params["BLOCK_K"] * 2  # a dequantised 16-bit tile
     assert ring <= built.shared_bytes < ring + weight_tile, built
 

@@ -356,8 +356,7 @@ def test_register_operand_block_rules():
     assert k.register_operand == "REGISTER_OPERAND"
     groups = {"G_Z_K": 128, "G_S_K": 128}
     assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k) is None
-    assert "BLOCK_M <= 16 (mma.sync) or a power of two from 32 to 256" in legal_blocks(
-        {"M": 48, "N": 128, "K": 128}, 8, groups, k)
+    assert "BLOCK_M a power of two up to 256 (wgmma; got 48)" in legal_blocks({"M": 48, "N": 128, "K": 128}, 8, groups, k)
     assert "multiple of 16 x NUM_WARPS = 128" in legal_blocks({"M": 1, "N": 64, "K": 128}, 8, groups, k)
     assert "multiple of 16 x NUM_WARPS = 64" in legal_blocks({"M": 1, "N": 192, "K": 128}, 4, groups, k)  # 3 x 64
     assert "multiple of 32" in legal_blocks({"M": 1, "N": 64, "K": 48}, 4, groups, k)
@@ -366,10 +365,11 @@ def test_register_operand_block_rules():
 
 
 def test_register_operand_wgmma_block_rules():
-    """Row tiles of 32 to 256 take wgmma: 64 columns per consumer warpgroup (NUM_WARPS / 4), K tiles
-    of at least 8 words, no split shares, X and the words row-major, the ring in shared memory."""
+    """Row tiles of 32 to 256, or any with the option's value "wgmma", take wgmma: 64 columns per
+    consumer warpgroup (NUM_WARPS / 4), K tiles of at least 8 words, X and the words row-major, the
+    ring in shared memory (X's tile at least wgmma's n of 8 rows)."""
     from tilesched.passes.gpu import lower_kernel
-    from tilesched.passes.register_operand import legal_blocks
+    from tilesched.passes.register_operand import legal_blocks, takes_wgmma
 
     groups = {"G_Z_K": 128, "G_S_K": 128}
     k4, k2 = (lower_kernel(load_program(CONFIGS / f"w{b}a16_gemm.yaml")) for b in (4, 2))
@@ -379,7 +379,11 @@ def test_register_operand_wgmma_block_rules():
     assert "BLOCK_N = 64 x NUM_WARPS / 4" in legal_blocks({"M": 256, "N": 256, "K": 128}, 8, groups, k4)
     assert "BLOCK_N = 64 x NUM_WARPS / 4" in legal_blocks({"M": 256, "N": 256, "K": 128}, 16, groups, k4)
     assert "at least 8 words" in legal_blocks({"M": 128, "N": 128, "K": 64}, 8, groups, k2)  # 4 rows of words
-    assert "SPLIT_K = 1" in legal_blocks({"M": 128, "N": 128, "K": 128}, 8, groups, k4, split=2)
+    assert legal_blocks({"M": 128, "N": 128, "K": 128}, 8, groups, k4, split=2) is None  # shares meet per thread
+    assert takes_wgmma(True, 32) and takes_wgmma("wgmma", 1) and not takes_wgmma(True, 16)
+    assert legal_blocks({"M": 1, "N": 64, "K": 128}, 4, groups, k4, stages=8, split=8, wgmma=True) is None
+    assert "BLOCK_N = 64 x NUM_WARPS / 4" in legal_blocks({"M": 16, "N": 128, "K": 128}, 4, groups, k4, wgmma=True)
+    assert legal_blocks({"M": 16, "N": 128, "K": 128}, 4, groups, k4) is None  # the same point on mma.sync
     assert "NUM_STAGES >= 2" in legal_blocks({"M": 128, "N": 128, "K": 128}, 8, groups, k4, stages=1)
     assert "bytes <= 224256 of shared memory" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k4, stages=4)
     assert "G_S_K = 64" in legal_blocks({"M": 64, "N": 64, "K": 128}, 4, {"G_S_K": 64}, k4)
@@ -400,8 +404,10 @@ def test_register_operand_takes_bytes_on_wgmma_only():
     assert why_not(k) is None and "(mma.sync)" in mma_sync_why_not(k)[1]
     groups = {"G_Z_K": 128, "G_S_K": 128}
     assert legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=2) is None
-    assert "uint8, int8 weights take the wgmma kernel only" in legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k)
+    assert "or the value 'wgmma' (uint8, int8 weights take the wgmma kernel only)" in legal_blocks(
+        {"M": 16, "N": 128, "K": 128}, 8, groups, k)
     assert "from 32 to 256" in legal_blocks({"M": 256, "N": 128, "K": 16}, 8, groups, k)
+    assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k, wgmma=True) is None  # the value "wgmma"
     assert "bytes <= 224256" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=3)
     steps = chain_steps(k, the_dot(k), FP32_BIAS, 1 << 22)
     assert steps == [("sub", f"({FP32_BIAS}.0 + r_Z)"), ("mul", "r_S")]
@@ -484,3 +490,24 @@ def test_wgmma_pairs_layout_covers_the_tile_once(bits, block_red):
     assert len(seen) == 2 ** len(bases) == rows * words * pairs  # a bijection onto the tile
     lane_k = [2 * (w * pairs + j) for _, w, j in b["lane_bases"][:2]]  # lanes 1, 2: reduction indices 2, 4
     assert lane_k == [2, 4]
+
+
+def test_register_operand_wgmma_value_takes_decode_row_tiles_and_split_shares():
+    """The option's value "wgmma" puts a row tile of 1 or 16 on the wgmma kernel (wgmma's n of 8 at
+    least), with split-K shares that meet through one counter per consumer thread; `true` keeps such
+    a tile on mma.sync."""
+    from tilesched.backends.cuda.kernel import launch_config
+    from tilesched.ir.bind import bind
+
+    program = load_program(CONFIGS / "w4a16_gemm.yaml")
+    kernel = Kernel(program)
+    params = {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8, "NUM_WARPS": 4, "NUM_STAGES": 8,
+              "SPLIT_K": 4, "MATERIALIZE": False, "REGISTER_OPERAND": "wgmma"}
+    sizes = {"M": 1, "N": 4096, "K": 4096}
+    launch = launch_config(kernel.ir, bind(program, {**sizes, **params}))
+    assert launch.constexprs["REGISTER_OPERAND_WGMMA"] and launch.grid == (64, 4)
+    launch = launch_config(kernel.ir, bind(program, {**sizes, **params, "REGISTER_OPERAND": True, "NUM_STAGES": 4}))
+    assert launch.constexprs["REGISTER_OPERAND"] and not launch.constexprs["REGISTER_OPERAND_WGMMA"]
+    src = compiled(program)[1]
+    assert "_gl_count_release(counter)" in src and "_gl_wait_acquire(counter" in src
+    assert "arrival_counters(cfg.device, cfg.grid[0] * 2 * 128)" in src

@@ -103,9 +103,9 @@ def _scheduled(binding, option: str, why_not):
 
 def _register_operand_lines(binding) -> list[str]:
     """A point of the register-operand schedule (tilesched/passes/register_operand.py) says so, and
-    on which instruction (the row tile picks it)."""
+    on which instruction (the row tile picks it, or the option's value)."""
     from tilesched.passes.kernel import producer
-    from tilesched.passes.register_operand import MAX_ROW_TILE, WGMMA_COLUMNS, byte_weights, the_dot, why_not
+    from tilesched.passes.register_operand import WGMMA_COLUMNS, byte_weights, takes_wgmma, the_dot, why_not
 
     k = _scheduled(binding, "register_operand", why_not)
     if k is None:
@@ -115,13 +115,16 @@ def _register_operand_lines(binding) -> list[str]:
     x = producer(k, next(n for n in dot.args[:2] if n != dot.via)).tensor
     chain = next(s.name for s in binding.program.stages if dot.via in s.writes)
     rows = k.value(dot.out).axes[0]
-    if binding.tile(rows) <= MAX_ROW_TILE:
+    if not takes_wgmma(binding.option("register_operand", False), binding.tile(rows)):
         return [f"register operand: {dot.stage} runs on mma.sync with {w}'s words loaded straight into its register "
                 f"operand and {chain}'s factors applied once per {k.reduction} tile (a Gluon kernel: GPU only)"]
     stored = "bytes" if byte_weights(k) else "words"
+    split = int(binding.option("split_k", 1) or 1)
     return [f"register operand: {dot.stage} runs on wgmma; a loader warp brings {x}'s tiles and {w}'s {stored} by TMA "
             f"into {binding.option('num_stages', 3)} slots, a consumer warpgroup per {WGMMA_COLUMNS} columns runs "
-            f"{chain} on the {stored} in registers as wgmma's first operand (a Gluon kernel: Hopper GPUs only)"]
+            f"{chain} on the {stored} in registers as wgmma's first operand"
+            + (f"; {split} shares of {k.reduction} meet element by element" if split > 1 else "")
+            + " (a Gluon kernel: Hopper GPUs only)"]
 
 
 def _warp_specialize_lines(binding) -> list[str]:

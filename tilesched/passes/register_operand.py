@@ -8,7 +8,9 @@ passes through shared memory. Past 16 rows, Hopper's wgmma also takes its first 
 registers: the same transposed product with 64 weight columns per warpgroup and up to 256 rows,
 X's tiles and the packed words brought by TMA (measured hand-written first:
 bench/results/lowbit-wgmma-*.json). Triton cannot state these layouts; the target renders the
-schedule with explicit layouts (Gluon), the row tile picking the instruction.
+schedule with explicit layouts (Gluon). The row tile picks the instruction (past 16 rows wgmma),
+unless the option's value is WGMMA: then wgmma at any row tile (n of at least 8), which decode
+shapes take for its TMA ring and split-K shares that meet element by element.
 
 The pass checks that the kernel has that shape, else it refuses at the stage that breaks it:
 one factored dot (tilesched/passes/factor.py) in the reduction loop, its other operand a 16-bit
@@ -35,6 +37,8 @@ BYTE_WEIGHTS = ("uint8", "int8")  # one to a byte, unpacked: the wgmma kernel on
 MMA_ROWS = 16  # mma.sync's m16n8k16: 16 weight columns per warp and step, up to 16 activation rows
 MAX_ROW_TILE = 16
 WGMMA_MIN_ROWS, WGMMA_MAX_ROWS = 32, 256  # row tiles past 16: Hopper's wgmma (its n)
+WGMMA_MIN_N = 8  # wgmma's smallest n: row tiles below it (WGMMA option) compute 8 rows and store theirs
+WGMMA = "wgmma"  # the option's value that takes the wgmma kernel at any row tile
 WGMMA_COLUMNS = 64  # weight columns per consumer warpgroup (wgmma's m)
 # an H100's shared memory per block, less room for the barriers and the epilogue (4 KB over the ring at 256 rows)
 HOPPER_SMEM = 232448 - 8192
@@ -107,16 +111,22 @@ def the_dot(k: KernelIR) -> Instr:
     return next(i for i in k.loop if i.op == "affine_dot")
 
 
+def takes_wgmma(value, rows: int) -> bool:
+    """Whether a point with this option value and row tile runs the wgmma kernel."""
+    return value == WGMMA or rows > MAX_ROW_TILE
+
+
 def legal_blocks(block: dict[str, int], warps: int, groups: dict[str, int], k: KernelIR, stages: int = 2,
-                 split: int = 1) -> str | None:
+                 split: int = 1, wgmma: bool | None = None) -> str | None:
     """Why a point's blocks do not fit the schedule (None when they do). Row tiles of at most 16
-    take mma.sync (`_mma_sync_blocks`), larger ones Hopper's wgmma (`_wgmma_blocks`); each group
-    holds whole reduction tiles."""
+    take mma.sync (`_mma_sync_blocks`), larger ones or `wgmma` points Hopper's wgmma
+    (`_wgmma_blocks`); each group holds whole reduction tiles."""
     dot = the_dot(k)
     p, _ = k.value(dot.out).axes
     c = k.reduction
     bits = BITS[k.access(producer(k, dot.args[2]).tensor, "load").dtype]
-    why = (_mma_sync_blocks if block[p] <= MAX_ROW_TILE else _wgmma_blocks)(block, warps, k, bits, stages, split)
+    wgmma = block[p] > MAX_ROW_TILE if wgmma is None else wgmma
+    why = (_wgmma_blocks if wgmma else _mma_sync_blocks)(block, warps, k, bits, stages, split)
     if why is not None:
         return why
     bad = next((f"{name} = {g}" for name, g in groups.items() if g % block[c]), None)
@@ -132,7 +142,8 @@ def _mma_sync_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, 
     p, q = k.value(dot.out).axes
     c = k.reduction
     if byte_weights(k):
-        return f"BLOCK_{p} of {WGMMA_MIN_ROWS} or more ({', '.join(BYTE_WEIGHTS)} weights take the wgmma kernel only)"
+        return f"BLOCK_{p} of {WGMMA_MIN_ROWS} or more, or the value {WGMMA!r} ({', '.join(BYTE_WEIGHTS)} weights take " \
+               "the wgmma kernel only)"
     if block[q] % (MMA_ROWS * warps) or not _pow2(block[q] // (MMA_ROWS * warps)):
         return f"BLOCK_{q} a power-of-two multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
     step = 4 * 32 // bits  # the 4 lanes along the reduction hold a word each
@@ -143,16 +154,15 @@ def _mma_sync_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, 
 
 def _wgmma_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, stages: int, split: int) -> str | None:
     """wgmma (tilesched/backends/cuda/gluon_wgmma.py): a consumer warpgroup per 64 weight columns
-    (NUM_WARPS / 4 of them), row tiles of 32 to 256 (wgmma's n), tiles of at least 8 rows of words
-    (TMA reads shorter ones back wrong: bench/results/lowbit-wgmma-*.json), X row-major and the words
-    contiguous along the columns (both are read by TMA), no split shares, and the ring of X and word
-    tiles in shared memory."""
+    (NUM_WARPS / 4 of them), power-of-two row tiles up to 256 (wgmma's n, at least 8), tiles of at
+    least 8 rows of words (TMA reads shorter ones back wrong: bench/results/lowbit-wgmma-*.json), X
+    row-major and the words contiguous along the columns (both are read by TMA), and the ring of X and
+    word tiles in shared memory."""
     dot = the_dot(k)
     p, q = k.value(dot.out).axes
     c = k.reduction
-    if not _pow2(block[p]) or not WGMMA_MIN_ROWS <= block[p] <= WGMMA_MAX_ROWS:
-        return f"BLOCK_{p} <= {MAX_ROW_TILE} (mma.sync) or a power of two from {WGMMA_MIN_ROWS} to {WGMMA_MAX_ROWS} " \
-               f"(wgmma; got {block[p]})"
+    if not _pow2(block[p]) or block[p] > WGMMA_MAX_ROWS:
+        return f"BLOCK_{p} a power of two up to {WGMMA_MAX_ROWS} (wgmma; got {block[p]})"
     if warps not in (4, 8) or block[q] != WGMMA_COLUMNS * warps // 4:
         return f"BLOCK_{q} = {WGMMA_COLUMNS} x NUM_WARPS / 4 with NUM_WARPS 4 or 8 (a warpgroup per " \
                f"{WGMMA_COLUMNS} columns; got BLOCK_{q} = {block[q]}, NUM_WARPS = {warps})"
@@ -162,14 +172,14 @@ def _wgmma_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, sta
             return f"BLOCK_{c} a power of two from 32 to 256 (got {block[c]})"
     elif not _pow2(block[c]) or words < 8 or block[c] > 256:
         return f"BLOCK_{c} a power of two up to 256 with at least 8 words of {32 // bits} values (got {block[c]})"
-    if stages < 2 or split != 1:
-        return f"NUM_STAGES >= 2 and SPLIT_K = 1 (got {stages}, {split})"
+    if stages < 2:
+        return f"NUM_STAGES >= 2 (got {stages})"
     x = producer(k, next(n for n in dot.args[:2] if n != dot.via)).tensor
     w = producer(k, dot.args[2]).tensor
     bad = next((t for t in (x, w) if k.access(t, "load").layout != "row_major"), None)
     if bad is not None:
         return f"{bad} row-major (TMA tiles)"
-    smem = stages * (block[p] * block[c] * 2 + block[c] * bits // 8 * block[q])
+    smem = stages * (max(block[p], WGMMA_MIN_N) * block[c] * 2 + block[c] * bits // 8 * block[q])
     if smem > HOPPER_SMEM:
         return f"NUM_STAGES x (X's tile + the words' tile) = {smem} bytes <= {HOPPER_SMEM} of shared memory"
     return None

@@ -53,6 +53,34 @@ def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
 _gl_tma_load = getattr(_gl_tma, "async_load", None) or _gl_tma.async_copy_global_to_shared
 
 @gluon.jit
+def _gl_thread_id(like):
+    # the thread holding each element of `like` (one element a thread where its layout says so)
+    return ttgl.inline_asm_elementwise("mov.u32 $0, %tid.x;", "=r,r", [like], dtype=ttgl.int32, is_pure=True,
+                                       pack=1)
+
+
+@gluon.jit
+def _gl_count_release(counter):
+    # one count after this thread's earlier stores (release, GPU scope)
+    return ttgl.inline_asm_elementwise("red.release.gpu.global.add.u32 [$1], 1; mov.u32 $0, 0;", "=r,l",
+                                       [counter], dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gl_wait_acquire(counter, target):
+    # spin until the counter reaches the target; later loads see what the counted stores wrote
+    return ttgl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .u32 v; TS_WAIT: ld.acquire.gpu.global.u32 v, [$1]; setp.lt.u32 p, v, $2; "
+        "@p bra TS_WAIT; mov.u32 $0, v; }", "=r,l,r", [counter, target], dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gl_zero(counter):
+    return ttgl.inline_asm_elementwise("st.relaxed.gpu.global.u32 [$1], 0; mov.u32 $0, 0;", "=r,l", [counter],
+                                       dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
     # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
     return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
@@ -225,51 +253,74 @@ def launch(cfg, t, n, c):
 
 # the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
 @gluon.jit
-def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr):
-    acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_M, 16])
+def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
+    acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, WG_N, 16])
     a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
     cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)
     cq = q0 + ttgl.arange(0, 64, layout=cols)  # this warpgroup's weight columns
     zc = ttgl.zeros([64], ttgl.float32, cols)
-    acc = ttgl.zeros([64, BLOCK_M], ttgl.float32, acc_l)
-    r_Z_next = _gl_load(p_Z + ((0 * BLOCK_K) // G_Z_K) * s_Z_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
-    r_S_next = _gl_load(p_S + ((0 * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
-    for t in range(k_tiles):
+    acc = ttgl.zeros([64, WG_N], ttgl.float32, acc_l)
+    last_t = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K - 1, 0)  # the coefficients' last tile
+    r_Z_next = _gl_load(p_Z + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+    r_S_next = _gl_load(p_S + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+    for i in range(k_tiles):
+        t = t0 + i
         r_Z = r_Z_next
         r_S = r_S_next
-        r_Z_next = _gl_load(p_Z + ((ttgl.minimum(t + 1, k_tiles - 1) * BLOCK_K) // G_Z_K) * s_Z_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
-        r_S_next = _gl_load(p_S + ((ttgl.minimum(t + 1, k_tiles - 1) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+        r_Z_next = _gl_load(p_Z + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+        r_S_next = _gl_load(p_S + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
         o0 = ttgl.expand_dims((12582912.0 + r_Z) + zc, 1)
         o1 = ttgl.expand_dims(r_S + zc, 1)
-        slot = t % STAGES
-        _gl_mbarrier.wait(ready.index(slot), (t // STAGES) & 1)
+        slot = i % STAGES
+        _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
         w = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(a_l)  # the bytes, in the operand's layout
         f = (w.to(ttgl.int32) + 0x4B400000).to(ttgl.float32, bitcast=True)  # BIAS + v, exactly
         f = f - o0
         f = f * o1
         a = f.to(ttgl.bfloat16)
         if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
-            _gl_mbarrier.wait(turn.index(wg), t & 1)
-        tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=t > 0, is_async=True)
+            _gl_mbarrier.wait(turn.index(wg), i & 1)
+        tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
         if PINGPONG:
             _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
         # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
         acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
         _gl_mbarrier.arrive(empty.index(slot), count=1)
-    st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-    out = ttgl.convert_layout(ttgl.permute(acc.to(ttgl.bfloat16), (1, 0)), st_l)
-    yp = off_M + ttgl.arange(0, BLOCK_M, layout=ttgl.SliceLayout(1, st_l))
-    yq = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(0, st_l))
-    y_ptrs = p_Y + yp[:, None].to(ttgl.int64) * s_Y_M + yq[None, :]
-    ttgl.store(y_ptrs, out, mask=(yp < n_M)[:, None] & (yq < n_N)[None, :])
+    if SPLIT_K > 1:
+        ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
+        ep_p = off_M + ep_r
+        ep_q = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(1, acc_l))
+        ep_mask = ((ep_r < BLOCK_M) & (ep_p < n_M))[None, :] & (ep_q < n_N)[:, None]
+        ws_ptrs = ws_acc + ep_p[None, :].to(ttgl.int64) * n_N + ep_q[:, None]
+        # a counter per thread of the warpgroup: the elements it holds are the same in every share
+        one_l: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [4], [0])  # one element a thread
+        me = _gl_thread_id(ttgl.arange(0, 128, layout=one_l))
+        counter = ws_arrived + ((tile_id * CONSUMERS + wg) * 128 + me % 128)
+        if ttgl.program_id(1) < SPLIT_K - 1:
+            ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_M * n_N, acc, mask=ep_mask)
+            _gl_count_release(counter)
+        else:
+            _gl_wait_acquire(counter, ttgl.full([128], SPLIT_K - 1, ttgl.int32, one_l))
+            for other in ttgl.static_range(SPLIT_K - 1):
+                acc += ttgl.load(ws_ptrs + other * n_M * n_N, mask=ep_mask, other=0.0, cache_modifier=".cg")
+            _gl_zero(counter)  # after every load: the next call counts from zero
+    if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it
+        st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+        out = ttgl.convert_layout(ttgl.permute(acc.to(ttgl.bfloat16), (1, 0)), st_l)
+        yr = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(1, st_l))
+        yp = off_M + yr
+        yq = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(0, st_l))
+        y_ptrs = p_Y + yp[:, None].to(ttgl.int64) * s_Y_M + yq[None, :]
+        ttgl.store(y_ptrs, out, mask=((yr < BLOCK_M) & (yp < n_M))[:, None] & (yq < n_N)[None, :])
 
 
 @gluon.jit
-def w8a16_gemm_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, k_tiles, BLOCK_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):
-    for t in range(k_tiles):
-        slot = t % STAGES
-        if t >= STAGES:  # the slot's last tile: every consumer's MMA on it is done
-            _gl_mbarrier.wait(empty.index(slot), (t // STAGES - 1) & 1)
+def w8a16_gemm_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):
+    for i in range(k_tiles):
+        t = t0 + i
+        slot = i % STAGES
+        if i >= STAGES:  # the slot's last tile: every consumer's MMA on it is done
+            _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)
         _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)
         for wg in ttgl.static_range(CONSUMERS):
             _gl_tma_load(w_desc, [t * (BLOCK_K), off_N + wg * 64], ready.index(slot), w_ring.index(slot * CONSUMERS + wg))
@@ -309,9 +360,11 @@ def w8a16_gemm_wgmma_kernel(
     G_Z_K: ttgl.constexpr,
     G_S_K: ttgl.constexpr,
     GROUP: ttgl.constexpr,
+    SPLIT_K: ttgl.constexpr,
     STAGES: ttgl.constexpr,
     CONSUMERS: ttgl.constexpr,
     PINGPONG: ttgl.constexpr,
+    WG_N: ttgl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
     tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
@@ -323,8 +376,14 @@ def w8a16_gemm_wgmma_kernel(
     off_M = pid_M * BLOCK_M
     off_N = pid_N * BLOCK_N
     # at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)
-    k_tiles = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K, 1)
-    x_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, BLOCK_M, BLOCK_K], x_desc.layout)
+    tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+    t0 = 0
+    k_tiles = ttgl.maximum(tiles_K, 1)
+    if SPLIT_K > 1:  # one contiguous share of the K tiles; a share past the end sums one tile of TMA's zeros
+        per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
+        t0 = ttgl.program_id(1) * per_split
+        k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_K - t0), 1)
+    x_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, WG_N, BLOCK_K], x_desc.layout)
     w_ring = ttgl.allocate_shared_memory(ttgl.uint8, [STAGES * CONSUMERS, BLOCK_K, 64], w_desc.layout)
     ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
     empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
@@ -337,30 +396,36 @@ def w8a16_gemm_wgmma_kernel(
     _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
     if CONSUMERS == 2:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, STAGES, CONSUMERS, PINGPONG)),
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, STAGES, CONSUMERS, PINGPONG)),
-            (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [4, 1], [232, 24])  # registers: the consumer's accumulator and operand; the loader's few
     else:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, k_tiles, p_Z, p_S, p_Y, n_M, n_N, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, STAGES, CONSUMERS, PINGPONG)),
-            (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [1], [24])
 
 
 def wgmma_launch_args(cfg, t, n, c):
     """The wgmma kernel's arguments: TMA descriptors of X and of the weights (words or bytes), then the Triton
     kernel's arguments; its constants and the consumers (a warpgroup per 64 columns)."""
+    if cfg.constexprs["SPLIT_K"] > 1:  # the shared counters grown to one per thread of each consumer, so the
+        # Triton kernel's arguments (one per tile) take the same buffer
+        from tilesched.backends.cuda.workspace import arrival_counters
+
+        arrival_counters(cfg.device, cfg.grid[0] * 2 * 128)
     args, kw = launch_args(cfg, t, n, c)
-    x_desc = _wgmma_descriptor(t['X'], [kw["BLOCK_M"], kw["BLOCK_K"]], ttgl.bfloat16, 'X')
+    wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (past the row tile: zeros, not stored)
+    x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"], 64], ttgl.uint8, 'W')
-    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP']}
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K']}
     consumers = cfg.num_warps // 4
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)
     pingpong = consumers == 2 and kw["BLOCK_M"] >= 128
     return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,
-                                         PINGPONG=pingpong, **consts)
+                                         PINGPONG=pingpong, WG_N=wg_n, **consts)
 
 
 def _wgmma_descriptor(x, block, dtype, name):

@@ -34,7 +34,7 @@ from tilesched.backends.cuda.gluon_attention import _names_in
 from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step
 from tilesched.ir.dtypes import BITS
 from tilesched.passes.kernel import Instr, KernelIR, producer
-from tilesched.passes.register_operand import WGMMA_COLUMNS, byte_weights, the_dot
+from tilesched.passes.register_operand import WGMMA_COLUMNS, WGMMA_MIN_N, byte_weights, the_dot
 
 IMPORTS = """from triton.experimental import gluon
 from triton.experimental.gluon import language as ttgl
@@ -138,8 +138,8 @@ def chain_fp32(steps: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
 
 def constexprs(k: KernelIR) -> list[str]:
     """The kernel's compile-time arguments taken from the Triton launch's constexprs by name: the
-    mma.sync kernel's, but for SPLIT_K (one share a tile here)."""
-    return [n for n in gluon_emit.constexprs(k) if n != "SPLIT_K"]
+    mma.sync kernel's."""
+    return gluon_emit.constexprs(k)
 
 
 def _parts(k: KernelIR):
@@ -169,7 +169,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         steps = chain_steps(k, dot, bias, exact - bias)
         asm, operands = chain_asm(steps, act)
     consts = constexprs(k)
-    tile = "ttgl.minimum(t + 1, k_tiles - 1)"  # the next tile's group (past the end, the last again)
+    tile = "ttgl.minimum(t + 1, last_t)"  # the next tile's group (past the end, the last again)
 
     def varies(e: str) -> bool:
         return any(f"r_{n}" in e for n in per_tile)
@@ -181,7 +181,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
 
     before = [
         "acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
-        f"instr_shape=[16, BLOCK_{p}, 16])",
+        "instr_shape=[16, WG_N, 16])",
         "a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)",
     ]
     if whole:
@@ -198,18 +198,19 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
             f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))",
             f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1",
         ]
-    before += [f"acc = ttgl.zeros([{WGMMA_COLUMNS}, BLOCK_{p}], ttgl.float32, acc_l)"]
+    before += [f"acc = ttgl.zeros([{WGMMA_COLUMNS}, WG_N], ttgl.float32, acc_l)",
+               f"last_t = ttgl.maximum((n_{c} + BLOCK_{c} - 1) // BLOCK_{c} - 1, 0)  # the coefficients' last tile"]
     for n in once:
         before += _coefficient(k, n, q, c, "0")
     for n in per_tile:
-        before += _coefficient(k, n, q, c, "0", f"r_{n}_next")
+        before += _coefficient(k, n, q, c, "ttgl.minimum(t0, last_t)", f"r_{n}_next")
     before += [pair(j, e) for j, e in enumerate(operands) if not varies(e)]
-    loop = [*[f"r_{n} = r_{n}_next" for n in per_tile]]
+    loop = ["t = t0 + i", *[f"r_{n} = r_{n}_next" for n in per_tile]]
     for n in per_tile:
         loop += _coefficient(k, n, q, c, tile, f"r_{n}_next")
     loop += [pair(j, e) for j, e in enumerate(operands) if varies(e)]
     ops = ", ".join(["pairs"] + [f"o{j}" for j in range(len(operands))])
-    loop += ["slot = t % STAGES", "_gl_mbarrier.wait(ready.index(slot), (t // STAGES) & 1)"]
+    loop += ["slot = i % STAGES", "_gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)"]
     if whole:
         loop += [
             "w = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(a_l)  # the bytes, in the operand's layout",
@@ -230,8 +231,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         ]
     loop += [
         "if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
-        "    _gl_mbarrier.wait(turn.index(wg), t & 1)",
-        "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=t > 0, is_async=True)",
+        "    _gl_mbarrier.wait(turn.index(wg), i & 1)",
+        "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)",
         "if PINGPONG:",
         "    _gl_mbarrier.arrive(turn.index(1 - wg), count=1)",
         "# the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers",
@@ -239,33 +240,40 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "_gl_mbarrier.arrive(empty.index(slot), count=1)",
     ]
     ya = k.access(Y, "store")
-    after = [
+    store = [
         "st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])",
         f"out = ttgl.convert_layout(ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0)), st_l)",
-        f"yp = off_{p} + ttgl.arange(0, BLOCK_{p}, layout=ttgl.SliceLayout(1, st_l))",
+        "yr = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(1, st_l))",
+        f"yp = off_{p} + yr",
         f"yq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(0, st_l))",
         f"y_ptrs = p_{Y} + {_step(k, Y, p, 'yp[:, None].to(ttgl.int64)')} + {_step(k, Y, q, 'yq[None, :]')}",
-        f"ttgl.store(y_ptrs, out, mask=(yp < n_{p})[:, None] & (yq < n_{q})[None, :])",
+        f"ttgl.store(y_ptrs, out, mask=((yr < BLOCK_{p}) & (yp < n_{p}))[:, None] & (yq < n_{q})[None, :])",
     ]
-    body = before + ["for t in range(k_tiles):"] + ["    " + ln for ln in loop] + after
+    if k.split_k is None:
+        after = store
+    else:
+        after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
+        after += ["    " + ln for ln in store]
+    body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
     scalars = _names_in(body, positional)
     cons = _names_in(body, consts)
     layout = [] if whole else ["PAIRS3"]
     L = ["@gluon.jit",
-         f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, k_tiles, "
+         f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, t0, k_tiles, tile_id, "
          + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
-         + ", ".join(f"{n}: ttgl.constexpr" for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG"]) + "):"]
+         + ", ".join(f"{n}: ttgl.constexpr" for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"]) + "):"]
     L += ["    " + ln for ln in body]
 
     words = f"BLOCK_{c}" if whole else f"BLOCK_{c} * {bits} // 32"  # rows of the weights' tile
     L += ["", "", "@gluon.jit",
-          f"def {k.name}_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, k_tiles, "
+          f"def {k.name}_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, t0, k_tiles, "
           f"BLOCK_{c}: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):"]
     L += ["    " + ln for ln in [
-        "for t in range(k_tiles):",
-        "    slot = t % STAGES",
-        "    if t >= STAGES:  # the slot's last tile: every consumer's MMA on it is done",
-        "        _gl_mbarrier.wait(empty.index(slot), (t // STAGES - 1) & 1)",
+        "for i in range(k_tiles):",
+        "    t = t0 + i",
+        "    slot = i % STAGES",
+        "    if i >= STAGES:  # the slot's last tile: every consumer's MMA on it is done",
+        "        _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)",
         "    _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)",
         "    for wg in ttgl.static_range(CONSUMERS):",
         f"        _gl_tma_load(w_desc, [t * ({words}), off_{q} + wg * {WGMMA_COLUMNS}], ready.index(slot), "
@@ -273,10 +281,10 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"    _gl_tma_load(x_desc, [off_{p}, t * BLOCK_{c}], ready.index(slot), x_ring.index(slot))",
     ]]
 
-    common = ", ".join(scalars + cons + ["STAGES", *layout, "CONSUMERS", "PINGPONG"])
+    common = ", ".join(scalars + cons + ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"])
     consumer = f"({k.name}_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_{p}, off_{q}{{wg}}, {{i}}, " \
-               f"k_tiles, {common}))"
-    loader = (f"({k.name}_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, k_tiles, "
+               f"t0, k_tiles, tile_id, {common}))"
+    loader = (f"({k.name}_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, t0, k_tiles, "
               f"BLOCK_{c}, STAGES, CONSUMERS))")
     top = [
         f"tiles_{p} = (n_{p} + BLOCK_{p} - 1) // BLOCK_{p}",
@@ -286,8 +294,15 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"off_{p} = pid_{p} * BLOCK_{p}",
         f"off_{q} = pid_{q} * BLOCK_{q}",
         "# at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)",
-        f"k_tiles = ttgl.maximum((n_{c} + BLOCK_{c} - 1) // BLOCK_{c}, 1)",
-        f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, BLOCK_{p}, BLOCK_{c}], x_desc.layout)",
+        f"tiles_{c} = (n_{c} + BLOCK_{c} - 1) // BLOCK_{c}",
+        "t0 = 0",
+        f"k_tiles = ttgl.maximum(tiles_{c}, 1)",
+        *([] if k.split_k is None else [
+            f"if SPLIT_K > 1:  # one contiguous share of the {c} tiles; a share past the end sums one tile of TMA's zeros",
+            f"    per_split = (tiles_{c} + SPLIT_K - 1) // SPLIT_K",
+            "    t0 = ttgl.program_id(1) * per_split",
+            f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), 1)"]),
+        f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, WG_N, BLOCK_{c}], x_desc.layout)",
         f"w_ring = ttgl.allocate_shared_memory({GL_INTS[k.access(W, 'load').dtype] if whole else 'ttgl.int32'}, "
         f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS}], w_desc.layout)",
         "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
@@ -315,12 +330,73 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     L += ["", "", "@gluon.jit", f"def {k.name}_wgmma_kernel(", "    x_desc,", "    w_desc,"]
     L += [f"    {a}," for a in positional]
     L += [f"    {n}: ttgl.constexpr," for n in consts]
-    L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG"]] + ["):"]
+    L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"]] + ["):"]
     L += ["    " + ln for ln in top]
     return L
 
 
+def _meet(k: KernelIR, p: str, q: str, acc: str) -> list[str]:
+    """Lines where the split-K shares of a tile meet: each share but the last stores its partial sums
+    to its fp32 slice and counts once in its thread's counter (release); the last share's threads
+    wait for their counters (acquire), add the other slices element by element and zero the
+    counters for the next call. A thread holds the same elements in every share, so no thread
+    waits on another of its own CTA (no barrier inside a warpgroup); the last share is the last to
+    start (the grid's slowest axis), so the shares it waits on have all started. The counters are
+    touched once per thread (a tensor of one element a thread): a release per element costs a
+    fence each (measured 1.5x slower at M = 128 than no split)."""
+    return [
+        "if SPLIT_K > 1:",
+        *["    " + ln for ln in [
+            "ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))",
+            f"ep_p = off_{p} + ep_r",
+            f"ep_q = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(1, acc_l))",
+            f"ep_mask = ((ep_r < BLOCK_{p}) & (ep_p < n_{p}))[None, :] & (ep_q < n_{q})[:, None]",
+            f"ws_ptrs = ws_{acc} + ep_p[None, :].to(ttgl.int64) * n_{q} + ep_q[:, None]",
+            "# a counter per thread of the warpgroup: the elements it holds are the same in every share",
+            "one_l: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [4], [0])  # one element a thread",
+            "me = _gl_thread_id(ttgl.arange(0, 128, layout=one_l))",
+            "counter = ws_arrived + ((tile_id * CONSUMERS + wg) * 128 + me % 128)",
+            "if ttgl.program_id(1) < SPLIT_K - 1:",
+            f"    ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_{p} * n_{q}, acc, mask=ep_mask)",
+            "    _gl_count_release(counter)",
+            "else:",
+            "    _gl_wait_acquire(counter, ttgl.full([128], SPLIT_K - 1, ttgl.int32, one_l))",
+            "    for other in ttgl.static_range(SPLIT_K - 1):",
+            f"        acc += ttgl.load(ws_ptrs + other * n_{p} * n_{q}, mask=ep_mask, other=0.0, cache_modifier=\".cg\")",
+            "    _gl_zero(counter)  # after every load: the next call counts from zero",
+        ]],
+    ]
+
+
 HELPERS = '''
+@gluon.jit
+def _gl_thread_id(like):
+    # the thread holding each element of `like` (one element a thread where its layout says so)
+    return ttgl.inline_asm_elementwise("mov.u32 $0, %tid.x;", "=r,r", [like], dtype=ttgl.int32, is_pure=True,
+                                       pack=1)
+
+
+@gluon.jit
+def _gl_count_release(counter):
+    # one count after this thread's earlier stores (release, GPU scope)
+    return ttgl.inline_asm_elementwise("red.release.gpu.global.add.u32 [$1], 1; mov.u32 $0, 0;", "=r,l",
+                                       [counter], dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gl_wait_acquire(counter, target):
+    # spin until the counter reaches the target; later loads see what the counted stores wrote
+    return ttgl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .u32 v; TS_WAIT: ld.acquire.gpu.global.u32 v, [$1]; setp.lt.u32 p, v, $2; "
+        "@p bra TS_WAIT; mov.u32 $0, v; }", "=r,l,r", [counter, target], dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gl_zero(counter):
+    return ttgl.inline_asm_elementwise("st.relaxed.gpu.global.u32 [$1], 0; mov.u32 $0, 0;", "=r,l", [counter],
+                                       dtype=ttgl.int32, is_pure=False, pack=1)
+
+
 @gluon.jit
 def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
     # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
@@ -331,7 +407,8 @@ def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
 
 def render_host(k: KernelIR) -> list[str]:
     """`wgmma_launch_args` / `wgmma_launch`: TMA descriptors of X's tiles and the words' tiles, then
-    the Triton kernel's arguments; a consumer warpgroup per 64 columns (NUM_WARPS / 4)."""
+    the Triton kernel's arguments; a consumer warpgroup per 64 columns (NUM_WARPS / 4); split-K
+    counters per thread of each consumer (the Triton kernel's are per tile)."""
     dot, p, q, c, x, X, W, Y = _parts(k)
     dt = GL_DTYPES[k.value(x).dtype]
     wtype = k.access(W, "load").dtype
@@ -344,13 +421,21 @@ def render_host(k: KernelIR) -> list[str]:
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout", "",
                   f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits})"]
     names = constexprs(k) + ([] if byte_weights(k) else ["PAIRS3"])
+    counters = [] if k.split_k is None else [
+        "    if cfg.constexprs[\"SPLIT_K\"] > 1:  # the shared counters grown to one per thread of each consumer, so the",
+        "        # Triton kernel's arguments (one per tile) take the same buffer",
+        "        from tilesched.backends.cuda.workspace import arrival_counters",
+        "",
+        "        arrival_counters(cfg.device, cfg.grid[0] * 2 * 128)"]
     return [
         "def wgmma_launch_args(cfg, t, n, c):",
         '    """The wgmma kernel\'s arguments: TMA descriptors of X and of the weights (words or bytes), then the Triton',
         '    kernel\'s arguments; its constants and the consumers (a warpgroup per 64 columns)."""',
+        *counters,
         "    args, kw = launch_args(cfg, t, n, c)",
         *layout,
-        f"    x_desc = _wgmma_descriptor(t[{X!r}], [kw[\"BLOCK_{p}\"], kw[\"BLOCK_{c}\"]], {dt}, {X!r})",
+        f"    wg_n = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N})  # wgmma's n: X's tile rows (past the row tile: zeros, not stored)",
+        f"    x_desc = _wgmma_descriptor(t[{X!r}], [wg_n, kw[\"BLOCK_{c}\"]], {dt}, {X!r})",
         f"    w_desc = _wgmma_descriptor(t[{W!r}], {w_desc}, {W!r})",
         f"    consts = {{name: kw[name] for name in {names!r}}}",
         "    consumers = cfg.num_warps // 4",
@@ -358,7 +443,7 @@ def render_host(k: KernelIR) -> list[str]:
         "    # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)",
         f"    pingpong = consumers == 2 and kw[\"BLOCK_{_parts(k)[1]}\"] >= 128",
         "    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,",
-        "                                         PINGPONG=pingpong, **consts)",
+        "                                         PINGPONG=pingpong, WG_N=wg_n, **consts)",
         "",
         "",
         "def _wgmma_descriptor(x, block, dtype, name):",

@@ -27,7 +27,7 @@ from tilesched.ir.shapes import ShapeError, solve_sizes
 from tilesched.passes.gpu import MIN_DOT, lower_kernel
 from tilesched.passes.kernel import KernelIR
 from tilesched.passes.materialize import split
-from tilesched.passes.register_operand import MAX_ROW_TILE, legal_blocks, why_not
+from tilesched.passes.register_operand import legal_blocks, takes_wgmma, why_not
 from tilesched.passes.warp_specialize import legal_point
 from tilesched.passes.warp_specialize import why_not as ws_why_not
 from tilesched.tuner.lockfile import LockFile
@@ -113,7 +113,8 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     def register_operand_point() -> str | None:  # the point's blocks and switches
         groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses
                   for ax, _ in a.group if ax == k.reduction}
-        why = legal_blocks(block, warps, groups, k, int(_value(b, k.num_stages, 3)), split)
+        why = legal_blocks(block, warps, groups, k, int(_value(b, k.num_stages, 3)), split,
+                           takes_wgmma(_value(b, k.register_operand, False), block[k.grid[0]]))
         if why is None and (persistent or bool(_value(b, k.materialize, False))):
             why = "neither a persistent grid nor the materialising schedule"
         return why
@@ -123,9 +124,9 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         return legal_point(block, warps, int(_value(b, k.num_stages, 3)), b.sizes[head], k)
 
     _optional_schedule(k, b, const, "register_operand", why_not, register_operand_point)
-    if k.register_operand is not None:  # row tiles past mma.sync's 16 take the wgmma kernel (register_operand.py)
-        p = k.grid[0]
-        const["REGISTER_OPERAND_WGMMA"] = const["REGISTER_OPERAND"] and block[p] > MAX_ROW_TILE
+    if k.register_operand is not None:  # row tiles past mma.sync's 16, or the value WGMMA, take the wgmma kernel
+        const["REGISTER_OPERAND_WGMMA"] = const["REGISTER_OPERAND"] and takes_wgmma(
+            _value(b, k.register_operand, False), block[k.grid[0]])
     _optional_schedule(k, b, const, "warp_specialize", ws_why_not, warp_specialize_point)
     grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
     grid += tuple(b.sizes[p] for p in k.points)
