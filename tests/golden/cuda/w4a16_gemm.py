@@ -473,7 +473,7 @@ def wgmma_launch_args(cfg, t, n, c):
     from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout
 
     kw["PAIRS3"] = wgmma_pairs_layout(kw["BLOCK_K"], 4)
-    wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (past the row tile: zeros, not stored)
+    wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"] * 4 // 32, 64], ttgl.int32, 'W')
     consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'PAIRS3']}

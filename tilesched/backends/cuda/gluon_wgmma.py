@@ -1,9 +1,9 @@
 """Render the register-operand schedule (tilesched/passes/register_operand.py) on Hopper's wgmma,
-for row tiles past mma.sync's 16.
+for row tiles past mma.sync's 16 (or any, where the option's value is "wgmma": wgmma's n of 8 at least).
 
 The kernel computes acc^T[q, p] = W^T[q, c] X^T[c, p]: the weights are wgmma's first operand,
 which it reads from registers, and X's tile its second, from shared memory. Three Gluon functions:
-  - `<name>_wgmma_kernel`: a CTA per (BLOCK_<p>, BLOCK_<q>) tile; sets up a ring of STAGES slots
+  - `<name>_wgmma_kernel`: a CTA per (BLOCK_<p>, BLOCK_<q>) tile and split-K share; sets up a ring of STAGES slots
     (X's tile and each consumer's tile of packed words, `ready` / `empty` barriers) and forks;
   - `<name>_wgmma_loader` (one warp): TMA loads of X's tile [BLOCK_<p>, BLOCK_<c>] and the words
     [BLOCK_<c> / per, 64] of each consumer's columns into the next free slot (TMA zero-fills past
@@ -434,7 +434,7 @@ def render_host(k: KernelIR) -> list[str]:
         *counters,
         "    args, kw = launch_args(cfg, t, n, c)",
         *layout,
-        f"    wg_n = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N})  # wgmma's n: X's tile rows (past the row tile: zeros, not stored)",
+        f"    wg_n = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N})  # wgmma's n: X's tile rows (those past the row tile computed, not stored)",
         f"    x_desc = _wgmma_descriptor(t[{X!r}], [wg_n, kw[\"BLOCK_{c}\"]], {dt}, {X!r})",
         f"    w_desc = _wgmma_descriptor(t[{W!r}], {w_desc}, {W!r})",
         f"    consts = {{name: kw[name] for name in {names!r}}}",
