@@ -142,7 +142,7 @@ def register_operand_bindings(program, sizes: dict, points, stages):
 def decode_wgmma(bm: int) -> list[dict]:
     """Points of the wgmma kernel at a decode row tile: one or two consumers, deep rings, 1 to 8 shares."""
     return [{**register_operand(bm, bn, w, s, stages=st), "REGISTER_OPERAND": "wgmma"}
-            for bn, w in ((64, 4), (128, 8)) for s in (1, 2, 4, 8) for st in (4, 8)]
+            for bn, w in ((64, 4), (128, 8)) for s in (1, 2, 4, 8) for st in (2, 4)]
 
 
 def candidates(m: int, bits: int = 0) -> list[dict]:

@@ -419,6 +419,7 @@ def w4a16_gemm_wgmma_kernel(
     CONSUMERS: ttgl.constexpr,
     PINGPONG: ttgl.constexpr,
     WG_N: ttgl.constexpr,
+    CONSUMER_REGS: ttgl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
     tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
@@ -453,7 +454,7 @@ def w4a16_gemm_wgmma_kernel(
             (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, CONSUMERS, PINGPONG, WG_N)),
             (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, CONSUMERS, PINGPONG, WG_N)),
             (w4a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
-        ], [4, 1], [232, 24])  # registers: the consumer's accumulator and operand; the loader's few
+        ], [4, 1], [CONSUMER_REGS, 24])  # registers: the consumer's accumulator and operand; the loader's few
     else:
         ttgl.warp_specialize([
             (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, CONSUMERS, PINGPONG, WG_N)),
@@ -481,8 +482,12 @@ def wgmma_launch_args(cfg, t, n, c):
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)
     pingpong = consumers == 2 and kw["BLOCK_M"] >= 128
+    if wg_n <= 16:  # few accumulators: 64 registers a thread, more CTAs an SM
+        regs = dict(maxnreg=64, CONSUMER_REGS=64)
+    else:
+        regs = dict(CONSUMER_REGS=232)
     return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,
-                                         PINGPONG=pingpong, WG_N=wg_n, **consts)
+                                         PINGPONG=pingpong, WG_N=wg_n, **regs, **consts)
 
 
 def _wgmma_descriptor(x, block, dtype, name):

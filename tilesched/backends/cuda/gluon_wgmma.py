@@ -49,6 +49,11 @@ PACKED = {"bf16": (128, "0x43004300", 256, "bf16x2"), "fp16": (1024, "0x64006400
 FP32_BIAS, FP32_BIAS_BITS, FP32_ROOM = 12582912, "0x4B400000", 1 << 22
 GL_INTS = {"uint8": "ttgl.uint8", "int8": "ttgl.int8"}
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
+# decode row tiles (wgmma's n up to 16): the kernel capped at 64 registers a thread, the consumers too;
+# the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at M = 16,
+# N = 28672: 82 -> 67 us; 80 registers were 3 % faster at 4096², 56 slower:
+# bench/results/wgmma-decode-registers-*.json)
+DECODE_N, DECODE_REGISTERS = 16, 64
 
 
 def _integral(k: KernelIR, n: str, room: int) -> bool:
@@ -319,7 +324,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "        " + consumer.format(wg="", i=0) + ",",
         "        " + consumer.format(wg=f" + {WGMMA_COLUMNS}", i=1) + ",",
         "        " + loader + ",",
-        f"    ], [4, 1], [{REGISTERS[0]}, {REGISTERS[1]}])  # registers: the consumer's accumulator and operand; "
+        f"    ], [4, 1], [CONSUMER_REGS, {REGISTERS[1]}])  # registers: the consumer's accumulator and operand; "
         "the loader's few",
         "else:",
         "    ttgl.warp_specialize([",
@@ -330,7 +335,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     L += ["", "", "@gluon.jit", f"def {k.name}_wgmma_kernel(", "    x_desc,", "    w_desc,"]
     L += [f"    {a}," for a in positional]
     L += [f"    {n}: ttgl.constexpr," for n in consts]
-    L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"]] + ["):"]
+    L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N", "CONSUMER_REGS"]]
+    L += ["):"]
     L += ["    " + ln for ln in top]
     return L
 
@@ -442,8 +448,12 @@ def render_host(k: KernelIR) -> list[str]:
         "    # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at",
         "    # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)",
         f"    pingpong = consumers == 2 and kw[\"BLOCK_{_parts(k)[1]}\"] >= 128",
+        f"    if wg_n <= {DECODE_N}:  # few accumulators: {DECODE_REGISTERS} registers a thread, more CTAs an SM",
+        f"        regs = dict(maxnreg={DECODE_REGISTERS}, CONSUMER_REGS={DECODE_REGISTERS})",
+        "    else:",
+        f"        regs = dict(CONSUMER_REGS={REGISTERS[0]})",
         "    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,",
-        "                                         PINGPONG=pingpong, WG_N=wg_n, **consts)",
+        "                                         PINGPONG=pingpong, WG_N=wg_n, **regs, **consts)",
         "",
         "",
         "def _wgmma_descriptor(x, block, dtype, name):",
