@@ -112,7 +112,7 @@ WGMMA_POINTS = [  # the register-operand schedule's wgmma kernel: one or two con
     ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 2}),
     ({"M": 37, "N": 304, "K": 520}, {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 4}),
     ({"M": 100, "N": 272, "K": 392}, {"BLOCK_M": 32, "BLOCK_N": 128, "BLOCK_K": 64, "NUM_WARPS": 8, "NUM_STAGES": 3}),
-    # decode row tiles on wgmma (the option's value), split-K shares meeting element by element
+    # decode row tiles on wgmma (the option's value), split-K shares meeting through a counter per thread
     ({"M": 16, "N": 8192, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 6,
                                        "SPLIT_K": 4, "REGISTER_OPERAND": "wgmma"}),
     ({"M": 3, "N": 272, "K": 520}, {"BLOCK_M": 1, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8, "NUM_STAGES": 4,

@@ -276,6 +276,11 @@ def test_plan_says_where_the_dequantisation_is_factored(capsys):
     assert main(["plan", spec] + [a for v in wgmma for a in ("--set", v)]) == 0
     assert ("register operand: mma runs on wgmma; a loader warp brings X's tiles and W's words by TMA into 3 slots, a "
             "consumer warpgroup per 64 columns runs dequant") in capsys.readouterr().out
+    decode = ["M=16", "BLOCK_M=16", "BLOCK_N=64", "BLOCK_K=128", "NUM_WARPS=4", "NUM_STAGES=2", "SPLIT_K=4",
+              "REGISTER_OPERAND=wgmma"]
+    assert main(["plan", spec] + [a for v in decode for a in ("--set", v)]) == 0
+    out = capsys.readouterr().out
+    assert "register operand: mma runs on wgmma" in out and "4 shares of K meet through a counter per consumer thread" in out
 
 
 def test_an_emitted_library_runs_the_materialised_schedule(tmp_path, monkeypatch):

@@ -123,7 +123,7 @@ def _register_operand_lines(binding) -> list[str]:
     return [f"register operand: {dot.stage} runs on wgmma; a loader warp brings {x}'s tiles and {w}'s {stored} by TMA "
             f"into {binding.option('num_stages', 3)} slots, a consumer warpgroup per {WGMMA_COLUMNS} columns runs "
             f"{chain} on the {stored} in registers as wgmma's first operand"
-            + (f"; {split} shares of {k.reduction} meet element by element" if split > 1 else "")
+            + (f"; {split} shares of {k.reduction} meet through a counter per consumer thread" if split > 1 else "")
             + " (a Gluon kernel: Hopper GPUs only)"]
 
 

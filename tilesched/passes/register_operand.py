@@ -10,7 +10,7 @@ X's tiles and the packed words brought by TMA (measured hand-written first:
 bench/results/lowbit-wgmma-*.json). Triton cannot state these layouts; the target renders the
 schedule with explicit layouts (Gluon). The row tile picks the instruction (past 16 rows wgmma),
 unless the option's value is WGMMA: then wgmma at any row tile (n of at least 8), which decode
-shapes take for its TMA ring and split-K shares that meet element by element.
+shapes take for its TMA ring and split-K shares that meet through a counter per thread.
 
 The pass checks that the kernel has that shape, else it refuses at the stage that breaks it:
 one factored dot (tilesched/passes/factor.py) in the reduction loop, its other operand a 16-bit
