@@ -18,8 +18,10 @@ which it reads from registers, and X's tile its second, from shared memory. Thre
     stored one to a byte (uint8, int8) load from the ring in the operand's own layout instead and
     run the chain in fp32 (1.5 x 2^23 + v by one integer add; exact, then one rounding).
 Each consumer waits for its own MMA before dequantising its next tile: ptxas reuses the operand's
-registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning), so
-the overlap comes from the other warpgroup; with two at 128 rows and more, they take turns on the
+registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning); kept
+live as a dependency of the wait it is right but no faster at 16 rows and 1.4x slower at 256
+(bench/results/wgmma-decode-registers-overlap-*.json), so the overlap comes from the other
+warpgroup or CTA; with two consumers at 128 rows and more, they take turns on the
 tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json).
 The reduction loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
 The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
