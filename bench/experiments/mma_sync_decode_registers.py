@@ -54,19 +54,10 @@ def main() -> int:
         best = None
         for cap in CAPS:
             CAP[0] = cap
-            for params in points:
-                b = sb.legal(program, sizes, params)
-                if b is None:
-                    continue
-                try:
-                    ms = sb.time_kernel(kernel, b, sets, a.repeats)
-                except Exception as exc:  # noqa: BLE001 - reported and skipped
-                    rows.append({"shape": sizes, "cap": cap, "params": params, "error": str(exc)[:200]})
-                    continue
-                row = {"shape": sizes, "cap": cap, "params": params, "ms": ms}
-                rows.append(row)
-                if best is None or ms < best["ms"]:
-                    best = row
+            _, table, _ = sb.search(kernel, program, sizes, points, sets, a.repeats)
+            table = [{**r, "shape": sizes, "cap": cap} for r in table]
+            rows += table
+            best = min([r for r in table if "ms" in r] + ([best] if best else []), key=lambda r: r["ms"])
         CAP[0] = best["cap"]
         err, why = sb.oracle_error(kernel, sb.legal(program, sizes, best["params"]), sets[0])
         best["check"], best["rel_err"] = why or "ok", err
