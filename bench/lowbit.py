@@ -79,7 +79,7 @@ WGMMA_POINTS = [
                                         "NUM_STAGES": 3}),
 ]
 # the wgmma kernel at decode row tiles (the option's value "wgmma"): wgmma's n of 8 for row tiles of 1
-# to 8, split-K shares meeting element by element (an empty share at 5 tiles in 4 shares), ragged sizes
+# to 8, split-K shares meeting through a counter per thread (an empty share at 5 tiles in 4 shares), ragged sizes
 DECODE_WGMMA_POINTS = [
     ({"M": 3, "N": 300, "K": 520}, {"BLOCK_M": 1, "BLOCK_N": 64, "BLOCK_K": 128, "NUM_WARPS": 4, "NUM_STAGES": 4,
                                     "SPLIT_K": 4}),
