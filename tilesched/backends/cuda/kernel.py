@@ -109,12 +109,13 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         # half a tile narrower than 16 columns is not worth a second store
         const["EPILOGUE_SUBTILE"] = bool(_value(b, k.subtile, False)) and block[k.grid[-1]] >= 2 * MIN_DOT
     warps = int(_value(b, k.num_warps, 4))
+    # row tiles past mma.sync's 16, or the value WGMMA, take the register-operand schedule's wgmma kernel
+    wgmma = k.register_operand is not None and takes_wgmma(_value(b, k.register_operand, False), block[k.grid[0]])
 
     def register_operand_point() -> str | None:  # the point's blocks and switches
         groups = {f"G_{a.tensor}_{ax}": const[f"G_{a.tensor}_{ax}"] for a in k.accesses
                   for ax, _ in a.group if ax == k.reduction}
-        why = legal_blocks(block, warps, groups, k, int(_value(b, k.num_stages, 3)), split,
-                           takes_wgmma(_value(b, k.register_operand, False), block[k.grid[0]]))
+        why = legal_blocks(block, warps, groups, k, int(_value(b, k.num_stages, 3)), split, wgmma)
         if why is None and (persistent or bool(_value(b, k.materialize, False))):
             why = "neither a persistent grid nor the materialising schedule"
         return why
@@ -124,9 +125,8 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
         return legal_point(block, warps, int(_value(b, k.num_stages, 3)), b.sizes[head], k)
 
     _optional_schedule(k, b, const, "register_operand", why_not, register_operand_point)
-    if k.register_operand is not None:  # row tiles past mma.sync's 16, or the value WGMMA, take the wgmma kernel
-        const["REGISTER_OPERAND_WGMMA"] = const["REGISTER_OPERAND"] and takes_wgmma(
-            _value(b, k.register_operand, False), block[k.grid[0]])
+    if k.register_operand is not None:
+        const["REGISTER_OPERAND_WGMMA"] = const["REGISTER_OPERAND"] and wgmma
     _optional_schedule(k, b, const, "warp_specialize", ws_why_not, warp_specialize_point)
     grid: tuple[int, ...] = (min(num_sms, tiles),) if persistent else (tiles,)
     grid += tuple(b.sizes[p] for p in k.points)
