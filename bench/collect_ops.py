@@ -11,7 +11,8 @@ kernel among the candidates; -m128 the 4- and 2-bit M = 128 rows likewise;
 lowbit-register-operand-split the 4-bit M <= 128 rows with the wgmma kernel's split-K shares and decode
 row tiles among the candidates, -split-m128 the 2- and 8-bit M = 128 rows likewise;
 lowbit-register-operand-decode-wgmma[-8bit] the 4- and 2-bit [8-bit] M <= 16 rows with the decode row tiles'
-register cap).
+register cap; lowbit-register-operand-bias-register-{m1,m16,2bit-m1} the 4- and 2-bit M <= 16 rows with the
+mma.sync kernel's BIAS pair in a register).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -26,7 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "lowbit-register-operand-2bit",
            "lowbit-rotated-baseline", "lowbit-register-operand-wgmma", "lowbit-register-operand-wgmma-8bit",
            "lowbit-register-operand-wgmma-m128", "lowbit-register-operand-split", "lowbit-register-operand-split-m128",
-           "lowbit-register-operand-decode-wgmma", "lowbit-register-operand-decode-wgmma-8bit", "fp8")
+           "lowbit-register-operand-decode-wgmma", "lowbit-register-operand-decode-wgmma-8bit",
+           "lowbit-register-operand-bias-register-m1", "lowbit-register-operand-bias-register-m16",
+           "lowbit-register-operand-bias-register-2bit-m1", "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

@@ -153,7 +153,7 @@ def candidates(m: int, bits: int = 0) -> list[dict]:
     if m <= 16 and bits in (2, 4):  # NUM_STAGES 2: the next words in registers; 3, 4: a cp.async ring
         ro = [register_operand(1 if m <= 8 else 16, bn, w, s, stages=st)
               for bn, w, s in ((128, 4, 8), (128, 8, 8), (64, 4, 8), (128, 4, 4), (128, 8, 4), (256, 8, 2),
-                               (128, 4, 2), (256, 8, 4)) for st in (2, 3, 4)]
+                               (128, 4, 2), (256, 8, 4), (256, 4, 8), (256, 4, 4)) for st in (2, 3, 4)]
     if m <= 16 and bits in (2, 4, 8):
         ro += decode_wgmma(1 if m <= 8 else 16)
     if m <= 8:  # row tiles of 1: CUDA-core products, the group's scale and zero point factored out

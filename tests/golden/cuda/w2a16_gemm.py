@@ -577,6 +577,9 @@ def w2a16_gemm_gluon_kernel(
     x_rows = (xr < BLOCK_M) & (xp < n_M)
     cq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=cols)
     zeros = ttgl.zeros([BLOCK_N, MMA_N], ttgl.float32, mma)
+    # BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,
+    # where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)
+    bias_pairs = ttgl.full([BLOCK_N, BLOCK_K // 16, 8], 0x43004300, ttgl.int32, PAIRS) | (n_N >> 31)
     v_acc = zeros
     # the words of the next tiles load while this one is used: STAGES = 2, the next tile in registers;
     # STAGES > 2, STAGES - 1 tiles in flight through a ring in shared memory (cp.async), read back in
@@ -624,7 +627,7 @@ def w2a16_gemm_gluon_kernel(
         # value j of a word pairs with value j + 8: X's tile permuted into the operand's reduction order
         x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_x, [MMA_N, BLOCK_K // 64, 4, 2, 2, 4]), (0, 1, 4, 2, 5, 3)), [MMA_N, BLOCK_K])
         x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)
-        pairs = ((ttgl.expand_dims(v_words, 2) >> shifts) & 0x00030003) | 0x43004300
+        pairs = ttgl.inline_asm_elementwise("lop3.b32 $0, $1, 0x00030003, $2, 0xEA;", "=r,r,r", [ttgl.expand_dims(v_words, 2) >> shifts, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)
         lo_half, hi_half = ttgl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [pairs], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
         w_op = ttgl.convert_layout(ttgl.reshape(ttgl.permute(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_N, BLOCK_K // 64, 4, 2, 4, 2]), (0, 1, 3, 2, 4, 5)), [BLOCK_N, BLOCK_K]), op_w, assert_trivial=True)
         t_sum = mma_v2(w_op, x_op, zeros)

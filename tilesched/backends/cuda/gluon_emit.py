@@ -5,7 +5,9 @@ The kernel computes the transposed product, acc^T[q, p] += W^T[q, c] X^T[c, p], 
     first-operand fragment holds (gluon_layouts.py), so no dequantised weight passes through
     shared memory;
   - one shift and one AND/OR turn a word's values j and j + 16 / bits into a 16-bit float pair
-    holding BIAS + v (v in the mantissa of BIAS: 128 for bf16, 1024 for fp16); the reduction order
+    holding BIAS + v (v in the mantissa of BIAS: 128 for bf16, 1024 for fp16), BIAS's pair a
+    register the AND/OR reads (as a constant, ptxas re-materialised it before each one: 13 % of a
+    tile's instructions, 5-11 % of the time at M = 1, 8192²); the reduction order
     inside a tile is free, so X's tile is permuted the same way before it becomes the second operand;
   - the chain's factor a and offset b (per column, constant within a reduction tile) are applied
     once per tile: x . (a v + b) = a t + (b - a BIAS) sum(x), with t the MMA's sum over BIAS + v;
@@ -152,7 +154,8 @@ def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str)
         f"# value j of a word pairs with value j + {pairs}: X's tile permuted into the operand's reduction order",
         f"x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_{x}, {x_split}), {x_order}), [MMA_N, BLOCK_{c}])",
         "x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)",
-        f"pairs = ((ttgl.expand_dims(v_words, 2) >> shifts) & {low}) | {magic}",
+        f"pairs = ttgl.inline_asm_elementwise(\"lop3.b32 $0, $1, {low}, $2, 0xEA;\", \"=r,r,r\", "  # (a & b) | c
+        "[ttgl.expand_dims(v_words, 2) >> shifts, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)",
         f"lo_half, hi_half = ttgl.inline_asm_elementwise(\"mov.b32 {{$0, $1}}, $2;\", \"=h,=h,r\", [pairs], "
         f"dtype=({GL_DTYPES[act]}, {GL_DTYPES[act]}), is_pure=True, pack=1)",
         f"w_op = ttgl.convert_layout({w_merge}, op_w, assert_trivial=True)",
@@ -217,6 +220,9 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"x_rows = (xr < BLOCK_{p}) & (xp < n_{p})",
         f"cq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=cols)",
         f"zeros = ttgl.zeros([BLOCK_{q}, MMA_N], ttgl.float32, mma)",
+        "# BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,",
+        "# where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)",
+        f"bias_pairs = ttgl.full([BLOCK_{q}, BLOCK_{c} // {per}, {pairs}], {magic}, ttgl.int32, PAIRS) | (n_{q} >> 31)",
         f"v_{acc} = zeros",
     ]
     for n in once:
