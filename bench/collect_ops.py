@@ -12,7 +12,8 @@ lowbit-register-operand-split the 4-bit M <= 128 rows with the wgmma kernel's sp
 row tiles among the candidates, -split-m128 the 2- and 8-bit M = 128 rows likewise;
 lowbit-register-operand-decode-wgmma[-8bit] the 4- and 2-bit [8-bit] M <= 16 rows with the decode row tiles'
 register cap; lowbit-register-operand-bias-register-{m1,m16,2bit-m1} the 4- and 2-bit M <= 16 rows with the
-mma.sync kernel's BIAS pair in a register).
+mma.sync kernel's BIAS pair in a register; lowbit-register-operand-vector-words the 4-bit M <= 16 rows with its
+words loaded a vector per thread).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -29,7 +30,7 @@ SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "l
            "lowbit-register-operand-wgmma-m128", "lowbit-register-operand-split", "lowbit-register-operand-split-m128",
            "lowbit-register-operand-decode-wgmma", "lowbit-register-operand-decode-wgmma-8bit",
            "lowbit-register-operand-bias-register-m1", "lowbit-register-operand-bias-register-m16",
-           "lowbit-register-operand-bias-register-2bit-m1", "fp8")
+           "lowbit-register-operand-bias-register-2bit-m1", "lowbit-register-operand-vector-words", "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

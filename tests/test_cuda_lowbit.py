@@ -497,6 +497,54 @@ def test_wgmma_pairs_layout_covers_the_tile_once(bits, block_red):
     assert lane_k == [2, 4]
 
 
+def _layout_points(b: dict) -> dict[tuple, tuple]:
+    """(register, lane, warp) index -> the element a linear layout's bases put there."""
+    from itertools import product
+
+    groups = [b["reg_bases"], b["lane_bases"], b["warp_bases"]]
+    out = {}
+    for sel in product(*[list(product((0, 1), repeat=len(g))) for g in groups]):
+        point = [0] * len(b["shape"])
+        for bits_on, bases in zip(sel, groups):
+            for on, base in zip(bits_on, bases):
+                if on:
+                    point = [p ^ v for p, v in zip(point, base)]
+        key = tuple(sum(on << i for i, on in enumerate(s)) for s in sel)
+        out[key] = tuple(point)
+    return out
+
+
+@pytest.mark.parametrize("rows,warps", [(64, 4), (128, 4), (256, 4), (128, 8), (256, 8)])
+def test_words_load_layout_renumbers_rows_into_consecutive_columns(rows, warps):
+    """gluon_layouts.words_load_bases: a bijection onto [columns, words]; each (lane, warp) holds
+    the words of the rows it holds in the words' layout (pairs_bases), at columns row_column(row);
+    and a thread's columns are consecutive, so they load as one vector."""
+    from tilesched.backends.cuda.gluon_layouts import pairs_bases, row_column, words_load_bases
+
+    load = words_load_bases(rows, 128, warps, 4)
+    points = _layout_points(load)
+    assert sorted(points.values()) == [(q, c) for q in range(rows) for c in range(16)]
+    held = {}  # (lane, warp) -> the (row, word) pairs the words' layout gives it
+    for (_, lane, warp), (r, c, _) in _layout_points(pairs_bases(rows, 128, warps, 4)).items():
+        held.setdefault((lane, warp), set()).add((r, c))
+    loaded = {}
+    for (_, lane, warp), (q, c) in points.items():
+        loaded.setdefault((lane, warp), set()).add((q, c))
+    assert all(loaded[t] == {(row_column(r, rows, warps), c) for r, c in held[t]} for t in held)
+    # and register by register: the kernel renumbers a thread's registers by these bits (_gl_rows)
+    pairs_regs = [base[0] for base in pairs_bases(rows, 128, warps, 4)["reg_bases"] if base[0]]
+    assert [row_column(r, rows, warps) for r in pairs_regs] == [base[0] for base in load["reg_bases"] if base[0]]
+    assert sorted({row_column(r, rows, warps) for r in range(rows)}) == list(range(rows))
+    columns = sorted({q for q, c in loaded[(0, 0)] if c == 0})
+    assert columns == list(range(len(columns))) and len(columns) == 2 * rows // (16 * warps)
+    # the kernel's own column of row r (its stores and coefficients) is the same map
+    src = compiled(load_program(CONFIGS / "w4a16_gemm.yaml"))[1]
+    line = next(ln for ln in src.splitlines() if "cq = pid_N * BLOCK_N + (r // 8)" in ln)
+    expr = line.split("BLOCK_N + ", 1)[1]
+    env = {"NW": warps, "BLOCKS": rows // (16 * warps)}
+    assert [eval(expr, {}, {**env, "r": r}) for r in range(rows)] == [row_column(r, rows, warps) for r in range(rows)]
+
+
 def test_register_operand_wgmma_value_takes_decode_row_tiles_and_split_shares():
     """The option's value "wgmma" puts a row tile of 1 or 16 on the wgmma kernel (wgmma's n of 8 at
     least), with split-K shares that meet through one counter per consumer thread; `true` keeps such

@@ -34,6 +34,7 @@ import spec_bench as sb  # noqa: E402
 from tilesched import load_program  # noqa: E402
 
 FLOORS = os.environ.get("FLOORS", "1") == "1"  # 0: the generated kernel only
+ROWS = int(os.environ.get("ROWS", "1"))  # M (the floors read the same words at any M)
 SHAPES = [tuple(int(v) for v in s.split("x")) for s in os.environ.get(
     "SHAPES", "4x4096x4096,4x8192x8192,2x4096x4096,2x8192x8192").split(",")]  # bits x N x K
 
@@ -88,8 +89,8 @@ FLOOR_POINTS = [(bn, sp, w, st) for bn, w in ((64, 4), (128, 4), (256, 4), (256,
 
 
 def ours_points(bits: int) -> list[dict]:
-    return [lowbit.register_operand(1, bn, w, sp, stages=st) for bn, w in ((64, 4), (128, 4), (128, 8), (256, 8))
-            for sp in (4, 8, 16) for st in (2, 4)]
+    return [lowbit.register_operand(1 if ROWS <= 8 else 16, bn, w, sp, stages=st)
+            for bn, w in ((64, 4), (128, 4), (128, 8), (256, 4), (256, 8)) for sp in (2, 4, 8) for st in (2, 4)]
 
 
 def main() -> int:
@@ -109,12 +110,12 @@ def main() -> int:
     hbm = sb.copy_gbs()
     report["copy_GBs"] = hbm
     for bits, n, k in SHAPES:
-        sizes = {"M": 1, "N": n, "K": k}
+        sizes = {"M": ROWS, "N": n, "K": k}
         spec = sb.CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml"
         program = load_program(spec)
         kernel = Kernel(program)
-        nbytes = lowbit.weight_bytes(bits, 1, n, k)
-        sets = [lowbit.make_inputs(bits, 1, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
+        nbytes = lowbit.weight_bytes(bits, ROWS, n, k)
+        sets = [lowbit.make_inputs(bits, ROWS, n, k, "cuda") for _ in range(sb.n_sets(nbytes))]
         sol = nbytes / (hbm * 1e9) * 1e3
         rows = []
         for meet in (False, True) if FLOORS else ():

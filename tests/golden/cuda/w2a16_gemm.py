@@ -98,6 +98,14 @@ _gl_async_load = getattr(_gl_async, "async_load", None) or _gl_async.async_copy_
 
 
 @gluon.jit
+def _gl_rows(t, NW: ttgl.constexpr, BLOCKS: ttgl.constexpr, layout: ttgl.constexpr):
+    # [columns, words] loaded by column (WLOAD) -> by the MMA's row (gluon_layouts.words_load_bases):
+    # the column's bits (a, block, lane, warp from the lowest) reordered as the row's (lane, a, warp, block)
+    t = ttgl.permute(ttgl.reshape(t, [NW, 8, BLOCKS, 2, t.shape[1]]), (2, 0, 3, 1, 4))
+    return ttgl.convert_layout(ttgl.reshape(t, [NW * 8 * BLOCKS * 2, t.shape[4]]), layout)
+
+
+@gluon.jit
 def _gl_copy(slot, ptrs, mask, EVEN: ttgl.constexpr):
     # cp.async of a tile into a shared-memory slot; masked elements are zero-filled
     if EVEN:

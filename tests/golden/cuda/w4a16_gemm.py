@@ -98,6 +98,14 @@ _gl_async_load = getattr(_gl_async, "async_load", None) or _gl_async.async_copy_
 
 
 @gluon.jit
+def _gl_rows(t, NW: ttgl.constexpr, BLOCKS: ttgl.constexpr, layout: ttgl.constexpr):
+    # [columns, words] loaded by column (WLOAD) -> by the MMA's row (gluon_layouts.words_load_bases):
+    # the column's bits (a, block, lane, warp from the lowest) reordered as the row's (lane, a, warp, block)
+    t = ttgl.permute(ttgl.reshape(t, [NW, 8, BLOCKS, 2, t.shape[1]]), (2, 0, 3, 1, 4))
+    return ttgl.convert_layout(ttgl.reshape(t, [NW * 8 * BLOCKS * 2, t.shape[4]]), layout)
+
+
+@gluon.jit
 def _gl_copy(slot, ptrs, mask, EVEN: ttgl.constexpr):
     # cp.async of a tile into a shared-memory slot; masked elements are zero-filled
     if EVEN:
@@ -539,6 +547,7 @@ def w4a16_gemm_gluon_kernel(
     SPLIT_K: ttgl.constexpr,
     MMA_N: ttgl.constexpr,
     PAIRS: ttgl.constexpr,
+    WLOAD: ttgl.constexpr,
     STAGES: ttgl.constexpr,
 ):
     NW: ttgl.constexpr = ttgl.num_warps()
@@ -546,6 +555,7 @@ def w4a16_gemm_gluon_kernel(
     op_w: ttgl.constexpr = ttgl.DotOperandLayout(0, mma, k_width=8)  # 8 consecutive reduction indices a thread
     op_x: ttgl.constexpr = ttgl.DotOperandLayout(1, mma, k_width=8)
     words: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS)
+    BLOCKS: ttgl.constexpr = BLOCK_N // (16 * NW)  # 16-row blocks a warp's MMAs take
     x_tile: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [2, 16], [NW, 1], [1, 0])
     cols: ttgl.constexpr = ttgl.SliceLayout(1, mma)  # N: the MMA's rows
     rows: ttgl.constexpr = ttgl.SliceLayout(0, mma)  # M
@@ -564,8 +574,10 @@ def w4a16_gemm_gluon_kernel(
         lo_K = ttgl.program_id(1) * per_split
         hi_K = ttgl.minimum(lo_K + per_split, tiles_K)
     # w: words of 8 values along K; a thread loads the words its operand fragments hold
-    wq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=ttgl.SliceLayout(1, words))
-    wc = ttgl.arange(0, BLOCK_K // 8, layout=ttgl.SliceLayout(0, words))
+    # (with STAGES = 2 loaded by column, a thread's columns consecutive (WLOAD), then renumbered by
+    # the MMA's row: row r of the MMAs is column cq(r) of the tile below)
+    wq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=ttgl.SliceLayout(1, WLOAD))
+    wc = ttgl.arange(0, BLOCK_K // 8, layout=ttgl.SliceLayout(0, WLOAD))
     w_ptrs = p_W + wc[None, :] * s_W_K + wq[:, None]
     w_rows = (n_K + 7) // 8
     shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS))) * 4, 0), 1)
@@ -576,6 +588,9 @@ def w4a16_gemm_gluon_kernel(
     x_ptrs = p_X + xp[:, None].to(ttgl.int64) * s_X_M + xc[None, :]
     x_rows = (xr < BLOCK_M) & (xp < n_M)
     cq = pid_N * BLOCK_N + ttgl.arange(0, BLOCK_N, layout=cols)
+    if STAGES == 2:  # gluon_layouts.row_column
+        r = ttgl.arange(0, BLOCK_N, layout=cols)
+        cq = pid_N * BLOCK_N + (r // 8) % 2 + 2 * (r // (16 * NW)) + 2 * BLOCKS * (r % 8) + 16 * BLOCKS * ((r // 16) % NW)
     zeros = ttgl.zeros([BLOCK_N, MMA_N], ttgl.float32, mma)
     # BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,
     # where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)
@@ -597,7 +612,7 @@ def w4a16_gemm_gluon_kernel(
         v_words = ttgl.zeros([BLOCK_N, (BLOCK_K // 8)], ttgl.int32, words)
     else:
         t_next = ttgl.minimum(lo_K, hi_K - 1)
-        v_words = _gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
+        v_words = _gl_rows(_gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K), NW, BLOCKS, words)
     k_ahead = (ttgl.minimum(lo_K, hi_K - 1)) * BLOCK_K
     x_mask = x_rows[:, None] & (k_ahead + xc < n_K)[None, :]
     x_ahead = ttgl.load(x_ptrs + k_ahead, mask=x_mask, other=0.0)
@@ -614,7 +629,7 @@ def w4a16_gemm_gluon_kernel(
             v_ahead = v_words
         else:
             t_next = ttgl.minimum(it_K + 1, hi_K - 1)
-            v_ahead = _gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K)
+            v_ahead = _gl_rows(_gl_load(w_ptrs + (t_next * (BLOCK_K // 8)).to(ttgl.int64) * s_W_K, (wq[:, None] < n_N) & (t_next * (BLOCK_K // 8) + wc[None, :] < w_rows), EVEN_N and EVEN_K), NW, BLOCKS, words)
         v_x = x_ahead
         r_Z = r_Z_ahead
         r_S = r_S_ahead
@@ -654,12 +669,13 @@ def w4a16_gemm_gluon_kernel(
 
 def gluon_launch_args(cfg, t, n, c):
     """The register-operand kernel's arguments: the Triton kernel's, its layouts."""
-    from tilesched.backends.cuda.gluon_layouts import pairs_layout
+    from tilesched.backends.cuda.gluon_layouts import pairs_layout, words_load_layout
 
     args, kw = launch_args(cfg, t, n, c)
     consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K']}
     consts["MMA_N"] = max(kw["BLOCK_M"], 8)
     consts["PAIRS"] = pairs_layout(kw["BLOCK_N"], kw["BLOCK_K"], cfg.num_warps, 4)
+    consts["WLOAD"] = words_load_layout(kw["BLOCK_N"], kw["BLOCK_K"], cfg.num_warps, 4)
     consts["STAGES"] = cfg.num_stages  # 2: the next tile's words in registers; more: a cp.async ring
     # at most 128 registers a thread: 16 warps share an SM (two CTAs of 8 warps); measured faster at
     # M = 16 than the compiler's choice (bench/results/lowbit-register-operand-*.json)

@@ -11,6 +11,9 @@ The kernel computes the transposed product, acc^T[q, p] += W^T[q, c] X^T[c, p], 
     inside a tile is free, so X's tile is permuted the same way before it becomes the second operand;
   - the chain's factor a and offset b (per column, constant within a reduction tile) are applied
     once per tile: x . (a v + b) = a t + (b - a BIAS) sum(x), with t the MMA's sum over BIAS + v;
+  - 4-bit words load by column, a thread's columns consecutive (one vector a row of words), and
+    are renumbered by the MMA's row; row r's outputs and coefficients are column row_column(r)
+    (gluon_layouts.words_load_bases);
   - the words of the next tile load while one is used: with two stages into registers, with more
     through a ring of that many tiles of packed words in shared memory (cp.async), which keeps more
     bytes in flight without holding registers for them; X's tile and the tile's coefficients load
@@ -54,6 +57,14 @@ def _gl_add(x, y):  # defined here, not taken from triton.language, as the Trito
 
 _gl_barrier = getattr(ttgl, "barrier", None) or ttgl.thread_barrier  # named thread_barrier up to Triton 3.6
 _gl_async_load = getattr(_gl_async, "async_load", None) or _gl_async.async_copy_global_to_shared  # likewise
+
+
+@gluon.jit
+def _gl_rows(t, NW: ttgl.constexpr, BLOCKS: ttgl.constexpr, layout: ttgl.constexpr):
+    # [columns, words] loaded by column (WLOAD) -> by the MMA's row (gluon_layouts.words_load_bases):
+    # the column's bits (a, block, lane, warp from the lowest) reordered as the row's (lane, a, warp, block)
+    t = ttgl.permute(ttgl.reshape(t, [NW, 8, BLOCKS, 2, t.shape[1]]), (2, 0, 3, 1, 4))
+    return ttgl.convert_layout(ttgl.reshape(t, [NW * 8 * BLOCKS * 2, t.shape[4]]), layout)
 
 
 @gluon.jit
@@ -180,16 +191,24 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     once = [n for n in coefs if c not in k.value(n).axes]
     scale, offset = affine_terms(dot.fn, [f"r_{n}" for n in coefs])
     acc = dot.out
+    # 4-bit words with STAGES = 2 load by column, a thread's columns consecutive (one vector per row of
+    # words): 372 -> 351 instructions a tile, 3 % faster geomean at M = 1 (bench/results/decode-floor-
+    # {vector,scalar}-words-*.json); 2-bit words (half as many a thread) and the ring (which then spilled)
+    # measured no gain, so they keep the words' layout
+    vector = bits == 4
+    wl = "WLOAD" if vector else "words"
     L: list[str] = ["@gluon.jit", f"def {k.name}_gluon_kernel("]
     L += [f"    {a}," for a in positional]
     L += [f"    {n}: ttgl.constexpr," for n in constexprs(k)]
-    L += ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "    STAGES: ttgl.constexpr,", "):"]
+    L += ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "    WLOAD: ttgl.constexpr,", "    STAGES: ttgl.constexpr,",
+          "):"] if vector else ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "    STAGES: ttgl.constexpr,", "):"]
     body = [
         "NW: ttgl.constexpr = ttgl.num_warps()",
         "mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])",
         "op_w: ttgl.constexpr = ttgl.DotOperandLayout(0, mma, k_width=8)  # 8 consecutive reduction indices a thread",
         "op_x: ttgl.constexpr = ttgl.DotOperandLayout(1, mma, k_width=8)",
         "words: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS)",
+        *([f"BLOCKS: ttgl.constexpr = BLOCK_{q} // (16 * NW)  # 16-row blocks a warp's MMAs take"] if vector else []),
         "x_tile: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [2, 16], [NW, 1], [1, 0])",
         f"cols: ttgl.constexpr = ttgl.SliceLayout(1, mma)  # {q}: the MMA's rows",
         f"rows: ttgl.constexpr = ttgl.SliceLayout(0, mma)  # {p}",
@@ -206,8 +225,10 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
                  f"    hi_{c} = ttgl.minimum(lo_{c} + per_split, tiles_{c})"]
     body += [
         f"# {w}: words of {per} values along {c}; a thread loads the words its operand fragments hold",
-        f"wq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=ttgl.SliceLayout(1, words))",
-        f"wc = ttgl.arange(0, BLOCK_{c} // {per}, layout=ttgl.SliceLayout(0, words))",
+        *(["# (with STAGES = 2 loaded by column, a thread's columns consecutive (WLOAD), then renumbered by",
+           "# the MMA's row: row r of the MMAs is column cq(r) of the tile below)"] if vector else []),
+        f"wq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=ttgl.SliceLayout(1, {wl}))",
+        f"wc = ttgl.arange(0, BLOCK_{c} // {per}, layout=ttgl.SliceLayout(0, {wl}))",
         f"w_ptrs = p_{W} + {_step(k, W, c, 'wc[None, :]')} + {_step(k, W, q, 'wq[:, None]')}",
         f"w_rows = (n_{c} + {per - 1}) // {per}",
         f"shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, {pairs}, layout=ttgl.SliceLayout(0, "
@@ -219,6 +240,10 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"x_ptrs = p_{X} + {_step(k, X, p, 'xp[:, None].to(ttgl.int64)')} + {_step(k, X, c, 'xc[None, :]')}",
         f"x_rows = (xr < BLOCK_{p}) & (xp < n_{p})",
         f"cq = pid_{q} * BLOCK_{q} + ttgl.arange(0, BLOCK_{q}, layout=cols)",
+        *(["if STAGES == 2:  # gluon_layouts.row_column",
+           f"    r = ttgl.arange(0, BLOCK_{q}, layout=cols)",
+           f"    cq = pid_{q} * BLOCK_{q} + (r // 8) % 2 + 2 * (r // (16 * NW)) + 2 * BLOCKS * (r % 8) + 16 * BLOCKS * "
+           "((r // 16) % NW)"] if vector else []),
         f"zeros = ttgl.zeros([BLOCK_{q}, MMA_N], ttgl.float32, mma)",
         "# BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,",
         "# where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)",
@@ -230,6 +255,9 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     w_even = _even(k, q, c)
     word_mask = lambda t: f"(wq[:, None] < n_{q}) & ({t} * (BLOCK_{c} // {per}) + wc[None, :] < w_rows)"  # noqa: E731
     tile = f"(BLOCK_{c} // {per})"
+    next_words = f"_gl_load(w_ptrs + {_step(k, W, c, f'(t_next * {tile}).to(ttgl.int64)')}, {word_mask('t_next')}, {w_even})"
+    if vector:
+        next_words = f"_gl_rows({next_words}, NW, BLOCKS, words)"
     body += [
         "# the words of the next tiles load while this one is used: STAGES = 2, the next tile in registers;",
         "# STAGES > 2, STAGES - 1 tiles in flight through a ring in shared memory (cp.async), read back in",
@@ -249,7 +277,7 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"    v_words = ttgl.zeros([BLOCK_{q}, {tile}], ttgl.int32, words)",
         "else:",
         f"    t_next = ttgl.minimum(lo_{c}, hi_{c} - 1)",
-        f"    v_words = _gl_load(w_ptrs + {_step(k, W, c, f'(t_next * {tile}).to(ttgl.int64)')}, {word_mask('t_next')}, {w_even})",
+        f"    v_words = {next_words}",
     ]
     # X's tile and the tile's coefficients load one tile ahead too: each step then waits on no global load
     body += _ahead(k, x, X, c, per_tile, q, f"ttgl.minimum(lo_{c}, hi_{c} - 1)")
@@ -266,7 +294,7 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         "    v_ahead = v_words",
         "else:",
         f"    t_next = ttgl.minimum(it_{c} + 1, hi_{c} - 1)",
-        f"    v_ahead = _gl_load(w_ptrs + {_step(k, W, c, f'(t_next * {tile}).to(ttgl.int64)')}, {word_mask('t_next')}, {w_even})",
+        f"    v_ahead = {next_words}",
         f"v_{x} = {x}_ahead",
         *[f"r_{n} = r_{n}_ahead" for n in per_tile],
         *_ahead(k, x, X, c, per_tile, q, f"ttgl.minimum(it_{c} + 1, hi_{c} - 1)"),
@@ -320,12 +348,14 @@ def render_gluon_host(k: KernelIR) -> list[str]:
     return [
         "def gluon_launch_args(cfg, t, n, c):",
         '    """The register-operand kernel\'s arguments: the Triton kernel\'s, its layouts."""',
-        "    from tilesched.backends.cuda.gluon_layouts import pairs_layout",
+        "    from tilesched.backends.cuda.gluon_layouts import pairs_layout" + (", words_load_layout" if bits == 4 else ""),
         "",
         "    args, kw = launch_args(cfg, t, n, c)",
         f"    consts = {{name: kw[name] for name in {names!r}}}",
         f"    consts[\"MMA_N\"] = max(kw[\"BLOCK_{p}\"], 8)",
         f"    consts[\"PAIRS\"] = pairs_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps, {bits})",
+        *([f"    consts[\"WLOAD\"] = words_load_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps, {bits})"]
+          if bits == 4 else []),
         "    consts[\"STAGES\"] = cfg.num_stages  # 2: the next tile's words in registers; more: a cp.async ring",
         "    # at most 128 registers a thread: 16 warps share an SM (two CTAs of 8 warps); measured faster at",
         "    # M = 16 than the compiler's choice (bench/results/lowbit-register-operand-*.json)",

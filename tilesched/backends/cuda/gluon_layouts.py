@@ -45,6 +45,34 @@ def pairs_layout(block_rows: int, block_red: int, warps: int, bits: int = 4):
     return ttgl.DistributedLinearLayout(**pairs_bases(block_rows, block_red, warps, bits))
 
 
+def words_load_bases(block_rows: int, block_red: int, warps: int, bits: int = 4) -> dict[str, list[list[int]]]:
+    """Linear-layout bases of [block_rows, words] indexed by weight column, for loading the words: the
+    words' layout (pairs_bases without the pairs) with its rows renumbered so that one thread's rows
+    (r, r + 8, then r + 16 * warps, ...) are consecutive columns, which load as one vector. Row r of
+    the MMA is then column `row_column(r)`: from the lowest bit, r's bit 3, its bits above the warps',
+    its lane bits (0-2), its warp bits."""
+    words = block_red * bits // 32
+    blocks = block_rows // (16 * warps)
+    reg = [[1 << i, 0] for i in range(1 + _log2(blocks))]
+    reg += [[0, 4 << i] for i in range(_log2(words // 4))]
+    lane = [[0, 1], [0, 2]] + [[2 * blocks << i, 0] for i in range(3)]
+    warp = [[16 * blocks << i, 0] for i in range(_log2(warps))]
+    return {"reg_bases": reg, "lane_bases": lane, "warp_bases": warp, "block_bases": [],
+            "shape": [block_rows, words]}
+
+
+def row_column(r: int, block_rows: int, warps: int) -> int:
+    """The column (within the tile) that words_load_bases gives the MMA's row r."""
+    blocks = block_rows // (16 * warps)
+    return (r // 8) % 2 + 2 * (r // (16 * warps)) + 2 * blocks * (r % 8) + 16 * blocks * ((r // 16) % warps)
+
+
+def words_load_layout(block_rows: int, block_red: int, warps: int, bits: int = 4):
+    from triton.experimental.gluon import language as ttgl
+
+    return ttgl.DistributedLinearLayout(**words_load_bases(block_rows, block_red, warps, bits))
+
+
 def wgmma_pairs_bases(block_red: int, bits: int) -> dict[str, list[list[int]]]:
     """Linear-layout bases of [64, words, pairs] for one warpgroup's wgmma register operand (k_width
     2: a thread holds reduction indices 2t, 2t + 1 of every 8, for rows r and r + 8): the 64 weight
