@@ -8,7 +8,9 @@ generated register-operand kernel on the same rotated inputs:
     generated split-K kernels do (the last share to arrive reads the others);
   - the generated kernel (REGISTER_OPERAND: true, mma.sync) over a grid of column blocks, warps,
     shares and stages.
-Prints each shape's fastest of each against the speed of light; writes OUT/decode-floor-<device>.json.
+Prints each shape's fastest of each against the speed of light; writes OUT/decode-floor[TAG]-<device>.json.
+Environment: SHAPES (bits x N x K, comma-separated), FLOORS=0 (the generated kernel only), ROWS (M),
+POINTS=wgmma (the wgmma kernel's decode tiles instead of mma.sync points), TAG (the file's suffix).
 `--profile` instead launches the fastest floor and generated points of 8192² a few times each, for
 `ncu --kernel-name regex:'floor|gluon'` to read.
 
@@ -89,6 +91,8 @@ FLOOR_POINTS = [(bn, sp, w, st) for bn, w in ((64, 4), (128, 4), (256, 4), (256,
 
 
 def ours_points(bits: int) -> list[dict]:
+    if os.environ.get("POINTS") == "wgmma":  # the wgmma kernel's decode tiles (bench/lowbit.py's)
+        return lowbit.decode_wgmma(1 if ROWS <= 8 else 16)
     return [lowbit.register_operand(1 if ROWS <= 8 else 16, bn, w, sp, stages=st)
             for bn, w in ((64, 4), (128, 4), (128, 8), (256, 4), (256, 8)) for sp in (2, 4, 8) for st in (2, 4)]
 
