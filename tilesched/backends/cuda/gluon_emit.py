@@ -173,6 +173,14 @@ def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str)
     ]
 
 
+def vector_words(bits: int) -> bool:
+    """Whether the words load by column (WLOAD), a thread's columns consecutive, with STAGES = 2: for
+    4 bits, 372 -> 351 instructions a tile and 3 % faster geomean at M = 1 (bench/results/decode-floor-
+    {vector,scalar}-words-*.json); 2-bit words (half as many a thread) and the ring (which then spilled)
+    measured no gain, so they keep the words' layout."""
+    return bits == 4
+
+
 def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     """The Gluon kernel `<name>_gluon_kernel` of a kernel IR the register_operand pass marked."""
     dot = the_dot(k)
@@ -191,17 +199,12 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
     once = [n for n in coefs if c not in k.value(n).axes]
     scale, offset = affine_terms(dot.fn, [f"r_{n}" for n in coefs])
     acc = dot.out
-    # 4-bit words with STAGES = 2 load by column, a thread's columns consecutive (one vector per row of
-    # words): 372 -> 351 instructions a tile, 3 % faster geomean at M = 1 (bench/results/decode-floor-
-    # {vector,scalar}-words-*.json); 2-bit words (half as many a thread) and the ring (which then spilled)
-    # measured no gain, so they keep the words' layout
-    vector = bits == 4
+    vector = vector_words(bits)
     wl = "WLOAD" if vector else "words"
     L: list[str] = ["@gluon.jit", f"def {k.name}_gluon_kernel("]
     L += [f"    {a}," for a in positional]
     L += [f"    {n}: ttgl.constexpr," for n in constexprs(k)]
-    L += ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "    WLOAD: ttgl.constexpr,", "    STAGES: ttgl.constexpr,",
-          "):"] if vector else ["    MMA_N: ttgl.constexpr,", "    PAIRS: ttgl.constexpr,", "    STAGES: ttgl.constexpr,", "):"]
+    L += [f"    {n}: ttgl.constexpr," for n in ["MMA_N", "PAIRS", *(["WLOAD"] if vector else []), "STAGES"]] + ["):"]
     body = [
         "NW: ttgl.constexpr = ttgl.num_warps()",
         "mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])",
@@ -348,14 +351,14 @@ def render_gluon_host(k: KernelIR) -> list[str]:
     return [
         "def gluon_launch_args(cfg, t, n, c):",
         '    """The register-operand kernel\'s arguments: the Triton kernel\'s, its layouts."""',
-        "    from tilesched.backends.cuda.gluon_layouts import pairs_layout" + (", words_load_layout" if bits == 4 else ""),
+        "    from tilesched.backends.cuda.gluon_layouts import pairs_layout" + (", words_load_layout" if vector_words(bits) else ""),
         "",
         "    args, kw = launch_args(cfg, t, n, c)",
         f"    consts = {{name: kw[name] for name in {names!r}}}",
         f"    consts[\"MMA_N\"] = max(kw[\"BLOCK_{p}\"], 8)",
         f"    consts[\"PAIRS\"] = pairs_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps, {bits})",
         *([f"    consts[\"WLOAD\"] = words_load_layout(kw[\"BLOCK_{q}\"], kw[\"BLOCK_{k.reduction}\"], cfg.num_warps, {bits})"]
-          if bits == 4 else []),
+          if vector_words(bits) else []),
         "    consts[\"STAGES\"] = cfg.num_stages  # 2: the next tile's words in registers; more: a cp.async ring",
         "    # at most 128 registers a thread: 16 warps share an SM (two CTAs of 8 warps); measured faster at",
         "    # M = 16 than the compiler's choice (bench/results/lowbit-register-operand-*.json)",
