@@ -52,6 +52,13 @@ L2_BW = 10e12  # B/s, L2 -> SMs, all SMs together
 NVLINK_BW = 450e9  # B/s per direction per GPU
 MEM_LATENCY_S = 0.8e-6  # a global load's round trip, roughly
 SPILL_EFFICIENCY = 0.2  # MMA throughput left when the accumulator spills (revised after the H100 grid)
+# the register-operand mma.sync kernel (launched at most 128 registers a thread): registers a thread
+# needs besides its accumulator, the MMA's tile sum and its words (addresses, X's tile and sums, the
+# coefficients, a tile's pairs in flight), and its slowdown when that exceeds the cap: fitted to the
+# sm_90 compiles of 7 points (LDL / STL in the loop past 128: 64 columns at 2 stages and 16 rows, 128 at
+# 4 warps and 16 rows, 256 at 4 warps) and their measured grid, 2-3x slower than the fitting points
+# (bench/results/lowbit-register-operand-vector-words-*.json, N = 28672)
+MMA_SYNC_BASE_REGISTERS, MMA_SYNC_REGISTER_CAP, MMA_SYNC_SPILL_SLOWDOWN = 70, 128, 2.5
 LAUNCH_S = 3e-6
 REGS_PER_SM = 65536
 SMEM_PER_SM = 232448
@@ -132,6 +139,12 @@ def _register_operand_wgmma(b: Binding) -> bool:
     return _register_operand(b) and len(sp) >= 2 and b.tile(sp[-2]) > 16
 
 
+def _register_operand_mma_sync(b: Binding) -> bool:
+    """The point runs the register-operand schedule's mma.sync kernel (row tiles up to 16, the option
+    true: the value "wgmma" puts them on the wgmma kernel's decode tiles)."""
+    return _register_operand(b) and not _register_operand_wgmma(b) and b.option("register_operand") != "wgmma"
+
+
 def _warp_specialized(b: Binding) -> bool:
     """The point runs the warp-specialised schedule (tilesched/passes/warp_specialize.py): a loader
     warp and two consumer warpgroups of 64 query rows, each key tile's softmax overlapping the MMAs."""
@@ -152,6 +165,15 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     acc = [t for s in b.program.stages if s.op == "dot" for t in s.writes]
     acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
     regs = min(255, acc_elems // (warps * 32) + 40)
+    demand = 0
+    if _register_operand_mma_sync(b):  # accumulator and tile sum (mma.sync's n columns), the words (twice
+        sp, red = _spatial(b), _reduction(b)  # at 2 stages: the next tile's in registers), the rest
+        threads = warps * 32
+        packed = next(t for t in b.program.tensors if t.pack == red and t.scope != "tile")
+        words = b.tile(sp[-1]) * b.tile(red) * BITS[packed.dtype] // 32 / threads
+        demand = 2 * b.tile(sp[-1]) * max(b.tile(sp[-2]), 8) / threads + words * (2 if stages == 2 else 1)
+        demand = round(demand) + MMA_SYNC_BASE_REGISTERS
+        regs = min(MMA_SYNC_REGISTER_CAP, demand)
     if _register_operand_wgmma(b):  # the ring of X's tiles and words; consumers at 232 registers, the loader warp
         sp, red = _spatial(b), _reduction(b)
         weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
@@ -167,7 +189,8 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     by_regs = max(1, REGS_PER_SM // (regs * warps * 32))
     by_warps = max(1, MAX_WARPS_PER_SM // warps)
     ctas = max(1, min(by_smem, by_regs, by_warps, 32))
-    return ctas, warps, {"smem_bytes": smem, "regs_per_thread": regs, "stages": stages}
+    return ctas, warps, {"smem_bytes": smem, "regs_per_thread": regs, "stages": stages,
+                         "spills": demand > MMA_SYNC_REGISTER_CAP}
 
 
 def _mma_efficiency(b: Binding, warps: int, regs: int) -> float:
@@ -289,6 +312,8 @@ def predict_gpu(b: Binding) -> Prediction:
     else:  # issued beside the MMAs (exponentials, then the CUDA cores' work), not under them
         step_compute += softmax
     step_load = l2_bytes / programs / steps / (L2_BW / SMS) * ctas
+    if occ["spills"]:  # locals to and from memory every step
+        step_compute *= MMA_SYNC_SPILL_SLOWDOWN
     step = max(step_compute, step_load)
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
     exposed = max(0.0, MEM_LATENCY_S - in_flight * step) / max(in_flight, 1)
