@@ -54,11 +54,11 @@ MEM_LATENCY_S = 0.8e-6  # a global load's round trip, roughly
 SPILL_EFFICIENCY = 0.2  # MMA throughput left when the accumulator spills (revised after the H100 grid)
 # the register-operand mma.sync kernel (launched at most 128 registers a thread): registers a thread
 # needs besides its accumulator, the MMA's tile sum and its words (addresses, X's tile and sums, the
-# coefficients, a tile's pairs in flight), and its slowdown when that exceeds the cap: fitted to the
-# sm_90 compiles of 7 points (LDL / STL in the loop past 128: 64 columns at 2 stages and 16 rows, 128 at
-# 4 warps and 16 rows, 256 at 4 warps) and their measured grid, 2-3x slower than the fitting points
-# (bench/results/lowbit-register-operand-vector-words-*.json, N = 28672)
-MMA_SYNC_BASE_REGISTERS, MMA_SYNC_REGISTER_CAP, MMA_SYNC_SPILL_SLOWDOWN = 70, 128, 2.5
+# coefficients, a tile's pairs in flight), and its slowdown per register past the cap, as a fraction of
+# the cap: the 70 from the sm_90 compiles of 7 points (LDL / STL in the loop past 128: 128 columns on 4
+# warps at 2 stages and 16 rows, 256 on 4 warps), the slowdown from their measured grid (N = 28672,
+# M = 16: 1.2x at 6 registers past, 1.8-2.6x at 38; bench/results/lowbit-register-operand-vector-words-*.json)
+MMA_SYNC_BASE_REGISTERS, MMA_SYNC_REGISTER_CAP, MMA_SYNC_SPILL_SLOWDOWN = 70, 128, 4.5
 LAUNCH_S = 3e-6
 REGS_PER_SM = 65536
 SMEM_PER_SM = 232448
@@ -190,7 +190,7 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     by_warps = max(1, MAX_WARPS_PER_SM // warps)
     ctas = max(1, min(by_smem, by_regs, by_warps, 32))
     return ctas, warps, {"smem_bytes": smem, "regs_per_thread": regs, "stages": stages,
-                         "spills": demand > MMA_SYNC_REGISTER_CAP}
+                         "spilled": max(0, demand - MMA_SYNC_REGISTER_CAP) / MMA_SYNC_REGISTER_CAP}
 
 
 def _mma_efficiency(b: Binding, warps: int, regs: int) -> float:
@@ -312,8 +312,7 @@ def predict_gpu(b: Binding) -> Prediction:
     else:  # issued beside the MMAs (exponentials, then the CUDA cores' work), not under them
         step_compute += softmax
     step_load = l2_bytes / programs / steps / (L2_BW / SMS) * ctas
-    if occ["spills"]:  # locals to and from memory every step
-        step_compute *= MMA_SYNC_SPILL_SLOWDOWN
+    step_compute *= 1 + MMA_SYNC_SPILL_SLOWDOWN * occ["spilled"]  # locals to and from memory every step
     step = max(step_compute, step_load)
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
     exposed = max(0.0, MEM_LATENCY_S - in_flight * step) / max(in_flight, 1)
