@@ -76,6 +76,18 @@ def test_even_shapes_take_the_unmasked_paths():
     assert v.ok, v.why
 
 
+@pytest.mark.parametrize("mask,descending", [("SQ >= SK", True), ("SQ + size(SK) - size(SQ) >= SK", True),
+                                             ("SQ >= SK and SQ - SK < 20", True), ("SQ // 16 == SK // 16", False),
+                                             ("SK % 3 != 1 or SQ == SK", False), ("SQ <= SK", False), (None, False)])
+def test_heavy_first_launches_the_query_tiles_that_keep_most_first(mask, descending):
+    """tilesched/passes/heavy_first.py: the grid runs last first where later query tiles keep more
+    keys (causal, a window from the start); not where every tile keeps as much, fewer, or no mask."""
+    k = lower_kernel(_program(mask))
+    assert k.descending is descending
+    src = compiled(_program(mask))[1]
+    assert ("pid_SQ = tiles_SQ - 1 - tile_id" in src) is descending
+
+
 def test_the_lowering_runs_the_softmax_online_and_skips_masked_tiles():
     k = lower_kernel(_program())
     on = next(i for i in k.loop if i.op == "online_softmax")

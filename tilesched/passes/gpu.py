@@ -21,6 +21,8 @@
                (tilesched/passes/warp_specialize.py)
     switches   persistent grid, split-K, subtiled epilogue, materialisation, warps and stages, from
                `options`
+    heavy_first  under a mask that keeps more for later tiles of the grid's one axis, the tiles
+               launch last first (tilesched/passes/heavy_first.py)
 
 Every stage becomes instructions or the spec is refused at that stage (file:line:col through
 `SpecError.located`): `cuda cannot generate <what> yet (stage 'x')`.
@@ -34,6 +36,7 @@ from tilesched.errors import SpecError, spec_error
 from tilesched.ir.looptree import LoopTree, build_tree, dump_tree
 from tilesched.ir.nodes import Program, StageIR
 from tilesched.passes.factor import factor
+from tilesched.passes.heavy_first import heavy_first
 from tilesched.passes.kernel import AxisInfo, Constant, Instr, KernelIR, ValueInfo, dump_kernel, mask_constant
 from tilesched.passes.register_operand import register_operand
 from tilesched.passes.warp_specialize import warp_specialize
@@ -528,8 +531,8 @@ Pass = Callable[[Program, LoopTree, KernelIR], KernelIR]
 PIPELINE: tuple[tuple[str, Pass], ...] = (("carried", carried), ("online", online), ("sink", sink), ("hoist", hoist),
                                           ("tma", tma), ("masks", masks), ("factor", factor),
                                           ("register_operand", register_operand), ("switches", switches),
-                                          ("warp_specialize", warp_specialize))
-QUIET = ("online", "factor", "register_operand", "warp_specialize")  # dumped only where they change the kernel (kernels without them dump as before)
+                                          ("heavy_first", heavy_first), ("warp_specialize", warp_specialize))
+QUIET = ("online", "factor", "register_operand", "heavy_first", "warp_specialize")  # dumped only where they change the kernel (kernels without them dump as before)
 
 
 def lower_kernel(program: Program, trace: Callable[[str, str], None] | None = None) -> KernelIR:

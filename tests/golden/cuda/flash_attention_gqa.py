@@ -87,7 +87,7 @@ def flash_attention_gqa_kernel(
     pid_H = tl.program_id(2).to(tl.int64)
     o_D = tl.arange(0, BLOCK_D)
     tile_id = tl.program_id(0)
-    pid_SQ = tile_id
+    pid_SQ = tiles_SQ - 1 - tile_id
     o_SQ = pid_SQ * BLOCK_SQ + tl.arange(0, BLOCK_SQ)
     v_p__max = tl.full((BLOCK_SQ,), float('-inf'), tl.float32)
     v_p__sum = tl.full((BLOCK_SQ,), 0.0, tl.float32)
@@ -339,7 +339,7 @@ def flash_attention_gqa_specialized_kernel(
 ):
     HALF: ttgl.constexpr = BLOCK_SQ // 2
     HEAD: ttgl.constexpr = BLOCK_D
-    pid_SQ = ttgl.program_id(0)
+    pid_SQ = (n_SQ + BLOCK_SQ - 1) // BLOCK_SQ - 1 - ttgl.program_id(0)  # the heaviest tiles first
     pid_B = ttgl.program_id(1).to(ttgl.int64)
     pid_H = ttgl.program_id(2).to(ttgl.int64)
     start = pid_SQ * BLOCK_SQ

@@ -249,7 +249,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
 
     top = [f"HALF: ttgl.constexpr = BLOCK_{qa} // 2",
            f"HEAD: ttgl.constexpr = BLOCK_{d}",
-           f"pid_{qa} = ttgl.program_id(0)"]
+           (f"pid_{qa} = (n_{qa} + BLOCK_{qa} - 1) // BLOCK_{qa} - 1 - ttgl.program_id(0)  # the heaviest tiles first"
+            if k.descending else f"pid_{qa} = ttgl.program_id(0)")]
     top += [f"pid_{p} = ttgl.program_id({j + 1}).to(ttgl.int64)" for j, p in enumerate(k.points)]
     top += [f"start = pid_{qa} * BLOCK_{qa}"]
     top += _kept_range(k)

@@ -22,7 +22,7 @@ PASSES = HERE.parent.parent / "passes"
 TEMPLATE_DIRS = [HERE / "triton_rules.py", HERE / "triton_emit.py", HERE / "gluon_emit.py", HERE / "gluon_layouts.py",
                  HERE / "gluon_attention.py", HERE / "gluon_wgmma.py", HERE / "gluon_schedules.py", HERE / "kernel.py", PASSES / "gpu.py", PASSES / "kernel.py",
                  PASSES / "factor.py", PASSES / "materialize.py", PASSES / "optional.py", PASSES / "register_operand.py",
-                 PASSES / "warp_specialize.py", HERE.parent.parent / "ir" / "looptree.py"]
+                 PASSES / "warp_specialize.py", PASSES / "heavy_first.py", HERE.parent.parent / "ir" / "looptree.py"]
 
 
 def _launcher(unit) -> str:

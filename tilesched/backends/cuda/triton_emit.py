@@ -74,8 +74,8 @@ def _coords(k: KernelIR) -> list[str]:
     g = list(k.grid)
     if not g:
         return []
-    if len(g) == 1:
-        return [f"pid_{g[0]} = tile_id"]
+    if len(g) == 1:  # (descending: the heaviest tiles first, tilesched/passes/heavy_first.py)
+        return [f"pid_{g[0]} = tiles_{g[0]} - 1 - tile_id" if k.descending else f"pid_{g[0]} = tile_id"]
     lines = []
     last2 = g[-2:]
     lead = g[:-2]

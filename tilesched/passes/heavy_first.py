@@ -1,0 +1,56 @@
+"""Launch order of a masked loop's tiles: heaviest first.
+
+The block scheduler starts a grid's blocks in launch order as SMs free up, so the last wave ends on
+whatever was launched last. Under a mask that keeps more of the reduction for later tiles along the
+grid's one axis (causal attention: query tile i visits i + 1 key tiles), the natural order puts the
+heaviest tiles in the last wave. Launching the tiles last first (`descending`) leaves the light
+ones for the end. Measured on causal attention, the same candidates timed both ways in one run: 1-3 %
+faster at S = 1024 and 4096, D = 64 and 128 (bench/results/attention-heavy-first-*.json).
+
+Decided by counting the mask at a probe: the reduction positions each grid position keeps, at the
+spec's sizes (PROBE where symbolic) and its parameters' defaults; a mask the probe cannot evaluate
+keeps the natural order. Results do not depend on the order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tilesched.ir.looptree import LoopTree
+from tilesched.ir.nodes import Program
+from tilesched.passes.kernel import KernelIR
+
+PROBE = 1024  # positions per symbolic axis at which the mask is counted
+
+
+def kept_per_position(program: Program, k: KernelIR) -> np.ndarray | None:
+    """Reduction positions the loop's mask keeps at each position of the grid's axis (None: no
+    skipping mask over one grid axis, or one the probe cannot evaluate)."""
+    from tilesched.ir.indexexpr import eval_mask_at
+
+    if k.skip is None or len(k.grid) != 1 or k.reduction is None:
+        return None
+    inst = next((i for i in k.loop if i.op == "online_softmax" and i.mask == k.skip), None)
+    if inst is None:
+        return None
+    g, r = k.grid[0], k.reduction
+    sizes = {a.name: a.size or PROBE for a in program.axes}
+    grids = {a: np.zeros((1, 1), dtype=np.int64) for a in inst.mask_axes}
+    grids[g] = np.arange(sizes[g], dtype=np.int64)[:, None]
+    grids[r] = np.arange(sizes[r], dtype=np.int64)[None, :]
+    env = {p.name: p.default for p in program.params}
+    try:
+        kept = eval_mask_at(k.skip, grids, sizes, env)
+    except Exception:  # noqa: BLE001 - a mask the probe cannot evaluate keeps the natural order
+        return None
+    return np.broadcast_to(kept, (sizes[g], sizes[r])).sum(axis=1)
+
+
+def heavy_first(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
+    """`descending` where the mask keeps more for the grid axis's last position than its first."""
+    if k.tile_order != "row_major" or k.persistent not in (None, False):
+        return k
+    kept = kept_per_position(program, k)
+    if kept is None or not kept[-1] > kept[0]:
+        return k
+    return k.model_copy(update={"descending": True})
