@@ -166,10 +166,11 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     acc_elems = sum(prod(b.tile(a) for a in b.program.tensor(t).shape) for t in acc) or 1
     regs = min(255, acc_elems // (warps * 32) + 40)
     demand = 0
-    if _register_operand_mma_sync(b):  # accumulator and tile sum (mma.sync's n columns), the words (twice
-        sp, red = _spatial(b), _reduction(b)  # at 2 stages: the next tile's in registers), the rest
+    red = _reduction(b)
+    packed = next((t for t in b.program.tensors if t.pack == red and t.scope != "tile"), None)
+    if _register_operand_mma_sync(b) and packed is not None:  # accumulator and tile sum (mma.sync's n
+        sp = _spatial(b)  # columns), the words (twice at 2 stages: the next tile's in registers), the rest
         threads = warps * 32
-        packed = next(t for t in b.program.tensors if t.pack == red and t.scope != "tile")
         words = b.tile(sp[-1]) * b.tile(red) * BITS[packed.dtype] // 32 / threads
         demand = 2 * b.tile(sp[-1]) * max(b.tile(sp[-2]), 8) / threads + words * (2 if stages == 2 else 1)
         demand = round(demand) + MMA_SYNC_BASE_REGISTERS
