@@ -297,3 +297,12 @@ def test_plan_says_where_the_schedule_is_warp_specialised(capsys):
                         (["NUM_STAGES=4"], False)):
         assert main(["plan", spec] + [a for v in sets for a in ("--set", v)]) == 0
         assert (line in capsys.readouterr().out) == shown, sets
+
+
+def test_plan_says_where_the_tiles_launch_heaviest_first(capsys):
+    from tilesched.cli import main
+
+    line = "launch order: SQ tiles last first (the mask keeps more of SK for later ones"
+    for name, shown in (("flash_attention_causal", True), ("flash_attention", False)):
+        assert main(["plan", str(ROOT / "configs" / f"{name}.yaml")]) == 0
+        assert (line in capsys.readouterr().out) == shown, name

@@ -127,6 +127,22 @@ def _register_operand_lines(binding) -> list[str]:
             + " (a Gluon kernel: Hopper GPUs only)"]
 
 
+def _launch_order_lines(binding) -> list[str]:
+    """A CUDA kernel whose grid launches its tiles last first (tilesched/passes/heavy_first.py) says so."""
+    if binding.program.target != "cuda" or any(s.kind == "comm" for s in binding.program.stages):
+        return []
+    from tilesched.passes.gpu import lower_kernel
+
+    try:
+        k = lower_kernel(binding.program)
+    except SpecError:  # the generation line below says why
+        return []
+    if not k.descending:
+        return []
+    return [f"launch order: {k.grid[0]} tiles last first (the mask keeps more of {k.reduction} for later ones: "
+            "the heaviest run first, the last wave ends on light tiles)"]
+
+
 def _warp_specialize_lines(binding) -> list[str]:
     """A point of the warp-specialised schedule (tilesched/passes/warp_specialize.py) says so."""
     from tilesched.passes.warp_specialize import why_not
@@ -172,7 +188,8 @@ def cmd_plan(args) -> int:
         return EXIT_INVALID
     schedule = derive_schedule(binding)
     print(_materialized_plan(prog, binding) or format_schedule(schedule))
-    for line in _factored_lines(binding) + _register_operand_lines(binding) + _warp_specialize_lines(binding):
+    for line in (_factored_lines(binding) + _register_operand_lines(binding) + _warp_specialize_lines(binding)
+                 + _launch_order_lines(binding)):
         print(line)
     print(_generation_line(prog, source).strip())
     if getattr(args, "dump_ir", False):
