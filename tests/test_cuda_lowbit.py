@@ -497,6 +497,39 @@ def test_wgmma_pairs_layout_covers_the_tile_once(bits, block_red):
     assert lane_k == [2, 4]
 
 
+def _prmt(a: int, b: int, sel: int) -> int:
+    """PTX prmt.b32 (default mode): output byte i is byte (sel >> 4i) & 7 of b:a."""
+    pool = (b << 32 | a).to_bytes(8, "little")
+    return int.from_bytes(bytes(pool[(sel >> 4 * i) & 7] for i in range(4)), "little")
+
+
+def test_wgmma_4bit_pairs_from_a_byte_match_the_shifted_nibbles():
+    """The wgmma kernel's 4-bit pair (gluon_wgmma.NIBBLE_PAIR, as emitted): PRMT with the lane's
+    selector, the multiply and the LOP3 give value 2j in the low half and 2j + 1 in the high half,
+    each ORed into BIAS, for every byte j of random words (the shift form it replaced, evaluated here)."""
+    import random
+    import re
+
+    from tilesched.backends.cuda.gluon_wgmma import BYTE_SELECT, NIBBLE_PAIR, PACKED
+
+    mul = int(re.search(r"mul\.lo\.u32 x, x, (\d+);", NIBBLE_PAIR).group(1))
+    mask = int(re.search(r"lop3\.b32 \$0, x, (0x[0-9A-Fa-f]+), \$3, 0xEA;", NIBBLE_PAIR).group(1), 16)
+    assert "prmt.b32 x, $1, 0, $2;" in NIBBLE_PAIR
+    rng = random.Random(0)
+    for bias in (PACKED["bf16"][1], PACKED["fp16"][1]):
+        magic = int(bias, 16)
+        for word in [0, 0xFFFFFFFF, 0x76543210] + [rng.getrandbits(32) for _ in range(200)]:
+            for j in range(4):
+                x = _prmt(word, 0, j + BYTE_SELECT) * mul % (1 << 32)
+                got = (x & mask) | magic  # lop3 0xEA: (a & b) | c
+                v = word >> (8 * j)
+                assert got == (v & 0xF) | ((v << 12) & 0xF0000) | magic
+                assert got & 0xFFFF == magic & 0xFFFF | (word >> 8 * j) & 0xF  # value 2j, low half
+                assert got >> 16 == magic >> 16 | (word >> (8 * j + 4)) & 0xF  # value 2j + 1, high half
+    src = compiled(load_program(CONFIGS / "w4a16_gemm.yaml"))[1]
+    assert NIBBLE_PAIR in src and f"j + 0x{BYTE_SELECT:X}" in src
+
+
 def _layout_points(b: dict) -> dict[tuple, tuple]:
     """(register, lane, warp) index -> the element a linear layout's bases put there."""
     from itertools import product
@@ -564,4 +597,4 @@ def test_register_operand_wgmma_value_takes_decode_row_tiles_and_split_shares():
     src = compiled(program)[1]
     assert "_gl_count_release(counter)" in src and "_gl_wait_acquire(counter" in src
     assert "arrival_counters(cfg.device, cfg.grid[0] * 2 * 128)" in src
-    assert "regs = dict(maxnreg=64, CONSUMER_REGS=64)" in src  # decode tiles: several CTAs an SM
+    assert "regs = dict(maxnreg=80, CONSUMER_REGS=80)" in src  # decode tiles: several CTAs an SM

@@ -317,7 +317,8 @@ def w4a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
     cq = q0 + ttgl.arange(0, 64, layout=cols)  # this warpgroup's weight columns
     zc = ttgl.zeros([64], ttgl.float32, cols)
     j = ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))
-    shifts = ttgl.expand_dims(ttgl.expand_dims(j * 8, 0), 1)  # pair j: values 2j and 2j + 1
+    sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x4440, 0), 1)  # PRMT: byte j, zeros above
+    bias_pairs = ttgl.full([64, BLOCK_K // 8, 4], 0x43004300, ttgl.int32, PAIRS3) | (n_N >> 31)
     acc = ttgl.zeros([64, WG_N], ttgl.float32, acc_l)
     last_t = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K - 1, 0)  # the coefficients' last tile
     r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 8), cq < n_N, EVEN_N) >> ((cq % 8) * 4)) & 15).to(ttgl.float32)
@@ -333,8 +334,8 @@ def w4a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
         slot = i % STAGES
         _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
         words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)
-        v = ttgl.expand_dims(words, 2) >> shifts
-        pairs = (v & 0xF) | ((v << 12) & 0xF0000) | 0x43004300  # BIAS + v, both halves
+        w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel)
+        pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }", "=r,r,r,r", [w3, s3, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
         pairs, o0 = ttgl.broadcast(pairs, o0)
         pairs, o1 = ttgl.broadcast(pairs, o1)
         lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, o0, o1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
@@ -490,8 +491,8 @@ def wgmma_launch_args(cfg, t, n, c):
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)
     pingpong = consumers == 2 and kw["BLOCK_M"] >= 128
-    if wg_n <= 16:  # few accumulators: 64 registers a thread, more CTAs an SM
-        regs = dict(maxnreg=64, CONSUMER_REGS=64)
+    if wg_n <= 16:  # few accumulators: 80 registers a thread, more CTAs an SM
+        regs = dict(maxnreg=80, CONSUMER_REGS=80)
     else:
         regs = dict(CONSUMER_REGS=232)
     return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,

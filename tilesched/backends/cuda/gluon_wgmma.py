@@ -10,7 +10,8 @@ which it reads from registers, and X's tile its second, from shared memory. Thre
     the tensors' ends: ragged rows and reduction);
   - `<name>_wgmma_consumer` (a warpgroup per 64 weight columns): reads the words whose values its
     operand fragment holds (gluon_layouts.wgmma_pairs_bases: a thread's k_width-2 pairs of
-    consecutive values), shifts each pair into the halves of one register and ORs it into the
+    consecutive values), moves each pair into the halves of one register (a 4-bit pair is a byte
+    of its word: PRMT, a multiply and one LOP3; 2-bit ones by shifts) and ORs it into the
     mantissa of BIAS (BIAS + v: 128 for bf16, 1024 for fp16), then runs the spec's dequantisation
     chain in packed 16-bit arithmetic (x2 instructions; BIAS leaves with the first zero point when
     that is an integer BIAS + z represents exactly, else on its own; a product then a sum is one
@@ -50,12 +51,19 @@ PACKED = {"bf16": (128, "0x43004300", 256, "bf16x2"), "fp16": (1024, "0x64006400
 # bits, is that float exactly; the chain's (v - z) s is exact in fp32 and rounds once to 16 bits
 FP32_BIAS, FP32_BIAS_BITS, FP32_ROOM = 12582912, "0x4B400000", 1 << 22
 GL_INTS = {"uint8": "ttgl.uint8", "int8": "ttgl.int8"}
+# a 4-bit pair (2j, 2j + 1) is byte j of its word: PRMT moves the byte to the bottom (zeros above), x 0x1001
+# copies it 12 bits up (the high nibble lands at 16-19), one LOP3 keeps both nibbles and ORs BIAS in
+# (three instructions where a shift by the lane's amount took four to five)
+BYTE_SELECT = 0x4440  # PRMT selector: output byte 0 from byte j of the word, bytes 1-3 from the zero operand
+NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }"
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
-# decode row tiles (wgmma's n up to 16): the kernel capped at 64 registers a thread, the consumers too;
+# decode row tiles (wgmma's n up to 16): the kernel capped at 80 registers a thread, the consumers too;
 # the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at M = 16,
-# N = 28672: 82 -> 67 us; 80 registers were 3 % faster at 4096², 56 slower:
-# bench/results/wgmma-decode-registers-*.json)
-DECODE_N, DECODE_REGISTERS = 16, 64
+# N = 28672: 82 -> 67 us: bench/results/wgmma-decode-registers-*.json). A cap of 64 was as fast but
+# wrong: under split-K at N = 28672 one accumulator register of the first warp (output row 0, the
+# tile's first 8 columns) came back corrupted in a third of the calls; 80, 96 and no cap never did
+# (bench/results/wgmma-decode-register-cap-*.json)
+DECODE_N, DECODE_REGISTERS = 16, 80
 
 
 def _integral(k: KernelIR, n: str, room: int) -> bool:
@@ -201,10 +209,15 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"zc = ttgl.zeros([{WGMMA_COLUMNS}], ttgl.float32, cols)",
     ]
     if not whole:
-        before += [
-            f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))",
-            f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1",
-        ]
+        before += [f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))"]
+        if bits == 4:  # pair j: byte j (values 2j, 2j + 1); BIAS's pair a register (no constant to re-materialise)
+            before += [
+                f"sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x{BYTE_SELECT:X}, 0), 1)  # PRMT: byte j, zeros above",
+                f"bias_pairs = ttgl.full([{WGMMA_COLUMNS}, BLOCK_{c} // 8, 4], {PACKED[act][1]}, ttgl.int32, PAIRS3) "
+                f"| (n_{q} >> 31)",
+            ]
+        else:
+            before += [f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1"]
     before += [f"acc = ttgl.zeros([{WGMMA_COLUMNS}, WG_N], ttgl.float32, acc_l)",
                f"last_t = ttgl.maximum((n_{c} + BLOCK_{c} - 1) // BLOCK_{c} - 1, 0)  # the coefficients' last tile"]
     for n in once:
@@ -228,8 +241,11 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     else:
         loop += [
             "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
-            "v = ttgl.expand_dims(words, 2) >> shifts",
-            f"pairs = (v & 0x{low:X}) | ((v << {16 - bits}) & 0x{low << 16:X}) | {PACKED[act][1]}  # BIAS + v, both halves",
+            *(["w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel)",
+                f"pairs = ttgl.inline_asm_elementwise(\"{NIBBLE_PAIR}\", \"=r,r,r,r\", [w3, s3, bias_pairs], "
+                "dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves"] if bits == 4 else [
+                "v = ttgl.expand_dims(words, 2) >> shifts",
+                f"pairs = (v & 0x{low:X}) | ((v << {16 - bits}) & 0x{low << 16:X}) | {PACKED[act][1]}  # BIAS + v, both halves"]),
             *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
             f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
             f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
