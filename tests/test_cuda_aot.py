@@ -103,7 +103,9 @@ def test_register_operand_schedule_takes_fp16_activations():
     full = {"GROUP_M": 8, "NUM_STAGES": 4, "MATERIALIZE": False, "REGISTER_OPERAND": True, **params}
     from tilesched.backends.cuda.kernel import compiled
 
-    assert "| 0x64006400" in compiled(kernel.program)[1]
+    src = compiled(kernel.program)[1]
+    bias = [ln for ln in src.splitlines() if "bias_pairs = ttgl.full(" in ln]  # mma.sync's and wgmma's BIAS pairs
+    assert len(bias) == 2 and all("0x64006400, ttgl.int32" in ln for ln in bias) and "0x43004300" not in src
     built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
     assert built.mma_sync and not built.wgmma
 
