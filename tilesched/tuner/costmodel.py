@@ -412,7 +412,7 @@ def _loop_elementwise_ops(b: Binding) -> float:
         out = b.program.tensor(s.writes[0])
         again = prod(b.n_tiles(g) for g in grid if g not in out.shape)
         packed = [t for t in s.reads if b.program.tensor(t).pack or b.program.tensor(t).dtype in SUB_BYTE]
-        if _register_operand_wgmma(b) and packed:  # two LOP3s make a pair BIAS + v, then the chain's packed (x2) ops
+        if _register_operand_wgmma(b) and packed:  # a pair BIAS + v from its word (priced as two instructions), the chain's x2 ops
             per = 1.0 + 0.5 * sum(f != "cast" for f in s.fn)
         elif _register_operand_wgmma(b):  # bytes: a load and an add make BIAS + v in fp32, the chain, a conversion
             per = 2.5 + sum(f != "cast" for f in s.fn)

@@ -59,9 +59,9 @@ NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
 # decode row tiles (wgmma's n up to 16): the kernel capped at 80 registers a thread, the consumers too;
 # the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at M = 16,
-# N = 28672: 82 -> 67 us: bench/results/wgmma-decode-registers-*.json). A cap of 64 was as fast but
+# N = 28672: 82 -> 67 us: bench/results/wgmma-decode-registers-*.json). A cap of 64 was faster there but
 # wrong: under split-K at N = 28672 one accumulator register of the first warp (output row 0, the
-# tile's first 8 columns) came back corrupted in a third of the calls; 80, 96 and no cap never did
+# tile's first 8 columns) came back corrupted in 12-33 % of the calls; 80, 96 and no cap never did
 # (bench/results/wgmma-decode-register-cap-*.json)
 DECODE_N, DECODE_REGISTERS = 16, 80
 
