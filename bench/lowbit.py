@@ -128,6 +128,31 @@ REPEAT_POINTS = [(4, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N"
 REPEAT_CALLS = 30
 
 
+def differing_calls(kernel, reference, point, ins: dict, calls: int) -> list[tuple[list[int], list[int]]]:
+    """Call `point` `calls` times on `ins` (NaN-poisoned Y each time) beside one call of `reference`
+    (the same kernel, another binding); per call that differs anywhere by more than 2 % of the
+    reference's largest magnitude (NaN counts), the output rows and columns where it does."""
+    import torch
+
+    from tilesched.backends.cuda.io import poisoned
+
+    dev = next(iter(ins.values())).device
+    ref = poisoned(kernel.program.tensor("Y"), reference.sizes, dev)
+    kernel(params=dict(reference.params), sizes=dict(reference.sizes), **ins, Y=ref)
+    ref = ref.float()
+    out = []
+    for _ in range(calls):
+        y = poisoned(kernel.program.tensor("Y"), point.sizes, dev)
+        kernel(params=dict(point.params), sizes=dict(point.sizes), **ins, Y=y)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        bad = ~((y.float() - ref).abs() <= 0.02 * ref.abs().max())
+        if bad.any():
+            idx = bad.nonzero()
+            out.append((sorted(set(idx[:, 0].tolist())), sorted(set(idx[:, 1].tolist()))))
+    return out
+
+
 def repeat_check(out: Path, tag: str) -> int:
     """Each REPEAT_POINTS point (the wgmma kernel's decode tiles, 4 warps, K tiles of 128, 2 stages)
     called REPEAT_CALLS times on one input set, NaN-poisoned outputs each time, every result compared
@@ -135,10 +160,9 @@ def repeat_check(out: Path, tag: str) -> int:
     DIR/<tag>-repeat-check-<device>.json; 1 if any call differed."""
     import torch
 
-    from tilesched.backends.cuda.io import poisoned
     from tilesched.backends.cuda.kernel import Kernel
 
-    rows, failed, dev = [], 0, torch.device("cuda")
+    rows, failed = [], 0
     for bits, sizes, params in REPEAT_POINTS:
         program = load_program(sb.CONFIGS / f"{BITS_SPECS[bits]}.yaml")
         kernel = Kernel(program)
@@ -146,14 +170,7 @@ def repeat_check(out: Path, tag: str) -> int:
         one, split = sb.legal(program, sizes, point), sb.legal(program, sizes, {**point, "SPLIT_K": params["SPLIT_K"]})
         ins = make_inputs(bits, sizes["M"], sizes["N"], sizes["K"], "cuda")
         err, why = sb.oracle_error(kernel, one, ins)
-        ref = poisoned(program.tensor("Y"), one.sizes, dev)
-        kernel(params=dict(one.params), sizes=dict(one.sizes), **ins, Y=ref)
-        ref = ref.float()
-        bad = 0
-        for _ in range(REPEAT_CALLS):
-            y = poisoned(program.tensor("Y"), split.sizes, dev)
-            kernel(params=dict(split.params), sizes=dict(split.sizes), **ins, Y=y)
-            bad += bool((~((y.float() - ref).abs() <= 0.02 * ref.abs().max())).any().item())  # NaN counts
+        bad = len(differing_calls(kernel, one, split, ins, REPEAT_CALLS))
         ok = not why and bad == 0
         failed += not ok
         rows.append({"spec": BITS_SPECS[bits], "sizes": sizes, "params": dict(split.params), "calls": REPEAT_CALLS,

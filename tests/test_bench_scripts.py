@@ -111,6 +111,31 @@ def test_lowbit_glue_on_the_cpu(bits):
     assert lowbit.weight_bytes(bits, 3, 40, 260) <= stored and per >= 1
 
 
+def test_repeated_calls_find_the_call_that_differs():
+    """lowbit.differing_calls (the repeated split-K check): a split-K point agrees with its SPLIT_K = 1
+    reference on every call (Triton interpreter), and a call whose output is corrupted is reported
+    with the rows and columns it got wrong."""
+    from tilesched.backends.cuda.io import retyped
+    from tilesched.backends.cuda.kernel import Kernel
+
+    prog = retyped(load_program(CONFIGS / "w4a16_gemm.yaml"), "bf16", "fp32")
+    sizes = {"M": 3, "N": 40, "K": 256}
+    one, split = (sb.legal(prog, sizes, lowbit.cfg(1, 32, 64, 4, 2, s)) for s in (1, 2))
+    ins = lowbit.make_inputs(4, 3, 40, 256, "cpu", torch.float32)
+    kernel = Kernel(prog)
+    assert lowbit.differing_calls(kernel, one, split, ins, 2) == []
+    calls = []
+
+    def corrupting(**kw):
+        kernel(**kw)
+        calls.append(1)
+        if len(calls) == 3:  # the second call of the split point
+            kw["Y"][2, 7] += 1e3
+
+    corrupting.program = kernel.program
+    assert lowbit.differing_calls(corrupting, one, split, ins, 3) == [([2], [7])]
+
+
 def test_cublas_baseline_rotates_its_weights_past_l2():
     import torch
 

@@ -43,11 +43,8 @@ def patch(variant: str, src: str) -> str:
 def main() -> int:
     import torch
 
-    from tilesched.backends.cuda.io import poisoned
-
     prog = load_program(sb.CONFIGS / "w4a16_gemm.yaml")
     report = sb.report_header(torch.cuda.get_device_name(), __doc__.split("\n")[0])
-    dev = torch.device("cuda")
     for m, n, k, split in CASES:
         sizes = {"M": m, "N": n, "K": k}
         ins = lowbit.make_inputs(4, m, n, k, "cuda")
@@ -55,26 +52,14 @@ def main() -> int:
         b1, bs = sb.legal(prog, sizes, one), sb.legal(prog, sizes, {**one, "SPLIT_K": split})
         for variant in VARIANTS:
             pk.use(patch, variant)
-            kern = pk.K.Kernel(prog)
-            ref = poisoned(prog.tensor("Y"), b1.sizes, dev)
-            kern(params=dict(b1.params), sizes=dict(b1.sizes), **ins, Y=ref)
-            ref = ref.float()
-            bad_calls, rows, cols = 0, set(), []
-            for _ in range(CALLS):
-                y = poisoned(prog.tensor("Y"), bs.sizes, dev)
-                kern(params=dict(bs.params), sizes=dict(bs.sizes), **ins, Y=y)
-                torch.cuda.synchronize()
-                bad = ~((y.float() - ref).abs() <= 0.02 * ref.abs().max())  # NaN counts as bad
-                if bad.any():
-                    bad_calls += 1
-                    idx = bad.nonzero()
-                    rows |= set(idx[:, 0].tolist())
-                    if len(cols) < 4:
-                        cols.append(sorted(set(idx[:, 1].tolist()))[:16])
+            differing = lowbit.differing_calls(pk.K.Kernel(prog), b1, bs, ins, CALLS)
+            bad_calls = len(differing)
+            rows = sorted({r for rs, _ in differing for r in rs})
+            cols = [cs[:16] for _, cs in differing[:4]]
             report["rows"].append({"shape": sizes, "split_k": split, "variant": variant, "calls": CALLS,
-                                   "bad_calls": bad_calls, "bad_rows": sorted(rows), "bad_columns_first_calls": cols,
+                                   "bad_calls": bad_calls, "bad_rows": rows, "bad_columns_first_calls": cols,
                                    "params": dict(bs.params)})
-            print(f"M={m} N={n} K={k} split {split} {variant:5s} bad calls {bad_calls}/{CALLS} rows {sorted(rows)} "
+            print(f"M={m} N={n} K={k} split {split} {variant:5s} bad calls {bad_calls}/{CALLS} rows {rows} "
                   f"{cols[:2]}", flush=True)
     sb.write_json(Path(os.environ.get("OUT", "/tmp")) / f"wgmma-decode-register-cap-{sb.slug(report['device'])}.json",
                   report)
