@@ -173,6 +173,13 @@ def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str)
     ]
 
 
+def bias_register(shape: str, magic: str, layout: str, q: str) -> str:
+    """The line making `bias_pairs`, BIAS's pair over the words' pairs tensor, held in a register: OR-ed
+    with a zero ptxas cannot fold (sizes are never negative), where as a constant it was re-materialised
+    before each AND/OR (bench/results/decode-floor-*.json); both register-operand kernels read it."""
+    return f"bias_pairs = ttgl.full([{shape}], {magic}, ttgl.int32, {layout}) | (n_{q} >> 31)"
+
+
 def vector_words(bits: int) -> bool:
     """Whether the words load by column (WLOAD), a thread's columns consecutive, with STAGES = 2: for
     4 bits, 372 -> 351 instructions a tile and 3 % faster geomean at M = 1 (bench/results/decode-floor-
@@ -250,7 +257,7 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"zeros = ttgl.zeros([BLOCK_{q}, MMA_N], ttgl.float32, mma)",
         "# BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,",
         "# where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)",
-        f"bias_pairs = ttgl.full([BLOCK_{q}, BLOCK_{c} // {per}, {pairs}], {magic}, ttgl.int32, PAIRS) | (n_{q} >> 31)",
+        bias_register(f"BLOCK_{q}, BLOCK_{c} // {per}, {pairs}", magic, "PAIRS", q),
         f"v_{acc} = zeros",
     ]
     for n in once:

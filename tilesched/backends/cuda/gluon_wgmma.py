@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from tilesched.backends.cuda import gluon_emit
 from tilesched.backends.cuda.gluon_attention import _names_in
-from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step
+from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step, bias_register
 from tilesched.ir.dtypes import BITS
 from tilesched.passes.kernel import Instr, KernelIR, producer
 from tilesched.passes.register_operand import WGMMA_COLUMNS, WGMMA_MIN_N, byte_weights, the_dot
@@ -213,8 +213,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         if bits == 4:  # pair j: byte j (values 2j, 2j + 1); BIAS's pair a register (no constant to re-materialise)
             before += [
                 f"sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x{BYTE_SELECT:X}, 0), 1)  # PRMT: byte j, zeros above",
-                f"bias_pairs = ttgl.full([{WGMMA_COLUMNS}, BLOCK_{c} // 8, 4], {PACKED[act][1]}, ttgl.int32, PAIRS3) "
-                f"| (n_{q} >> 31)",
+                bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // {32 // bits}, {16 // bits}", PACKED[act][1], "PAIRS3", q),
             ]
         else:
             before += [f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1"]
