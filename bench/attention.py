@@ -5,6 +5,8 @@
                                                ragged shapes, default and a few other parameters)
   python bench/attention.py check --warp-specialize --out DIR
                                                the warp-specialised schedule's points likewise
+  python bench/attention.py check --persistent --out DIR
+                                               those on a persistent grid likewise
   python bench/attention.py bench --out DIR    per shape (bf16, D = 64 and 128, causal and not, a
                                                GQA shape): a small candidate search, the winner
                                                checked against the oracle, then timed beside torch
@@ -42,9 +44,9 @@ CHECK = {"flash_attention": {"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128},
          "flash_attention_gqa": {"B": 1, "H": 8, "SQ": 257, "SK": 257, "D": 128, "G": 4}}
 
 
-def candidates(d: int, specialized: bool = True) -> list[dict]:
+def candidates(d: int, specialized: bool = True, persistent: bool = False) -> list[dict]:
     """A small list per head dimension (the full space is for the tuner): Triton's schedule, then
-    the warp-specialised one (`specialized`)."""
+    the warp-specialised one (`specialized`), then that one on a persistent grid (`persistent`)."""
     def c(bm, bn, w, s, ws=False):
         return {"BLOCK_M": bm, "BLOCK_N": bn, "NUM_WARPS": w, "NUM_STAGES": s, "WARP_SPECIALIZE": ws}
 
@@ -56,13 +58,40 @@ def candidates(d: int, specialized: bool = True) -> list[dict]:
         pts = [c(128, 64, 8, 3), c(128, 64, 8, 2), c(128, 128, 8, 2), c(128, 32, 8, 3), c(128, 64, 4, 3),
                c(64, 64, 4, 3), c(64, 128, 4, 2), c(128, 64, 8, 4)]
         ws = [c(128, 128, 4, 3, True), c(128, 128, 4, 2, True), c(128, 64, 4, 4, True)]
-    return pts + (ws if specialized else [])
+    return pts + (ws if specialized else []) + ([{**p, "PERSISTENT": True} for p in ws] if persistent else [])
 
 
 # the warp-specialised schedule's points against the oracle: ragged query and key counts, both key
 # tiles, 2 to 4 stages, causal and GQA (bench/attention.py check --warp-specialize)
 def _ws(bn, st):
     return {"BLOCK_M": 128, "BLOCK_N": bn, "NUM_WARPS": 4, "NUM_STAGES": st, "WARP_SPECIALIZE": True}
+
+
+# the persistent grid's points: more tiles than SMs (CTAs walk several, the ring's phases run on
+# across tiles), one with fewer; causal (heaviest first) and GQA through the option added to
+# their specs (bench/attention.py check --persistent)
+PERSISTENT_CHECK = {
+    "flash_attention": [({"B": 4, "H": 12, "SQ": 700, "SK": 333, "D": 128}, _ws(128, 2)),
+                        ({"B": 3, "H": 20, "SQ": 300, "SK": 1000, "D": 64}, _ws(64, 4)),
+                        ({"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128}, _ws(128, 3))],
+    "flash_attention_causal": [({"B": 2, "H": 40, "SQ": 517, "SK": 517, "D": 128}, _ws(128, 3)),
+                               ({"B": 2, "H": 40, "SQ": 333, "SK": 333, "D": 64}, _ws(64, 4))],
+    "flash_attention_gqa": [({"B": 2, "H": 32, "SQ": 257, "SK": 257, "D": 64, "G": 4}, _ws(64, 4))],
+}
+
+
+def with_persistent(program):
+    """The spec with the persistent option (the causal ones lack it: bench/results/attention-persistent-*.json)."""
+    if "PERSISTENT" in {p.name for p in program.params}:
+        return program
+    from tilesched.ir.lower import lower
+    from tilesched.spec.loader import load_spec_text
+
+    text = (sb.CONFIGS / f"{program.name}.yaml").read_text()
+    option, param = "warp_specialize: WARP_SPECIALIZE}", "    WARP_SPECIALIZE: {choices: [false, true], default: false}\n"
+    assert option in text and param in text, program.name
+    text = text.replace(option, "warp_specialize: WARP_SPECIALIZE, persistent: PERSISTENT}")
+    return lower(*load_spec_text(text.replace(param, param + "    PERSISTENT: {choices: [false, true], default: false}\n")))
 
 
 WS_CHECK = {
@@ -128,7 +157,7 @@ def bench_one(args, report, lock, spec: str, shape: tuple, causal: bool, g: int 
     program = load_program(sb.CONFIGS / f"{spec}.yaml")
     kernel = Kernel(program)
     sizes = {"B": b_, "H": h, "SQ": s, "SK": s, "D": d, **({"G": g} if "G" in {a.name for a in program.axes} else {})}
-    cands = candidates(d)
+    cands = candidates(d, persistent="PERSISTENT" in {p.name for p in program.params})
     sb.warm_compile(sb.CONFIGS / f"{spec}.yaml", sizes, cands, program, args.workers)
     per_set = 2 * (b_ * h * s * d * 2 + 2 * b_ * (h // g) * s * d)
     sets = [make_inputs(b_, h, s, d, "cuda", g=g) for _ in range(sb.n_sets(per_set))]
@@ -171,18 +200,28 @@ def bench_one(args, report, lock, spec: str, shape: tuple, causal: bool, g: int 
 
 def cmd_bench(args) -> int:
     shapes = SHAPES[1:2] + SHAPES[4:5] if args.quick else SHAPES
-    cases = [lambda r, lock, s=s, c=c: bench_one(args, r, lock, SPECS[c], s, c) for s in shapes for c in (False, True)]
-    if not args.quick:
+    masks = {"both": (False, True), "no": (False,), "yes": (True,)}[args.causal]
+    cases = [lambda r, lock, s=s, c=c: bench_one(args, r, lock, SPECS[c], s, c) for s in shapes for c in masks]
+    if not args.quick and True in masks:
         cases += [lambda r, lock, g=g: bench_one(args, r, lock, GQA_SPEC, g[:4], True, g[4]) for g in GQA_SHAPES]
-    return sb.run_bench("attention", "attention forward from specs vs torch SDPA (flash, cuDNN)", Path(args.out), cases)
+    return sb.run_bench(args.tag, "attention forward from specs vs torch SDPA (flash, cuDNN)", Path(args.out), cases)
 
 
 def main(argv=None) -> int:
     p = sb.parser(__doc__)
     p.add_argument("--warp-specialize", action="store_true",
                    help="check: the warp-specialised schedule's points (Gluon) against the oracle")
+    p.add_argument("--persistent", action="store_true",
+                   help="check: the warp-specialised schedule's points on a persistent grid against the oracle")
+    p.add_argument("--causal", choices=["both", "no", "yes"], default="both",
+                   help="bench: the rows with and without the causal mask (yes: the GQA row too)")
+    p.add_argument("--tag", default="attention", help="bench: results to DIR/<tag>-<device>.json")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.cmd == "check" and args.persistent:
+        points = {name: [(sizes, {**params, "PERSISTENT": True}) for sizes, params in listed]
+                  for name, listed in PERSISTENT_CHECK.items()}
+        return sb.check_points(points, args.seed, Path(args.out), "attention-persistent", with_persistent)
     if args.cmd == "check" and args.warp_specialize:
         return sb.check_points(WS_CHECK, args.seed, Path(args.out), "attention-warp-specialized")
     if args.cmd == "check":

@@ -168,6 +168,19 @@ def test_warp_specialised_attention_compiles_for_sm90(spec, sizes, block_n, stag
     assert tiles <= built.shared_bytes <= tiles + 1024, built
 
 
+def test_persistent_attention_compiles_for_sm90():
+    """The persistent grid's kernel (every function walks the tiles) builds for Hopper; its shared
+    memory adds only the query halves' second pair of barriers."""
+    kernel = Kernel(load_program("configs/flash_attention.yaml"))
+    sizes = {"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128}
+    params = {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_WARPS": 4, "NUM_STAGES": 3, "WARP_SPECIALIZE": True,
+              "PERSISTENT": True}
+    built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=params, sizes=sizes)
+    assert built.kernel == "flash_attention_specialized_kernel" and built.wgmma and built.tma
+    tiles = 2 * 128 * (128 + 2 * 3 * 128)
+    assert tiles <= built.shared_bytes <= tiles + 1024, built
+
+
 def test_gluon_compiles_after_a_kernel_ran_in_the_interpreter():
     """Triton's interpreter swaps triton.language's reduce while a kernel runs, and imports Gluon lazily:
     a Gluon first imported in that window kept the swapped reduce, and every later Gluon compile of a

@@ -40,6 +40,7 @@ from tilesched.passes.heavy_first import heavy_first
 from tilesched.passes.kernel import AxisInfo, Constant, Instr, KernelIR, ValueInfo, dump_kernel, mask_constant
 from tilesched.passes.register_operand import register_operand
 from tilesched.passes.warp_specialize import warp_specialize
+from tilesched.passes.warp_specialize import why_not as ws_why_not
 
 TARGET = "cuda"
 UNARY = ("relu", "relu6", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh", "exp", "exp2", "log", "sqrt", "rsqrt",
@@ -485,9 +486,11 @@ def switches(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     if unknown:
         raise spec_error(("options",), f"options {unknown} are not {TARGET} options ({', '.join(OPTIONS)})")
     persistent, split_k, subtile = opts.get("persistent"), opts.get("split_k"), opts.get("epilogue_subtile")
-    if persistent not in (None, False) and k.points:
-        raise spec_error(("options", "persistent"), f"{TARGET} cannot generate a persistent grid with point axes "
-                                                    f"{list(k.points)} yet")
+    if persistent is True and k.points and ("warp_specialize" not in opts or ws_why_not(k) is not None):
+        # the warp-specialised schedule walks every point's tiles; the Triton kernel's grid keeps one axis a
+        # point (a parameter is checked per point, at launch)
+        raise spec_error(("options", "persistent"), f"{TARGET} generates a persistent grid with point axes "
+                                                    f"{list(k.points)} in the warp-specialised schedule only")
     if split_k is not None:
         problem = None
         if k.reduction is None:

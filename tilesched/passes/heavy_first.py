@@ -9,7 +9,8 @@ faster at S = 1024 and 4096, D = 64 and 128 (bench/results/attention-heavy-first
 
 Decided by counting the mask at a probe: the reduction positions each grid position keeps, at the
 spec's sizes (PROBE where symbolic) and its parameters' defaults; a mask the probe cannot evaluate
-keeps the natural order. Results do not depend on the order.
+keeps the natural order. Results do not depend on the order. A persistent grid walks the tiles in
+the same order: each CTA starts on one of the heaviest.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def kept_per_position(program: Program, k: KernelIR) -> np.ndarray | None:
 
 def heavy_first(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     """`descending` where the mask keeps more for the grid axis's last position than its first."""
-    if k.tile_order != "row_major" or k.persistent not in (None, False):
+    if k.tile_order != "row_major":
         return k
     kept = kept_per_position(program, k)
     if kept is None or not kept[-1] > kept[0]:

@@ -140,6 +140,12 @@ class KernelIR(_Node):
         return next((a for a in self.accesses if a.tensor == tensor and a.mode == mode), None)
 
 
+def walks_tiles(k: KernelIR) -> bool:
+    """The Triton kernel has a persistent loop over its tiles (the `persistent` option without point
+    axes; with them, only the warp-specialised schedule's kernel walks the tiles, of every point)."""
+    return k.persistent is not None and not k.points
+
+
 def dump_kernel(k: KernelIR) -> str:
     lines = [f"kernel {k.name}"]
     for a in k.axes:

@@ -51,8 +51,8 @@ def why_not(k: KernelIR) -> tuple[str, str] | None:
         return stage, "a reduction loop of: load K, dot(q, K), online softmax, load V, dot(p, V) accumulated"
     load_k, scores, softmax, load_v, context = k.loop
     r = k.reduction
-    if len(k.grid) != 1 or k.split_k is not None or k.persistent is not None or k.materialize is not None:
-        return scores.stage, "one grid axis (the queries), without split-K, a persistent grid or materialising"
+    if len(k.grid) != 1 or k.split_k is not None or k.materialize is not None:
+        return scores.stage, "one grid axis (the queries), without split-K or materialising"
     qa = k.grid[0]
     q = next((a for a in scores.args if a != load_k.out), None)
     q_load = producer(k, q) if q is not None else None

@@ -137,8 +137,25 @@ def _names_in(lines: list[str], names: list[str]) -> list[str]:
     return [n for n in names if re.search(rf"\b{re.escape(n)}\b", text)]
 
 
+def _decode(k: KernelIR) -> list[str]:
+    """A persistent grid's lines that turn `tile` into the tile's indices (queries fastest, as a
+    non-persistent grid launches them, then the point axes, the last fastest) and its first row."""
+    qa = k.grid[0]
+    first = f"tiles_{qa} - 1 - tile % tiles_{qa}" if k.descending else f"tile % tiles_{qa}"
+    lines = [f"pid_{qa} = {first}"] + ([f"rest = tile // tiles_{qa}"] if k.points else [])
+    for j, p in enumerate(reversed(k.points)):
+        lines += [f"pid_{p} = (rest % n_{p}).to(ttgl.int64)"] + ([f"rest = rest // n_{p}"] if j < len(k.points) - 1 else [])
+    return lines + [f"first = pid_{qa} * BLOCK_{qa}"]
+
+
 def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
-    """The three Gluon functions of a kernel IR the warp_specialize pass marked."""
+    """The three Gluon functions of a kernel IR the warp_specialize pass marked.
+
+    With the `persistent` option (`k.persistent`) every function walks the tiles `tile` =
+    program_id, + num_programs, ... of the whole grid (point axes included): on a grid of one CTA
+    an SM the loader brings the next tile's query halves and keys while the consumers finish the
+    current tile, so a short sequence does not pay each CTA's fill and drain; the ring's slots and
+    phases run on across tiles (`kv`: key tiles taken so far, `it`: tiles done)."""
     q_load, load_k, scores, softmax, load_v, context = _parts(k)
     qa, r = k.grid[0], k.reduction
     Q, K, V = q_load.tensor, load_k.tensor, load_v.tensor
@@ -148,11 +165,17 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     out_dt = {"fp32": "ttgl.float32", **GL_DTYPES}[k.access(out, "store").dtype]
     scale = f"{softmax.fn[0][1]} * {LOG2E!r}" if softmax.fn else repr(LOG2E)
     consts = constexprs(k)
+    persistent = k.persistent is not None
     pids = [f"pid_{p}" for p in k.points]
+    tile_args = ["total", f"tiles_{qa}"] if persistent else pids
     o_acc = k.access(out, "store")
     o_ptrs = " + ".join([f"p_{out}"] + [f"pid_{a} * s_{out}_{a}" for a in o_acc.axes if a in k.points]
                         + [f"ttgl.expand_dims(o_{qa}.to(ttgl.int64) * s_{out}_{qa}, 1)",
                            f"ttgl.expand_dims(cols * s_{out}_{d}, 0)"])
+    k_tile = f"k_ring.index(slot).reshape([BLOCK_{r}, HEAD]).permute((1, 0))"
+    kv = "kv + " if persistent else ""  # the ring's position of key tile lo
+    # a persistent consumer frees its query half after the tile's last scores MMA (the loader refills it)
+    free_q = ["_gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled"]
 
     # consumer: scores, online softmax, context for HALF query rows
     # with a positive scale (the launch says) the row maximum of the raw scores, scaled, is the
@@ -175,38 +198,43 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "l_i = l_i * alpha + ttgl.sum(p, axis=1)",
         "m_i = m_new",
     ]
-    body = [
+    layouts = [
         "s_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
         f"instr_shape=[16, BLOCK_{r}, 16])",
         "o_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
         "instr_shape=[16, HEAD, 16])",
         "p_layout: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)",
         "row_o: ttgl.constexpr = ttgl.SliceLayout(1, o_layout)",
+    ]
+    tile_body = [
         f"o_{qa} = start + ttgl.arange(0, HALF, layout=ttgl.SliceLayout(1, s_layout))",
-        f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)",
+        *([] if persistent else [f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)"]),
         f"m_i = ttgl.full([HALF], {NEG_INF}, ttgl.float32, ttgl.SliceLayout(1, s_layout))",
         "l_i = ttgl.zeros([HALF], ttgl.float32, ttgl.SliceLayout(1, s_layout))",
         "o = ttgl.zeros([HALF, HEAD], ttgl.float32, o_layout)",
         f"p_op = ttgl.zeros([HALF, BLOCK_{r}], {dt}, p_layout)",
-        "q_tile = q_smem.reshape([HALF, HEAD])",
-        "_gl_mbarrier.wait(q_bar, 0)",
+        *([] if persistent else ["q_tile = q_smem.reshape([HALF, HEAD])"]),
+        "_gl_mbarrier.wait(q_ready, it & 1)" if persistent else "_gl_mbarrier.wait(q_bar, 0)",
+        *(["if hi == lo:  # nothing kept: the query half is free at once", "    " + free_q[0]] if persistent else []),
         "if hi > lo:  # the first tile: nothing to overlap yet",
         "    t = lo",
-        "    _gl_mbarrier.wait(ready.index(0), 0)",
-        f"    s = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(0).reshape([BLOCK_{r}, HEAD]).permute((1, 0)), "
-        "s_zero, use_acc=False)",
+        *(["    slot = kv % STAGES", "    _gl_mbarrier.wait(ready.index(slot), (kv // STAGES) & 1)"] if persistent
+          else ["    _gl_mbarrier.wait(ready.index(0), 0)"]),
+        f"    s = _gl_hopper.warpgroup_mma(q_tile, {k_tile if persistent else k_tile.replace('(slot)', '(0)')}, s_zero, "
+        "use_acc=False)",
+        *(["    if hi - lo == 1:", "        " + free_q[0]] if persistent else []),
         f"    o_{r} = t * BLOCK_{r} + ttgl.arange(0, BLOCK_{r}, layout=ttgl.SliceLayout(0, s_layout))",
         *["    " + ln for ln in step],
         f"    p_op = ttgl.convert_layout(p.to({dt}), p_layout)",
         "for t in range(lo + 1, hi):",
-        "    i = t - lo",
+        f"    i = {kv}t - lo",
         "    slot = i % STAGES",
         "    prev = (i - 1) % STAGES",
         "    _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)",
-        f"    s_tok = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(slot).reshape([BLOCK_{r}, HEAD]).permute((1, 0)), "
-        "s_zero, use_acc=False, is_async=True)",
+        f"    s_tok = _gl_hopper.warpgroup_mma(q_tile, {k_tile}, s_zero, use_acc=False, is_async=True)",
         f"    o_tok = _gl_hopper.warpgroup_mma(p_op, v_ring.index(prev).reshape([BLOCK_{r}, HEAD]), o, is_async=True)",
         "    s = _gl_hopper.warpgroup_mma_wait(1, deps=[s_tok])",
+        *(["    if t == hi - 1:", "        " + free_q[0]] if persistent else []),
         f"    o_{r} = t * BLOCK_{r} + ttgl.arange(0, BLOCK_{r}, layout=ttgl.SliceLayout(0, s_layout))",
         *["    " + ln for ln in step],
         "    # P_{t-1}'s registers stay live until its MMA ends; P_t is packed into them after it",
@@ -215,73 +243,140 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"    p_op = ttgl.convert_layout(p.to({dt}), p_layout)",
         "    o = o * ttgl.expand_dims(ttgl.convert_layout(alpha, row_o), 1)",
         "if hi > lo:",
-        f"    o = _gl_hopper.warpgroup_mma(p_op, v_ring.index((hi - 1 - lo) % STAGES).reshape([BLOCK_{r}, HEAD]), o)",
+        *([f"    last = ({kv}hi - 1 - lo) % STAGES",
+           f"    o = _gl_hopper.warpgroup_mma(p_op, v_ring.index(last).reshape([BLOCK_{r}, HEAD]), o)",
+           "    _gl_mbarrier.arrive(empty.index(last), count=1)  # the next tile's keys may take the slot"]
+          if persistent else
+          [f"    o = _gl_hopper.warpgroup_mma(p_op, v_ring.index((hi - 1 - lo) % STAGES).reshape([BLOCK_{r}, HEAD]), o)"]),
         "o = o / ttgl.expand_dims(ttgl.convert_layout(ttgl.where(l_i == 0.0, 1.0, l_i), row_o), 1)  # nothing kept: 0",
         f"o_{qa} = start + ttgl.arange(0, HALF, layout=row_o)",
         "cols = ttgl.arange(0, HEAD, layout=ttgl.SliceLayout(0, o_layout))",
         f"ttgl.store({o_ptrs}, o.to({out_dt}), mask=ttgl.expand_dims(o_{qa} < n_{qa}, 1))",
     ]
-    scalars = _names_in(body, positional + pids)
+    if persistent:
+        body = layouts + [
+            f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)",
+            "q_tile = q_smem.reshape([HALF, HEAD])",
+            "kv = 0  # key tiles taken from the ring so far: its slot and phase",
+            "it = 0  # tiles done: the query barriers' phase",
+            "for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
+            *["    " + ln for ln in _decode(k) + _kept_range(k) + ["start = first + OFFSET"] + tile_body
+              + ["kv += hi - lo", "it += 1"]],
+        ]
+        head_args = "q_smem, q_ready, q_free, k_ring, v_ring, ready, empty, qk_scale, "
+        tail_consts = "OFFSET: ttgl.constexpr, "
+    else:
+        body = layouts + tile_body
+        head_args = "q_smem, q_bar, k_ring, v_ring, ready, empty, start, lo, hi, qk_scale, "
+        tail_consts = ""
+    scalars = _names_in(body, positional + tile_args)
     cons = _names_in(body, consts)
     L = ["@gluon.jit",
-         f"def {k.name}_specialized_consumer(q_smem, q_bar, k_ring, v_ring, ready, empty, start, lo, hi, qk_scale, "
+         f"def {k.name}_specialized_consumer({head_args}"
          + "".join(f"{a}, " for a in scalars)
-         + "".join(f"{c}: ttgl.constexpr, " for c in cons) + "HALF: ttgl.constexpr, HEAD: ttgl.constexpr, "
-         "STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):"]
+         + "".join(f"{c}: ttgl.constexpr, " for c in cons) + tail_consts + "HALF: ttgl.constexpr, "
+         "HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):"]
     L += ["    " + ln for ln in body]
 
-    L += ["", "", "@gluon.jit",
-          f"def {k.name}_specialized_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
-          f"k_row, v_row, start, lo, hi, HALF: ttgl.constexpr, BLOCK_{r}: ttgl.constexpr, STAGES: ttgl.constexpr):"]
-    L += ["    " + ln for ln in [
-        "for half in ttgl.static_range(2):",
-        "    _gl_mbarrier.expect(q_bar.index(half), q_desc.block_type.nbytes)",
-        "    _gl_tma_load(q_desc, [q_row, start + half * HALF, 0], q_bar.index(half), q_halves.index(half))",
-        "for t in range(lo, hi):",
-        "    i = t - lo",
-        "    slot = i % STAGES",
-        "    if i >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
-        "        _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)",
-        "    _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
-        f"    _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
-        f"    _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
-    ]]
+    if persistent:
+        loader = [
+            "kv = 0",
+            "it = 0",
+            "for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
+            *["    " + ln for ln in _decode(k) + _kept_range(k)],
+            f"    q_row = {_row(k, Q)}",
+            f"    k_row = {_row(k, K)}",
+            f"    v_row = {_row(k, V)}",
+            "    for half in ttgl.static_range(2):",
+            "        if it > 0:  # the consumer's last scores of the previous tile are done",
+            "            _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)",
+            "        _gl_mbarrier.expect(q_ready.index(half), q_desc.block_type.nbytes)",
+            "        _gl_tma_load(q_desc, [q_row, first + half * HALF, 0], q_ready.index(half), q_halves.index(half))",
+            "    for t in range(lo, hi):",
+            "        slot = kv % STAGES",
+            "        if kv >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
+            "            _gl_mbarrier.wait(empty.index(slot), (kv // STAGES - 1) & 1)",
+            "        _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
+            f"        _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
+            f"        _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
+            "        kv += 1",
+            "    it += 1",
+        ]
+        l_scalars = _names_in(loader, positional + tile_args)
+        l_cons = _names_in(loader, consts)
+        loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, ready, empty, "
+                       + "".join(f"{a}, " for a in l_scalars) + "".join(f"{c}: ttgl.constexpr, " for c in l_cons)
+                       + "HALF: ttgl.constexpr, STAGES: ttgl.constexpr")
+    else:
+        loader = [
+            "for half in ttgl.static_range(2):",
+            "    _gl_mbarrier.expect(q_bar.index(half), q_desc.block_type.nbytes)",
+            "    _gl_tma_load(q_desc, [q_row, start + half * HALF, 0], q_bar.index(half), q_halves.index(half))",
+            "for t in range(lo, hi):",
+            "    i = t - lo",
+            "    slot = i % STAGES",
+            "    if i >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
+            "        _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)",
+            "    _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
+            f"    _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
+            f"    _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
+        ]
+        loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
+                       f"k_row, v_row, start, lo, hi, HALF: ttgl.constexpr, BLOCK_{r}: ttgl.constexpr, "
+                       "STAGES: ttgl.constexpr")
+    L += ["", "", "@gluon.jit", f"def {k.name}_specialized_loader({loader_args}):"]
+    L += ["    " + ln for ln in loader]
 
     top = [f"HALF: ttgl.constexpr = BLOCK_{qa} // 2",
-           f"HEAD: ttgl.constexpr = BLOCK_{d}",
-           (f"pid_{qa} = (n_{qa} + BLOCK_{qa} - 1) // BLOCK_{qa} - 1 - ttgl.program_id(0)  # the heaviest tiles first"
-            if k.descending else f"pid_{qa} = ttgl.program_id(0)")]
-    top += [f"pid_{p} = ttgl.program_id({j + 1}).to(ttgl.int64)" for j, p in enumerate(k.points)]
-    top += [f"start = pid_{qa} * BLOCK_{qa}"]
-    top += _kept_range(k)
+           f"HEAD: ttgl.constexpr = BLOCK_{d}"]
+    if persistent:
+        top += [f"tiles_{qa} = (n_{qa} + BLOCK_{qa} - 1) // BLOCK_{qa}",
+                f"total = tiles_{qa}" + "".join(f" * n_{p}" for p in k.points) + "  # the tiles of every point"]
+    else:
+        top += [(f"pid_{qa} = (n_{qa} + BLOCK_{qa} - 1) // BLOCK_{qa} - 1 - ttgl.program_id(0)  # the heaviest tiles "
+                 "first" if k.descending else f"pid_{qa} = ttgl.program_id(0)")]
+        top += [f"pid_{p} = ttgl.program_id({j + 1}).to(ttgl.int64)" for j, p in enumerate(k.points)]
+        top += [f"start = pid_{qa} * BLOCK_{qa}"]
+        top += _kept_range(k)
+        top += [f"q_row = {_row(k, Q)}", f"k_row = {_row(k, K)}", f"v_row = {_row(k, V)}"]
+    q_bars = ["q_ready", "q_free"] if persistent else ["q_bar"]
     top += [
-        f"q_row = {_row(k, Q)}",
-        f"k_row = {_row(k, K)}",
-        f"v_row = {_row(k, V)}",
         f"qk_scale = {scale}  # exp(c s - m) = 2^(c log2(e) s - m'): the softmax in base 2",
         f"q_halves = ttgl.allocate_shared_memory({dt}, [2, 1, HALF, HEAD], q_desc.layout)",
         f"k_ring = ttgl.allocate_shared_memory({dt}, [STAGES, 1, BLOCK_{r}, HEAD], k_desc.layout)",
         f"v_ring = ttgl.allocate_shared_memory({dt}, [STAGES, 1, BLOCK_{r}, HEAD], v_desc.layout)",
-        "q_bar = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())",
+        *[f"{b} = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())" for b in q_bars],
         "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "for j in ttgl.static_range(2):",
-        "    _gl_mbarrier.init(q_bar.index(j), count=1)",
+        *[f"    _gl_mbarrier.init({b}.index(j), count=1)" for b in q_bars],
         "for j in ttgl.static_range(STAGES):",
         "    _gl_mbarrier.init(ready.index(j), count=1)",
         "    _gl_mbarrier.init(empty.index(j), count=2)  # one arrival per consumer warpgroup",
     ]
-    common = ", ".join(scalars + cons + ["HALF", "HEAD", "STAGES", "SCALE_POSITIVE"])
-    top += [
-        "ttgl.warp_specialize([",
-        f"    ({k.name}_specialized_consumer, (q_halves.index(0), q_bar.index(0), k_ring, v_ring, ready, empty, start, lo, hi, "
-        f"qk_scale, {common})),",
-        f"    ({k.name}_specialized_consumer, (q_halves.index(1), q_bar.index(1), k_ring, v_ring, ready, empty, start + HALF, "
-        f"lo, hi, qk_scale, {common})),",
-        f"    ({k.name}_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, k_row, "
-        f"v_row, start, lo, hi, HALF, BLOCK_{r}, STAGES)),",
-        "], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few",
-    ]
+    if persistent:
+        common = ", ".join(scalars + cons)
+
+        def consumer(half: int) -> str:
+            return (f"    ({k.name}_specialized_consumer, (q_halves.index({half}), q_ready.index({half}), "
+                    f"q_free.index({half}), k_ring, v_ring, ready, empty, qk_scale, {common}, {half} * HALF, HALF, "
+                    "HEAD, STAGES, SCALE_POSITIVE)),")
+
+        forks = [consumer(0), consumer(1),
+                 f"    ({k.name}_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, "
+                 f"ready, empty, {', '.join(l_scalars + l_cons + ['HALF', 'STAGES'])})),"]
+    else:
+        common = ", ".join(scalars + cons + ["HALF", "HEAD", "STAGES", "SCALE_POSITIVE"])
+        forks = [
+            f"    ({k.name}_specialized_consumer, (q_halves.index(0), q_bar.index(0), k_ring, v_ring, ready, empty, start, lo, "
+            f"hi, qk_scale, {common})),",
+            f"    ({k.name}_specialized_consumer, (q_halves.index(1), q_bar.index(1), k_ring, v_ring, ready, empty, start + "
+            f"HALF, lo, hi, qk_scale, {common})),",
+            f"    ({k.name}_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
+            f"k_row, v_row, start, lo, hi, HALF, BLOCK_{r}, STAGES)),",
+        ]
+    top += ["ttgl.warp_specialize([", *forks,
+            "], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few"]
     L += ["", "", "@gluon.jit", f"def {k.name}_specialized_kernel(", "    q_desc,", "    k_desc,", "    v_desc,"]
     L += [f"    {a}," for a in positional]
     L += [f"    {c}: ttgl.constexpr," for c in consts]

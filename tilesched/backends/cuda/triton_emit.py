@@ -16,7 +16,7 @@ from tilesched.backends.cuda.triton_rules import (
     mask_bounds,
 )
 from tilesched.errors import spec_error
-from tilesched.passes.kernel import Instr, KernelIR
+from tilesched.passes.kernel import Instr, KernelIR, walks_tiles
 
 
 class _Lines:
@@ -54,7 +54,7 @@ def signature(k: KernelIR) -> list[str]:
     const += list(dict.fromkeys(f"{group_constant(a.tensor, ax)}: tl.constexpr" for a in k.accesses for ax, _ in a.group))
     if k.tile_order == "grouped":
         const.append("GROUP: tl.constexpr")
-    if k.persistent is not None:
+    if walks_tiles(k):
         const += ["PERSISTENT: tl.constexpr", "NUM_SMS: tl.constexpr"]
     if k.split_k is not None:
         const.append("SPLIT_K: tl.constexpr")
@@ -288,7 +288,7 @@ def _kernel(k: KernelIR) -> list[str]:
     w.block(_offsets(k, [a.name for a in k.axes if a.role == "whole"]), 1)
     w.block(_emit(_ctx(k, "pre"), k.invariant), 1)
     body = _tile_body(k)
-    if k.persistent is not None:
+    if walks_tiles(k):
         w.add("if PERSISTENT:  # one program per SM walks the tiles with stride NUM_SMS", 1)
         w.add(f"for tile_id in tl.range(tl.program_id(0), {total}, NUM_SMS):", 2)
         w.block(body, 3)
