@@ -68,8 +68,8 @@ def _ws(bn, st):
 
 
 # the persistent grid's points: more tiles than SMs (CTAs walk several, the ring's phases run on
-# across tiles), one with fewer; causal (heaviest first) and GQA through the option added to
-# their specs (bench/attention.py check --persistent)
+# across tiles), one with fewer; causal and GQA claim their tiles from a counter
+# (bench/attention.py check --persistent)
 PERSISTENT_CHECK = {
     "flash_attention": [({"B": 4, "H": 12, "SQ": 700, "SK": 333, "D": 128}, _ws(128, 2)),
                         ({"B": 3, "H": 20, "SQ": 300, "SK": 1000, "D": 64}, _ws(64, 4)),
@@ -78,20 +78,6 @@ PERSISTENT_CHECK = {
                                ({"B": 2, "H": 40, "SQ": 333, "SK": 333, "D": 64}, _ws(64, 4))],
     "flash_attention_gqa": [({"B": 2, "H": 32, "SQ": 257, "SK": 257, "D": 64, "G": 4}, _ws(64, 4))],
 }
-
-
-def with_persistent(program):
-    """The spec with the persistent option (the causal ones lack it: bench/results/attention-persistent-*.json)."""
-    if "PERSISTENT" in {p.name for p in program.params}:
-        return program
-    from tilesched.ir.lower import lower
-    from tilesched.spec.loader import load_spec_text
-
-    text = (sb.CONFIGS / f"{program.name}.yaml").read_text()
-    option, param = "warp_specialize: WARP_SPECIALIZE}", "    WARP_SPECIALIZE: {choices: [false, true], default: false}\n"
-    assert option in text and param in text, program.name
-    text = text.replace(option, "warp_specialize: WARP_SPECIALIZE, persistent: PERSISTENT}")
-    return lower(*load_spec_text(text.replace(param, param + "    PERSISTENT: {choices: [false, true], default: false}\n")))
 
 
 WS_CHECK = {
@@ -221,7 +207,7 @@ def main(argv=None) -> int:
     if args.cmd == "check" and args.persistent:
         points = {name: [(sizes, {**params, "PERSISTENT": True}) for sizes, params in listed]
                   for name, listed in PERSISTENT_CHECK.items()}
-        return sb.check_points(points, args.seed, Path(args.out), "attention-persistent", with_persistent)
+        return sb.check_points(points, args.seed, Path(args.out), "attention-persistent")
     if args.cmd == "check" and args.warp_specialize:
         return sb.check_points(WS_CHECK, args.seed, Path(args.out), "attention-warp-specialized")
     if args.cmd == "check":

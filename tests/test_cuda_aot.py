@@ -176,7 +176,7 @@ def test_persistent_attention_compiles_for_sm90():
     params = {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_WARPS": 4, "NUM_STAGES": 3, "WARP_SPECIALIZE": True,
               "PERSISTENT": True}
     built = compile_for_hopper(kernel, empty_inputs(kernel, sizes, "cpu"), params=params, sizes=sizes)
-    assert built.kernel == "flash_attention_specialized_kernel" and built.wgmma and built.tma
+    assert built.kernel == "flash_attention_persistent_kernel" and built.wgmma and built.tma
     tiles = 2 * 128 * (128 + 2 * 3 * 128)
     assert tiles <= built.shared_bytes <= tiles + 1024, built
 

@@ -9,8 +9,11 @@ faster at S = 1024 and 4096, D = 64 and 128 (bench/results/attention-heavy-first
 
 Decided by counting the mask at a probe: the reduction positions each grid position keeps, at the
 spec's sizes (PROBE where symbolic) and its parameters' defaults; a mask the probe cannot evaluate
-keeps the natural order. Results do not depend on the order. A persistent grid walks the tiles in
-the same order: each CTA starts on one of the heaviest.
+keeps the natural order. Results do not depend on the order. A persistent grid over point axes
+(the warp-specialised attention kernel) takes its tiles in the same order from a counter, each CTA
+the next one when its loader is free (`claim_tiles`). A fixed stride gives CTAs unequal sums of
+work (S = 4096, 32 query tiles a head, 132 CTAs: every 8 rounds a CTA sums 120 to 144 key tiles by
+its start) and measured slower at causal shapes (bench/results/attention-persistent-*.json).
 """
 
 from __future__ import annotations
@@ -54,4 +57,6 @@ def heavy_first(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
     kept = kept_per_position(program, k)
     if kept is None or not kept[-1] > kept[0]:
         return k
-    return k.model_copy(update={"descending": True})
+    # a persistent walk with a fixed stride would give CTAs unequal sums of work: the warp-specialised
+    # kernel's (the persistent grid over point axes) claims each next tile from a counter instead
+    return k.model_copy(update={"descending": True, "claim_tiles": k.persistent is not None and bool(k.points)})

@@ -115,6 +115,8 @@ class KernelIR(_Node):
     tile_order: str = "row_major"
     # the grid's one axis launches its tiles last first (tilesched/passes/heavy_first.py)
     descending: bool = False
+    # a persistent grid's CTAs claim their tiles from a counter, in that order (tiles of unequal work)
+    claim_tiles: bool = False
     group: Ref = None
     persistent: Ref = None
     split_k: Ref = None
@@ -153,7 +155,7 @@ def dump_kernel(k: KernelIR) -> str:
         extra += " small" if a.small else ""
         lines.append(f"  axis {a.name}: {a.role}" + (f" tile={a.tile}" if a.tile is not None else "") + extra)
     lines.append(f"  grid {list(k.grid)} points {list(k.points)} order {k.tile_order}"
-                 + (" descending" if k.descending else "") + (f" group={k.group}" if k.group is not None else ""))
+                 + (" descending" if k.descending else "") + (" claimed" if k.claim_tiles else "") + (f" group={k.group}" if k.group is not None else ""))
     sw = {n: getattr(k, n) for n in ("persistent", "split_k", "subtile", "materialize", "register_operand",
                                           "warp_specialize", "num_warps", "num_stages")}
     lines.append("  switches " + " ".join(f"{n}={v}" for n, v in sw.items() if v is not None))

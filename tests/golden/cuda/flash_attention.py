@@ -78,6 +78,7 @@ def flash_attention_kernel(
     EVEN_SQ: tl.constexpr,
     EVEN_SK: tl.constexpr,
     EVEN_D: tl.constexpr,
+    PERSISTENT_WARP_SPECIALIZE: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
 ):
     tiles_SQ = (n_SQ + BLOCK_SQ - 1) // BLOCK_SQ
@@ -162,15 +163,17 @@ def launch_args(cfg, t, n, c):
 
 def launch(cfg, t, n, c):
     """Launch the kernel for one call."""
+    if cfg.constexprs["PERSISTENT_WARP_SPECIALIZE"]:  # the persistent warp-specialised schedule's kernel
+        return persistent_launch(cfg, t, n, c)
     if cfg.constexprs["WARP_SPECIALIZE"]:  # the warp-specialised schedule's kernel
         return specialized_launch(cfg, t, n, c)
     args, kwargs = launch_args(cfg, t, n, c)
     flash_attention_kernel[cfg.grid](*args, **kwargs)
 
 
-# the warp-specialised schedule (tilesched/passes/warp_specialize.py), in Gluon
+# the persistent warp-specialised schedule (tilesched/passes/warp_specialize.py), in Gluon
 @gluon.jit
-def flash_attention_specialized_consumer(q_smem, q_ready, q_free, k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, OFFSET: ttgl.constexpr, HALF: ttgl.constexpr, HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):
+def flash_attention_persistent_consumer(q_smem, q_ready, q_free, k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, OFFSET: ttgl.constexpr, HALF: ttgl.constexpr, HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):
     s_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_SK, 16])
     o_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD, 16])
     p_layout: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -268,7 +271,7 @@ def flash_attention_specialized_consumer(q_smem, q_ready, q_free, k_ring, v_ring
 
 
 @gluon.jit
-def flash_attention_specialized_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, ready, empty, n_B, n_H, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, HALF: ttgl.constexpr, STAGES: ttgl.constexpr):
+def flash_attention_persistent_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, ready, empty, n_B, n_H, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, HALF: ttgl.constexpr, STAGES: ttgl.constexpr):
     kv = 0
     it = 0
     for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):
@@ -301,7 +304,7 @@ def flash_attention_specialized_loader(q_desc, k_desc, v_desc, q_halves, k_ring,
 
 
 @gluon.jit
-def flash_attention_specialized_kernel(
+def flash_attention_persistent_kernel(
     q_desc,
     k_desc,
     v_desc,
@@ -356,9 +359,187 @@ def flash_attention_specialized_kernel(
         _gl_mbarrier.init(ready.index(j), count=1)
         _gl_mbarrier.init(empty.index(j), count=2)  # one arrival per consumer warpgroup
     ttgl.warp_specialize([
-        (flash_attention_specialized_consumer, (q_halves.index(0), q_ready.index(0), q_free.index(0), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 0 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
-        (flash_attention_specialized_consumer, (q_halves.index(1), q_ready.index(1), q_free.index(1), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 1 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
-        (flash_attention_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, ready, empty, n_B, n_H, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, HALF, STAGES)),
+        (flash_attention_persistent_consumer, (q_halves.index(0), q_ready.index(0), q_free.index(0), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 0 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_persistent_consumer, (q_halves.index(1), q_ready.index(1), q_free.index(1), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 1 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_persistent_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, ready, empty, n_B, n_H, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, HALF, STAGES)),
+    ], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few
+
+
+def persistent_launch_args(cfg, t, n, c):
+    """The warp-specialised kernel's arguments: TMA descriptors of Q, K and V as [points, rows,
+    head] views (zero-filled past each head's rows), then the Triton kernel's arguments."""
+    args, kw = launch_args(cfg, t, n, c)
+    descriptors = [
+        _tma_view(t['Q'], n['SQ'], n['D'], kw["BLOCK_SQ"] // 2, 'Q'),
+        _tma_view(t['K'], n['SK'], n['D'], kw["BLOCK_SK"], 'K'),
+        _tma_view(t['V'], n['SK'], n['D'], kw["BLOCK_SK"], 'V'),
+    ]
+    consts = {name: kw[name] for name in ['BLOCK_SQ', 'BLOCK_SK', 'BLOCK_D']}
+    positive = c['c_scale_0'] > 0  # the softmax's scale: a compile-time sign
+    return (*descriptors, *args), dict(num_warps=cfg.num_warps, STAGES=cfg.num_stages, SCALE_POSITIVE=positive,
+                                       **consts)
+
+
+def persistent_launch(cfg, t, n, c):
+    args, kwargs = persistent_launch_args(cfg, t, n, c)
+    flash_attention_persistent_kernel[cfg.grid](*args, **kwargs)
+
+
+# the warp-specialised schedule (tilesched/passes/warp_specialize.py), in Gluon
+@gluon.jit
+def flash_attention_specialized_consumer(q_smem, q_bar, k_ring, v_ring, ready, empty, start, lo, hi, qk_scale, p_O, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, pid_B, pid_H, BLOCK_SK: ttgl.constexpr, HALF: ttgl.constexpr, HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):
+    s_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_SK, 16])
+    o_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD, 16])
+    p_layout: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_o: ttgl.constexpr = ttgl.SliceLayout(1, o_layout)
+    o_SQ = start + ttgl.arange(0, HALF, layout=ttgl.SliceLayout(1, s_layout))
+    s_zero = ttgl.zeros([HALF, BLOCK_SK], ttgl.float32, s_layout)
+    m_i = ttgl.full([HALF], float('-inf'), ttgl.float32, ttgl.SliceLayout(1, s_layout))
+    l_i = ttgl.zeros([HALF], ttgl.float32, ttgl.SliceLayout(1, s_layout))
+    o = ttgl.zeros([HALF, HEAD], ttgl.float32, o_layout)
+    p_op = ttgl.zeros([HALF, BLOCK_SK], ttgl.bfloat16, p_layout)
+    q_tile = q_smem.reshape([HALF, HEAD])
+    _gl_mbarrier.wait(q_bar, 0)
+    if hi > lo:  # the first tile: nothing to overlap yet
+        t = lo
+        _gl_mbarrier.wait(ready.index(0), 0)
+        s = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(0).reshape([BLOCK_SK, HEAD]).permute((1, 0)), s_zero, use_acc=False)
+        o_SK = t * BLOCK_SK + ttgl.arange(0, BLOCK_SK, layout=ttgl.SliceLayout(0, s_layout))
+        x = s
+        if not (((t + 1) * BLOCK_SK <= n_SK)):
+            x = tl.where((o_SK < n_SK)[None, :], x, float('-inf'))
+        if SCALE_POSITIVE:
+            m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1) * qk_scale)
+        else:
+            x = x * qk_scale
+            m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1))
+        m_safe = ttgl.where(m_new == float('-inf'), 0.0, m_new)  # a row with nothing kept yet: its terms are 0
+        alpha = ttgl.exp2(m_i - m_safe)
+        if SCALE_POSITIVE:
+            p = ttgl.exp2(x * qk_scale - ttgl.expand_dims(m_safe, 1))
+        else:
+            p = ttgl.exp2(x - ttgl.expand_dims(m_safe, 1))
+        l_i = l_i * alpha + ttgl.sum(p, axis=1)
+        m_i = m_new
+        p_op = ttgl.convert_layout(p.to(ttgl.bfloat16), p_layout)
+    for t in range(lo + 1, hi):
+        i = t - lo
+        slot = i % STAGES
+        prev = (i - 1) % STAGES
+        _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+        s_tok = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(slot).reshape([BLOCK_SK, HEAD]).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        o_tok = _gl_hopper.warpgroup_mma(p_op, v_ring.index(prev).reshape([BLOCK_SK, HEAD]), o, is_async=True)
+        s = _gl_hopper.warpgroup_mma_wait(1, deps=[s_tok])
+        o_SK = t * BLOCK_SK + ttgl.arange(0, BLOCK_SK, layout=ttgl.SliceLayout(0, s_layout))
+        x = s
+        if not (((t + 1) * BLOCK_SK <= n_SK)):
+            x = tl.where((o_SK < n_SK)[None, :], x, float('-inf'))
+        if SCALE_POSITIVE:
+            m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1) * qk_scale)
+        else:
+            x = x * qk_scale
+            m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1))
+        m_safe = ttgl.where(m_new == float('-inf'), 0.0, m_new)  # a row with nothing kept yet: its terms are 0
+        alpha = ttgl.exp2(m_i - m_safe)
+        if SCALE_POSITIVE:
+            p = ttgl.exp2(x * qk_scale - ttgl.expand_dims(m_safe, 1))
+        else:
+            p = ttgl.exp2(x - ttgl.expand_dims(m_safe, 1))
+        l_i = l_i * alpha + ttgl.sum(p, axis=1)
+        m_i = m_new
+        # P_{t-1}'s registers stay live until its MMA ends; P_t is packed into them after it
+        o, p_op = _gl_hopper.warpgroup_mma_wait(0, deps=[o_tok, p_op])
+        _gl_mbarrier.arrive(empty.index(prev), count=1)  # both MMAs on slot `prev` are done
+        p_op = ttgl.convert_layout(p.to(ttgl.bfloat16), p_layout)
+        o = o * ttgl.expand_dims(ttgl.convert_layout(alpha, row_o), 1)
+    if hi > lo:
+        o = _gl_hopper.warpgroup_mma(p_op, v_ring.index((hi - 1 - lo) % STAGES).reshape([BLOCK_SK, HEAD]), o)
+    o = o / ttgl.expand_dims(ttgl.convert_layout(ttgl.where(l_i == 0.0, 1.0, l_i), row_o), 1)  # nothing kept: 0
+    o_SQ = start + ttgl.arange(0, HALF, layout=row_o)
+    cols = ttgl.arange(0, HEAD, layout=ttgl.SliceLayout(0, o_layout))
+    ttgl.store(p_O + pid_B * s_O_B + pid_H * s_O_H + ttgl.expand_dims(o_SQ.to(ttgl.int64) * s_O_SQ, 1) + ttgl.expand_dims(cols * s_O_D, 0), o.to(ttgl.bfloat16), mask=ttgl.expand_dims(o_SQ < n_SQ, 1))
+
+
+@gluon.jit
+def flash_attention_specialized_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, k_row, v_row, start, lo, hi, HALF: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, STAGES: ttgl.constexpr):
+    for half in ttgl.static_range(2):
+        _gl_mbarrier.expect(q_bar.index(half), q_desc.block_type.nbytes)
+        _gl_tma_load(q_desc, [q_row, start + half * HALF, 0], q_bar.index(half), q_halves.index(half))
+    for t in range(lo, hi):
+        i = t - lo
+        slot = i % STAGES
+        if i >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done
+            _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)
+        _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        _gl_tma_load(k_desc, [k_row, t * BLOCK_SK, 0], ready.index(slot), k_ring.index(slot))
+        _gl_tma_load(v_desc, [v_row, t * BLOCK_SK, 0], ready.index(slot), v_ring.index(slot))
+
+
+@gluon.jit
+def flash_attention_specialized_kernel(
+    q_desc,
+    k_desc,
+    v_desc,
+    p_Q,
+    p_K,
+    p_V,
+    p_O,
+    n_B,
+    n_H,
+    n_SQ,
+    n_SK,
+    n_D,
+    s_Q_B,
+    s_Q_H,
+    s_Q_SQ,
+    s_Q_D,
+    s_K_B,
+    s_K_H,
+    s_K_SK,
+    s_K_D,
+    s_V_B,
+    s_V_H,
+    s_V_SK,
+    s_V_D,
+    s_O_B,
+    s_O_H,
+    s_O_SQ,
+    s_O_D,
+    c_scale_0,
+    BLOCK_SQ: ttgl.constexpr,
+    BLOCK_SK: ttgl.constexpr,
+    BLOCK_D: ttgl.constexpr,
+    STAGES: ttgl.constexpr,
+    SCALE_POSITIVE: ttgl.constexpr,
+):
+    HALF: ttgl.constexpr = BLOCK_SQ // 2
+    HEAD: ttgl.constexpr = BLOCK_D
+    pid_SQ = ttgl.program_id(0)
+    pid_B = ttgl.program_id(1).to(ttgl.int64)
+    pid_H = ttgl.program_id(2).to(ttgl.int64)
+    start = pid_SQ * BLOCK_SQ
+    tiles_SK = (n_SK + BLOCK_SK - 1) // BLOCK_SK
+    lo = 0
+    hi = tiles_SK
+    q_row = ((pid_B * s_Q_B + pid_H * s_Q_H) // s_Q_H).to(ttgl.int32)
+    k_row = ((pid_B * s_K_B + pid_H * s_K_H) // s_K_H).to(ttgl.int32)
+    v_row = ((pid_B * s_V_B + pid_H * s_V_H) // s_V_H).to(ttgl.int32)
+    qk_scale = c_scale_0 * 1.4426950408889634  # exp(c s - m) = 2^(c log2(e) s - m'): the softmax in base 2
+    q_halves = ttgl.allocate_shared_memory(ttgl.bfloat16, [2, 1, HALF, HEAD], q_desc.layout)
+    k_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, 1, BLOCK_SK, HEAD], k_desc.layout)
+    v_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, 1, BLOCK_SK, HEAD], v_desc.layout)
+    q_bar = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())
+    ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    for j in ttgl.static_range(2):
+        _gl_mbarrier.init(q_bar.index(j), count=1)
+    for j in ttgl.static_range(STAGES):
+        _gl_mbarrier.init(ready.index(j), count=1)
+        _gl_mbarrier.init(empty.index(j), count=2)  # one arrival per consumer warpgroup
+    ttgl.warp_specialize([
+        (flash_attention_specialized_consumer, (q_halves.index(0), q_bar.index(0), k_ring, v_ring, ready, empty, start, lo, hi, qk_scale, p_O, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, pid_B, pid_H, BLOCK_SK, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_specialized_consumer, (q_halves.index(1), q_bar.index(1), k_ring, v_ring, ready, empty, start + HALF, lo, hi, qk_scale, p_O, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, pid_B, pid_H, BLOCK_SK, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, k_row, v_row, start, lo, hi, HALF, BLOCK_SK, STAGES)),
     ], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few
 
 

@@ -80,6 +80,7 @@ def flash_attention_gqa_kernel(
     EVEN_D: tl.constexpr,
     G_K_H: tl.constexpr,
     G_V_H: tl.constexpr,
+    PERSISTENT_WARP_SPECIALIZE: tl.constexpr,
     WARP_SPECIALIZE: tl.constexpr,
 ):
     tiles_SQ = (n_SQ + BLOCK_SQ - 1) // BLOCK_SQ
@@ -200,10 +201,264 @@ def launch_args(cfg, t, n, c):
 
 def launch(cfg, t, n, c):
     """Launch the kernel for one call."""
+    if cfg.constexprs["PERSISTENT_WARP_SPECIALIZE"]:  # the persistent warp-specialised schedule's kernel
+        return persistent_launch(cfg, t, n, c)
     if cfg.constexprs["WARP_SPECIALIZE"]:  # the warp-specialised schedule's kernel
         return specialized_launch(cfg, t, n, c)
     args, kwargs = launch_args(cfg, t, n, c)
     flash_attention_gqa_kernel[cfg.grid](*args, **kwargs)
+
+
+# the persistent warp-specialised schedule (tilesched/passes/warp_specialize.py), in Gluon
+@gluon.jit
+def flash_attention_gqa_persistent_consumer(q_smem, q_ready, q_free, tile_id, k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, OFFSET: ttgl.constexpr, HALF: ttgl.constexpr, HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):
+    s_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_SK, 16])
+    o_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD, 16])
+    p_layout: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_o: ttgl.constexpr = ttgl.SliceLayout(1, o_layout)
+    s_zero = ttgl.zeros([HALF, BLOCK_SK], ttgl.float32, s_layout)
+    q_tile = q_smem.reshape([HALF, HEAD])
+    kv = 0  # key tiles taken from the ring so far: its slot and phase
+    it = 0  # tiles done: the query barriers' phase
+    CLAIM_LAYOUT: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [4], [0])
+    _gl_mbarrier.wait(q_ready, it & 1)
+    tile = ttgl.max(tile_id.load(CLAIM_LAYOUT), axis=0)
+    while tile < total:
+        pid_SQ = tiles_SQ - 1 - tile % tiles_SQ
+        rest = tile // tiles_SQ
+        pid_H = (rest % n_H).to(ttgl.int64)
+        rest = rest // n_H
+        pid_B = (rest % n_B).to(ttgl.int64)
+        first = pid_SQ * BLOCK_SQ
+        tiles_SK = (n_SK + BLOCK_SK - 1) // BLOCK_SK
+        lo = 0
+        hi = tiles_SK
+        # tiles outside [lo, hi) hold nothing the mask 'SQ >= SK' keeps
+        while (lo < tiles_SK) & (tl.minimum(pid_SQ * BLOCK_SQ + BLOCK_SQ, n_SQ) - 1 < lo * BLOCK_SK):
+            lo += 1
+        while (hi > lo) & (tl.minimum(pid_SQ * BLOCK_SQ + BLOCK_SQ, n_SQ) - 1 < (hi - 1) * BLOCK_SK):
+            hi -= 1
+        start = first + OFFSET
+        o_SQ = start + ttgl.arange(0, HALF, layout=ttgl.SliceLayout(1, s_layout))
+        m_i = ttgl.full([HALF], float('-inf'), ttgl.float32, ttgl.SliceLayout(1, s_layout))
+        l_i = ttgl.zeros([HALF], ttgl.float32, ttgl.SliceLayout(1, s_layout))
+        o = ttgl.zeros([HALF, HEAD], ttgl.float32, o_layout)
+        p_op = ttgl.zeros([HALF, BLOCK_SK], ttgl.bfloat16, p_layout)
+        if hi == lo:  # nothing kept: the query half is free at once
+            _gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled
+        if hi > lo:  # the first tile: nothing to overlap yet
+            t = lo
+            slot = kv % STAGES
+            _gl_mbarrier.wait(ready.index(slot), (kv // STAGES) & 1)
+            s = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(slot).reshape([BLOCK_SK, HEAD]).permute((1, 0)), s_zero, use_acc=False)
+            if hi - lo == 1:
+                _gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled
+            o_SK = t * BLOCK_SK + ttgl.arange(0, BLOCK_SK, layout=ttgl.SliceLayout(0, s_layout))
+            x = s
+            if not (((t + 1) * BLOCK_SK <= n_SK) & ((start >= tl.minimum(t * BLOCK_SK + BLOCK_SK, n_SK) - 1))):
+                x = tl.where((o_SK < n_SK)[None, :], x, float('-inf'))
+                x = tl.where((o_SQ[:, None] >= o_SK[None, :]), x, float('-inf'))
+            if SCALE_POSITIVE:
+                m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1) * qk_scale)
+            else:
+                x = x * qk_scale
+                m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1))
+            m_safe = ttgl.where(m_new == float('-inf'), 0.0, m_new)  # a row with nothing kept yet: its terms are 0
+            alpha = ttgl.exp2(m_i - m_safe)
+            if SCALE_POSITIVE:
+                p = ttgl.exp2(x * qk_scale - ttgl.expand_dims(m_safe, 1))
+            else:
+                p = ttgl.exp2(x - ttgl.expand_dims(m_safe, 1))
+            l_i = l_i * alpha + ttgl.sum(p, axis=1)
+            m_i = m_new
+            p_op = ttgl.convert_layout(p.to(ttgl.bfloat16), p_layout)
+        for t in range(lo + 1, hi):
+            i = kv + t - lo
+            slot = i % STAGES
+            prev = (i - 1) % STAGES
+            _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+            s_tok = _gl_hopper.warpgroup_mma(q_tile, k_ring.index(slot).reshape([BLOCK_SK, HEAD]).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            o_tok = _gl_hopper.warpgroup_mma(p_op, v_ring.index(prev).reshape([BLOCK_SK, HEAD]), o, is_async=True)
+            s = _gl_hopper.warpgroup_mma_wait(1, deps=[s_tok])
+            if t == hi - 1:
+                _gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled
+            o_SK = t * BLOCK_SK + ttgl.arange(0, BLOCK_SK, layout=ttgl.SliceLayout(0, s_layout))
+            x = s
+            if not (((t + 1) * BLOCK_SK <= n_SK) & ((start >= tl.minimum(t * BLOCK_SK + BLOCK_SK, n_SK) - 1))):
+                x = tl.where((o_SK < n_SK)[None, :], x, float('-inf'))
+                x = tl.where((o_SQ[:, None] >= o_SK[None, :]), x, float('-inf'))
+            if SCALE_POSITIVE:
+                m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1) * qk_scale)
+            else:
+                x = x * qk_scale
+                m_new = ttgl.maximum(m_i, ttgl.max(x, axis=1))
+            m_safe = ttgl.where(m_new == float('-inf'), 0.0, m_new)  # a row with nothing kept yet: its terms are 0
+            alpha = ttgl.exp2(m_i - m_safe)
+            if SCALE_POSITIVE:
+                p = ttgl.exp2(x * qk_scale - ttgl.expand_dims(m_safe, 1))
+            else:
+                p = ttgl.exp2(x - ttgl.expand_dims(m_safe, 1))
+            l_i = l_i * alpha + ttgl.sum(p, axis=1)
+            m_i = m_new
+            # P_{t-1}'s registers stay live until its MMA ends; P_t is packed into them after it
+            o, p_op = _gl_hopper.warpgroup_mma_wait(0, deps=[o_tok, p_op])
+            _gl_mbarrier.arrive(empty.index(prev), count=1)  # both MMAs on slot `prev` are done
+            p_op = ttgl.convert_layout(p.to(ttgl.bfloat16), p_layout)
+            o = o * ttgl.expand_dims(ttgl.convert_layout(alpha, row_o), 1)
+        if hi > lo:
+            last = (kv + hi - 1 - lo) % STAGES
+            o = _gl_hopper.warpgroup_mma(p_op, v_ring.index(last).reshape([BLOCK_SK, HEAD]), o)
+            _gl_mbarrier.arrive(empty.index(last), count=1)  # the next tile's keys may take the slot
+        o = o / ttgl.expand_dims(ttgl.convert_layout(ttgl.where(l_i == 0.0, 1.0, l_i), row_o), 1)  # nothing kept: 0
+        o_SQ = start + ttgl.arange(0, HALF, layout=row_o)
+        cols = ttgl.arange(0, HEAD, layout=ttgl.SliceLayout(0, o_layout))
+        ttgl.store(p_O + pid_B * s_O_B + pid_H * s_O_H + ttgl.expand_dims(o_SQ.to(ttgl.int64) * s_O_SQ, 1) + ttgl.expand_dims(cols * s_O_D, 0), o.to(ttgl.bfloat16), mask=ttgl.expand_dims(o_SQ < n_SQ, 1))
+        kv += hi - lo
+        it += 1
+        _gl_mbarrier.wait(q_ready, it & 1)
+        tile = ttgl.max(tile_id.load(CLAIM_LAYOUT), axis=0)
+
+
+@gluon.jit
+def flash_attention_gqa_persistent_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, tile_ids, tile_counter, ready, empty, n_B, n_H, n_SQ, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, G_K_H: ttgl.constexpr, G_V_H: ttgl.constexpr, HALF: ttgl.constexpr, STAGES: ttgl.constexpr):
+    kv = 0
+    it = 0
+    CLAIM_LAYOUT: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [1], [0])
+    lane = ttgl.arange(0, 32, layout=CLAIM_LAYOUT)
+    got = ttgl.atomic_add(tile_counter + lane * 0, lane * 0 + 1, mask=lane == 0)
+    tile = ttgl.max(ttgl.where(lane == 0, got, 0), axis=0)
+    while tile < total:
+        pid_SQ = tiles_SQ - 1 - tile % tiles_SQ
+        rest = tile // tiles_SQ
+        pid_H = (rest % n_H).to(ttgl.int64)
+        rest = rest // n_H
+        pid_B = (rest % n_B).to(ttgl.int64)
+        first = pid_SQ * BLOCK_SQ
+        tiles_SK = (n_SK + BLOCK_SK - 1) // BLOCK_SK
+        lo = 0
+        hi = tiles_SK
+        # tiles outside [lo, hi) hold nothing the mask 'SQ >= SK' keeps
+        while (lo < tiles_SK) & (tl.minimum(pid_SQ * BLOCK_SQ + BLOCK_SQ, n_SQ) - 1 < lo * BLOCK_SK):
+            lo += 1
+        while (hi > lo) & (tl.minimum(pid_SQ * BLOCK_SQ + BLOCK_SQ, n_SQ) - 1 < (hi - 1) * BLOCK_SK):
+            hi -= 1
+        q_row = ((pid_B * s_Q_B + pid_H * s_Q_H) // s_Q_H).to(ttgl.int32)
+        k_row = ((pid_B * s_K_B + (pid_H // G_K_H) * s_K_H) // s_K_H).to(ttgl.int32)
+        v_row = ((pid_B * s_V_B + (pid_H // G_V_H) * s_V_H) // s_V_H).to(ttgl.int32)
+        for half in ttgl.static_range(2):
+            if it > 0:  # the consumer's last scores of the previous tile are done (its claim read)
+                _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)
+            tile_ids.index(half).store(ttgl.full([1], tile, ttgl.int32, CLAIM_LAYOUT))
+            _gl_mbarrier.expect(q_ready.index(half), q_desc.block_type.nbytes)
+            _gl_tma_load(q_desc, [q_row, first + half * HALF, 0], q_ready.index(half), q_halves.index(half))
+        for t in range(lo, hi):
+            slot = kv % STAGES
+            if kv >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done
+                _gl_mbarrier.wait(empty.index(slot), (kv // STAGES - 1) & 1)
+            _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+            _gl_tma_load(k_desc, [k_row, t * BLOCK_SK, 0], ready.index(slot), k_ring.index(slot))
+            _gl_tma_load(v_desc, [v_row, t * BLOCK_SK, 0], ready.index(slot), v_ring.index(slot))
+            kv += 1
+        it += 1
+        got = ttgl.atomic_add(tile_counter + lane * 0, lane * 0 + 1, mask=lane == 0)
+        tile = ttgl.max(ttgl.where(lane == 0, got, 0), axis=0)
+    for half in ttgl.static_range(2):  # none left: the consumers read the claim and stop
+        if it > 0:  # the consumer's last scores of the previous tile are done (its claim read)
+            _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)
+        tile_ids.index(half).store(ttgl.full([1], tile, ttgl.int32, CLAIM_LAYOUT))
+        _gl_mbarrier.arrive(q_ready.index(half), count=1)
+    # each CTA draws one ticket of total or more, the last of them resets the counter for the next launch
+    if tile == total + ttgl.num_programs(0) - 1:
+        ttgl.store(tile_counter + lane * 0, lane * 0, mask=lane == 0)
+
+
+@gluon.jit
+def flash_attention_gqa_persistent_kernel(
+    q_desc,
+    k_desc,
+    v_desc,
+    tile_counter,
+    p_Q,
+    p_K,
+    p_V,
+    p_O,
+    n_B,
+    n_H,
+    n_SQ,
+    n_SK,
+    n_D,
+    s_Q_B,
+    s_Q_H,
+    s_Q_SQ,
+    s_Q_D,
+    s_K_B,
+    s_K_H,
+    s_K_SK,
+    s_K_D,
+    s_V_B,
+    s_V_H,
+    s_V_SK,
+    s_V_D,
+    s_O_B,
+    s_O_H,
+    s_O_SQ,
+    s_O_D,
+    c_scale_0,
+    BLOCK_SQ: ttgl.constexpr,
+    BLOCK_SK: ttgl.constexpr,
+    BLOCK_D: ttgl.constexpr,
+    G_K_H: ttgl.constexpr,
+    G_V_H: ttgl.constexpr,
+    STAGES: ttgl.constexpr,
+    SCALE_POSITIVE: ttgl.constexpr,
+):
+    HALF: ttgl.constexpr = BLOCK_SQ // 2
+    HEAD: ttgl.constexpr = BLOCK_D
+    tiles_SQ = (n_SQ + BLOCK_SQ - 1) // BLOCK_SQ
+    total = tiles_SQ * n_B * n_H  # the tiles of every point
+    qk_scale = c_scale_0 * 1.4426950408889634  # exp(c s - m) = 2^(c log2(e) s - m'): the softmax in base 2
+    q_halves = ttgl.allocate_shared_memory(ttgl.bfloat16, [2, 1, HALF, HEAD], q_desc.layout)
+    k_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, 1, BLOCK_SK, HEAD], k_desc.layout)
+    v_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, 1, BLOCK_SK, HEAD], v_desc.layout)
+    q_ready = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())
+    q_free = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())
+    tile_ids = ttgl.allocate_shared_memory(ttgl.int32, [2, 1], ttgl.SwizzledSharedLayout(1, 1, 1, [0]))  # each query half's tile, claimed by the loader
+    ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    for j in ttgl.static_range(2):
+        _gl_mbarrier.init(q_ready.index(j), count=1)
+        _gl_mbarrier.init(q_free.index(j), count=1)
+    for j in ttgl.static_range(STAGES):
+        _gl_mbarrier.init(ready.index(j), count=1)
+        _gl_mbarrier.init(empty.index(j), count=2)  # one arrival per consumer warpgroup
+    ttgl.warp_specialize([
+        (flash_attention_gqa_persistent_consumer, (q_halves.index(0), q_ready.index(0), q_free.index(0), tile_ids.index(0), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 0 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_gqa_persistent_consumer, (q_halves.index(1), q_ready.index(1), q_free.index(1), tile_ids.index(1), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 1 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_gqa_persistent_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, tile_ids, tile_counter, ready, empty, n_B, n_H, n_SQ, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, G_K_H, G_V_H, HALF, STAGES)),
+    ], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few
+
+
+def persistent_launch_args(cfg, t, n, c):
+    """The warp-specialised kernel's arguments: TMA descriptors of Q, K and V as [points, rows,
+    head] views (zero-filled past each head's rows), then the Triton kernel's arguments."""
+    from tilesched.backends.cuda.workspace import arrival_counters
+
+    args, kw = launch_args(cfg, t, n, c)
+    descriptors = [
+        _tma_view(t['Q'], n['SQ'], n['D'], kw["BLOCK_SQ"] // 2, 'Q'),
+        _tma_view(t['K'], n['SK'], n['D'], kw["BLOCK_SK"], 'K'),
+        _tma_view(t['V'], n['SK'], n['D'], kw["BLOCK_SK"], 'V'),
+        arrival_counters(cfg.device, 1),  # the CTAs' tile counter: zero at launch, left zero by the kernel
+    ]
+    consts = {name: kw[name] for name in ['BLOCK_SQ', 'BLOCK_SK', 'BLOCK_D', 'G_K_H', 'G_V_H']}
+    positive = c['c_scale_0'] > 0  # the softmax's scale: a compile-time sign
+    return (*descriptors, *args), dict(num_warps=cfg.num_warps, STAGES=cfg.num_stages, SCALE_POSITIVE=positive,
+                                       **consts)
+
+
+def persistent_launch(cfg, t, n, c):
+    args, kwargs = persistent_launch_args(cfg, t, n, c)
+    flash_attention_gqa_persistent_kernel[cfg.grid](*args, **kwargs)
 
 
 # the warp-specialised schedule (tilesched/passes/warp_specialize.py), in Gluon

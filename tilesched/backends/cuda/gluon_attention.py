@@ -16,6 +16,8 @@ Three Gluon functions per kernel IR:
     for the warpgroup's 64 rows.
 Q, K and V are read through [points, rows, head] views (TMA zero-fills past each head's rows);
 O is stored by pointers. Positional arguments are the Triton kernel's, after the descriptors.
+With the `persistent` option the module also carries `<name>_persistent_*`, the same functions
+walking the tiles of every point on a grid of at most one CTA an SM (render_persistent_kernel).
 """
 
 from __future__ import annotations
@@ -149,13 +151,22 @@ def _decode(k: KernelIR) -> list[str]:
 
 
 def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
-    """The three Gluon functions of a kernel IR the warp_specialize pass marked.
+    """The three Gluon functions of a kernel IR the warp_specialize pass marked: one CTA a tile."""
+    return _render_kernel(k, positional, walk=False)
 
-    With the `persistent` option (`k.persistent`) every function walks the tiles `tile` =
-    program_id, + num_programs, ... of the whole grid (point axes included): on a grid of one CTA
-    an SM the loader brings the next tile's query halves and keys while the consumers finish the
-    current tile, so a short sequence does not pay each CTA's fill and drain; the ring's slots and
-    phases run on across tiles (`kv`: key tiles taken so far, `it`: tiles done)."""
+
+def render_persistent_kernel(k: KernelIR, positional: list[str]) -> list[str]:
+    """`<name>_persistent_*`: the same on a persistent grid (the `persistent` option). Every function
+    walks the tiles of the whole grid, point axes included: the loader brings the next tile's query
+    halves and keys while the consumers finish the current tile, so a short sequence does not pay
+    each CTA's fill and drain; the ring's slots and phases run on across tiles (`kv`: key tiles
+    taken so far, `it`: tiles done). The walk strides by the grid, or, where the kernel IR says
+    tiles differ in work (`claim_tiles`), the loader claims each next tile from a counter and
+    tells the consumers which through shared memory."""
+    return _render_kernel(k, positional, walk=True)
+
+
+def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
     q_load, load_k, scores, softmax, load_v, context = _parts(k)
     qa, r = k.grid[0], k.reduction
     Q, K, V = q_load.tensor, load_k.tensor, load_v.tensor
@@ -165,7 +176,9 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     out_dt = {"fp32": "ttgl.float32", **GL_DTYPES}[k.access(out, "store").dtype]
     scale = f"{softmax.fn[0][1]} * {LOG2E!r}" if softmax.fn else repr(LOG2E)
     consts = constexprs(k)
-    persistent = k.persistent is not None
+    persistent = walk
+    claimed = walk and k.claim_tiles  # tiles from a counter (the loader claims, tile_id says which)
+    fn = f"{k.name}_persistent" if walk else f"{k.name}_specialized"
     pids = [f"pid_{p}" for p in k.points]
     tile_args = ["total", f"tiles_{qa}"] if persistent else pids
     o_acc = k.access(out, "store")
@@ -214,7 +227,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "o = ttgl.zeros([HALF, HEAD], ttgl.float32, o_layout)",
         f"p_op = ttgl.zeros([HALF, BLOCK_{r}], {dt}, p_layout)",
         *([] if persistent else ["q_tile = q_smem.reshape([HALF, HEAD])"]),
-        "_gl_mbarrier.wait(q_ready, it & 1)" if persistent else "_gl_mbarrier.wait(q_bar, 0)",
+        *([] if claimed else ["_gl_mbarrier.wait(q_ready, it & 1)" if persistent else "_gl_mbarrier.wait(q_bar, 0)"]),
         *(["if hi == lo:  # nothing kept: the query half is free at once", "    " + free_q[0]] if persistent else []),
         "if hi > lo:  # the first tile: nothing to overlap yet",
         "    t = lo",
@@ -253,17 +266,23 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "cols = ttgl.arange(0, HEAD, layout=ttgl.SliceLayout(0, o_layout))",
         f"ttgl.store({o_ptrs}, o.to({out_dt}), mask=ttgl.expand_dims(o_{qa} < n_{qa}, 1))",
     ]
+    per_tile = _decode(k) + _kept_range(k) + ["start = first + OFFSET"] + tile_body + ["kv += hi - lo", "it += 1"]
+    # the loader's claim, once its query half is in (a claim of `total` or more: none left)
+    read_claim = ["_gl_mbarrier.wait(q_ready, it & 1)", "tile = ttgl.max(tile_id.load(CLAIM_LAYOUT), axis=0)"]
     if persistent:
         body = layouts + [
             f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)",
             "q_tile = q_smem.reshape([HALF, HEAD])",
             "kv = 0  # key tiles taken from the ring so far: its slot and phase",
             "it = 0  # tiles done: the query barriers' phase",
-            "for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
-            *["    " + ln for ln in _decode(k) + _kept_range(k) + ["start = first + OFFSET"] + tile_body
-              + ["kv += hi - lo", "it += 1"]],
         ]
-        head_args = "q_smem, q_ready, q_free, k_ring, v_ring, ready, empty, qk_scale, "
+        if claimed:
+            body += ["CLAIM_LAYOUT: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [4], [0])", *read_claim,
+                     "while tile < total:", *["    " + ln for ln in per_tile + read_claim]]
+        else:
+            body += ["for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
+                     *["    " + ln for ln in per_tile]]
+        head_args = "q_smem, q_ready, q_free, " + ("tile_id, " if claimed else "") + "k_ring, v_ring, ready, empty, qk_scale, "
         tail_consts = "OFFSET: ttgl.constexpr, "
     else:
         body = layouts + tile_body
@@ -272,39 +291,61 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     scalars = _names_in(body, positional + tile_args)
     cons = _names_in(body, consts)
     L = ["@gluon.jit",
-         f"def {k.name}_specialized_consumer({head_args}"
+         f"def {fn}_consumer({head_args}"
          + "".join(f"{a}, " for a in scalars)
          + "".join(f"{c}: ttgl.constexpr, " for c in cons) + tail_consts + "HALF: ttgl.constexpr, "
          "HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):"]
     L += ["    " + ln for ln in body]
 
     if persistent:
-        loader = [
-            "kv = 0",
-            "it = 0",
-            "for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
-            *["    " + ln for ln in _decode(k) + _kept_range(k)],
-            f"    q_row = {_row(k, Q)}",
-            f"    k_row = {_row(k, K)}",
-            f"    v_row = {_row(k, V)}",
-            "    for half in ttgl.static_range(2):",
-            "        if it > 0:  # the consumer's last scores of the previous tile are done",
-            "            _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)",
-            "        _gl_mbarrier.expect(q_ready.index(half), q_desc.block_type.nbytes)",
-            "        _gl_tma_load(q_desc, [q_row, first + half * HALF, 0], q_ready.index(half), q_halves.index(half))",
-            "    for t in range(lo, hi):",
-            "        slot = kv % STAGES",
-            "        if kv >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
-            "            _gl_mbarrier.wait(empty.index(slot), (kv // STAGES - 1) & 1)",
-            "        _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
-            f"        _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
-            f"        _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
-            "        kv += 1",
-            "    it += 1",
+        q_free_wait = ["    if it > 0:  # the consumer's last scores of the previous tile are done"
+                       + (" (its claim read)" if claimed else ""),
+                       "        _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)"]
+        post_claim = ["    tile_ids.index(half).store(ttgl.full([1], tile, ttgl.int32, CLAIM_LAYOUT))"] if claimed else []
+        one_tile = [
+            *_decode(k), *_kept_range(k),
+            f"q_row = {_row(k, Q)}",
+            f"k_row = {_row(k, K)}",
+            f"v_row = {_row(k, V)}",
+            "for half in ttgl.static_range(2):",
+            *q_free_wait, *post_claim,
+            "    _gl_mbarrier.expect(q_ready.index(half), q_desc.block_type.nbytes)",
+            "    _gl_tma_load(q_desc, [q_row, first + half * HALF, 0], q_ready.index(half), q_halves.index(half))",
+            "for t in range(lo, hi):",
+            "    slot = kv % STAGES",
+            "    if kv >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
+            "        _gl_mbarrier.wait(empty.index(slot), (kv // STAGES - 1) & 1)",
+            "    _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
+            f"    _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
+            f"    _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
+            "    kv += 1",
+            "it += 1",
         ]
+        loader = ["kv = 0", "it = 0"]
+        if claimed:
+            # lane 0 increments the launch's counter; the warp shares its ticket
+            claim = ["got = ttgl.atomic_add(tile_counter + lane * 0, lane * 0 + 1, mask=lane == 0)",
+                     "tile = ttgl.max(ttgl.where(lane == 0, got, 0), axis=0)"]
+            loader += [
+                "CLAIM_LAYOUT: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [1], [0])",
+                "lane = ttgl.arange(0, 32, layout=CLAIM_LAYOUT)",
+                *claim,
+                "while tile < total:",
+                *["    " + ln for ln in one_tile + claim],
+                "for half in ttgl.static_range(2):  # none left: the consumers read the claim and stop",
+                *q_free_wait, *post_claim,
+                "    _gl_mbarrier.arrive(q_ready.index(half), count=1)",
+                "# each CTA draws one ticket of total or more, the last of them resets the counter for the next launch",
+                "if tile == total + ttgl.num_programs(0) - 1:",
+                "    ttgl.store(tile_counter + lane * 0, lane * 0, mask=lane == 0)",
+            ]
+        else:
+            loader += ["for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
+                       *["    " + ln for ln in one_tile]]
         l_scalars = _names_in(loader, positional + tile_args)
         l_cons = _names_in(loader, consts)
-        loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, ready, empty, "
+        loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, "
+                       + ("tile_ids, tile_counter, " if claimed else "") + "ready, empty, "
                        + "".join(f"{a}, " for a in l_scalars) + "".join(f"{c}: ttgl.constexpr, " for c in l_cons)
                        + "HALF: ttgl.constexpr, STAGES: ttgl.constexpr")
     else:
@@ -324,7 +365,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
                        f"k_row, v_row, start, lo, hi, HALF: ttgl.constexpr, BLOCK_{r}: ttgl.constexpr, "
                        "STAGES: ttgl.constexpr")
-    L += ["", "", "@gluon.jit", f"def {k.name}_specialized_loader({loader_args}):"]
+    L += ["", "", "@gluon.jit", f"def {fn}_loader({loader_args}):"]
     L += ["    " + ln for ln in loader]
 
     top = [f"HALF: ttgl.constexpr = BLOCK_{qa} // 2",
@@ -346,6 +387,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"k_ring = ttgl.allocate_shared_memory({dt}, [STAGES, 1, BLOCK_{r}, HEAD], k_desc.layout)",
         f"v_ring = ttgl.allocate_shared_memory({dt}, [STAGES, 1, BLOCK_{r}, HEAD], v_desc.layout)",
         *[f"{b} = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())" for b in q_bars],
+        *(["tile_ids = ttgl.allocate_shared_memory(ttgl.int32, [2, 1], ttgl.SwizzledSharedLayout(1, 1, 1, [0]))  "
+           "# each query half's tile, claimed by the loader"] if claimed else []),
         "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "for j in ttgl.static_range(2):",
@@ -358,26 +401,29 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         common = ", ".join(scalars + cons)
 
         def consumer(half: int) -> str:
-            return (f"    ({k.name}_specialized_consumer, (q_halves.index({half}), q_ready.index({half}), "
-                    f"q_free.index({half}), k_ring, v_ring, ready, empty, qk_scale, {common}, {half} * HALF, HALF, "
-                    "HEAD, STAGES, SCALE_POSITIVE)),")
+            return (f"    ({fn}_consumer, (q_halves.index({half}), q_ready.index({half}), "
+                    f"q_free.index({half}), " + (f"tile_ids.index({half}), " if claimed else "")
+                    + f"k_ring, v_ring, ready, empty, qk_scale, {common}, {half} * HALF, HALF, HEAD, STAGES, "
+                    "SCALE_POSITIVE)),")
 
         forks = [consumer(0), consumer(1),
-                 f"    ({k.name}_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, "
-                 f"ready, empty, {', '.join(l_scalars + l_cons + ['HALF', 'STAGES'])})),"]
+                 f"    ({fn}_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, "
+                 + ("tile_ids, tile_counter, " if claimed else "")
+                 + f"ready, empty, {', '.join(l_scalars + l_cons + ['HALF', 'STAGES'])})),"]
     else:
         common = ", ".join(scalars + cons + ["HALF", "HEAD", "STAGES", "SCALE_POSITIVE"])
         forks = [
-            f"    ({k.name}_specialized_consumer, (q_halves.index(0), q_bar.index(0), k_ring, v_ring, ready, empty, start, lo, "
+            f"    ({fn}_consumer, (q_halves.index(0), q_bar.index(0), k_ring, v_ring, ready, empty, start, lo, "
             f"hi, qk_scale, {common})),",
-            f"    ({k.name}_specialized_consumer, (q_halves.index(1), q_bar.index(1), k_ring, v_ring, ready, empty, start + "
+            f"    ({fn}_consumer, (q_halves.index(1), q_bar.index(1), k_ring, v_ring, ready, empty, start + "
             f"HALF, lo, hi, qk_scale, {common})),",
-            f"    ({k.name}_specialized_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
+            f"    ({fn}_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
             f"k_row, v_row, start, lo, hi, HALF, BLOCK_{r}, STAGES)),",
         ]
     top += ["ttgl.warp_specialize([", *forks,
             "], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few"]
-    L += ["", "", "@gluon.jit", f"def {k.name}_specialized_kernel(", "    q_desc,", "    k_desc,", "    v_desc,"]
+    L += ["", "", "@gluon.jit", f"def {fn}_kernel(", "    q_desc,", "    k_desc,", "    v_desc,"]
+    L += ["    tile_counter,"] if claimed else []
     L += [f"    {a}," for a in positional]
     L += [f"    {c}: ttgl.constexpr," for c in consts]
     L += ["    STAGES: ttgl.constexpr,", "    SCALE_POSITIVE: ttgl.constexpr,", "):"]
@@ -387,43 +433,63 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
 
 def render_host(k: KernelIR) -> list[str]:
     """`specialized_launch_args` / `specialized_launch`: descriptors of Q, K, V, then the Triton kernel's arguments."""
+    return _render_host(k, walk=False)
+
+
+def render_persistent_host(k: KernelIR) -> list[str]:
+    """`persistent_launch_args` / `persistent_launch` (the grid: one axis, at most one CTA an SM; the
+    launcher sizes it); with `claim_tiles` the tile counter follows the descriptors."""
+    return _render_host(k, walk=True)
+
+
+def _render_host(k: KernelIR, walk: bool) -> list[str]:
     q_load, load_k, _, softmax, load_v, _ = _parts(k)
     qa, r = k.grid[0], k.reduction
     d = next(a for a in k.value(q_load.out).axes if a != qa)
     dt = GL_DTYPES[k.value(softmax.out).dtype]
+    prefix, fn = ("persistent", f"{k.name}_persistent") if walk else ("specialized", f"{k.name}_specialized")
     scale_positive = f"c[{softmax.fn[0][1]!r}] > 0" if softmax.fn else "True"
     views = [(q_load.tensor, qa, f'kw["BLOCK_{qa}"] // 2'), (load_k.tensor, r, f'kw["BLOCK_{r}"]'),
              (load_v.tensor, r, f'kw["BLOCK_{r}"]')]
+    claimed = walk and k.claim_tiles
     lines = [
-        "def specialized_launch_args(cfg, t, n, c):",
+        f"def {prefix}_launch_args(cfg, t, n, c):",
         '    """The warp-specialised kernel\'s arguments: TMA descriptors of Q, K and V as [points, rows,',
         '    head] views (zero-filled past each head\'s rows), then the Triton kernel\'s arguments."""',
+        *(["    from tilesched.backends.cuda.workspace import arrival_counters", ""] if claimed else []),
         "    args, kw = launch_args(cfg, t, n, c)",
         "    descriptors = [",
     ]
     lines += [f"        _tma_view(t[{T!r}], n[{rows!r}], n[{d!r}], {block}, {T!r})," for T, rows, block in views]
+    if claimed:
+        lines += ["        arrival_counters(cfg.device, 1),  # the CTAs' tile counter: zero at launch, left zero by the kernel"]
     lines += [
         "    ]",
         f"    consts = {{name: kw[name] for name in {constexprs(k)!r}}}",
         f"    positive = {scale_positive}  # the softmax's scale: a compile-time sign",
         "    return (*descriptors, *args), dict(num_warps=cfg.num_warps, STAGES=cfg.num_stages, SCALE_POSITIVE=positive,",
         "                                       **consts)",
+    ]
+    if not walk:  # (the persistent kernel's host shares it)
+        lines += [
+            "",
+            "",
+            "def _tma_view(x, rows, head, block, name):",
+            "    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor",
+            "",
+            "    try:  # the point axes flattened; a view, never a copy",
+            "        view = x.view(-1, rows, head) if x.dim() > 2 else x.view(1, rows, head)",
+            "    except RuntimeError:",
+            "        raise ValueError(f\"the warp-specialised schedule reads {name} as [points, rows, head] by TMA: its point \"",
+            "                         \"axes must merge into one (pass it contiguous)\") from None",
+            f"    layout = ttgl.NVMMASharedLayout.get_default_for([1, block, head], {dt})",
+            "    return GluonDescriptor.from_tensor(view, [1, block, head], layout)",
+        ]
+    lines += [
         "",
         "",
-        "def _tma_view(x, rows, head, block, name):",
-        "    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor",
-        "",
-        "    try:  # the point axes flattened; a view, never a copy",
-        "        view = x.view(-1, rows, head) if x.dim() > 2 else x.view(1, rows, head)",
-        "    except RuntimeError:",
-        "        raise ValueError(f\"the warp-specialised schedule reads {name} as [points, rows, head] by TMA: its point \"",
-        "                         \"axes must merge into one (pass it contiguous)\") from None",
-        f"    layout = ttgl.NVMMASharedLayout.get_default_for([1, block, head], {dt})",
-        "    return GluonDescriptor.from_tensor(view, [1, block, head], layout)",
-        "",
-        "",
-        "def specialized_launch(cfg, t, n, c):",
-        "    args, kwargs = specialized_launch_args(cfg, t, n, c)",
-        f"    {k.name}_specialized_kernel[cfg.grid](*args, **kwargs)",
+        f"def {prefix}_launch(cfg, t, n, c):",
+        f"    args, kwargs = {prefix}_launch_args(cfg, t, n, c)",
+        f"    {fn}_kernel[cfg.grid](*args, **kwargs)",
     ]
     return lines

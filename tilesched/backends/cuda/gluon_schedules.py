@@ -29,10 +29,15 @@ class GluonSchedule:
     kernel: Callable[[KernelIR, list[str]], list[str]]
     host: Callable[[KernelIR], list[str]]
     hopper_only: bool  # wgmma and TMA: compute capability 9.x
+    also: str | None = None  # a second option the schedule needs (the kernel IR's field of that name)
+
+    def selectable(self, k: KernelIR) -> bool:
+        """The kernel IR's options can select this schedule (its constant is a launch constant)."""
+        return getattr(k, self.option) is not None and (self.also is None or getattr(k, self.also) is not None)
 
     def renders(self, k: KernelIR) -> bool:
         """The kernel IR takes this schedule at some point."""
-        return getattr(k, self.option) is not None and self.why_not(k) is None
+        return self.selectable(k) and self.why_not(k) is None
 
 
 SCHEDULES = (
@@ -42,6 +47,10 @@ SCHEDULES = (
     GluonSchedule("REGISTER_OPERAND", "register-operand", "register_operand", mma_sync_why_not, "gluon_",
                   gluon_emit.IMPORTS, (gluon_emit.LOAD_HELPERS, gluon_emit.HELPERS),
                   gluon_emit.render_gluon, gluon_emit.render_gluon_host, False),
+    # (before the next row: a point that sets this constant sets WARP_SPECIALIZE too)
+    GluonSchedule("PERSISTENT_WARP_SPECIALIZE", "persistent warp-specialised", "warp_specialize", ws_why_not,
+                  "persistent_", gluon_attention.IMPORTS, (gluon_attention.HELPERS,),
+                  gluon_attention.render_persistent_kernel, gluon_attention.render_persistent_host, True, "persistent"),
     GluonSchedule("WARP_SPECIALIZE", "warp-specialised", "warp_specialize", ws_why_not, "specialized_",
                   gluon_attention.IMPORTS, (gluon_attention.HELPERS,), gluon_attention.render_kernel,
                   gluon_attention.render_host, True),
@@ -51,7 +60,7 @@ BY_CONSTANT = {s.constant: s for s in SCHEDULES}
 
 def constants(k: KernelIR) -> list[str]:
     """The launch constants of the schedules the kernel IR's options can select."""
-    return [s.constant for s in SCHEDULES if getattr(k, s.option) is not None]
+    return [s.constant for s in SCHEDULES if s.selectable(k)]
 
 
 def rendered(k: KernelIR) -> list[GluonSchedule]:

@@ -128,10 +128,11 @@ def launch_config(k: KernelIR, b: Binding, num_sms: int = 132, device=None) -> L
     if k.register_operand is not None:
         const["REGISTER_OPERAND_WGMMA"] = const["REGISTER_OPERAND"] and wgmma
     _optional_schedule(k, b, const, "warp_specialize", ws_why_not, warp_specialize_point)
-    if const.get("WARP_SPECIALIZE") and k.persistent is not None:
-        # its kernel walks the tiles of every point (gluon_attention.render_kernel): a grid of one axis
-        every = tiles * math.prod(b.sizes[p] for p in k.points)
-        grid: tuple[int, ...] = (min(num_sms, every) if persistent else every,)
+    if "PERSISTENT_WARP_SPECIALIZE" in gluon_schedules.constants(k):
+        const["PERSISTENT_WARP_SPECIALIZE"] = bool(const["WARP_SPECIALIZE"]) and persistent
+    if const.get("PERSISTENT_WARP_SPECIALIZE"):
+        # its kernel walks the tiles of every point (gluon_attention.render_persistent_kernel)
+        grid: tuple[int, ...] = (min(num_sms, tiles * math.prod(b.sizes[p] for p in k.points)),)
     else:
         if persistent and k.points:
             raise spec_error(("options", "persistent"), f"{k.spec}: a persistent grid over the point axes "
