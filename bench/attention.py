@@ -93,6 +93,42 @@ WS_CHECK = {
 }
 
 
+def repeat_claims(calls: int = 20) -> int:
+    """Causal points on the persistent grid claim tiles from a counter the last CTA resets: called
+    again and again (eagerly, then in one CUDA graph), each call's output is the first call's, bit for
+    bit, and the counter is zero after them. Exit status 1 where not."""
+    import torch
+
+    from tilesched.backends.cuda.kernel import Kernel
+    from tilesched.backends.cuda import workspace
+
+    failed = 0
+    for name, listed in PERSISTENT_CHECK.items():
+        if name == "flash_attention":  # a fixed stride: no counter
+            continue
+        kernel = Kernel(load_program(sb.CONFIGS / f"{name}.yaml"))
+        for sizes, params in listed:
+            g = sizes.get("G", 1)
+            ins = make_inputs(sizes["B"], sizes["H"], sizes["SQ"], sizes["D"], "cuda", g=g)
+            params = {**params, "PERSISTENT": True}
+            first = kernel(**ins, params=params)
+            outs = [kernel(**ins, params=params) for _ in range(calls)]
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                captured = kernel(**ins, params=params)
+            for _ in range(calls):
+                graph.replay()
+                outs.append(captured.clone())
+            torch.cuda.synchronize()
+            differ = sum(not torch.equal(o, first) for o in outs)
+            left = max(int(c[0]) for c in workspace._COUNTERS.values())  # every stream's: eager and captured
+            ok = differ == 0 and left == 0
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} repeat {name} {sizes}: {differ} of {len(outs)} calls differ, "
+                  f"counter {left}", flush=True)
+    return 1 if failed else 0
+
+
 def flops(b: int, h: int, sq: int, sk: int, d: int, causal: bool) -> float:
     return 4.0 * b * h * sq * sk * d * (0.5 if causal else 1.0)
 
@@ -207,7 +243,8 @@ def main(argv=None) -> int:
     if args.cmd == "check" and args.persistent:
         points = {name: [(sizes, {**params, "PERSISTENT": True}) for sizes, params in listed]
                   for name, listed in PERSISTENT_CHECK.items()}
-        return sb.check_points(points, args.seed, Path(args.out), "attention-persistent")
+        failed = sb.check_points(points, args.seed, Path(args.out), "attention-persistent")
+        return failed or repeat_claims()
     if args.cmd == "check" and args.warp_specialize:
         return sb.check_points(WS_CHECK, args.seed, Path(args.out), "attention-warp-specialized")
     if args.cmd == "check":
