@@ -99,8 +99,8 @@ def repeat_claims(calls: int = 20) -> int:
     bit, and the counter is zero after them. Exit status 1 where not."""
     import torch
 
-    from tilesched.backends.cuda.kernel import Kernel
     from tilesched.backends.cuda import workspace
+    from tilesched.backends.cuda.kernel import Kernel
 
     failed = 0
     for name, listed in PERSISTENT_CHECK.items():
