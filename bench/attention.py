@@ -243,7 +243,7 @@ def main(argv=None) -> int:
     if args.cmd == "check" and args.persistent:
         points = {name: [(sizes, {**params, "PERSISTENT": True}) for sizes, params in listed]
                   for name, listed in PERSISTENT_CHECK.items()}
-        failed = sb.check_points(points, args.seed, Path(args.out), "attention-persistent")
+        failed = sb.check_points(points, args.seed, Path(args.out), "attention-persistent-grid")
         return failed or repeat_claims()
     if args.cmd == "check" and args.warp_specialize:
         return sb.check_points(WS_CHECK, args.seed, Path(args.out), "attention-warp-specialized")

@@ -156,3 +156,19 @@ def test_the_warp_specialised_schedule_overlaps_the_softmax_with_the_mmas():
         assert predict(ws).latency < predict(triton).latency
         ctas, warps, occ = _occupancy(ws)
         assert (ctas, warps) == (1, 8) and occ["smem_bytes"] == 2 * d * (128 + 2 * 3 * 128)
+
+
+def test_a_persistent_grid_pays_one_fill_and_drain():
+    """On a persistent grid one CTA an SM walks its tiles, loading the next while it finishes one:
+    predicted faster than one CTA a tile, most where tiles are short (S = 1024: 8 key tiles a CTA),
+    as measured (bench/results/attention-nvidia-h100-80gb-hbm3.json); causal tiles, claimed from a
+    counter, also lose the last wave's quantisation."""
+    for spec in ("flash_attention", "flash_attention_causal"):
+        prog = load_program(CONFIGS / f"{spec}.yaml")
+        gain = {}
+        for s in (1024, 16384):
+            point = {"B": 8, "H": 16, "SQ": s, "SK": s, "D": 128, "BLOCK_M": 128, "BLOCK_N": 128, "NUM_WARPS": 4,
+                     "NUM_STAGES": 3, "WARP_SPECIALIZE": True}
+            one, walk = (predict(bind(prog, {**point, "PERSISTENT": v})).latency for v in (False, True))
+            gain[s] = one / walk
+        assert gain[1024] > gain[16384] > 1.0, (spec, gain)

@@ -317,8 +317,14 @@ def predict_gpu(b: Binding) -> Prediction:
     step = max(step_compute, step_load)
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
     exposed = max(0.0, MEM_LATENCY_S - in_flight * step) / max(in_flight, 1)
-    tile_time = MEM_LATENCY_S + steps * (step + exposed) + MEM_LATENCY_S  # prologue, steady state, epilogue
-    compute_time = waves * tile_time  # every wave costs a full wave
+    if _warp_specialized(b) and b.option("persistent", False):
+        # one CTA an SM walks its tiles, loading the next while it finishes one: a single prologue
+        # and epilogue; claimed from a counter (a skipping mask) the tiles spread without whole waves
+        walk = programs / slots if _masked_softmax(b) is not None else waves
+        compute_time = MEM_LATENCY_S + walk * steps * (step + exposed) + MEM_LATENCY_S
+    else:
+        tile_time = MEM_LATENCY_S + steps * (step + exposed) + MEM_LATENCY_S  # prologue, steady state, epilogue
+        compute_time = waves * tile_time  # every wave costs a full wave
     dram = _dram_bytes(b, slots)
     dram_time = dram / HBM_BW
     # DRAM streaming overlaps the tiles' work, but not perfectly
