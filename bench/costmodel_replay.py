@@ -37,7 +37,8 @@ SOURCES = {"attention": lambda r: ATTENTION[(r["op"], r["causal"])], "lowbit": l
            "lowbit-register-operand-bias-register-m16": lambda r: r["op"],
            "lowbit-register-operand-bias-register-2bit-m1": lambda r: r["op"],
            "lowbit-register-operand-vector-words": lambda r: r["op"], "lowbit-register-cap-m16": lambda r: r["op"],
-           "lowbit-register-cap-8bit": lambda r: r["op"], "fp8": lambda r: "fp8_gemm"}
+           "lowbit-register-cap-8bit": lambda r: r["op"], "lowbit-byte-words": lambda r: r["op"],
+           "fp8": lambda r: "fp8_gemm"}
 # candidates of a kernel since replaced: the -m128 grid's wgmma split points met element by element (a
 # release each), 1.8-5.5x slower than the per-thread meet the kernel has now (-split grids)
 REPLACED = {"lowbit-register-operand-wgmma-m128": lambda p: p.get("REGISTER_OPERAND") and p.get("SPLIT_K", 1) > 1}

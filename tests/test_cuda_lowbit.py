@@ -416,10 +416,11 @@ def test_register_operand_takes_bytes_on_wgmma_only():
     assert "bytes <= 224256" in legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=3)
     steps = chain_steps(k, the_dot(k), FP32_BIAS, 1 << 22)
     assert steps == [("sub", f"({FP32_BIAS}.0 + r_Z)"), ("mul", "r_S")]
-    assert chain_fp32(steps) == (["f = f - o0", "f = f * o1"], [f"({FP32_BIAS}.0 + r_Z)", "r_S"])
+    assert chain_fp32(steps, FP32_BIAS) == (["f = f - o0", "f = f * o1"], [f"({FP32_BIAS}.0 + r_Z)", "r_S"])
     src = compiled(load_program(CONFIGS / "w8a16_gemm.yaml"))[1]
     assert "def w8a16_gemm_wgmma_kernel(" in src and "_gluon_kernel" not in src
-    assert "(w.to(ttgl.int32) + 0x4B400000).to(ttgl.float32, bitcast=True)" in src
+    assert "w2 = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(WORDS_L)" in src
+    assert "_byte_words(t['W'], 'W')" in src and "q0 + _gl_byte_columns(" in src
     kernel = Kernel(load_program(CONFIGS / "w8a16_gemm.yaml"))
     params = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "NUM_WARPS": 4, "NUM_STAGES": 2,
               "SPLIT_K": 1, "MATERIALIZE": False, "REGISTER_OPERAND": True}
@@ -598,3 +599,66 @@ def test_register_operand_wgmma_value_takes_decode_row_tiles_and_split_shares():
     assert "_gl_count_release(counter)" in src and "_gl_wait_acquire(counter" in src
     assert "arrival_counters(cfg.device, cfg.grid[0] * 2 * 128)" in src
     assert "regs = dict(maxnreg=80, CONSUMER_REGS=80)" in src  # decode tiles: several CTAs an SM
+
+
+def _prmt(a: int, b: int, selector: int) -> int:
+    """PTX prmt.b32 (default mode): byte i of the result is byte (selector's nibble i) of {b, a}."""
+    pool = a.to_bytes(4, "little") + b.to_bytes(4, "little")
+    return int.from_bytes(bytes(pool[(selector >> 4 * i) & 7] for i in range(4)), "little")
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_byte_words_dequantise_by_one_prmt_a_value(signed):
+    """8-bit weights load as 16-bit words (two columns' bytes), two words a register; BYTE_FP32's four
+    PRMTs put each byte in the low byte of fp32 BIAS = 1.5 x 2^23: exactly BIAS + v (int8: its bytes
+    XOR 0x80 first, v + 128 against a BIAS 128 higher), in the output order the kernel joins."""
+    import re
+    import struct
+
+    from tilesched.backends.cuda.gluon_wgmma import BYTE_FP32, FP32_BIAS, FP32_BIAS_BITS
+
+    selectors = [int(x, 16) for x in re.findall(r"0x([0-9a-f]{4});", BYTE_FP32)]
+    outputs = [int(x) for x in re.findall(r"prmt\.b32 \$(\d)", BYTE_FP32)]
+    rng = np.random.default_rng(3)
+    for w0, w1 in rng.integers(0, 1 << 16, size=(200, 2)):
+        word = int(w0) | int(w1) << 16
+        if signed:
+            word ^= 0x80808080
+        got = {o: struct.unpack("<f", struct.pack("<I", _prmt(word, int(FP32_BIAS_BITS, 16), sel)))[0]
+               for o, sel in zip(outputs, selectors)}
+        # $0, $1: the low bytes of words 0 and 1; $2, $3: their high bytes
+        for o, (w, shift) in zip(range(4), [(w0, 0), (w1, 0), (w0, 8), (w1, 8)]):
+            v = (int(w) >> shift) & 0xFF
+            if signed:
+                v = v - 256 if v >= 128 else v
+            assert got[o] - (FP32_BIAS + 128 * signed) == v
+
+
+def test_byte_words_layout_puts_a_threads_two_rows_in_one_word():
+    """wgmma_byte_words_bases: a thread's word holds the bytes of MMA rows r and r + 8 (columns 2 j, 2 j + 1
+    with byte_row_column), and its reduction indices are the operand's (k_width 2: 2t, 2t + 1, 2t + 8,
+    2t + 9 of every 16); byte_row_column is a permutation of the 64 columns."""
+    from tilesched.backends.cuda.gluon_layouts import byte_row_column, wgmma_byte_words_bases
+
+    block_red = 128
+    bases = wgmma_byte_words_bases(block_red)
+    assert sorted(byte_row_column(r) for r in range(64)) == list(range(64))
+
+    def place(kind: str, index: int) -> tuple[int, int]:
+        col, red = 0, 0
+        for bit, (c, k) in enumerate(bases[kind]):
+            if index >> bit & 1:
+                col, red = col ^ c, red ^ k
+        return col, red
+
+    for warp in range(4):
+        for lane in range(32):
+            (lc, lk), (wc, wk) = place("lane_bases", lane), place("warp_bases", warp)
+            ks = {lk ^ wk ^ place("reg_bases", reg)[1] for reg in range(1 << len(bases["reg_bases"]))}
+            word = lc ^ wc
+            assert {place("reg_bases", reg)[0] for reg in range(1 << len(bases["reg_bases"]))} == {0}
+            t = lane % 4
+            assert ks == {16 * s + 2 * t + d for s in range(block_red // 16) for d in (0, 1, 8, 9)}
+            for byte in (0, 1):  # the MMA fragment's rows of this thread: lane // 4 (+ 8), in its warp's 16
+                r = lane // 4 + 8 * byte + 16 * warp
+                assert byte_row_column(r) == 2 * word + byte

@@ -83,6 +83,27 @@ def _gl_zero(counter):
 
 
 @gluon.jit
+def _gl_byte_columns(r):
+    # the column (within 64) whose bytes MMA row r holds when a thread's two rows load as adjacent
+    # columns (gluon_layouts.wgmma_bytes_bases, byte_row_column)
+    return ((r >> 3) & 1) | ((r & 7) << 1) | (r & 48)
+
+
+@gluon.jit
+def _gl_byte_rows(t, layout: ttgl.constexpr):
+    # [64 columns, K] loaded by column -> by the MMA's row: column a + 2 l + 16 w is row l + 8 a + 16 w
+    t = ttgl.permute(ttgl.reshape(t, [4, 8, 2, t.shape[1]]), (0, 2, 1, 3))
+    return ttgl.convert_layout(ttgl.reshape(t, [64, t.shape[3]]), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _gl_byte_columns_order(t):
+    # [n, 64] by the MMA's row -> by column (the inverse of _gl_byte_rows, along the last axis)
+    t = ttgl.permute(ttgl.reshape(t, [t.shape[0], 4, 2, 8]), (0, 1, 3, 2))
+    return ttgl.reshape(t, [t.shape[0], 64])
+
+
+@gluon.jit
 def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
     # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
     return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,

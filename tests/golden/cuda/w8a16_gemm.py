@@ -81,6 +81,27 @@ def _gl_zero(counter):
 
 
 @gluon.jit
+def _gl_byte_columns(r):
+    # the column (within 64) whose bytes MMA row r holds when a thread's two rows load as adjacent
+    # columns (gluon_layouts.wgmma_bytes_bases, byte_row_column)
+    return ((r >> 3) & 1) | ((r & 7) << 1) | (r & 48)
+
+
+@gluon.jit
+def _gl_byte_rows(t, layout: ttgl.constexpr):
+    # [64 columns, K] loaded by column -> by the MMA's row: column a + 2 l + 16 w is row l + 8 a + 16 w
+    t = ttgl.permute(ttgl.reshape(t, [4, 8, 2, t.shape[1]]), (0, 2, 1, 3))
+    return ttgl.convert_layout(ttgl.reshape(t, [64, t.shape[3]]), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _gl_byte_columns_order(t):
+    # [n, 64] by the MMA's row -> by column (the inverse of _gl_byte_rows, along the last axis)
+    t = ttgl.permute(ttgl.reshape(t, [t.shape[0], 4, 2, 8]), (0, 1, 3, 2))
+    return ttgl.reshape(t, [t.shape[0], 64])
+
+
+@gluon.jit
 def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
     # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
     return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
@@ -253,11 +274,12 @@ def launch(cfg, t, n, c):
 
 # the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
 @gluon.jit
-def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
+def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, WORDS_L: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
     acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, WG_N, 16])
     a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
     cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)
-    cq = q0 + ttgl.arange(0, 64, layout=cols)  # this warpgroup's weight columns
+    bias_pairs = ttgl.full([32, BLOCK_K], 0x4B400000, ttgl.int32, WORDS_L) | (n_N >> 31)
+    cq = q0 + _gl_byte_columns(ttgl.arange(0, 64, layout=cols))  # the weight column of each MMA row
     zc = ttgl.zeros([64], ttgl.float32, cols)
     acc = ttgl.zeros([64, WG_N], ttgl.float32, acc_l)
     last_t = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K - 1, 0)  # the coefficients' last tile
@@ -273,8 +295,11 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
         o1 = ttgl.expand_dims(r_S + zc, 1)
         slot = i % STAGES
         _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-        w = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(a_l)  # the bytes, in the operand's layout
-        f = (w.to(ttgl.int32) + 0x4B400000).to(ttgl.float32, bitcast=True)  # BIAS + v, exactly
+        # a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index
+        w2 = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(WORDS_L)
+        # each byte into the low byte of BIAS: BIAS + v as fp32, exactly, one PRMT a value
+        lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_pairs], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
+        f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K]), a_l)
         f = f - o0
         f = f * o1
         a = f.to(ttgl.bfloat16)
@@ -289,7 +314,7 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
     if SPLIT_K > 1:
         ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
         ep_p = off_M + ep_r
-        ep_q = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(1, acc_l))
+        ep_q = q0 + _gl_byte_columns(ttgl.arange(0, 64, layout=ttgl.SliceLayout(1, acc_l)))
         ep_mask = ((ep_r < BLOCK_M) & (ep_p < n_M))[None, :] & (ep_q < n_N)[:, None]
         ws_ptrs = ws_acc + ep_p[None, :].to(ttgl.int64) * n_N + ep_q[:, None]
         # a counter per thread of the warpgroup: the elements it holds are the same in every share
@@ -306,7 +331,7 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
             _gl_zero(counter)  # after every load: the next call counts from zero
     if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it
         st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-        out = ttgl.convert_layout(ttgl.permute(acc.to(ttgl.bfloat16), (1, 0)), st_l)
+        out = ttgl.convert_layout(_gl_byte_columns_order(ttgl.permute(acc.to(ttgl.bfloat16), (1, 0))), st_l)
         yr = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(1, st_l))
         yp = off_M + yr
         yq = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(0, st_l))
@@ -323,7 +348,7 @@ def w8a16_gemm_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_M,
             _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)
         _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)
         for wg in ttgl.static_range(CONSUMERS):
-            _gl_tma_load(w_desc, [t * (BLOCK_K), off_N + wg * 64], ready.index(slot), w_ring.index(slot * CONSUMERS + wg))
+            _gl_tma_load(w_desc, [t * (BLOCK_K), (off_N + wg * 64) // 2], ready.index(slot), w_ring.index(slot * CONSUMERS + wg))
         _gl_tma_load(x_desc, [off_M, t * BLOCK_K], ready.index(slot), x_ring.index(slot))
 
 
@@ -362,6 +387,7 @@ def w8a16_gemm_wgmma_kernel(
     GROUP: ttgl.constexpr,
     SPLIT_K: ttgl.constexpr,
     STAGES: ttgl.constexpr,
+    WORDS_L: ttgl.constexpr,
     CONSUMERS: ttgl.constexpr,
     PINGPONG: ttgl.constexpr,
     WG_N: ttgl.constexpr,
@@ -385,7 +411,7 @@ def w8a16_gemm_wgmma_kernel(
         t0 = ttgl.program_id(1) * per_split
         k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_K - t0), 1)
     x_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, WG_N, BLOCK_K], x_desc.layout)
-    w_ring = ttgl.allocate_shared_memory(ttgl.uint8, [STAGES * CONSUMERS, BLOCK_K, 64], w_desc.layout)
+    w_ring = ttgl.allocate_shared_memory(ttgl.uint16, [STAGES * CONSUMERS, BLOCK_K, 32], w_desc.layout)
     ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
     empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
     turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())
@@ -397,13 +423,13 @@ def w8a16_gemm_wgmma_kernel(
     _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
     if CONSUMERS == 2:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, CONSUMERS, PINGPONG, WG_N)),
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, CONSUMERS, PINGPONG, WG_N)),
             (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [4, 1], [CONSUMER_REGS, 24])  # registers: the consumer's accumulator and operand; the loader's few
     else:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, CONSUMERS, PINGPONG, WG_N)),
             (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [1], [24])
 
@@ -417,10 +443,13 @@ def wgmma_launch_args(cfg, t, n, c):
 
         arrival_counters(cfg.device, cfg.grid[0] * 2 * 128)
     args, kw = launch_args(cfg, t, n, c)
+    from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout
+
+    kw["WORDS_L"] = wgmma_byte_words_layout(kw["BLOCK_K"])
     wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
-    w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"], 64], ttgl.uint8, 'W')
-    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K']}
+    w_desc = _wgmma_descriptor(_byte_words(t['W'], 'W'), [kw["BLOCK_K"], 32], ttgl.uint16, 'W')
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'WORDS_L']}
     consumers = cfg.num_warps // 4
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)
@@ -440,6 +469,15 @@ def _wgmma_descriptor(x, block, dtype, name):
         raise ValueError(f"the register-operand (wgmma) schedule reads {name} by TMA: its rows contiguous, "
                          f"16-byte aligned (row stride {x.stride(0)} x {x.element_size()} bytes)")
     return GluonDescriptor.from_tensor(x, block, ttgl.NVMMASharedLayout.get_default_for(block, dtype))
+
+
+def _byte_words(x, name):
+    import torch
+
+    if x.dim() != 2 or x.stride(-1) != 1 or x.shape[-1] % 2:
+        raise ValueError(f"the register-operand (wgmma) schedule reads {name}'s bytes as 16-bit words of two "
+                         f"columns: its rows contiguous, of an even length (shape {tuple(x.shape)})")
+    return x.view(torch.uint16)
 
 
 def wgmma_launch(cfg, t, n, c):

@@ -93,3 +93,28 @@ def wgmma_pairs_layout(block_red: int, bits: int):
     from triton.experimental.gluon import language as ttgl
 
     return ttgl.DistributedLinearLayout(**wgmma_pairs_bases(block_red, bits))
+
+
+def wgmma_byte_words_bases(block_red: int) -> dict[str, list[list[int]]]:
+    """Linear-layout bases of [32, block_red] 16-bit words (two bytes of adjacent weight columns at one
+    reduction index: 8-bit weights), for loading one warpgroup's wgmma register operand. A thread's
+    two rows (r and r + 8) are one word's two columns: word j holds columns 2 j and 2 j + 1, and
+    column c = a + 2 l + 16 w is the MMA's row r = l + 8 a + 16 w (a: the byte, l: lane // 4, w:
+    warp); the kernel moves the bytes into row order (a trivial conversion to the operand's layout)
+    and stores row r's outputs at column c (byte_row_column). Reduction indices as the operand's
+    (k_width 2): the pair's half, the lane's two bits, then k + 8, k + 16, ... in registers."""
+    reg = [[0, 1], [0, 8]] + [[0, 16 << i] for i in range(_log2(block_red // 16))]
+    lane = [[0, 2], [0, 4], [1, 0], [2, 0], [4, 0]]
+    return {"reg_bases": reg, "lane_bases": lane, "warp_bases": [[8, 0], [16, 0]], "block_bases": [],
+            "shape": [32, block_red]}
+
+
+def wgmma_byte_words_layout(block_red: int):
+    from triton.experimental.gluon import language as ttgl
+
+    return ttgl.DistributedLinearLayout(**wgmma_byte_words_bases(block_red))
+
+
+def byte_row_column(r: int) -> int:
+    """The column (within a warpgroup's 64) that wgmma_byte_words_bases gives the MMA's row r."""
+    return ((r >> 3) & 1) | ((r & 7) << 1) | (r & 48)

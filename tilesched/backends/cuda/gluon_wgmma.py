@@ -16,8 +16,10 @@ which it reads from registers, and X's tile its second, from shared memory. Thre
     chain in packed 16-bit arithmetic (x2 instructions; BIAS leaves with the first zero point when
     that is an integer BIAS + z represents exactly, else on its own; a product then a sum is one
     fma), and issues the wgmma, the accumulator in registers over the whole reduction. Weights
-    stored one to a byte (uint8, int8) load from the ring in the operand's own layout instead and
-    run the chain in fp32 (1.5 x 2^23 + v by one integer add; exact, then one rounding).
+    stored one to a byte (uint8, int8) load from the ring as the operand's values instead, a
+    thread's two rows as adjacent columns (16-bit loads; gluon_layouts.wgmma_bytes_bases: MMA row
+    r computes column byte_row_column(r), its coefficients and outputs follow), and run the
+    chain in fp32 (1.5 x 2^23 + v by one integer add; exact, then one rounding).
 Each consumer waits for its own MMA before dequantising its next tile: ptxas reuses the operand's
 registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning); kept
 live as a dependency of the wait it is right but no faster at 16 rows and 1.4x slower at 256
@@ -55,6 +57,10 @@ GL_INTS = {"uint8": "ttgl.uint8", "int8": "ttgl.int8"}
 # copies it 12 bits up (the high nibble lands at 16-19), one LOP3 keeps both nibbles and ORs BIAS in
 # (three instructions where a shift by the lane's amount took four to five)
 BYTE_SELECT = 0x4440  # PRMT selector: output byte 0 from byte j of the word, bytes 1-3 from the zero operand
+# a 16-bit word's two bytes into the low byte of fp32 BIAS (0x4B400000, 1.5 x 2^23): BIAS + v each
+# (two words a register as loaded: $0, $1 the low bytes of words 0 and 1, $2, $3 their high bytes)
+BYTE_FP32 = "prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; " \
+            "prmt.b32 $3, $4, $5, 0x7653;"
 NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }"
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
 # decode row tiles (wgmma's n up to 16): the kernel capped at 80 registers a thread, the consumers too;
@@ -133,7 +139,7 @@ def chain_asm(steps: list[tuple[str, ...]], act: str) -> tuple[str, list[str]]:
     return "{ .reg .b32 t, b; " + " ".join(body) + " mov.b32 {$0, $1}, t; }", operands
 
 
-def chain_fp32(steps: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
+def chain_fp32(steps: list[tuple[str, ...]], bias: int) -> tuple[list[str], list[str]]:
     """Lines applying the steps to `f` (fp32, BIAS + v) with column operands o<j>, and their expressions."""
     lines, operands = [], []
 
@@ -143,7 +149,7 @@ def chain_fp32(steps: list[tuple[str, ...]]) -> tuple[list[str], list[str]]:
 
     for op, *args in steps:
         if not args:
-            lines.append(f"f = f - {FP32_BIAS}.0")
+            lines.append(f"f = f - {bias}.0")
         elif op == "fma":
             lines.append(f"f = f * {operand(args[0])} + {operand(args[1])}")
         else:
@@ -176,9 +182,10 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     per_tile = [n for n in coefs if c in k.value(n).axes]
     once = [n for n in coefs if c not in k.value(n).axes]
     whole = byte_weights(k)
+    signed = k.access(W, "load").dtype == "int8"  # its bytes flip their top bit: v + 128, unsigned
     if whole:  # bytes: the chain in fp32 on the operand's own layout
-        steps = chain_steps(k, dot, FP32_BIAS, FP32_ROOM)
-        fp32_lines, operands = chain_fp32(steps)
+        steps = chain_steps(k, dot, FP32_BIAS + 128 * signed, FP32_ROOM)
+        fp32_lines, operands = chain_fp32(steps, FP32_BIAS + 128 * signed)
     else:  # packed words: the chain in 16-bit pairs
         bias, _, exact, _ = PACKED[act]
         steps = chain_steps(k, dot, bias, exact - bias)
@@ -200,12 +207,14 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)",
     ]
     if whole:
-        before += ["cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)"]
+        before += ["cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)",
+                   bias_register(f"{WGMMA_COLUMNS // 2}, BLOCK_{c}", FP32_BIAS_BITS, "WORDS_L", q)]
     else:
         before += ["words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)",
                    "cols: ttgl.constexpr = ttgl.SliceLayout(1, words_l)"]
     before += [
-        f"cq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols)  # this warpgroup's weight columns",
+        (f"cq = q0 + _gl_byte_columns(ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols))  # the weight column of each MMA row"
+         if whole else f"cq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols)  # this warpgroup's weight columns"),
         f"zc = ttgl.zeros([{WGMMA_COLUMNS}], ttgl.float32, cols)",
     ]
     if not whole:
@@ -232,8 +241,13 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     loop += ["slot = i % STAGES", "_gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)"]
     if whole:
         loop += [
-            "w = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(a_l)  # the bytes, in the operand's layout",
-            f"f = (w.to(ttgl.int32) + {FP32_BIAS_BITS}).to(ttgl.float32, bitcast=True)  # BIAS + v, exactly",
+            "# a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index",
+            "w2 = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(WORDS_L)",
+            *(["w2 = w2 ^ 0x8080"] if signed else []),
+            "# each byte into the low byte of BIAS: BIAS + v as fp32, exactly, one PRMT a value",
+            f"lo, hi = ttgl.inline_asm_elementwise(\"{BYTE_FP32}\", \"=r,=r,=r,=r,r,r,r\", [w2, bias_pairs], "
+            "dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)",
+            f"f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l)",
             *fp32_lines,
             f"a = f.to({dt})",
         ]
@@ -264,7 +278,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     ya = k.access(Y, "store")
     store = [
         "st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])",
-        f"out = ttgl.convert_layout(ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0)), st_l)",
+        (f"out = ttgl.convert_layout(_gl_byte_columns_order(ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0))), st_l)"
+         if whole else f"out = ttgl.convert_layout(ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0)), st_l)"),
         "yr = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(1, st_l))",
         f"yp = off_{p} + yr",
         f"yq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(0, st_l))",
@@ -274,12 +289,12 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     if k.split_k is None:
         after = store
     else:
-        after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
+        after = _meet(k, p, q, dot.out, whole) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
         after += ["    " + ln for ln in store]
     body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
     scalars = _names_in(body, positional)
     cons = _names_in(body, consts)
-    layout = [] if whole else ["PAIRS3"]
+    layout = ["WORDS_L"] if whole else ["PAIRS3"]
     L = ["@gluon.jit",
          f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, t0, k_tiles, tile_id, "
          + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
@@ -287,6 +302,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     L += ["    " + ln for ln in body]
 
     words = f"BLOCK_{c}" if whole else f"BLOCK_{c} * {bits} // 32"  # rows of the weights' tile
+    # its first column: bytes load as 16-bit words of two columns each
+    wcol = f"(off_{q} + wg * {WGMMA_COLUMNS}) // 2" if whole else f"off_{q} + wg * {WGMMA_COLUMNS}"
     L += ["", "", "@gluon.jit",
           f"def {k.name}_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, t0, k_tiles, "
           f"BLOCK_{c}: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):"]
@@ -298,7 +315,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "        _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)",
         "    _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)",
         "    for wg in ttgl.static_range(CONSUMERS):",
-        f"        _gl_tma_load(w_desc, [t * ({words}), off_{q} + wg * {WGMMA_COLUMNS}], ready.index(slot), "
+        f"        _gl_tma_load(w_desc, [t * ({words}), {wcol}], ready.index(slot), "
         "w_ring.index(slot * CONSUMERS + wg))",
         f"    _gl_tma_load(x_desc, [off_{p}, t * BLOCK_{c}], ready.index(slot), x_ring.index(slot))",
     ]]
@@ -325,8 +342,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
             "    t0 = ttgl.program_id(1) * per_split",
             f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), 1)"]),
         f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, WG_N, BLOCK_{c}], x_desc.layout)",
-        f"w_ring = ttgl.allocate_shared_memory({GL_INTS[k.access(W, 'load').dtype] if whole else 'ttgl.int32'}, "
-        f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS}], w_desc.layout)",
+        f"w_ring = ttgl.allocate_shared_memory({'ttgl.uint16' if whole else 'ttgl.int32'}, "
+        f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS // 2 if whole else WGMMA_COLUMNS}], w_desc.layout)",
         "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
         "turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())",
@@ -358,7 +375,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     return L
 
 
-def _meet(k: KernelIR, p: str, q: str, acc: str) -> list[str]:
+def _meet(k: KernelIR, p: str, q: str, acc: str, by_byte_rows: bool) -> list[str]:
     """Lines where the split-K shares of a tile meet: each share but the last stores its partial sums
     to its fp32 slice and counts once in its thread's counter (release); the last share's threads
     wait for their counters (acquire), add the other slices element by element and zero the
@@ -372,7 +389,8 @@ def _meet(k: KernelIR, p: str, q: str, acc: str) -> list[str]:
         *["    " + ln for ln in [
             "ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))",
             f"ep_p = off_{p} + ep_r",
-            f"ep_q = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(1, acc_l))",
+            (f"ep_q = q0 + _gl_byte_columns(ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(1, acc_l)))"
+             if by_byte_rows else f"ep_q = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(1, acc_l))"),
             f"ep_mask = ((ep_r < BLOCK_{p}) & (ep_p < n_{p}))[None, :] & (ep_q < n_{q})[:, None]",
             f"ws_ptrs = ws_{acc} + ep_p[None, :].to(ttgl.int64) * n_{q} + ep_q[:, None]",
             "# a counter per thread of the warpgroup: the elements it holds are the same in every share",
@@ -421,6 +439,27 @@ def _gl_zero(counter):
 
 
 @gluon.jit
+def _gl_byte_columns(r):
+    # the column (within 64) whose bytes MMA row r holds when a thread's two rows load as adjacent
+    # columns (gluon_layouts.wgmma_bytes_bases, byte_row_column)
+    return ((r >> 3) & 1) | ((r & 7) << 1) | (r & 48)
+
+
+@gluon.jit
+def _gl_byte_rows(t, layout: ttgl.constexpr):
+    # [64 columns, K] loaded by column -> by the MMA's row: column a + 2 l + 16 w is row l + 8 a + 16 w
+    t = ttgl.permute(ttgl.reshape(t, [4, 8, 2, t.shape[1]]), (0, 2, 1, 3))
+    return ttgl.convert_layout(ttgl.reshape(t, [64, t.shape[3]]), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _gl_byte_columns_order(t):
+    # [n, 64] by the MMA's row -> by column (the inverse of _gl_byte_rows, along the last axis)
+    t = ttgl.permute(ttgl.reshape(t, [t.shape[0], 4, 2, 8]), (0, 1, 3, 2))
+    return ttgl.reshape(t, [t.shape[0], 64])
+
+
+@gluon.jit
 def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
     # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
     return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
@@ -436,14 +475,17 @@ def render_host(k: KernelIR) -> list[str]:
     dt = GL_DTYPES[k.value(x).dtype]
     wtype = k.access(W, "load").dtype
     bits = BITS[wtype]
-    if byte_weights(k):
-        w_desc = f"[kw[\"BLOCK_{c}\"], {WGMMA_COLUMNS}], {GL_INTS[wtype]}"
-        layout = []
+    w_view = f"t[{W!r}]"
+    if byte_weights(k):  # as 16-bit words of two adjacent columns' bytes (gluon_layouts.wgmma_byte_words_bases)
+        w_desc = f"[kw[\"BLOCK_{c}\"], {WGMMA_COLUMNS // 2}], ttgl.uint16"
+        w_view = f"_byte_words(t[{W!r}], {W!r})"
+        layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout", "",
+                  f"    kw[\"WORDS_L\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"])"]
     else:
         w_desc = f"[kw[\"BLOCK_{c}\"] * {bits} // 32, {WGMMA_COLUMNS}], ttgl.int32"
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout", "",
                   f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits})"]
-    names = constexprs(k) + ([] if byte_weights(k) else ["PAIRS3"])
+    names = constexprs(k) + (["WORDS_L"] if byte_weights(k) else ["PAIRS3"])
     counters = [] if k.split_k is None else [
         "    if cfg.constexprs[\"SPLIT_K\"] > 1:  # the shared counters grown to one per thread of each consumer, so the",
         "        # Triton kernel's arguments (one per tile) take the same buffer",
@@ -459,7 +501,7 @@ def render_host(k: KernelIR) -> list[str]:
         *layout,
         f"    wg_n = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N})  # wgmma's n: X's tile rows (those past the row tile computed, not stored)",
         f"    x_desc = _wgmma_descriptor(t[{X!r}], [wg_n, kw[\"BLOCK_{c}\"]], {dt}, {X!r})",
-        f"    w_desc = _wgmma_descriptor(t[{W!r}], {w_desc}, {W!r})",
+        f"    w_desc = _wgmma_descriptor({w_view}, {w_desc}, {W!r})",
         f"    consts = {{name: kw[name] for name in {names!r}}}",
         "    consumers = cfg.num_warps // 4",
         "    # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at",
@@ -482,6 +524,17 @@ def render_host(k: KernelIR) -> list[str]:
         "    return GluonDescriptor.from_tensor(x, block, ttgl.NVMMASharedLayout.get_default_for(block, dtype))",
         "",
         "",
+        *([
+            "def _byte_words(x, name):",
+            "    import torch",
+            "",
+            "    if x.dim() != 2 or x.stride(-1) != 1 or x.shape[-1] % 2:",
+            "        raise ValueError(f\"the register-operand (wgmma) schedule reads {name}'s bytes as 16-bit words of two \"",
+            "                         f\"columns: its rows contiguous, of an even length (shape {tuple(x.shape)})\")",
+            "    return x.view(torch.uint16)",
+            "",
+            "",
+        ] if byte_weights(k) else []),
         "def wgmma_launch(cfg, t, n, c):",
         "    args, kwargs = wgmma_launch_args(cfg, t, n, c)",
         f"    {k.name}_wgmma_kernel[cfg.grid](*args, **kwargs)",
