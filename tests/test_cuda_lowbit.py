@@ -662,3 +662,28 @@ def test_byte_words_layout_puts_a_threads_two_rows_in_one_word():
             for byte in (0, 1):  # the MMA fragment's rows of this thread: lane // 4 (+ 8), in its warp's 16
                 r = lane // 4 + 8 * byte + 16 * warp
                 assert byte_row_column(r) == 2 * word + byte
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_decode_tiles_load_a_threads_two_rows_as_adjacent_columns(bits):
+    """wgmma_pairs_bases(by_column=True): the words' rows are columns, a thread's two operand rows (lane // 4
+    and + 8 in its warp's 16) the adjacent columns byte_row_column gives them, and the reduction indices
+    are those of the layout in row order (by_column=False), which keeps row r at column r."""
+    from tilesched.backends.cuda.gluon_layouts import byte_row_column, wgmma_pairs_bases
+
+    by_col, by_row = wgmma_pairs_bases(128, bits, by_column=True), wgmma_pairs_bases(128, bits)
+
+    def place(bases: dict, kind: str, index: int) -> list[int]:
+        out = [0, 0, 0]
+        for bit, b in enumerate(bases[kind]):
+            if index >> bit & 1:
+                out = [x ^ y for x, y in zip(out, b)]
+        return out
+
+    for warp in range(4):
+        for lane in range(32):
+            for reg in range(1 << len(by_row["reg_bases"])):
+                got, ref = ([a ^ b ^ c for a, b, c in zip(place(L, "lane_bases", lane), place(L, "warp_bases", warp),
+                                                          place(L, "reg_bases", reg))] for L in (by_col, by_row))
+                assert got[1:] == ref[1:]  # the same word and pair of the reduction
+                assert got[0] == byte_row_column(ref[0])  # row r of the MMA at column byte_row_column(r)

@@ -274,7 +274,7 @@ def launch(cfg, t, n, c):
 
 # the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
 @gluon.jit
-def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, WORDS_L: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
+def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, WORDS_L: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
     acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, WG_N, 16])
     a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
     cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)
@@ -314,7 +314,8 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
     if SPLIT_K > 1:
         ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
         ep_p = off_M + ep_r
-        ep_q = q0 + _gl_byte_columns(ttgl.arange(0, 64, layout=ttgl.SliceLayout(1, acc_l)))
+        ep_w = ttgl.arange(0, 64, layout=ttgl.SliceLayout(1, acc_l))  # the MMA's rows
+        ep_q = q0 + (_gl_byte_columns(ep_w) if BY_COLUMN else ep_w)  # their columns
         ep_mask = ((ep_r < BLOCK_M) & (ep_p < n_M))[None, :] & (ep_q < n_N)[:, None]
         ws_ptrs = ws_acc + ep_p[None, :].to(ttgl.int64) * n_N + ep_q[:, None]
         # a counter per thread of the warpgroup: the elements it holds are the same in every share
@@ -331,7 +332,10 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
             _gl_zero(counter)  # after every load: the next call counts from zero
     if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it
         st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-        out = ttgl.convert_layout(_gl_byte_columns_order(ttgl.permute(acc.to(ttgl.bfloat16), (1, 0))), st_l)
+        out = ttgl.permute(acc.to(ttgl.bfloat16), (1, 0))
+        if BY_COLUMN:  # MMA row r is column _gl_byte_columns(r)
+            out = _gl_byte_columns_order(out)
+        out = ttgl.convert_layout(out, st_l)
         yr = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(1, st_l))
         yp = off_M + yr
         yq = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(0, st_l))
@@ -388,6 +392,7 @@ def w8a16_gemm_wgmma_kernel(
     SPLIT_K: ttgl.constexpr,
     STAGES: ttgl.constexpr,
     WORDS_L: ttgl.constexpr,
+    BY_COLUMN: ttgl.constexpr,
     CONSUMERS: ttgl.constexpr,
     PINGPONG: ttgl.constexpr,
     WG_N: ttgl.constexpr,
@@ -423,13 +428,13 @@ def w8a16_gemm_wgmma_kernel(
     _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
     if CONSUMERS == 2:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, CONSUMERS, PINGPONG, WG_N)),
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
             (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [4, 1], [CONSUMER_REGS, 24])  # registers: the consumer's accumulator and operand; the loader's few
     else:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
             (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [1], [24])
 
@@ -446,10 +451,11 @@ def wgmma_launch_args(cfg, t, n, c):
     from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout
 
     kw["WORDS_L"] = wgmma_byte_words_layout(kw["BLOCK_K"])
+    kw["BY_COLUMN"] = True
     wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(_byte_words(t['W'], 'W'), [kw["BLOCK_K"], 32], ttgl.uint16, 'W')
-    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'WORDS_L']}
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'WORDS_L', 'BY_COLUMN']}
     consumers = cfg.num_warps // 4
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)

@@ -73,7 +73,7 @@ def words_load_layout(block_rows: int, block_red: int, warps: int, bits: int = 4
     return ttgl.DistributedLinearLayout(**words_load_bases(block_rows, block_red, warps, bits))
 
 
-def wgmma_pairs_bases(block_red: int, bits: int) -> dict[str, list[list[int]]]:
+def wgmma_pairs_bases(block_red: int, bits: int, by_column: bool = False) -> dict[str, list[list[int]]]:
     """Linear-layout bases of [64, words, pairs] for one warpgroup's wgmma register operand (k_width
     2: a thread holds reduction indices 2t, 2t + 1 of every 8, for rows r and r + 8): the 64 weight
     columns, the tile's words, a word's 16 / bits pairs of consecutive values (2j, 2j + 1: one
@@ -81,18 +81,21 @@ def wgmma_pairs_bases(block_red: int, bits: int) -> dict[str, list[list[int]]]:
     the lane's two bits (pairs j), then registers: further pairs of the word, then further words."""
     pairs = 16 // bits
     words = block_red * bits // 32
-    lane = [[0, 0, 1], [0, 0, 2], [1, 0, 0], [2, 0, 0], [4, 0, 0]]
-    reg = [[8, 0, 0]]
+    if by_column:  # a thread's two rows (r, r + 8) are adjacent columns (one 64-bit load of two words), column
+        # a + 2 l + 16 w being the MMA's row l + 8 a + 16 w (byte_row_column); else row r is column r
+        lane, reg = [[0, 0, 1], [0, 0, 2], [2, 0, 0], [4, 0, 0], [8, 0, 0]], [[1, 0, 0]]
+    else:
+        lane, reg = [[0, 0, 1], [0, 0, 2], [1, 0, 0], [2, 0, 0], [4, 0, 0]], [[8, 0, 0]]
     for b in range(2, _log2(block_red // 2)):  # reduction index bits above the lane's: k + 8, k + 16, ...
         reg.append([0, 0, 1 << b] if b < _log2(pairs) else [0, 1 << (b - _log2(pairs)), 0])
     return {"reg_bases": reg, "lane_bases": lane, "warp_bases": [[16, 0, 0], [32, 0, 0]], "block_bases": [],
             "shape": [64, words, pairs]}
 
 
-def wgmma_pairs_layout(block_red: int, bits: int):
+def wgmma_pairs_layout(block_red: int, bits: int, by_column: bool = False):
     from triton.experimental.gluon import language as ttgl
 
-    return ttgl.DistributedLinearLayout(**wgmma_pairs_bases(block_red, bits))
+    return ttgl.DistributedLinearLayout(**wgmma_pairs_bases(block_red, bits, by_column))
 
 
 def wgmma_byte_words_bases(block_red: int) -> dict[str, list[list[int]]]:

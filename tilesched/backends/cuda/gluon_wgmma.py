@@ -262,8 +262,11 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
             *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
             f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
             f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
-            f"a = ttgl.convert_layout(ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l, "
-            "assert_trivial=True)",
+            f"a = ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}])",
+            "if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words",
+            "    a = _gl_byte_rows(a, a_l)",
+            "else:",
+            "    a = ttgl.convert_layout(a, a_l, assert_trivial=True)",
         ]
     loop += [
         "if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
@@ -278,8 +281,10 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     ya = k.access(Y, "store")
     store = [
         "st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])",
-        (f"out = ttgl.convert_layout(_gl_byte_columns_order(ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0))), st_l)"
-         if whole else f"out = ttgl.convert_layout(ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0)), st_l)"),
+        f"out = ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0))",
+        "if BY_COLUMN:  # MMA row r is column _gl_byte_columns(r)",
+        "    out = _gl_byte_columns_order(out)",
+        "out = ttgl.convert_layout(out, st_l)",
         "yr = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(1, st_l))",
         f"yp = off_{p} + yr",
         f"yq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(0, st_l))",
@@ -289,12 +294,12 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     if k.split_k is None:
         after = store
     else:
-        after = _meet(k, p, q, dot.out, whole) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
+        after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
         after += ["    " + ln for ln in store]
     body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
     scalars = _names_in(body, positional)
     cons = _names_in(body, consts)
-    layout = ["WORDS_L"] if whole else ["PAIRS3"]
+    layout = ["WORDS_L", "BY_COLUMN"] if whole else ["PAIRS3", "BY_COLUMN"]
     L = ["@gluon.jit",
          f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, t0, k_tiles, tile_id, "
          + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
@@ -375,7 +380,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     return L
 
 
-def _meet(k: KernelIR, p: str, q: str, acc: str, by_byte_rows: bool) -> list[str]:
+def _meet(k: KernelIR, p: str, q: str, acc: str) -> list[str]:
     """Lines where the split-K shares of a tile meet: each share but the last stores its partial sums
     to its fp32 slice and counts once in its thread's counter (release); the last share's threads
     wait for their counters (acquire), add the other slices element by element and zero the
@@ -389,8 +394,8 @@ def _meet(k: KernelIR, p: str, q: str, acc: str, by_byte_rows: bool) -> list[str
         *["    " + ln for ln in [
             "ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))",
             f"ep_p = off_{p} + ep_r",
-            (f"ep_q = q0 + _gl_byte_columns(ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(1, acc_l)))"
-             if by_byte_rows else f"ep_q = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(1, acc_l))"),
+            f"ep_w = ttgl.arange(0, {WGMMA_COLUMNS}, layout=ttgl.SliceLayout(1, acc_l))  # the MMA's rows",
+            "ep_q = q0 + (_gl_byte_columns(ep_w) if BY_COLUMN else ep_w)  # their columns",
             f"ep_mask = ((ep_r < BLOCK_{p}) & (ep_p < n_{p}))[None, :] & (ep_q < n_{q})[:, None]",
             f"ws_ptrs = ws_{acc} + ep_p[None, :].to(ttgl.int64) * n_{q} + ep_q[:, None]",
             "# a counter per thread of the warpgroup: the elements it holds are the same in every share",
@@ -484,8 +489,13 @@ def render_host(k: KernelIR) -> list[str]:
     else:
         w_desc = f"[kw[\"BLOCK_{c}\"] * {bits} // 32, {WGMMA_COLUMNS}], ttgl.int32"
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout", "",
-                  f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits})"]
-    names = constexprs(k) + (["WORDS_L"] if byte_weights(k) else ["PAIRS3"])
+                  "    # words load a thread's two rows as adjacent columns at decode tiles only: there the 64-bit loads",
+                  "    # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster",
+                  f"    kw[\"BY_COLUMN\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}",
+                  f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits}, kw[\"BY_COLUMN\"])"]
+    if byte_weights(k):  # bytes always load by column: 16-bit words of two columns
+        layout += ["    kw[\"BY_COLUMN\"] = True"]
+    names = constexprs(k) + (["WORDS_L"] if byte_weights(k) else ["PAIRS3"]) + ["BY_COLUMN"]
     counters = [] if k.split_k is None else [
         "    if cfg.constexprs[\"SPLIT_K\"] > 1:  # the shared counters grown to one per thread of each consumer, so the",
         "        # Triton kernel's arguments (one per tile) take the same buffer",
