@@ -176,19 +176,18 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
     out_dt = {"fp32": "ttgl.float32", **GL_DTYPES}[k.access(out, "store").dtype]
     scale = f"{softmax.fn[0][1]} * {LOG2E!r}" if softmax.fn else repr(LOG2E)
     consts = constexprs(k)
-    persistent = walk
     claimed = walk and k.claim_tiles  # tiles from a counter (the loader claims, tile_id says which)
     fn = f"{k.name}_persistent" if walk else f"{k.name}_specialized"
     pids = [f"pid_{p}" for p in k.points]
-    tile_args = ["total", f"tiles_{qa}"] if persistent else pids
+    tile_args = ["total", f"tiles_{qa}"] if walk else pids
     o_acc = k.access(out, "store")
     o_ptrs = " + ".join([f"p_{out}"] + [f"pid_{a} * s_{out}_{a}" for a in o_acc.axes if a in k.points]
                         + [f"ttgl.expand_dims(o_{qa}.to(ttgl.int64) * s_{out}_{qa}, 1)",
                            f"ttgl.expand_dims(cols * s_{out}_{d}, 0)"])
     k_tile = f"k_ring.index(slot).reshape([BLOCK_{r}, HEAD]).permute((1, 0))"
-    kv = "kv + " if persistent else ""  # the ring's position of key tile lo
-    # a persistent consumer frees its query half after the tile's last scores MMA (the loader refills it)
-    free_q = ["_gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled"]
+    kv = "kv + " if walk else ""  # the ring's position of key tile lo
+    # a walking consumer frees its query half after the tile's last scores MMA (the loader refills it)
+    free_q = "_gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled"
 
     # consumer: scores, online softmax, context for HALF query rows
     # with a positive scale (the launch says) the row maximum of the raw scores, scaled, is the
@@ -221,21 +220,21 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
     ]
     tile_body = [
         f"o_{qa} = start + ttgl.arange(0, HALF, layout=ttgl.SliceLayout(1, s_layout))",
-        *([] if persistent else [f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)"]),
+        *([] if walk else [f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)"]),
         f"m_i = ttgl.full([HALF], {NEG_INF}, ttgl.float32, ttgl.SliceLayout(1, s_layout))",
         "l_i = ttgl.zeros([HALF], ttgl.float32, ttgl.SliceLayout(1, s_layout))",
         "o = ttgl.zeros([HALF, HEAD], ttgl.float32, o_layout)",
         f"p_op = ttgl.zeros([HALF, BLOCK_{r}], {dt}, p_layout)",
-        *([] if persistent else ["q_tile = q_smem.reshape([HALF, HEAD])"]),
-        *([] if claimed else ["_gl_mbarrier.wait(q_ready, it & 1)" if persistent else "_gl_mbarrier.wait(q_bar, 0)"]),
-        *(["if hi == lo:  # nothing kept: the query half is free at once", "    " + free_q[0]] if persistent else []),
+        *([] if walk else ["q_tile = q_smem.reshape([HALF, HEAD])"]),
+        *([] if claimed else ["_gl_mbarrier.wait(q_ready, it & 1)" if walk else "_gl_mbarrier.wait(q_bar, 0)"]),
+        *(["if hi == lo:  # nothing kept: the query half is free at once", "    " + free_q] if walk else []),
         "if hi > lo:  # the first tile: nothing to overlap yet",
         "    t = lo",
-        *(["    slot = kv % STAGES", "    _gl_mbarrier.wait(ready.index(slot), (kv // STAGES) & 1)"] if persistent
+        *(["    slot = kv % STAGES", "    _gl_mbarrier.wait(ready.index(slot), (kv // STAGES) & 1)"] if walk
           else ["    _gl_mbarrier.wait(ready.index(0), 0)"]),
-        f"    s = _gl_hopper.warpgroup_mma(q_tile, {k_tile if persistent else k_tile.replace('(slot)', '(0)')}, s_zero, "
+        f"    s = _gl_hopper.warpgroup_mma(q_tile, {k_tile if walk else k_tile.replace('(slot)', '(0)')}, s_zero, "
         "use_acc=False)",
-        *(["    if hi - lo == 1:", "        " + free_q[0]] if persistent else []),
+        *(["    if hi - lo == 1:", "        " + free_q] if walk else []),
         f"    o_{r} = t * BLOCK_{r} + ttgl.arange(0, BLOCK_{r}, layout=ttgl.SliceLayout(0, s_layout))",
         *["    " + ln for ln in step],
         f"    p_op = ttgl.convert_layout(p.to({dt}), p_layout)",
@@ -247,7 +246,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         f"    s_tok = _gl_hopper.warpgroup_mma(q_tile, {k_tile}, s_zero, use_acc=False, is_async=True)",
         f"    o_tok = _gl_hopper.warpgroup_mma(p_op, v_ring.index(prev).reshape([BLOCK_{r}, HEAD]), o, is_async=True)",
         "    s = _gl_hopper.warpgroup_mma_wait(1, deps=[s_tok])",
-        *(["    if t == hi - 1:", "        " + free_q[0]] if persistent else []),
+        *(["    if t == hi - 1:", "        " + free_q] if walk else []),
         f"    o_{r} = t * BLOCK_{r} + ttgl.arange(0, BLOCK_{r}, layout=ttgl.SliceLayout(0, s_layout))",
         *["    " + ln for ln in step],
         "    # P_{t-1}'s registers stay live until its MMA ends; P_t is packed into them after it",
@@ -259,7 +258,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         *([f"    last = ({kv}hi - 1 - lo) % STAGES",
            f"    o = _gl_hopper.warpgroup_mma(p_op, v_ring.index(last).reshape([BLOCK_{r}, HEAD]), o)",
            "    _gl_mbarrier.arrive(empty.index(last), count=1)  # the next tile's keys may take the slot"]
-          if persistent else
+          if walk else
           [f"    o = _gl_hopper.warpgroup_mma(p_op, v_ring.index((hi - 1 - lo) % STAGES).reshape([BLOCK_{r}, HEAD]), o)"]),
         "o = o / ttgl.expand_dims(ttgl.convert_layout(ttgl.where(l_i == 0.0, 1.0, l_i), row_o), 1)  # nothing kept: 0",
         f"o_{qa} = start + ttgl.arange(0, HALF, layout=row_o)",
@@ -269,7 +268,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
     per_tile = _decode(k) + _kept_range(k) + ["start = first + OFFSET"] + tile_body + ["kv += hi - lo", "it += 1"]
     # the loader's claim, once its query half is in (a claim of `total` or more: none left)
     read_claim = ["_gl_mbarrier.wait(q_ready, it & 1)", "tile = ttgl.max(tile_id.load(CLAIM_LAYOUT), axis=0)"]
-    if persistent:
+    if walk:
         body = layouts + [
             f"s_zero = ttgl.zeros([HALF, BLOCK_{r}], ttgl.float32, s_layout)",
             "q_tile = q_smem.reshape([HALF, HEAD])",
@@ -297,7 +296,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
          "HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):"]
     L += ["    " + ln for ln in body]
 
-    if persistent:
+    if walk:
         q_free_wait = ["    if it > 0:  # the consumer's last scores of the previous tile are done"
                        + (" (its claim read)" if claimed else ""),
                        "        _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)"]
@@ -370,7 +369,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
 
     top = [f"HALF: ttgl.constexpr = BLOCK_{qa} // 2",
            f"HEAD: ttgl.constexpr = BLOCK_{d}"]
-    if persistent:
+    if walk:
         top += [f"tiles_{qa} = (n_{qa} + BLOCK_{qa} - 1) // BLOCK_{qa}",
                 f"total = tiles_{qa}" + "".join(f" * n_{p}" for p in k.points) + "  # the tiles of every point"]
     else:
@@ -380,7 +379,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         top += [f"start = pid_{qa} * BLOCK_{qa}"]
         top += _kept_range(k)
         top += [f"q_row = {_row(k, Q)}", f"k_row = {_row(k, K)}", f"v_row = {_row(k, V)}"]
-    q_bars = ["q_ready", "q_free"] if persistent else ["q_bar"]
+    q_bars = ["q_ready", "q_free"] if walk else ["q_bar"]
     top += [
         f"qk_scale = {scale}  # exp(c s - m) = 2^(c log2(e) s - m'): the softmax in base 2",
         f"q_halves = ttgl.allocate_shared_memory({dt}, [2, 1, HALF, HEAD], q_desc.layout)",
@@ -397,7 +396,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         "    _gl_mbarrier.init(ready.index(j), count=1)",
         "    _gl_mbarrier.init(empty.index(j), count=2)  # one arrival per consumer warpgroup",
     ]
-    if persistent:
+    if walk:
         common = ", ".join(scalars + cons)
 
         def consumer(half: int) -> str:
