@@ -451,7 +451,7 @@ def wgmma_launch_args(cfg, t, n, c):
     from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout
 
     kw["WORDS_L"] = wgmma_byte_words_layout(kw["BLOCK_K"])
-    kw["BY_COLUMN"] = True
+    kw["BY_COLUMN"] = True  # always: a word holds two columns
     wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(_byte_words(t['W'], 'W'), [kw["BLOCK_K"], 32], ttgl.uint16, 'W')

@@ -485,7 +485,8 @@ def render_host(k: KernelIR) -> list[str]:
         w_desc = f"[kw[\"BLOCK_{c}\"], {WGMMA_COLUMNS // 2}], ttgl.uint16"
         w_view = f"_byte_words(t[{W!r}], {W!r})"
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout", "",
-                  f"    kw[\"WORDS_L\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"])"]
+                  f"    kw[\"WORDS_L\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"])",
+                  "    kw[\"BY_COLUMN\"] = True  # always: a word holds two columns"]
     else:
         w_desc = f"[kw[\"BLOCK_{c}\"] * {bits} // 32, {WGMMA_COLUMNS}], ttgl.int32"
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout", "",
@@ -493,8 +494,6 @@ def render_host(k: KernelIR) -> list[str]:
                   "    # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster",
                   f"    kw[\"BY_COLUMN\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}",
                   f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits}, kw[\"BY_COLUMN\"])"]
-    if byte_weights(k):  # bytes always load by column: 16-bit words of two columns
-        layout += ["    kw[\"BY_COLUMN\"] = True"]
     names = constexprs(k) + (["WORDS_L"] if byte_weights(k) else ["PAIRS3"]) + ["BY_COLUMN"]
     counters = [] if k.split_k is None else [
         "    if cfg.constexprs[\"SPLIT_K\"] > 1:  # the shared counters grown to one per thread of each consumer, so the",
