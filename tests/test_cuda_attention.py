@@ -350,12 +350,14 @@ def test_a_persistent_grid_with_point_axes_needs_the_warp_specialised_schedule()
 def test_plan_says_where_the_grid_is_persistent(capsys):
     from tilesched.cli import main
 
-    spec = str(ROOT / "configs" / "flash_attention.yaml")
-    line = "; persistent: one CTA an SM walks the SQ tiles of every B and H, loading the next tile's while it finishes one"
-    for persistent in (True, False):
-        sets = ["WARP_SPECIALIZE=true", "NUM_WARPS=4", "BLOCK_N=128", f"PERSISTENT={str(persistent).lower()}"]
-        assert main(["plan", spec] + [a for v in sets for a in ("--set", v)]) == 0
-        assert (line in capsys.readouterr().out) == persistent
+    walk = "; persistent: one CTA an SM walks the SQ tiles of every B and H, loading the next tile's while it finishes one"
+    claim = ("; persistent: one CTA an SM claims the SQ tiles of every B and H from a counter, heaviest first, loading "
+             "the next tile's while it finishes one")
+    for name, line in (("flash_attention", walk), ("flash_attention_causal", claim)):
+        for persistent in (True, False):
+            sets = ["WARP_SPECIALIZE=true", "NUM_WARPS=4", "BLOCK_N=128", f"PERSISTENT={str(persistent).lower()}"]
+            assert main(["plan", str(ROOT / "configs" / f"{name}.yaml")] + [a for v in sets for a in ("--set", v)]) == 0
+            assert (line in capsys.readouterr().out) == persistent, (name, persistent)
 
 
 def test_plan_says_where_the_tiles_launch_heaviest_first(capsys):

@@ -154,9 +154,9 @@ def _warp_specialize_lines(binding) -> list[str]:
     return [f"warp specialised: a loader warp brings {load_k.tensor} and {load_v.tensor} tiles by TMA into "
             f"{binding.option('num_stages', 3)} slots; two consumer warpgroups of 64 {k.grid[0]} rows run {softmax.stage} "
             f"while {context.stage}'s MMA is in flight (a Gluon kernel: Hopper GPUs only)"
-            + (f"; persistent: one CTA an SM walks the {k.grid[0]} tiles of every "
-               f"{' and '.join(k.points) or 'point'}, loading the next tile's while it finishes one"
-               if binding.option("persistent", False) else "")]
+            + (f"; persistent: one CTA an SM {'claims' if k.claim_tiles else 'walks'} the {k.grid[0]} tiles of every "
+               f"{' and '.join(k.points) or 'point'}{' from a counter, heaviest first' if k.claim_tiles else ''}, "
+               "loading the next tile's while it finishes one" if binding.option("persistent", False) else "")]
 
 
 def _bind_cli(prog, values: dict, source):
