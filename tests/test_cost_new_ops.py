@@ -172,3 +172,21 @@ def test_a_persistent_grid_pays_one_fill_and_drain():
             one, walk = (predict(bind(prog, {**point, "PERSISTENT": v})).latency for v in (False, True))
             gain[s] = one / walk
         assert gain[1024] > gain[16384] > 1.0, (spec, gain)
+
+
+def test_the_model_claims_tiles_where_heavy_first_orders_them():
+    """A persistent point's tiles spread without whole waves only where the kernel claims them from a
+    counter: where heavy_first orders them (the last query tile keeps more key tiles than the first:
+    causal, a sliding window whose first rows see fewer keys), not without a mask nor under a
+    block-local one (every tile keeps as many), which walk a stride; the kernel IR says the same."""
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.tuner.costmodel import _claims_tiles
+
+    text = (CONFIGS / "flash_attention_causal.yaml").read_text()
+    point = {"B": 4, "H": 32, "SQ": 4096, "SK": 4096, "D": 128, "BLOCK_M": 128, "BLOCK_N": 128, "NUM_WARPS": 4,
+             "NUM_STAGES": 3, "WARP_SPECIALIZE": True, "PERSISTENT": True}
+    for mask, claims in (("SQ >= SK", True), ("SQ >= SK and SQ - SK < 512", True), ("SQ // 16 == SK // 16", False),
+                         (None, False)):
+        edited = text.replace('mask: "SQ >= SK", ', "" if mask is None else f"mask: {mask!r}, ")
+        prog = lower(*load_spec_text(edited))
+        assert _claims_tiles(bind(prog, point)) == claims == lower_kernel(prog).claim_tiles, mask

@@ -320,7 +320,7 @@ def predict_gpu(b: Binding) -> Prediction:
     if _warp_specialized(b) and b.option("persistent", False):
         # one CTA an SM walks its tiles, loading the next while it finishes one: a single prologue
         # and epilogue; claimed from a counter (a skipping mask) the tiles spread without whole waves
-        walk = programs / slots if _masked_softmax(b) is not None else waves
+        walk = programs / slots if _claims_tiles(b) else waves
         compute_time = MEM_LATENCY_S + walk * steps * (step + exposed) + MEM_LATENCY_S
     else:
         tile_time = MEM_LATENCY_S + steps * (step + exposed) + MEM_LATENCY_S  # prologue, steady state, epilogue
@@ -349,13 +349,20 @@ def kept_tile_fraction(b: Binding) -> float:
     """Of the (query tile, key tile) pairs, the fraction a masked online softmax visits: a tile is
     visited when its mask holds at one of its corners (exact for masks monotone along each axis:
     causal, sliding windows), the spatial axes of the mask's tensor at their own tiles."""
+    kept = _kept_tiles(b)
+    return 1.0 if kept is None else float(kept[0].mean())
+
+
+def _kept_tiles(b: Binding) -> tuple[np.ndarray, tuple[str, ...]] | None:
+    """Which tiles of the masked softmax's tensor (its axes, each at its own tile) the mask keeps
+    somewhere; None without a mask over looped axes or where the model cannot evaluate it."""
     s = _masked_softmax(b)
     if s is None:
-        return 1.0
+        return None
     t = b.program.tensor(s.reads[0])
     looped = [a for a in t.shape if b.program.loop(a) is not None and b.tile(a) < b.sizes[a]]
     if not looped:
-        return 1.0
+        return None
     corners = {}
     for a in t.shape:
         if a in looped:
@@ -373,8 +380,26 @@ def kept_tile_fraction(b: Binding) -> float:
         try:
             hit |= np.broadcast_to(_mask_at(s.mask, t.shape, grid, b.sizes, env), hit.shape)
         except Exception:  # noqa: BLE001 - a mask the model cannot evaluate counts as dense
-            return 1.0
-    return float(hit.mean())
+            return None
+    return hit, tuple(t.shape)
+
+
+def _claims_tiles(b: Binding) -> bool:
+    """A persistent warp-specialised point claims its tiles from a counter where heavy_first orders
+    them (tilesched/passes/heavy_first.py): the mask keeps more key tiles for the query axis's last
+    tile than for its first (causal); otherwise (no mask, a sliding window) the tiles are walked
+    with the grid's stride."""
+    kept = _kept_tiles(b)
+    if kept is None:
+        return False
+    hit, axes = kept
+    red = _reduction(b)
+    grid = [a for a in axes if a != red and b.tile(a) > 1]
+    if len(grid) != 1 or red not in axes:
+        return False
+    others = tuple(j for j, a in enumerate(axes) if a != grid[0])
+    per_tile = hit.sum(axis=others)  # kept tiles along the reduction, per tile of the grid's axis
+    return bool(per_tile[-1] > per_tile[0])
 
 
 def _mask_at(mask: str, axes, points: dict, sizes, env) -> np.ndarray:
