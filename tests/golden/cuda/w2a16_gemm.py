@@ -85,7 +85,7 @@ def _gl_zero(counter):
 @gluon.jit
 def _gl_byte_columns(r):
     # the column (within 64) whose bytes MMA row r holds when a thread's two rows load as adjacent
-    # columns (gluon_layouts.wgmma_bytes_bases, byte_row_column)
+    # columns (gluon_layouts.wgmma_byte_words_bases, byte_row_column)
     return ((r >> 3) & 1) | ((r & 7) << 1) | (r & 48)
 
 

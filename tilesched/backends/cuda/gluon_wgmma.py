@@ -17,7 +17,7 @@ which it reads from registers, and X's tile its second, from shared memory. Thre
     that is an integer BIAS + z represents exactly, else on its own; a product then a sum is one
     fma), and issues the wgmma, the accumulator in registers over the whole reduction. Weights
     stored one to a byte (uint8, int8) load from the ring as the operand's values instead, a
-    thread's two rows as adjacent columns (16-bit loads; gluon_layouts.wgmma_bytes_bases: MMA row
+    thread's two rows as adjacent columns (16-bit loads; gluon_layouts.wgmma_byte_words_bases: MMA row
     r computes column byte_row_column(r), its coefficients and outputs follow), and run the
     chain in fp32 (1.5 x 2^23 + v by one integer add; exact, then one rounding).
 Each consumer waits for its own MMA before dequantising its next tile: ptxas reuses the operand's
@@ -52,7 +52,6 @@ PACKED = {"bf16": (128, "0x43004300", 256, "bf16x2"), "fp16": (1024, "0x64006400
 # whole-byte weights run the chain in fp32: 1.5 x 2^23 plus a small integer of either sign, added to its
 # bits, is that float exactly; the chain's (v - z) s is exact in fp32 and rounds once to 16 bits
 FP32_BIAS, FP32_BIAS_BITS, FP32_ROOM = 12582912, "0x4B400000", 1 << 22
-GL_INTS = {"uint8": "ttgl.uint8", "int8": "ttgl.int8"}
 # a 4-bit pair (2j, 2j + 1) is byte j of its word: PRMT moves the byte to the bottom (zeros above), x 0x1001
 # copies it 12 bits up (the high nibble lands at 16-19), one LOP3 keeps both nibbles and ORs BIAS in
 # (three instructions where a shift by the lane's amount took four to five)
@@ -184,8 +183,9 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     whole = byte_weights(k)
     signed = k.access(W, "load").dtype == "int8"  # its bytes flip their top bit: v + 128, unsigned
     if whole:  # bytes: the chain in fp32 on the operand's own layout
-        steps = chain_steps(k, dot, FP32_BIAS + 128 * signed, FP32_ROOM)
-        fp32_lines, operands = chain_fp32(steps, FP32_BIAS + 128 * signed)
+        bias = FP32_BIAS + 128 * signed
+        steps = chain_steps(k, dot, bias, FP32_ROOM)
+        fp32_lines, operands = chain_fp32(steps, bias)
     else:  # packed words: the chain in 16-bit pairs
         bias, _, exact, _ = PACKED[act]
         steps = chain_steps(k, dot, bias, exact - bias)
@@ -446,7 +446,7 @@ def _gl_zero(counter):
 @gluon.jit
 def _gl_byte_columns(r):
     # the column (within 64) whose bytes MMA row r holds when a thread's two rows load as adjacent
-    # columns (gluon_layouts.wgmma_bytes_bases, byte_row_column)
+    # columns (gluon_layouts.wgmma_byte_words_bases, byte_row_column)
     return ((r >> 3) & 1) | ((r & 7) << 1) | (r & 48)
 
 
