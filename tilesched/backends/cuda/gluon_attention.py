@@ -150,6 +150,19 @@ def _decode(k: KernelIR) -> list[str]:
     return lines + [f"first = pid_{qa} * BLOCK_{qa}"]
 
 
+def _fill_ring(r: str, position: str) -> list[str]:
+    """The loader's lines bringing key tile t's K and V into the ring slot of the key tile at
+    `position` (key tiles taken so far), once both consumers freed it."""
+    return [
+        f"slot = {position} % STAGES",
+        f"if {position} >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
+        f"    _gl_mbarrier.wait(empty.index(slot), ({position} // STAGES - 1) & 1)",
+        "_gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
+        f"_gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
+        f"_gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
+    ]
+
+
 def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     """The three Gluon functions of a kernel IR the warp_specialize pass marked: one CTA a tile."""
     return _render_kernel(k, positional, walk=False)
@@ -311,12 +324,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
             "    _gl_mbarrier.expect(q_ready.index(half), q_desc.block_type.nbytes)",
             "    _gl_tma_load(q_desc, [q_row, first + half * HALF, 0], q_ready.index(half), q_halves.index(half))",
             "for t in range(lo, hi):",
-            "    slot = kv % STAGES",
-            "    if kv >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
-            "        _gl_mbarrier.wait(empty.index(slot), (kv // STAGES - 1) & 1)",
-            "    _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
-            f"    _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
-            f"    _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
+            *["    " + ln for ln in _fill_ring(r, "kv")],
             "    kv += 1",
             "it += 1",
         ]
@@ -354,12 +362,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
             "    _gl_tma_load(q_desc, [q_row, start + half * HALF, 0], q_bar.index(half), q_halves.index(half))",
             "for t in range(lo, hi):",
             "    i = t - lo",
-            "    slot = i % STAGES",
-            "    if i >= STAGES:  # the slot's last tile: both consumers' MMAs on it are done",
-            "        _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)",
-            "    _gl_mbarrier.expect(ready.index(slot), k_desc.block_type.nbytes + v_desc.block_type.nbytes)",
-            f"    _gl_tma_load(k_desc, [k_row, t * BLOCK_{r}, 0], ready.index(slot), k_ring.index(slot))",
-            f"    _gl_tma_load(v_desc, [v_row, t * BLOCK_{r}, 0], ready.index(slot), v_ring.index(slot))",
+            *["    " + ln for ln in _fill_ring(r, "i")],
         ]
         loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
                        f"k_row, v_row, start, lo, hi, HALF: ttgl.constexpr, BLOCK_{r}: ttgl.constexpr, "
