@@ -687,3 +687,16 @@ def test_decode_tiles_load_a_threads_two_rows_as_adjacent_columns(bits):
                                                           place(L, "reg_bases", reg))] for L in (by_col, by_row))
                 assert got[1:] == ref[1:]  # the same word and pair of the reduction
                 assert got[0] == byte_row_column(ref[0])  # row r of the MMA at column byte_row_column(r)
+
+
+def test_the_kernel_helper_maps_rows_to_columns_as_the_layouts_do():
+    """The generated `_gl_byte_columns` (device code) computes byte_row_column (the layouts' rows), the
+    one mapping the coefficients, split-K workspace and outputs follow."""
+    import re
+
+    from tilesched.backends.cuda.gluon_layouts import byte_row_column
+    from tilesched.backends.cuda.gluon_wgmma import HELPERS
+
+    body = re.search(r"def _gl_byte_columns\(r\):\n(?:\s*#.*\n)*\s*return (.+)\n", HELPERS).group(1)
+    r = np.arange(64)
+    assert list(eval(body, {"r": r})) == [byte_row_column(int(x)) for x in r]  # noqa: S307 - our own source
