@@ -116,13 +116,25 @@ REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits al
                               ({"M": 520, "N": 1008, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64,
                                                                   "NUM_WARPS": 8, "NUM_STAGES": 4})]] + [
                               (sizes, params) for sizes, params in DECODE_WGMMA_POINTS if sizes["N"] % 16 == 0] + [
-                              ({"M": 3, "N": 304, "K": 520}, DECODE_WGMMA_POINTS[0][1])]}
+                              ({"M": 3, "N": 304, "K": 520}, DECODE_WGMMA_POINTS[0][1])],
+                          # ten to a word: the wgmma kernel only, K tiles of 64 and 128 in steps of five (those past
+                          # K are TMA's zeros: 4 real tiles in 5 at K = 520, a step of one tile at K = 128)
+                          "w3a16_gemm": [(sizes, {"SPLIT_K": 1, **params, "REGISTER_OPERAND": True})
+                                         for sizes, params in WGMMA_POINTS[:4] + [
+                              ({"M": 300, "N": 200, "K": 1040}, {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64,
+                                                                 "NUM_WARPS": 8, "NUM_STAGES": 3}),
+                              ({"M": 520, "N": 1000, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64,
+                                                                  "NUM_WARPS": 8, "NUM_STAGES": 3})]] + [
+                              (sizes, params) for sizes, params in DECODE_WGMMA_POINTS if sizes["N"] % 4 == 0] + [
+                              ({"M": 3, "N": 300, "K": 520}, {**DECODE_WGMMA_POINTS[0][1], "BLOCK_K": 64}),
+                              ({"M": 20, "N": 200, "K": 1040}, {**DECODE_WGMMA_POINTS[1][1], "BLOCK_K": 64})]}
 
 
 # split-K shares on a grid larger than the GPU holds at once, called again and again: a register cap of 64
 # on the decode tiles returned wrong values in 12-33 % of such calls and passed every one-shot check
 # (bench/experiments/wgmma_decode_register_cap.py); (bits, sizes, params) each called REPEAT_CALLS times
 REPEAT_POINTS = [(4, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2}),
+                 (3, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2}),
                  (4, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4}),
                  (8, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2})]
 REPEAT_CALLS = 30
@@ -153,7 +165,7 @@ def differing_calls(kernel, reference, point, ins: dict, calls: int) -> list[tup
     return out
 
 
-def repeat_check(out: Path, tag: str) -> int:
+def repeat_check(out: Path, tag: str, bits: set[int]) -> int:
     """Each REPEAT_POINTS point (the wgmma kernel's decode tiles, 4 warps, K tiles of 128, 2 stages)
     called REPEAT_CALLS times on one input set, NaN-poisoned outputs each time, every result compared
     with the same point without split-K, itself checked against the oracle first. Writes
@@ -163,19 +175,21 @@ def repeat_check(out: Path, tag: str) -> int:
     from tilesched.backends.cuda.kernel import Kernel
 
     rows, failed = [], 0
-    for bits, sizes, params in REPEAT_POINTS:
-        program = load_program(sb.CONFIGS / f"{BITS_SPECS[bits]}.yaml")
+    for b, sizes, params in REPEAT_POINTS:
+        if b not in bits:
+            continue
+        program = load_program(sb.CONFIGS / f"{BITS_SPECS[b]}.yaml")
         kernel = Kernel(program)
         point = {**cfg(params["BLOCK_M"], params["BLOCK_N"], 128, 4, 2), "REGISTER_OPERAND": "wgmma"}
         one, split = sb.legal(program, sizes, point), sb.legal(program, sizes, {**point, "SPLIT_K": params["SPLIT_K"]})
-        ins = make_inputs(bits, sizes["M"], sizes["N"], sizes["K"], "cuda")
+        ins = make_inputs(b, sizes["M"], sizes["N"], sizes["K"], "cuda")
         err, why = sb.oracle_error(kernel, one, ins)
         bad = len(differing_calls(kernel, one, split, ins, REPEAT_CALLS))
         ok = not why and bad == 0
         failed += not ok
-        rows.append({"spec": BITS_SPECS[bits], "sizes": sizes, "params": dict(split.params), "calls": REPEAT_CALLS,
+        rows.append({"spec": BITS_SPECS[b], "sizes": sizes, "params": dict(split.params), "calls": REPEAT_CALLS,
                      "differing_calls": bad, "reference_rel_error": err, "reference_check": why or "ok", "ok": ok})
-        print(f"{'ok  ' if ok else 'FAIL'} {BITS_SPECS[bits]:12s} {sizes} split {params['SPLIT_K']}: {bad} of "
+        print(f"{'ok  ' if ok else 'FAIL'} {BITS_SPECS[b]:12s} {sizes} split {params['SPLIT_K']}: {bad} of "
               f"{REPEAT_CALLS} calls differ from SPLIT_K = 1 ({why or 'checked'})", flush=True)
     name = torch.cuda.get_device_name()
     sb.write_json(out / f"{tag}-repeat-check-{sb.slug(name)}.json",
@@ -212,8 +226,9 @@ def decode_wgmma(bm: int) -> list[dict]:
 
 def candidates(m: int, bits: int = 0) -> list[dict]:
     """A small, shape-class-aware list (the full space is for the tuner); the 4- and 2-bit specs'
-    lists add register-operand points (mma.sync at M <= 16, wgmma above), the 8-bit one wgmma points
-    (3 bits lack the schedule); at M <= 16 all three add the wgmma kernel at the decode row tile."""
+    lists add register-operand points (mma.sync at M <= 16, wgmma above), the 8- and 3-bit ones wgmma
+    points (3 bits with K tiles of 64 too: its steps of five tiles waste fewer of them past K); at M <= 16
+    all but 3 bits add the wgmma kernel at the decode row tile (3 bits at K tiles of 64 and 128)."""
     ro = []
     if m <= 16 and bits in (2, 4):  # NUM_STAGES 2: the next words in registers; 3, 4: a cp.async ring
         ro = [register_operand(1 if m <= 8 else 16, bn, w, s, stages=st)
@@ -221,6 +236,8 @@ def candidates(m: int, bits: int = 0) -> list[dict]:
                                (128, 4, 2), (256, 8, 4), (256, 4, 8), (256, 4, 4)) for st in (2, 3, 4)]
     if m <= 16 and bits in (2, 4, 8):
         ro += decode_wgmma(1 if m <= 8 else 16)
+    if m <= 16 and bits == 3:
+        ro += [{**p, "BLOCK_K": bk} for p in decode_wgmma(1 if m <= 8 else 16) for bk in (64, 128)]
     if m <= 8:  # row tiles of 1: CUDA-core products, the group's scale and zero point factored out
         return [cfg(1, 64, 128, 4, 4), cfg(1, 64, 128, 4, 4, 4), cfg(1, 128, 128, 4, 4, 2), cfg(1, 32, 128, 4, 4, 4),
                 cfg(1, 64, 64, 4, 4, 2), cfg(1, 128, 64, 4, 4, 8), cfg(1, 256, 64, 8, 3), cfg(16, 64, 128, 4, 4, 4),
@@ -241,6 +258,12 @@ def candidates(m: int, bits: int = 0) -> list[dict]:
     if m < 256 and bits in (2, 4):  # few output tiles: split-K shares fill the GPU
         wgmma += [register_operand(bm, bn, w, s, stages=st) for bm in (64, 128) for bn, w in ((128, 8), (64, 4))
                   for s in (2, 4) for st in (2, 4)]
+    if bits == 3:  # words as 4 bits', K tiles of 64 or 128 (five a step)
+        wgmma = [register_operand(bm, 128, 8, 1, bk, st) for bm in ((128, 256) if m >= 256 else (64, 128))
+                 for bk, st in ((128, 2), (128, 3), (64, 3), (64, 4))]
+        if m < 256:
+            wgmma += [register_operand(bm, bn, w, s, 128, st) for bm in (64, 128) for bn, w in ((128, 8), (64, 4))
+                      for s in (2, 4) for st in (2, 4)]
     if bits == 8:  # whole bytes: twice the shared memory a K tile
         wgmma = [register_operand(bm, 128, 8, 1, bk, st) for bm in ((128, 256) if m >= 256 else (64, 128))
                  for bk, st in ((128, 2), (64, 3), (64, 4))]
@@ -406,23 +429,26 @@ def cmd_bench(args) -> int:
 
 def main(argv=None) -> int:
     p = sb.parser(__doc__)
-    p.add_argument("--bits", default="4,8,2,3", help="weight widths to bench, in order")
+    p.add_argument("--bits", default="4,8,2,3", help="weight widths to bench (or check), in order")
     p.add_argument("--act", choices=["bf16", "fp16"], default="bf16", help="activation (and scale) dtype")
     p.add_argument("--ms", default="", help="row counts M to bench (default 1,16,128,1024)")
     p.add_argument("--tag", default="", help="results file prefix (default lowbit; lowbit-decode for a re-run of "
                                              "M = 1 that bench/collect_ops.py lets replace those rows)")
     p.add_argument("--register-operand", action="store_true",
-                   help="check: the 4- and 2-bit specs' register-operand points (Gluon) against the oracle")
+                   help="check: the register-operand points (Gluon) of the specs of --bits against the oracle")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.cmd == "check" and args.register_operand:
+        bits = {int(b) for b in args.bits.split(",")}
+        points = {name: pts for name, pts in REGISTER_OPERAND_CHECK.items() if BITS[f"uint{name[1]}"] in bits}
+        tag = args.tag or "lowbit-register-operand"
         if args.act == "fp16":  # the same specs with fp16 activations and scales (pairs of 1024 + v)
             from tilesched.backends.cuda.io import retyped
 
-            return sb.check_points(REGISTER_OPERAND_CHECK, args.seed, Path(args.out), "lowbit-register-operand-fp16",
+            return sb.check_points(points, args.seed, Path(args.out), f"{tag}-fp16",
                                    lambda program: retyped(program, "bf16", "fp16"))
-        failed = sb.check_points(REGISTER_OPERAND_CHECK, args.seed, Path(args.out), "lowbit-register-operand")
-        return max(failed, repeat_check(Path(args.out), "lowbit-register-operand"))
+        failed = sb.check_points(points, args.seed, Path(args.out), tag)
+        return max(failed, repeat_check(Path(args.out), tag, bits))
     if args.cmd == "check":
         return sb.check_specs(CHECK, args.points, args.seed, Path(args.out), "lowbit")
     return cmd_bench(args)

@@ -123,16 +123,17 @@ WGMMA_POINTS = [  # the register-operand schedule's wgmma kernel: one or two con
 
 
 @pytest.mark.parametrize("act", ["bf16", "fp16"])
-@pytest.mark.parametrize("spec", ["w4a16_gemm", "w2a16_gemm", "w8a16_gemm"])
+@pytest.mark.parametrize("spec", ["w4a16_gemm", "w2a16_gemm", "w8a16_gemm", "w3a16_gemm"])
 @pytest.mark.parametrize("sizes,params", WGMMA_POINTS, ids=["m1024", "one-consumer", "k64", "decode-16", "decode-1"])
 def test_register_operand_wgmma_kernel_compiles_for_sm90(spec, sizes, params, act):
     """Row tiles past 16 take the wgmma kernel: TMA brings X's tiles and the packed words; its compile
     asserts that the words' layout becomes wgmma's register operand without data movement (8-bit
-    weights, one to a byte, load in the operand's layout). Shared memory holds the ring of X tiles
-    and weights as stored: never a dequantised weight tile."""
+    weights, one to a byte, load in the operand's layout; 3-bit ones, ten to a word, take a tile's words
+    as 4-bit ones do). Shared memory holds the ring of X tiles and weights as stored: never a dequantised
+    weight tile."""
     from tilesched.backends.cuda.io import retyped
 
-    bits = {"w4a16_gemm": 4, "w2a16_gemm": 2, "w8a16_gemm": 8}[spec]
+    bits = {"w4a16_gemm": 4, "w2a16_gemm": 2, "w8a16_gemm": 8, "w3a16_gemm": 4}[spec]  # (3 bits: words as 4 bits)
     if bits < 8 and params["BLOCK_K"] * bits // 32 < 8:
         pytest.skip("fewer than 8 rows of words a tile: refused (test_cuda_lowbit)")
     program = load_program(SPECS[spec])

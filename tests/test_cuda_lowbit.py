@@ -334,11 +334,11 @@ def test_register_operand_needs_uint4_words_along_k():
     kernel = Kernel(retyped(prog, "bf16", "fp16"))
     assert "_gluon_kernel" not in compiled(kernel.program)[1]
     ins = oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=RO)[2]
-    with pytest.raises(LaunchError, match="register-operand schedule needs weights of uint4, uint2 packed into words"):
+    with pytest.raises(LaunchError, match="register-operand schedule needs weights of uint4, uint2, uint3 packed into words"):
         kernel(params=RO, **ins)
     assert run_against_oracle(kernel, {"M": 20, "N": 64, "K": 256}, {**RO, "REGISTER_OPERAND": False}, seed=0).ok
     always = swap + (("register_operand: REGISTER_OPERAND", "register_operand: true"),)
-    with pytest.raises(SpecError, match=r"stages\[3\].*register_operand schedule needs weights of uint4, uint2.*'mma'"):
+    with pytest.raises(SpecError, match=r"stages\[3\].*register_operand schedule needs weights of uint4, uint2, uint3.*'mma'"):
         compiled(_variant("w4a16_gemm", *always))
 
 
@@ -409,7 +409,7 @@ def test_register_operand_takes_bytes_on_wgmma_only():
     assert why_not(k) is None and "(mma.sync)" in mma_sync_why_not(k)[1]
     groups = {"G_Z_K": 128, "G_S_K": 128}
     assert legal_blocks({"M": 256, "N": 128, "K": 128}, 8, groups, k, stages=2) is None
-    assert "or the value 'wgmma' (uint8, int8 weights take the wgmma kernel only)" in legal_blocks(
+    assert "or the value 'wgmma' (uint8 weights take the wgmma kernel only)" in legal_blocks(
         {"M": 16, "N": 128, "K": 128}, 8, groups, k)
     assert "from 32 to 256" in legal_blocks({"M": 256, "N": 128, "K": 16}, 8, groups, k)
     assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k, wgmma=True) is None  # the value "wgmma"
@@ -426,6 +426,29 @@ def test_register_operand_takes_bytes_on_wgmma_only():
               "SPLIT_K": 1, "MATERIALIZE": False, "REGISTER_OPERAND": True}
     with pytest.raises(SpecError, match="constraint"):  # the spec's own constraint says so first
         oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=params)
+
+
+def test_register_operand_takes_3bit_words_on_wgmma_only():
+    """uint3 weights, ten to a word: the wgmma kernel decodes a tile's words by its offset in steps of five
+    tiles (K tiles of 64 or 128: 8 or 16 words, the words as 4-bit ones take); mma.sync refuses them, and
+    the module renders no mma.sync kernel."""
+    from tilesched.backends.cuda.gluon_wgmma import TRIPLE_PAIR
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.register_operand import legal_blocks, mma_sync_why_not, why_not
+
+    k = lower_kernel(load_program(CONFIGS / "w3a16_gemm.yaml"))
+    assert why_not(k) is None and "(mma.sync)" in mma_sync_why_not(k)[1]
+    groups = {"G_Z_K": 128, "G_S_K": 128}
+    for bk in (64, 128):
+        assert legal_blocks({"M": 256, "N": 128, "K": bk}, 8, groups, k, stages=2) is None
+    assert "BLOCK_K of 64 or 128 (uint3" in legal_blocks({"M": 256, "N": 128, "K": 32}, 8, groups, k)
+    assert "or the value 'wgmma' (uint3 weights take the wgmma kernel only)" in legal_blocks(
+        {"M": 16, "N": 128, "K": 128}, 8, groups, k)
+    assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k, wgmma=True) is None  # the value "wgmma"
+    src = compiled(load_program(CONFIGS / "w3a16_gemm.yaml"))[1]
+    assert "def w3a16_gemm_wgmma_kernel(" in src and "_gluon_kernel" not in src
+    assert "for i5 in range(0, k_tiles, 5):" in src and TRIPLE_PAIR in src
+    assert "tiles_K = (tiles_K + 4) // 5 * 5" in src and "def _gl_triple_words(w, OFFSET: ttgl.constexpr):" in src
 
 
 @pytest.mark.parametrize("chain,steps", [
@@ -700,3 +723,68 @@ def test_the_kernel_helper_maps_rows_to_columns_as_the_layouts_do():
     body = re.search(r"def _gl_byte_columns\(r\):\n(?:\s*#.*\n)*\s*return (.+)\n", HELPERS).group(1)
     r = np.arange(64)
     assert list(eval(body, {"r": r})) == [byte_row_column(int(x)) for x in r]  # noqa: S307 - our own source
+
+
+class _NumpyGluon:
+    """Just enough of gluon / ttgl to run the wgmma kernel's 3-bit helpers and expressions on numpy arrays."""
+    constexpr = int
+
+    @staticmethod
+    def jit(fn):
+        return fn
+
+    @staticmethod
+    def where(c, a, b):
+        return np.where(c, a, b)
+
+
+@pytest.mark.parametrize("block", [64, 128])
+def test_3bit_pairs_by_the_tiles_offset_match_the_packed_values(block):
+    """3-bit weights, ten to a word: the wgmma kernel's decode as emitted (the loader's first word row,
+    the generated `_gl_triple_words` with numpy's slices for its split and join helpers, the slot and shift
+    expressions, TRIPLE_PAIR's instructions evaluated here) gives each lane j of quad m of tile t the
+    values 2 (4m + j) and + 1 of the tile, for ten tiles (every offset in a word, twice) of random words."""
+    import re
+
+    from tilesched.backends.cuda.gluon_wgmma import (
+        PACKED,
+        TRIPLE_OFFSET,
+        TRIPLE_PAIR,
+        TRIPLE_ROW,
+        TRIPLE_SHIFTS,
+        TRIPLE_SLOT,
+        triple_words_helper,
+    )
+
+    ns = {"gluon": _NumpyGluon, "ttgl": _NumpyGluon,
+          "_gl_halves": lambda t: (t[:, :t.shape[1] // 2], t[:, t.shape[1] // 2:]),
+          "_gl_beside": lambda a, b: np.concatenate([a, b], axis=1)}
+    helper = "\n".join(triple_words_helper())
+    exec(helper.split("\n\n\n@gluon.jit\ndef _gl_halves")[0], ns)  # noqa: S102 - our own generated source
+    assert re.findall(r"shf\.r\.clamp\.b32 x, \$1, \$2, \$3; shr\.b32 x, x, \$4; and\.b32 x, x, (\d+);", TRIPLE_PAIR) \
+        == ["63"]
+    mul = int(re.search(r"mul\.lo\.u32 x, x, (\d+);", TRIPLE_PAIR).group(1))
+    mask = int(re.search(r"lop3\.b32 \$0, x, (0x[0-9A-Fa-f]+), \$5, 0xEA;", TRIPLE_PAIR).group(1), 16)
+    magic = int(PACKED["bf16"][1], 16)
+    rng = np.random.default_rng(0)
+    tiles, per = 10, block // 8
+    words = rng.integers(0, 1 << 30, size=(tiles * block // 10 + per, 1), dtype=np.int64)  # two top bits unused
+    value = [(int(words[k // 10, 0]) >> 3 * (k % 10)) & 7 for k in range(10 * len(words))]
+    quad = np.arange(per)[:, None]
+    lane = np.arange(4)[None, :]
+    for t in range(tiles):
+        env = {"t": t, "step": t % 5, "BLOCK": block, "quad": quad, "lane": lane, "ttgl": _NumpyGluon}
+        row = eval(TRIPLE_ROW, env)  # noqa: S307 - the kernel's expressions
+        tile = words[row:row + per].T  # [1 column, per words], as the TMA box (never past the words here)
+        lo, hi = ns["_gl_triple_words"](tile, eval(TRIPLE_OFFSET, env))  # noqa: S307
+        env["u"] = eval(TRIPLE_SLOT, env)  # noqa: S307
+        at, at_hi = (eval(e, env) for e in TRIPLE_SHIFTS)  # noqa: S307
+        lo, hi = lo[0][:, None], hi[0][:, None]
+        x = (((hi << 32) | lo) >> np.minimum(at, 32)) & 0xFFFFFFFF  # shf.r.clamp
+        x = ((x >> at_hi) & 63) * mul % (1 << 32)
+        got = (x & mask) | magic
+        k = t * block + 2 * (4 * quad + lane)
+        want_lo = np.vectorize(lambda i: value[i])(k)
+        want_hi = np.vectorize(lambda i: value[i])(k + 1)
+        assert ((got & 0xFFFF) == (magic & 0xFFFF | want_lo)).all(), (t, got & 0xFFFF, want_lo)
+        assert ((got >> 16) == (magic >> 16 | want_hi)).all(), (t, got >> 16, want_hi)

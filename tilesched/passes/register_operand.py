@@ -15,7 +15,7 @@ shapes take for its TMA ring and split-K shares that meet through a counter per 
 The pass checks that the kernel has that shape, else it refuses at the stage that breaks it:
 one factored dot (tilesched/passes/factor.py) in the reduction loop, its other operand a 16-bit
 float load over (rows, reduction), its chain's value 4- or 2-bit unsigned integers packed into
-words along the reduction axis, its coefficients loads that are constant along the reduction axis
+words along the reduction axis (3-bit ones, ten to a word, on wgmma only), its coefficients loads that are constant along the reduction axis
 within a tile (grouped along it, or without it), pointer loads (no TMA), and an accumulator zeroed
 before the loop and stored after it. Whether a point takes the schedule is the option's parameter; the launcher
 checks the kernel's shape and the point's block sizes (`legal_blocks`) for the points that set it.
@@ -33,6 +33,9 @@ from tilesched.passes.optional import mark
 OPTION = "register_operand"
 ACTIVATIONS = ("bf16", "fp16")
 WEIGHTS = ("uint4", "uint2")  # 8 or 16 to a word: one or two of a thread's 8-index operand fragments
+# 10 to a word (two bits unused): a value pair never straddles two words, but a tile's pairs start inside a word,
+# at one of five offsets; the wgmma kernel only, which decodes a tile's words by its offset (gluon_wgmma.py)
+TEN_WEIGHTS = ("uint3",)
 BYTE_WEIGHTS = ("uint8", "int8")  # one to a byte, unpacked: the wgmma kernel only (row tiles past 16)
 MMA_ROWS = 16  # mma.sync's m16n8k16: 16 weight columns per warp and step, up to 16 activation rows
 MAX_ROW_TILE = 16
@@ -63,9 +66,10 @@ def why_not(k: KernelIR) -> tuple[str, str] | None:
     if xl is None or xl.op != "load" or k.value(x).axes != (p, c) or k.value(x).dtype not in ACTIVATIONS:
         return dot.stage, f"a dot operand loaded as {' or '.join(ACTIVATIONS)} over ({p}, {c})"
     wa = k.access(wl.tensor, "load") if wl is not None and wl.op == "load" else None
-    shape = (wa.dtype in WEIGHTS and wa.pack == c) or (wa.dtype in BYTE_WEIGHTS and wa.pack is None) if wa else False
+    shape = ((wa.dtype in WEIGHTS + TEN_WEIGHTS and wa.pack == c) or (wa.dtype in BYTE_WEIGHTS and wa.pack is None)
+             if wa else False)
     if not shape or k.value(w).axes != (c, q) or wa.group:
-        return dot.stage, (f"weights of {', '.join(WEIGHTS)} packed into words along {c}, or of "
+        return dot.stage, (f"weights of {', '.join(WEIGHTS + TEN_WEIGHTS)} packed into words along {c}, or of "
                            f"{', '.join(BYTE_WEIGHTS)} one to a byte")
     for n in coefs:
         load = producer(k, n)
@@ -84,15 +88,30 @@ def why_not(k: KernelIR) -> tuple[str, str] | None:
     return None
 
 
+def weight_dtype(k: KernelIR) -> str:
+    return k.access(producer(k, the_dot(k).args[2]).tensor, "load").dtype
+
+
 def byte_weights(k: KernelIR) -> bool:
     """The kernel's weights are whole bytes (uint8, int8), not words of packed values."""
-    return k.access(producer(k, the_dot(k).args[2]).tensor, "load").dtype in BYTE_WEIGHTS
+    return weight_dtype(k) in BYTE_WEIGHTS
+
+
+def ten_weights(k: KernelIR) -> bool:
+    """The kernel's weights are 3-bit values, ten to a word."""
+    return weight_dtype(k) in TEN_WEIGHTS
+
+
+def word_bits(k: KernelIR) -> int:
+    """Bits a weight takes in the wgmma kernel's shared memory: a tile of BLOCK values of 3 bits takes
+    BLOCK / 8 words (BLOCK / 2 pairs from an offset of up to 4 in the first, five to a word), as 4 bits do."""
+    return 4 if ten_weights(k) else BITS[weight_dtype(k)]
 
 
 def mma_sync_why_not(k: KernelIR) -> tuple[str, str] | None:
-    """`why_not` for the mma.sync kernel (row tiles of at most 16): its layouts take packed words only."""
+    """`why_not` for the mma.sync kernel (row tiles of at most 16): its layouts take words of 8 or 16 values only."""
     why = why_not(k)
-    if why is None and byte_weights(k):
+    if why is None and (byte_weights(k) or ten_weights(k)):
         dot = the_dot(k)
         return dot.stage, f"weights of {', '.join(WEIGHTS)} packed into words along {k.reduction} (mma.sync)"
     return why
@@ -141,8 +160,8 @@ def _mma_sync_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, 
     dot = the_dot(k)
     p, q = k.value(dot.out).axes
     c = k.reduction
-    if byte_weights(k):
-        return f"BLOCK_{p} of {WGMMA_MIN_ROWS} or more, or the value {WGMMA!r} ({', '.join(BYTE_WEIGHTS)} weights take " \
+    if byte_weights(k) or ten_weights(k):
+        return f"BLOCK_{p} of {WGMMA_MIN_ROWS} or more, or the value {WGMMA!r} ({weight_dtype(k)} weights take " \
                "the wgmma kernel only)"
     if block[q] % (MMA_ROWS * warps) or not _pow2(block[q] // (MMA_ROWS * warps)):
         return f"BLOCK_{q} a power-of-two multiple of 16 x NUM_WARPS = {MMA_ROWS * warps} (got {block[q]})"
@@ -166,10 +185,14 @@ def _wgmma_blocks(block: dict[str, int], warps: int, k: KernelIR, bits: int, sta
     if warps not in (4, 8) or block[q] != WGMMA_COLUMNS * warps // 4:
         return f"BLOCK_{q} = {WGMMA_COLUMNS} x NUM_WARPS / 4 with NUM_WARPS 4 or 8 (a warpgroup per " \
                f"{WGMMA_COLUMNS} columns; got BLOCK_{q} = {block[q]}, NUM_WARPS = {warps})"
+    bits = word_bits(k)
     words = block[c] * bits // 32
     if byte_weights(k):  # a tile of bytes [BLOCK_c, 64] per consumer
         if not _pow2(block[c]) or not 32 <= block[c] <= 256:
             return f"BLOCK_{c} a power of two from 32 to 256 (got {block[c]})"
+    elif ten_weights(k):  # the decoder's words by offset are written for tiles of 8 and 16 words
+        if block[c] not in (64, 128):
+            return f"BLOCK_{c} of 64 or 128 ({weight_dtype(k)}: words by the tile's offset; got {block[c]})"
     elif not _pow2(block[c]) or words < 8 or block[c] > 256:
         return f"BLOCK_{c} a power of two up to 256 with at least 8 words of {32 // bits} values (got {block[c]})"
     if stages < 2:

@@ -29,7 +29,7 @@ import numpy as np
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import BITS, SUB_BYTE, nbytes
 from tilesched.passes.factor import factored_at
-from tilesched.passes.register_operand import BYTE_WEIGHTS
+from tilesched.passes.register_operand import BYTE_WEIGHTS, TEN_WEIGHTS
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
 from tilesched.schedules.limits import smem_estimate
 from tilesched.schedules.plan import derive_schedule
@@ -179,7 +179,8 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
         sp, red = _spatial(b), _reduction(b)
         weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
                        and (t.pack == red or t.dtype in BYTE_WEIGHTS))  # words of packed values, or bytes
-        smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * BITS[weights.dtype] // 8)
+        bits = 4 if weights.dtype in TEN_WEIGHTS else BITS[weights.dtype]  # 3 bits: a tile's words as 4 bits'
+        smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * bits // 8)
         warps, regs = warps + 1, 232
     if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers
         head = next(a for a in b.program.tensor(acc[-1]).shape if a not in _spatial(b))
@@ -443,8 +444,10 @@ def _loop_elementwise_ops(b: Binding) -> float:
         out = b.program.tensor(s.writes[0])
         again = prod(b.n_tiles(g) for g in grid if g not in out.shape)
         packed = [t for t in s.reads if b.program.tensor(t).pack or b.program.tensor(t).dtype in SUB_BYTE]
-        if _register_operand_wgmma(b) and packed:  # a pair BIAS + v from its word (priced as two instructions), the chain's x2 ops
-            per = 1.0 + 0.5 * sum(f != "cast" for f in s.fn)
+        if _register_operand_wgmma(b) and packed:  # a pair BIAS + v from its word (priced as two instructions;
+            # 3 bits, ten to a word: five, two shifts of a word pair by the lane's slot first), the chain's x2 ops
+            ten = any(b.program.tensor(t).dtype in TEN_WEIGHTS for t in packed)
+            per = (2.5 if ten else 1.0) + 0.5 * sum(f != "cast" for f in s.fn)
         elif _register_operand_wgmma(b):  # bytes: a load and an add make BIAS + v in fp32, the chain, a conversion
             per = 2.5 + sum(f != "cast" for f in s.fn)
         elif _register_operand(b):  # one shift and one LOP3 make two values an MMA operand pair

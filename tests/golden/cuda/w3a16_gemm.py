@@ -3,6 +3,11 @@
 import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
+from triton.experimental import gluon
+from triton.experimental.gluon import language as ttgl
+from triton.experimental.gluon.language.nvidia import hopper as _gl_hopper
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier as _gl_mbarrier
+from triton.experimental.gluon.language.nvidia.hopper import tma as _gl_tma
 
 
 # Helpers are defined here rather than taken from triton.language's @jit library, so the module
@@ -35,6 +40,72 @@ def _tile_coords(tile_id, tiles_a, tiles_b, GROUP: tl.constexpr):
     first = (tile_id // width) * GROUP
     rows = tl.minimum(tiles_a - first, GROUP)
     return first + (tile_id % width) % rows, (tile_id % width) // rows
+
+@gluon.jit
+def _gl_load(ptrs, mask, EVEN: ttgl.constexpr):
+    # masks only where some point is ragged (EVEN is the launch's compile-time flag)
+    if EVEN:
+        return ttgl.load(ptrs)
+    else:
+        return ttgl.load(ptrs, mask=mask, other=0)
+
+# Triton 3.6 names the TMA load async_copy_global_to_shared, later versions async_load
+_gl_tma_load = getattr(_gl_tma, "async_load", None) or _gl_tma.async_copy_global_to_shared
+
+@gluon.jit
+def _gl_thread_id(like):
+    # the thread holding each element of `like` (one element a thread where its layout says so)
+    return ttgl.inline_asm_elementwise("mov.u32 $0, %tid.x;", "=r,r", [like], dtype=ttgl.int32, is_pure=True,
+                                       pack=1)
+
+
+@gluon.jit
+def _gl_count_release(counter):
+    # one count after this thread's earlier stores (release, GPU scope)
+    return ttgl.inline_asm_elementwise("red.release.gpu.global.add.u32 [$1], 1; mov.u32 $0, 0;", "=r,l",
+                                       [counter], dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gl_wait_acquire(counter, target):
+    # spin until the counter reaches the target; later loads see what the counted stores wrote
+    return ttgl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .u32 v; TS_WAIT: ld.acquire.gpu.global.u32 v, [$1]; setp.lt.u32 p, v, $2; "
+        "@p bra TS_WAIT; mov.u32 $0, v; }", "=r,l,r", [counter, target], dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gl_zero(counter):
+    return ttgl.inline_asm_elementwise("st.relaxed.gpu.global.u32 [$1], 0; mov.u32 $0, 0;", "=r,l", [counter],
+                                       dtype=ttgl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _gl_byte_columns(r):
+    # the column (within 64) whose bytes MMA row r holds when a thread's two rows load as adjacent
+    # columns (gluon_layouts.wgmma_byte_words_bases, byte_row_column)
+    return ((r >> 3) & 1) | ((r & 7) << 1) | (r & 48)
+
+
+@gluon.jit
+def _gl_byte_rows(t, layout: ttgl.constexpr):
+    # [64 columns, K] loaded by column -> by the MMA's row: column a + 2 l + 16 w is row l + 8 a + 16 w
+    t = ttgl.permute(ttgl.reshape(t, [4, 8, 2, t.shape[1]]), (0, 2, 1, 3))
+    return ttgl.convert_layout(ttgl.reshape(t, [64, t.shape[3]]), layout, assert_trivial=True)
+
+
+@gluon.jit
+def _gl_byte_columns_order(t):
+    # [n, 64] by the MMA's row -> by column (the inverse of _gl_byte_rows, along the last axis)
+    t = ttgl.permute(ttgl.reshape(t, [t.shape[0], 4, 2, 8]), (0, 1, 3, 2))
+    return ttgl.reshape(t, [t.shape[0], 64])
+
+
+@gluon.jit
+def _gl_splat_pair(v, DTYPE: ttgl.constexpr):
+    # a 16-bit float twice in one 32-bit register: the packed (x2) instructions' operand
+    return ttgl.inline_asm_elementwise("mov.b32 $0, {$1, $1};", "=r,h", [v.to(DTYPE)], dtype=ttgl.int32,
+                                       is_pure=True, pack=1)
 
 
 @triton.jit
@@ -69,6 +140,8 @@ def w3a16_gemm_kernel(
     G_S_K: tl.constexpr,
     GROUP: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    REGISTER_OPERAND_WGMMA: tl.constexpr,
+    REGISTER_OPERAND: tl.constexpr,
 ):
     tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
     tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
@@ -196,8 +269,309 @@ def launch_args(cfg, t, n, c):
 
 def launch(cfg, t, n, c):
     """Launch the kernel for one call."""
+    if cfg.constexprs["REGISTER_OPERAND_WGMMA"]:  # the register-operand (wgmma) schedule's kernel
+        return wgmma_launch(cfg, t, n, c)
     args, kwargs = launch_args(cfg, t, n, c)
     w3a16_gemm_kernel[cfg.grid](*args, **kwargs)
+
+
+# the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
+@gluon.jit
+def _gl_triple_words(w, OFFSET: ttgl.constexpr):
+    # each quad's words (gluon_wgmma.quad_words): its first pair's and the next, by the tile's offset
+    if w.shape[1] == 8:
+        h0_4, h4_4 = _gl_halves(w)
+        h0_2, h2_2 = _gl_halves(h0_4)
+        h4_2, h6_2 = _gl_halves(h4_4)
+        c0, c1 = _gl_halves(h0_2)
+        c2, c3 = _gl_halves(h2_2)
+        c4, c5 = _gl_halves(h4_2)
+        c6, c7 = _gl_halves(h6_2)
+        if OFFSET == 0:
+            lo = _gl_beside(_gl_beside(_gl_beside(c0, c0), _gl_beside(c1, c2)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c4, c5)))
+            hi = _gl_beside(_gl_beside(_gl_beside(c1, c1), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c5, c6)))
+        elif OFFSET == 1:
+            lo = _gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c1, c2)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c5, c5)))
+            hi = _gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c6, c6)))
+        elif OFFSET == 2:
+            lo = _gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c2, c2)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c5, c6)))
+            hi = _gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c3, c3)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c6, c7)))
+        elif OFFSET == 3:
+            lo = _gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c5, c6)))
+            hi = _gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c3, c4)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c6, c7)))
+        elif OFFSET == 4:
+            lo = _gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c4, c4), _gl_beside(c5, c6)))
+            hi = _gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c3, c4)), _gl_beside(_gl_beside(c5, c5), _gl_beside(c6, c7)))
+    else:
+        h0_8, h8_8 = _gl_halves(w)
+        h0_4, h4_4 = _gl_halves(h0_8)
+        h8_4, h12_4 = _gl_halves(h8_8)
+        h0_2, h2_2 = _gl_halves(h0_4)
+        h4_2, h6_2 = _gl_halves(h4_4)
+        h8_2, h10_2 = _gl_halves(h8_4)
+        h12_2, h14_2 = _gl_halves(h12_4)
+        c0, c1 = _gl_halves(h0_2)
+        c2, c3 = _gl_halves(h2_2)
+        c4, c5 = _gl_halves(h4_2)
+        c6, c7 = _gl_halves(h6_2)
+        c8, c9 = _gl_halves(h8_2)
+        c10, c11 = _gl_halves(h10_2)
+        c12, c13 = _gl_halves(h12_2)
+        c14, c15 = _gl_halves(h14_2)
+        if OFFSET == 0:
+            lo = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c0, c0), _gl_beside(c1, c2)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c4, c5))), _gl_beside(_gl_beside(_gl_beside(c6, c7), _gl_beside(c8, c8)), _gl_beside(_gl_beside(c9, c10), _gl_beside(c11, c12))))
+            hi = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c1, c1), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c5, c6))), _gl_beside(_gl_beside(_gl_beside(c7, c8), _gl_beside(c9, c9)), _gl_beside(_gl_beside(c10, c11), _gl_beside(c12, c13))))
+        elif OFFSET == 1:
+            lo = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c1, c2)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c5, c5))), _gl_beside(_gl_beside(_gl_beside(c6, c7), _gl_beside(c8, c9)), _gl_beside(_gl_beside(c9, c10), _gl_beside(c11, c12))))
+            hi = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c6, c6))), _gl_beside(_gl_beside(_gl_beside(c7, c8), _gl_beside(c9, c10)), _gl_beside(_gl_beside(c10, c11), _gl_beside(c12, c13))))
+        elif OFFSET == 2:
+            lo = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c2, c2)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c5, c6))), _gl_beside(_gl_beside(_gl_beside(c6, c7), _gl_beside(c8, c9)), _gl_beside(_gl_beside(c10, c10), _gl_beside(c11, c12))))
+            hi = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c3, c3)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c6, c7))), _gl_beside(_gl_beside(_gl_beside(c7, c8), _gl_beside(c9, c10)), _gl_beside(_gl_beside(c11, c11), _gl_beside(c12, c13))))
+        elif OFFSET == 3:
+            lo = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c3, c4), _gl_beside(c5, c6))), _gl_beside(_gl_beside(_gl_beside(c7, c7), _gl_beside(c8, c9)), _gl_beside(_gl_beside(c10, c11), _gl_beside(c11, c12))))
+            hi = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c3, c4)), _gl_beside(_gl_beside(c4, c5), _gl_beside(c6, c7))), _gl_beside(_gl_beside(_gl_beside(c8, c8), _gl_beside(c9, c10)), _gl_beside(_gl_beside(c11, c12), _gl_beside(c12, c13))))
+        elif OFFSET == 4:
+            lo = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c0, c1), _gl_beside(c2, c3)), _gl_beside(_gl_beside(c4, c4), _gl_beside(c5, c6))), _gl_beside(_gl_beside(_gl_beside(c7, c8), _gl_beside(c8, c9)), _gl_beside(_gl_beside(c10, c11), _gl_beside(c12, c12))))
+            hi = _gl_beside(_gl_beside(_gl_beside(_gl_beside(c1, c2), _gl_beside(c3, c4)), _gl_beside(_gl_beside(c5, c5), _gl_beside(c6, c7))), _gl_beside(_gl_beside(_gl_beside(c8, c9), _gl_beside(c9, c10)), _gl_beside(_gl_beside(c11, c12), _gl_beside(c13, c13))))
+    return lo, hi
+
+
+@gluon.jit
+def _gl_halves(t):
+    # [R, 2n] -> its columns 0 .. n - 1 and n .. 2n - 1
+    return ttgl.split(ttgl.permute(ttgl.reshape(t, [t.shape[0], 2, t.shape[1] // 2]), (0, 2, 1)))
+
+
+@gluon.jit
+def _gl_beside(a, b):
+    # [R, n] and [R, n] -> [R, 2n]
+    return ttgl.reshape(ttgl.permute(ttgl.join(a, b), (0, 2, 1)), [a.shape[0], 2 * a.shape[1]])
+
+
+@gluon.jit
+def w3a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, PAIRS3: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
+    acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, WG_N, 16])
+    a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
+    words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)
+    cols: ttgl.constexpr = ttgl.SliceLayout(1, words_l)
+    cq = q0 + ttgl.arange(0, 64, layout=cols)  # this warpgroup's weight columns
+    zc = ttgl.zeros([64], ttgl.float32, cols)
+    j = ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))
+    quad = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, BLOCK_K // 8, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(2, PAIRS3))), 0), 2)
+    lane = ttgl.expand_dims(ttgl.expand_dims(j, 0), 1)
+    bias_pairs = ttgl.full([64, BLOCK_K // 8, 4], 0x43004300, ttgl.int32, PAIRS3) | (n_N >> 31)
+    acc = ttgl.zeros([64, WG_N], ttgl.float32, acc_l)
+    last_t = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K - 1, 0)  # the coefficients' last tile
+    r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 10), cq < n_N, EVEN_N) >> ((cq % 10) * 3)) & 7).to(ttgl.float32)
+    r_S_next = _gl_load(p_S + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+    for i5 in range(0, k_tiles, 5):
+        for step in ttgl.static_range(5):
+            i = i5 + step
+            t = t0 + i
+            r_Z = r_Z_next
+            r_S = r_S_next
+            r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 10), cq < n_N, EVEN_N) >> ((cq % 10) * 3)) & 7).to(ttgl.float32)
+            r_S_next = _gl_load(p_S + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+            o0 = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair((128.0 + r_Z) + zc, ttgl.bfloat16), 1), 2)
+            o1 = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair(r_S + zc, ttgl.bfloat16), 1), 2)
+            slot = i % STAGES
+            _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+            words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)
+            # tile t's first pair lies (t * BLOCK / 2) % 5 pairs into its first word (t % 5 is the step)
+            lo, hi = _gl_triple_words(words, (step * (BLOCK_K // 2)) % 5)  # each quad's words
+            u = (step * (BLOCK_K // 2) + 4 * quad) % 5 + lane  # the pair's slot in lo (0-4) or in hi (5-7)
+            lo, at = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(lo, words_l), 2), ttgl.where(u < 5, 6 * u, 32))
+            hi, at_hi = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(hi, words_l), 2), ttgl.where(u < 5, 0, 6 * u - 30))
+            pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; shf.r.clamp.b32 x, $1, $2, $3; shr.b32 x, x, $4; and.b32 x, x, 63; mul.lo.u32 x, x, 8193; lop3.b32 $0, x, 0x00070007, $5, 0xEA; }", "=r,r,r,r,r,r", [lo, hi, at, at_hi, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
+            pairs, o0 = ttgl.broadcast(pairs, o0)
+            pairs, o1 = ttgl.broadcast(pairs, o1)
+            lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, o0, o1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
+            a = ttgl.reshape(ttgl.join(lo, hi), [64, BLOCK_K])
+            if BY_COLUMN:
+                a = _gl_byte_rows(a, a_l)
+            else:
+                a = ttgl.convert_layout(a, a_l, assert_trivial=True)
+            if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
+                _gl_mbarrier.wait(turn.index(wg), i & 1)
+            tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
+            if PINGPONG:
+                _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
+            # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
+            acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
+            _gl_mbarrier.arrive(empty.index(slot), count=1)
+    if SPLIT_K > 1:
+        ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
+        ep_p = off_M + ep_r
+        ep_w = ttgl.arange(0, 64, layout=ttgl.SliceLayout(1, acc_l))  # the MMA's rows
+        ep_q = q0 + (_gl_byte_columns(ep_w) if BY_COLUMN else ep_w)  # their columns
+        ep_mask = ((ep_r < BLOCK_M) & (ep_p < n_M))[None, :] & (ep_q < n_N)[:, None]
+        ws_ptrs = ws_acc + ep_p[None, :].to(ttgl.int64) * n_N + ep_q[:, None]
+        # a counter per thread of the warpgroup: the elements it holds are the same in every share
+        one_l: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [4], [0])  # one element a thread
+        me = _gl_thread_id(ttgl.arange(0, 128, layout=one_l))
+        counter = ws_arrived + ((tile_id * CONSUMERS + wg) * 128 + me % 128)
+        if ttgl.program_id(1) < SPLIT_K - 1:
+            ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_M * n_N, acc, mask=ep_mask)
+            _gl_count_release(counter)
+        else:
+            _gl_wait_acquire(counter, ttgl.full([128], SPLIT_K - 1, ttgl.int32, one_l))
+            for other in ttgl.static_range(SPLIT_K - 1):
+                acc += ttgl.load(ws_ptrs + other * n_M * n_N, mask=ep_mask, other=0.0, cache_modifier=".cg")
+            _gl_zero(counter)  # after every load: the next call counts from zero
+    if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it
+        st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+        out = ttgl.permute(acc.to(ttgl.bfloat16), (1, 0))
+        if BY_COLUMN:  # MMA row r is column _gl_byte_columns(r)
+            out = _gl_byte_columns_order(out)
+        out = ttgl.convert_layout(out, st_l)
+        yr = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(1, st_l))
+        yp = off_M + yr
+        yq = q0 + ttgl.arange(0, 64, layout=ttgl.SliceLayout(0, st_l))
+        y_ptrs = p_Y + yp[:, None].to(ttgl.int64) * s_Y_M + yq[None, :]
+        ttgl.store(y_ptrs, out, mask=((yr < BLOCK_M) & (yp < n_M))[:, None] & (yq < n_N)[None, :])
+
+
+@gluon.jit
+def w3a16_gemm_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):
+    for i in range(k_tiles):
+        t = t0 + i
+        slot = i % STAGES
+        if i >= STAGES:  # the slot's last tile: every consumer's MMA on it is done
+            _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)
+        _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)
+        for wg in ttgl.static_range(CONSUMERS):
+            _gl_tma_load(w_desc, [t * (BLOCK_K // 2) // 5, off_N + wg * 64], ready.index(slot), w_ring.index(slot * CONSUMERS + wg))
+        _gl_tma_load(x_desc, [off_M, t * BLOCK_K], ready.index(slot), x_ring.index(slot))
+
+
+@gluon.jit
+def w3a16_gemm_wgmma_kernel(
+    x_desc,
+    w_desc,
+    p_X,
+    p_W,
+    p_Z,
+    p_S,
+    p_Y,
+    ws_acc,
+    ws_arrived,
+    n_M,
+    n_N,
+    n_K,
+    s_X_M,
+    s_X_K,
+    s_W_K,
+    s_W_N,
+    s_Z_K,
+    s_Z_N,
+    s_S_K,
+    s_S_N,
+    s_Y_M,
+    s_Y_N,
+    BLOCK_M: ttgl.constexpr,
+    BLOCK_N: ttgl.constexpr,
+    BLOCK_K: ttgl.constexpr,
+    EVEN_M: ttgl.constexpr,
+    EVEN_N: ttgl.constexpr,
+    EVEN_K: ttgl.constexpr,
+    G_Z_K: ttgl.constexpr,
+    G_S_K: ttgl.constexpr,
+    GROUP: ttgl.constexpr,
+    SPLIT_K: ttgl.constexpr,
+    STAGES: ttgl.constexpr,
+    PAIRS3: ttgl.constexpr,
+    BY_COLUMN: ttgl.constexpr,
+    CONSUMERS: ttgl.constexpr,
+    PINGPONG: ttgl.constexpr,
+    WG_N: ttgl.constexpr,
+    CONSUMER_REGS: ttgl.constexpr,
+):
+    tiles_M = (n_M + BLOCK_M - 1) // BLOCK_M
+    tiles_N = (n_N + BLOCK_N - 1) // BLOCK_N
+    tile_id = ttgl.program_id(0)
+    width = GROUP * tiles_N  # GROUP rows of tiles swept column by column
+    first = (tile_id // width) * GROUP
+    pid_M = first + (tile_id % width) % ttgl.minimum(tiles_M - first, GROUP)
+    pid_N = (tile_id % width) // ttgl.minimum(tiles_M - first, GROUP)
+    off_M = pid_M * BLOCK_M
+    off_N = pid_N * BLOCK_N
+    # at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)
+    tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
+    tiles_K = (tiles_K + 4) // 5 * 5  # whole steps of 5 tiles (those past the end: TMA's zeros)
+    t0 = 0
+    k_tiles = ttgl.maximum(tiles_K, 5)
+    if SPLIT_K > 1:  # one contiguous share of the K tiles; a share past the end sums a step of 5 tiles of TMA's zeros
+        per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
+        per_split = (per_split + 4) // 5 * 5
+        t0 = ttgl.program_id(1) * per_split
+        k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_K - t0), 5)
+    x_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, WG_N, BLOCK_K], x_desc.layout)
+    w_ring = ttgl.allocate_shared_memory(ttgl.int32, [STAGES * CONSUMERS, BLOCK_K * 4 // 32, 64], w_desc.layout)
+    ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    empty = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
+    turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], _gl_mbarrier.MBarrierLayout())
+    for i in ttgl.static_range(STAGES):
+        _gl_mbarrier.init(ready.index(i), count=1)
+        _gl_mbarrier.init(empty.index(i), count=CONSUMERS)  # one arrival per consumer warpgroup
+    for i in ttgl.static_range(2):
+        _gl_mbarrier.init(turn.index(i), count=1)
+    _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
+    if CONSUMERS == 2:
+        ttgl.warp_specialize([
+            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w3a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
+        ], [4, 1], [CONSUMER_REGS, 24])  # registers: the consumer's accumulator and operand; the loader's few
+    else:
+        ttgl.warp_specialize([
+            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w3a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
+        ], [1], [24])
+
+
+def wgmma_launch_args(cfg, t, n, c):
+    """The wgmma kernel's arguments: TMA descriptors of X and of the weights (words or bytes), then the Triton
+    kernel's arguments; its constants and the consumers (a warpgroup per 64 columns)."""
+    if cfg.constexprs["SPLIT_K"] > 1:  # the shared counters grown to one per thread of each consumer, so the
+        # Triton kernel's arguments (one per tile) take the same buffer
+        from tilesched.backends.cuda.workspace import arrival_counters
+
+        arrival_counters(cfg.device, cfg.grid[0] * 2 * 128)
+    args, kw = launch_args(cfg, t, n, c)
+    from tilesched.backends.cuda.gluon_layouts import wgmma_pairs_layout
+
+    # words load a thread's two rows as adjacent columns at decode tiles only: there the 64-bit loads
+    # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster
+    kw["BY_COLUMN"] = max(kw["BLOCK_M"], 8) <= 16
+    kw["PAIRS3"] = wgmma_pairs_layout(kw["BLOCK_K"], 4, kw["BY_COLUMN"])
+    wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
+    x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
+    w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"] * 4 // 32, 64], ttgl.int32, 'W')
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'PAIRS3', 'BY_COLUMN']}
+    consumers = cfg.num_warps // 4
+    # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
+    # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)
+    pingpong = consumers == 2 and kw["BLOCK_M"] >= 128
+    if wg_n <= 16:  # few accumulators: 80 registers a thread, more CTAs an SM
+        regs = dict(maxnreg=80, CONSUMER_REGS=80)
+    else:
+        regs = dict(CONSUMER_REGS=232)
+    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,
+                                         PINGPONG=pingpong, WG_N=wg_n, **regs, **consts)
+
+
+def _wgmma_descriptor(x, block, dtype, name):
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor as GluonDescriptor
+
+    if x.stride(-1) != 1 or x.stride(0) * x.element_size() % 16 or x.data_ptr() % 16:
+        raise ValueError(f"the register-operand (wgmma) schedule reads {name} by TMA: its rows contiguous, "
+                         f"16-byte aligned (row stride {x.stride(0)} x {x.element_size()} bytes)")
+    return GluonDescriptor.from_tensor(x, block, ttgl.NVMMASharedLayout.get_default_for(block, dtype))
+
+
+def wgmma_launch(cfg, t, n, c):
+    args, kwargs = wgmma_launch_args(cfg, t, n, c)
+    w3a16_gemm_wgmma_kernel[cfg.grid](*args, **kwargs)
 
 
 # produce: w3a16_gemm_materialize

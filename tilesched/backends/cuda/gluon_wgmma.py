@@ -39,7 +39,7 @@ from tilesched.backends.cuda.gluon_attention import _names_in
 from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step, bias_register
 from tilesched.ir.dtypes import BITS
 from tilesched.passes.kernel import Instr, KernelIR, producer
-from tilesched.passes.register_operand import WGMMA_COLUMNS, WGMMA_MIN_N, byte_weights, the_dot
+from tilesched.passes.register_operand import WGMMA_COLUMNS, WGMMA_MIN_N, byte_weights, ten_weights, the_dot, word_bits
 
 IMPORTS = """from triton.experimental import gluon
 from triton.experimental.gluon import language as ttgl
@@ -61,6 +61,18 @@ BYTE_SELECT = 0x4440  # PRMT selector: output byte 0 from byte j of the word, by
 BYTE_FP32 = "prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; " \
             "prmt.b32 $3, $4, $5, 0x7653;"
 NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }"
+# a 3-bit pair (bits 6s .. 6s + 5 of word lo or of the next, hi): a funnel shift of (hi:lo) by 6s (32, clamped:
+# hi) then hi's own shift (0 or 6s), the pair's 6 bits kept, x 0x2001 copies them 13 bits up (the high value
+# lands at 16-18), one LOP3 keeps both values and ORs BIAS in
+TRIPLE_PAIR = "{ .reg .b32 x; shf.r.clamp.b32 x, $1, $2, $3; shr.b32 x, x, $4; and.b32 x, x, 63; " \
+              "mul.lo.u32 x, x, 8193; lop3.b32 $0, x, 0x00070007, $5, 0xEA; }"
+TEN_STEP = 5  # tiles a step of the 3-bit consumer's loop: tile t's pairs start at (t * BLOCK / 2) % 5 in a word
+# (the kernel's expressions; tests evaluate them as written): the pair's slot, 0-4 in lo, 5-7 in hi (quad_words),
+# from tile t = step (mod 5) and the lane j of its quad; TRIPLE_PAIR's two shifts of (hi:lo); the words' first row
+TRIPLE_OFFSET = "(step * (BLOCK // 2)) % 5"
+TRIPLE_SLOT = "(step * (BLOCK // 2) + 4 * quad) % 5 + lane"
+TRIPLE_SHIFTS = ("ttgl.where(u < 5, 6 * u, 32)", "ttgl.where(u < 5, 0, 6 * u - 30)")
+TRIPLE_ROW = "t * (BLOCK // 2) // 5"
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
 # decode row tiles (wgmma's n up to 16): the kernel capped at 80 registers a thread, the consumers too;
 # the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at M = 16,
@@ -175,7 +187,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     dot, p, q, c, x, X, W, Y = _parts(k)
     act = k.value(x).dtype
     dt = GL_DTYPES[act]
-    bits = BITS[k.access(W, "load").dtype]
+    bits = word_bits(k)  # 3-bit tiles take words as 4-bit ones do (a quad of pairs from the lane's word pair)
+    ten = ten_weights(k)
     low = (1 << bits) - 1
     coefs = dot.args[3:]
     per_tile = [n for n in coefs if c in k.value(n).axes]
@@ -219,7 +232,14 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     ]
     if not whole:
         before += [f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))"]
-        if bits == 4:  # pair j: byte j (values 2j, 2j + 1); BIAS's pair a register (no constant to re-materialise)
+        if ten:  # quad m (pairs 4m + j) of tile t starts (t * BLOCK / 2) % 5 pairs into its first word
+            before += [
+                "quad = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, "
+                f"BLOCK_{c} // 8, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(2, PAIRS3))), 0), 2)",
+                "lane = ttgl.expand_dims(ttgl.expand_dims(j, 0), 1)",
+                bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // 8, 4", PACKED[act][1], "PAIRS3", q),
+            ]
+        elif bits == 4:  # pair j: byte j (values 2j, 2j + 1); BIAS's pair a register (no constant to re-materialise)
             before += [
                 f"sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x{BYTE_SELECT:X}, 0), 1)  # PRMT: byte j, zeros above",
                 bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // {32 // bits}, {16 // bits}", PACKED[act][1], "PAIRS3", q),
@@ -250,6 +270,25 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
             f"f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l)",
             *fp32_lines,
             f"a = f.to({dt})",
+        ]
+    elif ten:
+        loop += [
+            "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
+            "# tile t's first pair lies (t * BLOCK / 2) % 5 pairs into its first word (t % 5 is the step)",
+            f"lo, hi = _gl_triple_words(words, {TRIPLE_OFFSET.replace('BLOCK', f'BLOCK_{c}')})  # each quad's words",
+            f"u = {TRIPLE_SLOT.replace('BLOCK', f'BLOCK_{c}')}  # the pair's slot in lo (0-4) or in hi (5-7)",
+            f"lo, at = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(lo, words_l), 2), {TRIPLE_SHIFTS[0]})",
+            f"hi, at_hi = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(hi, words_l), 2), {TRIPLE_SHIFTS[1]})",
+            f"pairs = ttgl.inline_asm_elementwise(\"{TRIPLE_PAIR}\", \"=r,r,r,r,r,r\", [lo, hi, at, at_hi, bias_pairs], "
+            "dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves",
+            *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
+            f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
+            f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
+            f"a = ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}])",
+            "if BY_COLUMN:",
+            "    a = _gl_byte_rows(a, a_l)",
+            "else:",
+            "    a = ttgl.convert_layout(a, a_l, assert_trivial=True)",
         ]
     else:
         loop += [
@@ -296,17 +335,24 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     else:
         after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
         after += ["    " + ln for ln in store]
-    body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
+    if ten:  # five tiles a step, each decoded by its offset (a compile-time constant: k_tiles and t0 are whole steps)
+        loop = [f"for step in ttgl.static_range({TEN_STEP}):", "    i = i5 + step", *["    " + ln for ln in loop]]
+        body = before + [f"for i5 in range(0, k_tiles, {TEN_STEP}):"] + ["    " + ln for ln in loop] + after
+    else:
+        body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
     scalars = _names_in(body, positional)
     cons = _names_in(body, consts)
     layout = ["WORDS_L", "BY_COLUMN"] if whole else ["PAIRS3", "BY_COLUMN"]
-    L = ["@gluon.jit",
+    L = triple_words_helper() if ten else []
+    L += ["@gluon.jit",
          f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, t0, k_tiles, tile_id, "
          + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
          + ", ".join(f"{n}: ttgl.constexpr" for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"]) + "):"]
     L += ["    " + ln for ln in body]
 
     words = f"BLOCK_{c}" if whole else f"BLOCK_{c} * {bits} // 32"  # rows of the weights' tile
+    # its first row: a 3-bit tile's first pair's word (its last pair ends within BLOCK / 8 words)
+    wrow = TRIPLE_ROW.replace("BLOCK", f"BLOCK_{c}") if ten else f"t * ({words})"
     # its first column: bytes load as 16-bit words of two columns each
     wcol = f"(off_{q} + wg * {WGMMA_COLUMNS}) // 2" if whole else f"off_{q} + wg * {WGMMA_COLUMNS}"
     L += ["", "", "@gluon.jit",
@@ -320,11 +366,12 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "        _gl_mbarrier.wait(empty.index(slot), (i // STAGES - 1) & 1)",
         "    _gl_mbarrier.expect(ready.index(slot), x_desc.block_type.nbytes + CONSUMERS * w_desc.block_type.nbytes)",
         "    for wg in ttgl.static_range(CONSUMERS):",
-        f"        _gl_tma_load(w_desc, [t * ({words}), {wcol}], ready.index(slot), "
+        f"        _gl_tma_load(w_desc, [{wrow}, {wcol}], ready.index(slot), "
         "w_ring.index(slot * CONSUMERS + wg))",
         f"    _gl_tma_load(x_desc, [off_{p}, t * BLOCK_{c}], ready.index(slot), x_ring.index(slot))",
     ]]
 
+    step = TEN_STEP if ten else 1  # tiles a step of the consumers' loop
     common = ", ".join(scalars + cons + ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"])
     consumer = f"({k.name}_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_{p}, off_{q}{{wg}}, {{i}}, " \
                f"t0, k_tiles, tile_id, {common}))"
@@ -339,13 +386,16 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"off_{q} = pid_{q} * BLOCK_{q}",
         "# at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)",
         f"tiles_{c} = (n_{c} + BLOCK_{c} - 1) // BLOCK_{c}",
+        *([f"tiles_{c} = (tiles_{c} + {TEN_STEP - 1}) // {TEN_STEP} * {TEN_STEP}  # whole steps of {TEN_STEP} tiles "
+           "(those past the end: TMA's zeros)"] if ten else []),
         "t0 = 0",
-        f"k_tiles = ttgl.maximum(tiles_{c}, 1)",
+        f"k_tiles = ttgl.maximum(tiles_{c}, {step})",
         *([] if k.split_k is None else [
-            f"if SPLIT_K > 1:  # one contiguous share of the {c} tiles; a share past the end sums one tile of TMA's zeros",
+            f"if SPLIT_K > 1:  # one contiguous share of the {c} tiles; a share past the end sums {'one tile' if step == 1 else f'a step of {step} tiles'} of TMA's zeros",
             f"    per_split = (tiles_{c} + SPLIT_K - 1) // SPLIT_K",
+            *([f"    per_split = (per_split + {TEN_STEP - 1}) // {TEN_STEP} * {TEN_STEP}"] if ten else []),
             "    t0 = ttgl.program_id(1) * per_split",
-            f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), 1)"]),
+            f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), {step})"]),
         f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, WG_N, BLOCK_{c}], x_desc.layout)",
         f"w_ring = ttgl.allocate_shared_memory({'ttgl.uint16' if whole else 'ttgl.int32'}, "
         f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS // 2 if whole else WGMMA_COLUMNS}], w_desc.layout)",
@@ -377,6 +427,51 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N", "CONSUMER_REGS"]]
     L += ["):"]
     L += ["    " + ln for ln in top]
+    return L
+
+
+def quad_words(offset: int, words: int) -> tuple[list[int], list[int]]:
+    """3-bit tiles: for each quad m of a tile's pairs (pairs 4m .. 4m + 3 of the tile, its first `offset` pairs into
+    its first word, five pairs a word), the word holding the quad's first pair (lo) and the next (hi): lane j's
+    pair is slot (offset + 4m) % 5 + j of lo, or that less 5 of hi."""
+    lo = [(offset + 4 * m) // 5 for m in range(words)]
+    return lo, [min(w + 1, words - 1) for w in lo]
+
+
+def _side_by_side(names: list[str]) -> str:
+    if len(names) == 1:
+        return names[0]
+    half = len(names) // 2
+    return f"_gl_beside({_side_by_side(names[:half])}, {_side_by_side(names[half:])})"
+
+
+def triple_words_helper() -> list[str]:
+    """`_gl_triple_words(w, OFFSET)`: a [64, n] tile of words (n = 8 or 16, in registers) -> (lo, hi) per quad
+    (quad_words): the tile split into its columns, those stacked in each offset's order (register moves)."""
+    L = ["@gluon.jit", "def _gl_triple_words(w, OFFSET: ttgl.constexpr):",
+         "    # each quad's words (gluon_wgmma.quad_words): its first pair's and the next, by the tile's offset"]
+    for n, kw in ((8, "if"), (16, "else")):
+        L.append(f"    if w.shape[1] == {n}:" if kw == "if" else "    else:")
+        level = [("w", list(range(n)))]
+        while len(level[0][1]) > 1:
+            nxt = []
+            for name, cols in level:
+                half = len(cols) // 2
+                a, b = (f"c{cols[0]}" if half == 1 else f"h{cols[0]}_{half}",
+                        f"c{cols[half]}" if half == 1 else f"h{cols[half]}_{half}")
+                L.append(f"        {a}, {b} = _gl_halves({name})")
+                nxt += [(a, cols[:half]), (b, cols[half:])]
+            level = nxt
+        for offset in range(TEN_STEP):
+            lo, hi = quad_words(offset, n)
+            L.append(f"        {'if' if offset == 0 else 'elif'} OFFSET == {offset}:")
+            L.append(f"            lo = {_side_by_side([f'c{i}' for i in lo])}")
+            L.append(f"            hi = {_side_by_side([f'c{i}' for i in hi])}")
+    L += ["    return lo, hi", "", "",
+          "@gluon.jit", "def _gl_halves(t):", "    # [R, 2n] -> its columns 0 .. n - 1 and n .. 2n - 1",
+          "    return ttgl.split(ttgl.permute(ttgl.reshape(t, [t.shape[0], 2, t.shape[1] // 2]), (0, 2, 1)))",
+          "", "", "@gluon.jit", "def _gl_beside(a, b):", "    # [R, n] and [R, n] -> [R, 2n]",
+          "    return ttgl.reshape(ttgl.permute(ttgl.join(a, b), (0, 2, 1)), [a.shape[0], 2 * a.shape[1]])", "", ""]
     return L
 
 
@@ -478,8 +573,7 @@ def render_host(k: KernelIR) -> list[str]:
     counters per thread of each consumer (the Triton kernel's are per tile)."""
     dot, p, q, c, x, X, W, Y = _parts(k)
     dt = GL_DTYPES[k.value(x).dtype]
-    wtype = k.access(W, "load").dtype
-    bits = BITS[wtype]
+    bits = word_bits(k)  # 3 bits: tiles of BLOCK / 8 words, operand pairs laid out as 4 bits' (quads of pairs)
     w_view = f"t[{W!r}]"
     if byte_weights(k):  # as 16-bit words of two adjacent columns' bytes (gluon_layouts.wgmma_byte_words_bases)
         w_desc = f"[kw[\"BLOCK_{c}\"], {WGMMA_COLUMNS // 2}], ttgl.uint16"
