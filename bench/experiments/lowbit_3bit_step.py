@@ -32,7 +32,7 @@ def kernel_with_step(step: int) -> Kernel:
     gluon_wgmma.TEN_STEP = step
     compiled.cache_clear()
     kernel = Kernel(load_program(ROOT / "configs" / "w3a16_gemm.yaml"))
-    assert f"for i5 in range(0, k_tiles, {step}):" in compiled(kernel.program)[1]
+    assert f"for i5 in range(-(t0 % {step}), k_tiles, {step}):" in compiled(kernel.program)[1]
     return kernel
 
 

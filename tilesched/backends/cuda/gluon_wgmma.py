@@ -335,9 +335,11 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     else:
         after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
         after += ["    " + ln for ln in store]
-    if ten:  # five tiles a step, each decoded by its offset (a compile-time constant: k_tiles and t0 are whole steps)
-        loop = [f"for step in ttgl.static_range({TEN_STEP}):", "    i = i5 + step", *["    " + ln for ln in loop]]
-        body = before + [f"for i5 in range(0, k_tiles, {TEN_STEP}):"] + ["    " + ln for ln in loop] + after
+    if ten:  # five tiles a step, tile t at step t % 5 of one, each decoded by its offset (a compile-time constant)
+        loop = [f"for step in ttgl.static_range({TEN_STEP}):", "    i = i5 + step",
+                "    if (i >= 0) & (i < k_tiles):  # (a share's first step starts before it, its last may end past it)",
+                *["        " + ln for ln in loop]]
+        body = before + [f"for i5 in range(-(t0 % {TEN_STEP}), k_tiles, {TEN_STEP}):"] + ["    " + ln for ln in loop] + after
     else:
         body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
     scalars = _names_in(body, positional)
@@ -371,7 +373,6 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"    _gl_tma_load(x_desc, [off_{p}, t * BLOCK_{c}], ready.index(slot), x_ring.index(slot))",
     ]]
 
-    step = TEN_STEP if ten else 1  # tiles a step of the consumers' loop
     common = ", ".join(scalars + cons + ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"])
     consumer = f"({k.name}_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_{p}, off_{q}{{wg}}, {{i}}, " \
                f"t0, k_tiles, tile_id, {common}))"
@@ -386,16 +387,13 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"off_{q} = pid_{q} * BLOCK_{q}",
         "# at least one reduction tile: with a zero-trip path ptxas serialises the MMAs (C7515)",
         f"tiles_{c} = (n_{c} + BLOCK_{c} - 1) // BLOCK_{c}",
-        *([f"tiles_{c} = (tiles_{c} + {TEN_STEP - 1}) // {TEN_STEP} * {TEN_STEP}  # whole steps of {TEN_STEP} tiles "
-           "(those past the end: TMA's zeros)"] if ten else []),
         "t0 = 0",
-        f"k_tiles = ttgl.maximum(tiles_{c}, {step})",
+        f"k_tiles = ttgl.maximum(tiles_{c}, 1)",
         *([] if k.split_k is None else [
-            f"if SPLIT_K > 1:  # one contiguous share of the {c} tiles; a share past the end sums {'one tile' if step == 1 else f'a step of {step} tiles'} of TMA's zeros",
+            f"if SPLIT_K > 1:  # one contiguous share of the {c} tiles; a share past the end sums one tile of TMA's zeros",
             f"    per_split = (tiles_{c} + SPLIT_K - 1) // SPLIT_K",
-            *([f"    per_split = (per_split + {TEN_STEP - 1}) // {TEN_STEP} * {TEN_STEP}"] if ten else []),
             "    t0 = ttgl.program_id(1) * per_split",
-            f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), {step})"]),
+            f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), 1)"]),
         f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, WG_N, BLOCK_{c}], x_desc.layout)",
         f"w_ring = ttgl.allocate_shared_memory({'ttgl.uint16' if whole else 'ttgl.int32'}, "
         f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS // 2 if whole else WGMMA_COLUMNS}], w_desc.layout)",
