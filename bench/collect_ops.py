@@ -13,7 +13,9 @@ row tiles among the candidates, -split-m128 the 2- and 8-bit M = 128 rows likewi
 lowbit-register-operand-decode-wgmma[-8bit] the 4- and 2-bit [8-bit] M <= 16 rows with the decode row tiles'
 register cap; lowbit-register-operand-bias-register-{m1,m16,2bit-m1} the 4- and 2-bit M <= 16 rows with the
 mma.sync kernel's BIAS pair in a register; lowbit-register-operand-vector-words the 4-bit M <= 16 rows with its
-words loaded a vector per thread).
+words loaded a vector per thread; lowbit-byte-words, lowbit-pair-columns the 8-bit rows and the 4- and 2-bit
+M = 16 rows after changes to the wgmma kernel's loads; lowbit-3bit the 3-bit grid with the wgmma kernel's 3-bit
+points among the candidates).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """

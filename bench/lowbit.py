@@ -264,9 +264,9 @@ def candidates(m: int, bits: int = 0) -> list[dict]:
         if m < 256:
             wgmma += [register_operand(bm, bn, w, s, 128, st) for bm in (64, 128) for bn, w in ((128, 8), (64, 4))
                       for s in (2, 4) for st in (2, 4)]
-    if bits == 8:  # whole bytes: twice the shared memory a K tile
+    if bits == 8:  # whole bytes: twice the shared memory a K tile (three or four stages of 128 at 128 rows and fewer)
         wgmma = [register_operand(bm, 128, 8, 1, bk, st) for bm in ((128, 256) if m >= 256 else (64, 128))
-                 for bk, st in ((128, 2), (64, 3), (64, 4))]
+                 for bk, st in ((128, 2), (128, 3), (128, 4), (64, 3), (64, 4))]
         if m < 256:
             wgmma += [register_operand(bm, bn, w, s, 64, 4) for bm in (64, 128) for bn, w in ((128, 8), (64, 4))
                       for s in (2, 4)]
