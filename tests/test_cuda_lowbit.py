@@ -281,6 +281,9 @@ def test_plan_says_where_the_dequantisation_is_factored(capsys):
     assert main(["plan", spec] + [a for v in decode for a in ("--set", v)]) == 0
     out = capsys.readouterr().out
     assert "register operand: mma runs on wgmma" in out and "4 shares of K meet through a counter per consumer thread" in out
+    assert "ten values a word" not in out
+    assert main(["plan", str(CONFIGS / "w3a16_gemm.yaml")] + [a for v in wgmma for a in ("--set", v)]) == 0
+    assert "first operand (ten values a word: each K tile decoded by its offset" in capsys.readouterr().out
 
 
 def test_an_emitted_library_runs_the_materialised_schedule(tmp_path, monkeypatch):

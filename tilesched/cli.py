@@ -105,7 +105,14 @@ def _register_operand_lines(binding) -> list[str]:
     """A point of the register-operand schedule (tilesched/passes/register_operand.py) says so, and
     on which instruction (the row tile picks it, or the option's value)."""
     from tilesched.passes.kernel import producer
-    from tilesched.passes.register_operand import WGMMA_COLUMNS, byte_weights, takes_wgmma, the_dot, why_not
+    from tilesched.passes.register_operand import (
+        WGMMA_COLUMNS,
+        byte_weights,
+        takes_wgmma,
+        ten_weights,
+        the_dot,
+        why_not,
+    )
 
     k = _scheduled(binding, "register_operand", why_not)
     if k is None:
@@ -123,6 +130,8 @@ def _register_operand_lines(binding) -> list[str]:
     return [f"register operand: {dot.stage} runs on wgmma; a loader warp brings {x}'s tiles and {w}'s {stored} by TMA "
             f"into {binding.option('num_stages', 3)} slots, a consumer warpgroup per {WGMMA_COLUMNS} columns runs "
             f"{chain} on the {stored} in registers as wgmma's first operand"
+            + (" (ten values a word: each K tile decoded by its offset in its first word, five tiles a step)"
+               if ten_weights(k) else "")
             + (f"; {split} shares of {k.reduction} meet through a counter per consumer thread" if split > 1 else "")
             + " (a Gluon kernel: Hopper GPUs only)"]
 
