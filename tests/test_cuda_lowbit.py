@@ -435,7 +435,7 @@ def test_register_operand_takes_3bit_words_on_wgmma_only():
     """uint3 weights, ten to a word: the wgmma kernel decodes a tile's words by its offset in steps of five
     tiles (K tiles of 64 or 128: 8 or 16 words, the words as 4-bit ones take); mma.sync refuses them, and
     the module renders no mma.sync kernel."""
-    from tilesched.backends.cuda.gluon_wgmma import TRIPLE_PAIR
+    from tilesched.backends.cuda.gluon_triple import TRIPLE_PAIR
     from tilesched.passes.gpu import lower_kernel
     from tilesched.passes.register_operand import legal_blocks, mma_sync_why_not, why_not
 
@@ -749,8 +749,7 @@ def test_3bit_pairs_by_the_tiles_offset_match_the_packed_values(block):
     values 2 (4m + j) and + 1 of the tile, for ten tiles (every offset in a word, twice) of random words."""
     import re
 
-    from tilesched.backends.cuda.gluon_wgmma import (
-        PACKED,
+    from tilesched.backends.cuda.gluon_triple import (
         TRIPLE_OFFSET,
         TRIPLE_PAIR,
         TRIPLE_ROW,
@@ -758,6 +757,7 @@ def test_3bit_pairs_by_the_tiles_offset_match_the_packed_values(block):
         TRIPLE_SLOT,
         triple_words_helper,
     )
+    from tilesched.backends.cuda.gluon_wgmma import PACKED
 
     ns = {"gluon": _NumpyGluon, "ttgl": _NumpyGluon,
           "_gl_halves": lambda t: (t[:, :t.shape[1] // 2], t[:, t.shape[1] // 2:]),

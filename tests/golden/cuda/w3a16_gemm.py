@@ -278,7 +278,7 @@ def launch(cfg, t, n, c):
 # the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
 @gluon.jit
 def _gl_triple_words(w, OFFSET: ttgl.constexpr):
-    # each quad's words (gluon_wgmma.quad_words): its first pair's and the next, by the tile's offset
+    # each quad's words (gluon_triple.quad_words): its first pair's and the next, by the tile's offset
     if w.shape[1] == 8:
         h0_4, h4_4 = _gl_halves(w)
         h0_2, h2_2 = _gl_halves(h0_4)

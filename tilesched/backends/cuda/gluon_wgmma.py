@@ -37,6 +37,15 @@ from __future__ import annotations
 from tilesched.backends.cuda import gluon_emit
 from tilesched.backends.cuda.gluon_attention import _names_in
 from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step, bias_register
+from tilesched.backends.cuda.gluon_triple import (
+    TEN_STEP,
+    TRIPLE_OFFSET,
+    TRIPLE_PAIR,
+    TRIPLE_ROW,
+    TRIPLE_SHIFTS,
+    TRIPLE_SLOT,
+    triple_words_helper,
+)
 from tilesched.ir.dtypes import BITS
 from tilesched.passes.kernel import Instr, KernelIR, producer
 from tilesched.passes.register_operand import WGMMA_COLUMNS, WGMMA_MIN_N, byte_weights, ten_weights, the_dot, word_bits
@@ -61,18 +70,6 @@ BYTE_SELECT = 0x4440  # PRMT selector: output byte 0 from byte j of the word, by
 BYTE_FP32 = "prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; " \
             "prmt.b32 $3, $4, $5, 0x7653;"
 NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }"
-# a 3-bit pair (bits 6s .. 6s + 5 of word lo or of the next, hi): a funnel shift of (hi:lo) by 6s (32, clamped:
-# hi) then hi's own shift (0 or 6s), the pair's 6 bits kept, x 0x2001 copies them 13 bits up (the high value
-# lands at 16-18), one LOP3 keeps both values and ORs BIAS in
-TRIPLE_PAIR = "{ .reg .b32 x; shf.r.clamp.b32 x, $1, $2, $3; shr.b32 x, x, $4; and.b32 x, x, 63; " \
-              "mul.lo.u32 x, x, 8193; lop3.b32 $0, x, 0x00070007, $5, 0xEA; }"
-TEN_STEP = 5  # tiles a step of the 3-bit consumer's loop: tile t's pairs start at (t * BLOCK / 2) % 5 in a word
-# (the kernel's expressions; tests evaluate them as written): the pair's slot, 0-4 in lo, 5-7 in hi (quad_words),
-# from tile t = step (mod 5) and the lane j of its quad; TRIPLE_PAIR's two shifts of (hi:lo); the words' first row
-TRIPLE_OFFSET = "(step * (BLOCK // 2)) % 5"
-TRIPLE_SLOT = "(step * (BLOCK // 2) + 4 * quad) % 5 + lane"
-TRIPLE_SHIFTS = ("ttgl.where(u < 5, 6 * u, 32)", "ttgl.where(u < 5, 0, 6 * u - 30)")
-TRIPLE_ROW = "t * (BLOCK // 2) // 5"
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
 # decode row tiles (wgmma's n up to 16): the kernel capped at 80 registers a thread, the consumers too;
 # the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at M = 16,
@@ -425,51 +422,6 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N", "CONSUMER_REGS"]]
     L += ["):"]
     L += ["    " + ln for ln in top]
-    return L
-
-
-def quad_words(offset: int, words: int) -> tuple[list[int], list[int]]:
-    """3-bit tiles: for each quad m of a tile's pairs (pairs 4m .. 4m + 3 of the tile, its first `offset` pairs into
-    its first word, five pairs a word), the word holding the quad's first pair (lo) and the next (hi): lane j's
-    pair is slot (offset + 4m) % 5 + j of lo, or that less 5 of hi."""
-    lo = [(offset + 4 * m) // 5 for m in range(words)]
-    return lo, [min(w + 1, words - 1) for w in lo]
-
-
-def _side_by_side(names: list[str]) -> str:
-    if len(names) == 1:
-        return names[0]
-    half = len(names) // 2
-    return f"_gl_beside({_side_by_side(names[:half])}, {_side_by_side(names[half:])})"
-
-
-def triple_words_helper() -> list[str]:
-    """`_gl_triple_words(w, OFFSET)`: a [64, n] tile of words (n = 8 or 16, in registers) -> (lo, hi) per quad
-    (quad_words): the tile split into its columns, those stacked in each offset's order (register moves)."""
-    L = ["@gluon.jit", "def _gl_triple_words(w, OFFSET: ttgl.constexpr):",
-         "    # each quad's words (gluon_wgmma.quad_words): its first pair's and the next, by the tile's offset"]
-    for n, kw in ((8, "if"), (16, "else")):
-        L.append(f"    if w.shape[1] == {n}:" if kw == "if" else "    else:")
-        level = [("w", list(range(n)))]
-        while len(level[0][1]) > 1:
-            nxt = []
-            for name, cols in level:
-                half = len(cols) // 2
-                a, b = (f"c{cols[0]}" if half == 1 else f"h{cols[0]}_{half}",
-                        f"c{cols[half]}" if half == 1 else f"h{cols[half]}_{half}")
-                L.append(f"        {a}, {b} = _gl_halves({name})")
-                nxt += [(a, cols[:half]), (b, cols[half:])]
-            level = nxt
-        for offset in range(TEN_STEP):
-            lo, hi = quad_words(offset, n)
-            L.append(f"        {'if' if offset == 0 else 'elif'} OFFSET == {offset}:")
-            L.append(f"            lo = {_side_by_side([f'c{i}' for i in lo])}")
-            L.append(f"            hi = {_side_by_side([f'c{i}' for i in hi])}")
-    L += ["    return lo, hi", "", "",
-          "@gluon.jit", "def _gl_halves(t):", "    # [R, 2n] -> its columns 0 .. n - 1 and n .. 2n - 1",
-          "    return ttgl.split(ttgl.permute(ttgl.reshape(t, [t.shape[0], 2, t.shape[1] // 2]), (0, 2, 1)))",
-          "", "", "@gluon.jit", "def _gl_beside(a, b):", "    # [R, n] and [R, n] -> [R, 2n]",
-          "    return ttgl.reshape(ttgl.permute(ttgl.join(a, b), (0, 2, 1)), [a.shape[0], 2 * a.shape[1]])", "", ""]
     return L
 
 
