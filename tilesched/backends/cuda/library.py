@@ -20,7 +20,8 @@ HERE = Path(__file__).resolve().parent
 PASSES = HERE.parent.parent / "passes"
 # everything that shapes the emitted source: a change to any of them makes emitted libraries stale
 TEMPLATE_DIRS = [HERE / "triton_rules.py", HERE / "triton_emit.py", HERE / "gluon_emit.py", HERE / "gluon_layouts.py",
-                 HERE / "gluon_attention.py", HERE / "gluon_wgmma.py", HERE / "gluon_schedules.py", HERE / "kernel.py", PASSES / "gpu.py", PASSES / "kernel.py",
+                 HERE / "gluon_attention.py", HERE / "gluon_wgmma.py", HERE / "gluon_triple.py", HERE / "gluon_schedules.py",
+                 HERE / "kernel.py", PASSES / "gpu.py", PASSES / "kernel.py",
                  PASSES / "factor.py", PASSES / "materialize.py", PASSES / "optional.py", PASSES / "register_operand.py",
                  PASSES / "warp_specialize.py", PASSES / "heavy_first.py", HERE.parent.parent / "ir" / "looptree.py"]
 
