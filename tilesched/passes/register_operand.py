@@ -15,9 +15,9 @@ shapes take for its TMA ring and split-K shares that meet through a counter per 
 The pass checks that the kernel has that shape, else it refuses at the stage that breaks it:
 one factored dot (tilesched/passes/factor.py) in the reduction loop, its other operand a 16-bit
 float load over (rows, reduction), its chain's value 4- or 2-bit unsigned integers packed into
-words along the reduction axis (3-bit ones, ten to a word, on wgmma only), its coefficients loads that are constant along the reduction axis
-within a tile (grouped along it, or without it), pointer loads (no TMA), and an accumulator zeroed
-before the loop and stored after it. Whether a point takes the schedule is the option's parameter; the launcher
+words along the reduction axis (3-bit ones, ten to a word, and bytes on wgmma only), its
+coefficients loads that are constant along the reduction axis within a tile (grouped along it, or
+without it), pointer loads (no TMA), and an accumulator zeroed before the loop and stored after it. Whether a point takes the schedule is the option's parameter; the launcher
 checks the kernel's shape and the point's block sizes (`legal_blocks`) for the points that set it.
 """
 
@@ -34,7 +34,7 @@ OPTION = "register_operand"
 ACTIVATIONS = ("bf16", "fp16")
 WEIGHTS = ("uint4", "uint2")  # 8 or 16 to a word: one or two of a thread's 8-index operand fragments
 # 10 to a word (two bits unused): a value pair never straddles two words, but a tile's pairs start inside a word,
-# at one of five offsets; the wgmma kernel only, which decodes a tile's words by its offset (gluon_wgmma.py)
+# at one of five offsets; the wgmma kernel only, which decodes a tile's words by its offset (gluon_triple.py)
 TEN_WEIGHTS = ("uint3",)
 BYTE_WEIGHTS = ("uint8", "int8")  # one to a byte, unpacked: the wgmma kernel only (row tiles past 16)
 MMA_ROWS = 16  # mma.sync's m16n8k16: 16 weight columns per warp and step, up to 16 activation rows
