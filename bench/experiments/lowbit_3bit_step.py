@@ -10,7 +10,6 @@ decode: wrong values, the same work a tile) to time the loop's code size apart f
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -63,11 +62,7 @@ def main() -> int:
             if "step 5" in name:
                 err, why = sb.oracle_error(kern, sb.legal(kern.program, sizes, POINTS[0]), sets[3][0])
                 print(f"  {name}: oracle {why or 'ok'} ({err:.1e})", flush=True)
-        got: dict[str, list[float]] = {t: [] for t in timers}
-        for _ in range(3):
-            for t, timer in timers.items():
-                got[t].append(timer())
-        ms = {t: statistics.median(v) for t, v in got.items()}
+        ms = sb.interleaved(timers)  # medians of 3 rounds, the timers taking turns
         for t, v in ms.items():
             print(f"M={m} N={n} K={k} {t:32s} {v * 1e3:8.1f} us  x{ms['cublas'] / v:.2f} cuBLAS", flush=True)
             rows.append({"shape": sizes, "variant": t, "ms": v, "cublas_ms": ms["cublas"], "ratio": ms["cublas"] / v,

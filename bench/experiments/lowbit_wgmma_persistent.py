@@ -14,7 +14,6 @@ uniform register before each use); the patch renders it:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -70,11 +69,7 @@ def main() -> int:
                     return sb.time_kernel(kernel, b, sets, a.repeats)
                 timers[f"#{i} persistent"] = lambda timed=timed: timed(True)
                 timers[f"#{i} a CTA a tile"] = lambda timed=timed: timed(False)
-            got: dict[str, list[float]] = {t: [] for t in timers}
-            for _ in range(3):
-                for t, timer in timers.items():
-                    got[t].append(timer())
-            ms = {t: statistics.median(v) for t, v in got.items()}
+            ms = sb.interleaved(timers)  # medians of 3 rounds, the timers taking turns
             for t, v in ms.items():
                 print(f"{bits}-bit M={m} N={n} K={k} {t:18s} {v * 1e3:8.1f} us  x{ms['cublas'] / v:.3f} cuBLAS", flush=True)
                 rows.append({"bits": bits, "shape": sizes, "variant": t, "ms": v, "cublas_ms": ms["cublas"],
