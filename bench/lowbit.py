@@ -117,14 +117,17 @@ REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits al
                                                                   "NUM_WARPS": 8, "NUM_STAGES": 4})]] + [
                               (sizes, params) for sizes, params in DECODE_WGMMA_POINTS if sizes["N"] % 16 == 0] + [
                               ({"M": 3, "N": 304, "K": 520}, DECODE_WGMMA_POINTS[0][1])],
-                          # ten to a word: the wgmma kernel only, K tiles of 64 and 128 in steps of five (those past
-                          # K are TMA's zeros: 4 real tiles in 5 at K = 520, a step of one tile at K = 128)
+                          # ten to a word: the wgmma kernel only, K tiles of 64 and 128 in steps of five (decode
+                          # tiles run whole steps, TMA's zeros past K; wider ones skip the tiles outside their share)
                           "w3a16_gemm": [(sizes, {"SPLIT_K": 1, **params, "REGISTER_OPERAND": True})
                                          for sizes, params in WGMMA_POINTS[:4] + [
                               ({"M": 300, "N": 200, "K": 1040}, {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64,
                                                                  "NUM_WARPS": 8, "NUM_STAGES": 3}),
                               ({"M": 520, "N": 1000, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64,
-                                                                  "NUM_WARPS": 8, "NUM_STAGES": 3})]] + [
+                                                                  "NUM_WARPS": 8, "NUM_STAGES": 3}),
+                              # wide tiles' shares skip the tiles outside them (the second starts at tile 9: step 4)
+                              ({"M": 100, "N": 264, "K": 2080}, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128,
+                                                                 "NUM_WARPS": 8, "NUM_STAGES": 3, "SPLIT_K": 2})]] + [
                               (sizes, params) for sizes, params in DECODE_WGMMA_POINTS if sizes["N"] % 4 == 0] + [
                               ({"M": 3, "N": 300, "K": 520}, {**DECODE_WGMMA_POINTS[0][1], "BLOCK_K": 64}),
                               ({"M": 20, "N": 200, "K": 1040}, {**DECODE_WGMMA_POINTS[1][1], "BLOCK_K": 64})]}
@@ -135,6 +138,10 @@ REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits al
 # (bench/experiments/wgmma_decode_register_cap.py); (bits, sizes, params) each called REPEAT_CALLS times
 REPEAT_POINTS = [(4, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2}),
                  (3, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2}),
+                 (3, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4}),
+                 # 4 stages: a register cap of 80 returned two wrong columns in 21 of 60 calls here
+                 (4, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4, "NUM_STAGES": 4}),
+                 (3, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4, "NUM_STAGES": 4}),
                  (4, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4}),
                  (8, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2})]
 REPEAT_CALLS = 30
@@ -166,7 +173,7 @@ def differing_calls(kernel, reference, point, ins: dict, calls: int) -> list[tup
 
 
 def repeat_check(out: Path, tag: str, bits: set[int]) -> int:
-    """Each REPEAT_POINTS point (the wgmma kernel's decode tiles, 4 warps, K tiles of 128, 2 stages)
+    """Each REPEAT_POINTS point (the wgmma kernel's decode tiles, 4 warps, K tiles of 128, 2 stages unless it says)
     called REPEAT_CALLS times on one input set, NaN-poisoned outputs each time, every result compared
     with the same point without split-K, itself checked against the oracle first. Writes
     DIR/<tag>-repeat-check-<device>.json; 1 if any call differed."""
@@ -180,7 +187,8 @@ def repeat_check(out: Path, tag: str, bits: set[int]) -> int:
             continue
         program = load_program(sb.CONFIGS / f"{BITS_SPECS[b]}.yaml")
         kernel = Kernel(program)
-        point = {**cfg(params["BLOCK_M"], params["BLOCK_N"], 128, 4, 2), "REGISTER_OPERAND": "wgmma"}
+        point = {**cfg(params["BLOCK_M"], params["BLOCK_N"], 128, 4, params.get("NUM_STAGES", 2)),
+                 "REGISTER_OPERAND": "wgmma"}
         one, split = sb.legal(program, sizes, point), sb.legal(program, sizes, {**point, "SPLIT_K": params["SPLIT_K"]})
         ins = make_inputs(b, sizes["M"], sizes["N"], sizes["K"], "cuda")
         err, why = sb.oracle_error(kernel, one, ins)

@@ -349,7 +349,7 @@ def _gl_beside(a, b):
 
 
 @gluon.jit
-def w3a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, PAIRS3: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
+def w3a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, PAIRS3: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, WHOLE_STEPS: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
     acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, WG_N, 16])
     a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
     words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)
@@ -364,10 +364,10 @@ def w3a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
     last_t = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K - 1, 0)  # the coefficients' last tile
     r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 10), cq < n_N, EVEN_N) >> ((cq % 10) * 3)) & 7).to(ttgl.float32)
     r_S_next = _gl_load(p_S + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
-    for i5 in range(-(t0 % 5), k_tiles, 5):
-        for step in ttgl.static_range(5):
-            i = i5 + step
-            if (i >= 0) & (i < k_tiles):  # (a share's first step starts before it, its last may end past it)
+    if WHOLE_STEPS:  # (decode tiles) the share is whole steps, its tiles past K TMA's zeros
+        for i5 in range(0, k_tiles, 5):
+            for step in ttgl.static_range(5):
+                i = i5 + step
                 t = t0 + i
                 r_Z = r_Z_next
                 r_S = r_S_next
@@ -400,6 +400,43 @@ def w3a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
                 # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
                 acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
                 _gl_mbarrier.arrive(empty.index(slot), count=1)
+    else:  # a share's first step may start before it, its last end past it: those tiles are skipped
+        for i5 in range(-(t0 % 5), k_tiles, 5):
+            for step in ttgl.static_range(5):
+                i = i5 + step
+                if (i >= 0) & (i < k_tiles):
+                    t = t0 + i
+                    r_Z = r_Z_next
+                    r_S = r_S_next
+                    r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 10), cq < n_N, EVEN_N) >> ((cq % 10) * 3)) & 7).to(ttgl.float32)
+                    r_S_next = _gl_load(p_S + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
+                    o0 = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair((128.0 + r_Z) + zc, ttgl.bfloat16), 1), 2)
+                    o1 = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair(r_S + zc, ttgl.bfloat16), 1), 2)
+                    slot = i % STAGES
+                    _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+                    words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)
+                    # tile t's first pair lies (t * BLOCK / 2) % 5 pairs into its first word (t % 5 is the step)
+                    lo, hi = _gl_triple_words(words, (step * (BLOCK_K // 2)) % 5)  # each quad's words
+                    u = (step * (BLOCK_K // 2) + 4 * quad) % 5 + lane  # the pair's slot in lo (0-4) or in hi (5-7)
+                    lo, at = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(lo, words_l), 2), ttgl.where(u < 5, 6 * u, 32))
+                    hi, at_hi = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(hi, words_l), 2), ttgl.where(u < 5, 0, 6 * u - 30))
+                    pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; shf.r.clamp.b32 x, $1, $2, $3; shr.b32 x, x, $4; and.b32 x, x, 63; mul.lo.u32 x, x, 8193; lop3.b32 $0, x, 0x00070007, $5, 0xEA; }", "=r,r,r,r,r,r", [lo, hi, at, at_hi, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
+                    pairs, o0 = ttgl.broadcast(pairs, o0)
+                    pairs, o1 = ttgl.broadcast(pairs, o1)
+                    lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, o0, o1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
+                    a = ttgl.reshape(ttgl.join(lo, hi), [64, BLOCK_K])
+                    if BY_COLUMN:
+                        a = _gl_byte_rows(a, a_l)
+                    else:
+                        a = ttgl.convert_layout(a, a_l, assert_trivial=True)
+                    if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
+                        _gl_mbarrier.wait(turn.index(wg), i & 1)
+                    tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
+                    if PINGPONG:
+                        _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
+                    # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
+                    acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
+                    _gl_mbarrier.arrive(empty.index(slot), count=1)
     if SPLIT_K > 1:
         ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
         ep_p = off_M + ep_r
@@ -482,6 +519,7 @@ def w3a16_gemm_wgmma_kernel(
     STAGES: ttgl.constexpr,
     PAIRS3: ttgl.constexpr,
     BY_COLUMN: ttgl.constexpr,
+    WHOLE_STEPS: ttgl.constexpr,
     CONSUMERS: ttgl.constexpr,
     PINGPONG: ttgl.constexpr,
     WG_N: ttgl.constexpr,
@@ -500,10 +538,17 @@ def w3a16_gemm_wgmma_kernel(
     tiles_K = (n_K + BLOCK_K - 1) // BLOCK_K
     t0 = 0
     k_tiles = ttgl.maximum(tiles_K, 1)
+    if WHOLE_STEPS:  # the consumers' steps of 5 tiles run whole (those past the end: TMA's zeros)
+        tiles_K = (tiles_K + 4) // 5 * 5
+        k_tiles = ttgl.maximum(tiles_K, 5)
     if SPLIT_K > 1:  # one contiguous share of the K tiles; a share past the end sums one tile of TMA's zeros
         per_split = (tiles_K + SPLIT_K - 1) // SPLIT_K
+        if WHOLE_STEPS:
+            per_split = (per_split + 4) // 5 * 5
         t0 = ttgl.program_id(1) * per_split
         k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_K - t0), 1)
+        if WHOLE_STEPS:
+            k_tiles = ttgl.maximum(k_tiles, 5)
     x_ring = ttgl.allocate_shared_memory(ttgl.bfloat16, [STAGES, WG_N, BLOCK_K], x_desc.layout)
     w_ring = ttgl.allocate_shared_memory(ttgl.int32, [STAGES * CONSUMERS, BLOCK_K * 4 // 32, 64], w_desc.layout)
     ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())
@@ -517,13 +562,13 @@ def w3a16_gemm_wgmma_kernel(
     _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
     if CONSUMERS == 2:
         ttgl.warp_specialize([
-            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
-            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, WHOLE_STEPS, CONSUMERS, PINGPONG, WG_N)),
+            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, WHOLE_STEPS, CONSUMERS, PINGPONG, WG_N)),
             (w3a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [4, 1], [CONSUMER_REGS, 24])  # registers: the consumer's accumulator and operand; the loader's few
     else:
         ttgl.warp_specialize([
-            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w3a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, WHOLE_STEPS, CONSUMERS, PINGPONG, WG_N)),
             (w3a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [1], [24])
 
@@ -543,10 +588,13 @@ def wgmma_launch_args(cfg, t, n, c):
     # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster
     kw["BY_COLUMN"] = max(kw["BLOCK_M"], 8) <= 16
     kw["PAIRS3"] = wgmma_pairs_layout(kw["BLOCK_K"], 4, kw["BY_COLUMN"])
+    # 3 bits: decode tiles run whole steps of five K tiles (a branch around each tile cost 15-18 % there:
+    # bench/results/lowbit-3bit-guard-*.json); wider tiles skip a share's tiles past its ends
+    kw["WHOLE_STEPS"] = max(kw["BLOCK_M"], 8) <= 16
     wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"] * 4 // 32, 64], ttgl.int32, 'W')
-    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'PAIRS3', 'BY_COLUMN']}
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'PAIRS3', 'BY_COLUMN', 'WHOLE_STEPS']}
     consumers = cfg.num_warps // 4
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)

@@ -71,13 +71,15 @@ BYTE_FP32 = "prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 
             "prmt.b32 $3, $4, $5, 0x7653;"
 NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }"
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
-# decode row tiles (wgmma's n up to 16): the kernel capped at 80 registers a thread, the consumers too;
+# decode row tiles (wgmma's n up to 16): the kernel capped at 96 registers a thread, the consumers too;
 # the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at M = 16,
-# N = 28672: 82 -> 67 us: bench/results/wgmma-decode-registers-*.json). A cap of 64 was faster there but
-# wrong: under split-K at N = 28672 one accumulator register of the first warp (output row 0, the
-# tile's first 8 columns) came back corrupted in 12-33 % of the calls; 80, 96 and no cap never did
-# (bench/results/wgmma-decode-register-cap-*.json)
-DECODE_N, DECODE_REGISTERS = 16, 80
+# N = 28672: 82 -> 67 us: bench/results/wgmma-decode-registers-*.json). Lower caps were faster and wrong:
+# at 64, under split-K at N = 28672 one accumulator register of the first warp (output row 0, the tile's
+# first 8 columns) came back corrupted in 12-33 % of the calls (bench/results/wgmma-decode-register-cap-*.json);
+# at 80 with 4 stages (64 columns, 4 warps, M = 1, N = 28672) two adjacent columns came back wrong in
+# 21 of 60 calls without split-K, and in 304-390 of 400 with four shares, where 2 and 8 stages, and
+# caps of 96, 128 and none, never did (decode-register-cap-stages-*.json, decode-stages-split-repeat-*.json)
+DECODE_N, DECODE_REGISTERS = 16, 96
 
 
 def _integral(k: KernelIR, n: str, room: int) -> bool:
@@ -333,15 +335,20 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
         after += ["    " + ln for ln in store]
     if ten:  # five tiles a step, tile t at step t % 5 of one, each decoded by its offset (a compile-time constant)
-        loop = [f"for step in ttgl.static_range({TEN_STEP}):", "    i = i5 + step",
-                "    if (i >= 0) & (i < k_tiles):  # (a share's first step starts before it, its last may end past it)",
-                *["        " + ln for ln in loop]]
-        body = before + [f"for i5 in range(-(t0 % {TEN_STEP}), k_tiles, {TEN_STEP}):"] + ["    " + ln for ln in loop] + after
+        steps = [f"for step in ttgl.static_range({TEN_STEP}):", "    i = i5 + step"]
+        body = before + [
+            "if WHOLE_STEPS:  # (decode tiles) the share is whole steps, its tiles past K TMA's zeros",
+            f"    for i5 in range(0, k_tiles, {TEN_STEP}):",
+            *["        " + ln for ln in steps + ["    " + x for x in loop]],
+            "else:  # a share's first step may start before it, its last end past it: those tiles are skipped",
+            f"    for i5 in range(-(t0 % {TEN_STEP}), k_tiles, {TEN_STEP}):",
+            *["        " + ln for ln in steps + ["    if (i >= 0) & (i < k_tiles):"] + ["        " + x for x in loop]],
+        ] + after
     else:
         body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
     scalars = _names_in(body, positional)
     cons = _names_in(body, consts)
-    layout = ["WORDS_L", "BY_COLUMN"] if whole else ["PAIRS3", "BY_COLUMN"]
+    layout = ["WORDS_L", "BY_COLUMN"] if whole else ["PAIRS3", "BY_COLUMN"] + (["WHOLE_STEPS"] if ten else [])
     L = triple_words_helper() if ten else []
     L += ["@gluon.jit",
          f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, t0, k_tiles, tile_id, "
@@ -386,11 +393,17 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"tiles_{c} = (n_{c} + BLOCK_{c} - 1) // BLOCK_{c}",
         "t0 = 0",
         f"k_tiles = ttgl.maximum(tiles_{c}, 1)",
+        *([f"if WHOLE_STEPS:  # the consumers' steps of {TEN_STEP} tiles run whole (those past the end: TMA's zeros)",
+           f"    tiles_{c} = (tiles_{c} + {TEN_STEP - 1}) // {TEN_STEP} * {TEN_STEP}",
+           f"    k_tiles = ttgl.maximum(tiles_{c}, {TEN_STEP})"] if ten else []),
         *([] if k.split_k is None else [
             f"if SPLIT_K > 1:  # one contiguous share of the {c} tiles; a share past the end sums one tile of TMA's zeros",
             f"    per_split = (tiles_{c} + SPLIT_K - 1) // SPLIT_K",
+            *(["    if WHOLE_STEPS:", f"        per_split = (per_split + {TEN_STEP - 1}) // {TEN_STEP} * {TEN_STEP}"]
+              if ten else []),
             "    t0 = ttgl.program_id(1) * per_split",
-            f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), 1)"]),
+            f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), 1)",
+            *(["    if WHOLE_STEPS:", f"        k_tiles = ttgl.maximum(k_tiles, {TEN_STEP})"] if ten else [])]),
         f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, WG_N, BLOCK_{c}], x_desc.layout)",
         f"w_ring = ttgl.allocate_shared_memory({'ttgl.uint16' if whole else 'ttgl.int32'}, "
         f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS // 2 if whole else WGMMA_COLUMNS}], w_desc.layout)",
@@ -538,7 +551,12 @@ def render_host(k: KernelIR) -> list[str]:
                   "    # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster",
                   f"    kw[\"BY_COLUMN\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}",
                   f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits}, kw[\"BY_COLUMN\"])"]
+        if ten_weights(k):
+            layout += ["    # 3 bits: decode tiles run whole steps of five K tiles (a branch around each tile cost 15-18 % there:",
+                       "    # bench/results/lowbit-3bit-guard-*.json); wider tiles skip a share's tiles past its ends",
+                       f"    kw[\"WHOLE_STEPS\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}"]
     names = constexprs(k) + (["WORDS_L"] if byte_weights(k) else ["PAIRS3"]) + ["BY_COLUMN"]
+    names += ["WHOLE_STEPS"] if ten_weights(k) else []
     counters = [] if k.split_k is None else [
         "    if cfg.constexprs[\"SPLIT_K\"] > 1:  # the shared counters grown to one per thread of each consumer, so the",
         "        # Triton kernel's arguments (one per tile) take the same buffer",
