@@ -148,6 +148,21 @@ def test_register_operand_wgmma_kernel_compiles_for_sm90(spec, sizes, params, ac
     assert ring <= built.shared_bytes < ring + weight_tile, built
 
 
+@pytest.mark.parametrize("sizes,params,whole", [(WGMMA_POINTS[i][0], WGMMA_POINTS[i][1], w) for i, w in
+                                                 ((0, False), (2, False), (3, True), (4, True))],
+                         ids=["m1024", "k64", "decode-16", "decode-1"])
+def test_3bit_decode_tiles_run_whole_steps(sizes, params, whole):
+    """3-bit launches: decode row tiles (16 rows or fewer) run whole steps of five K tiles (a branch
+    around each tile cost them 15-18 %), wider ones skip a share's tiles outside it; decode tiles ask
+    for 96 registers a thread (at 80 they returned wrong columns at 4 stages)."""
+    kernel = Kernel(load_program(SPECS["w3a16_gemm"]))
+    full = {"GROUP_M": 8, "SPLIT_K": 1, "MATERIALIZE": False, "REGISTER_OPERAND": True, **params}
+    plan, tensors = kernel.prepare(empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
+    fn, _, kw = kernel.jit_call(plan, tensors)
+    assert fn.__name__ == "w3a16_gemm_wgmma_kernel" and kw["WHOLE_STEPS"] is whole
+    assert kw.get("maxnreg") == (96 if whole else None)
+
+
 WS_POINTS = [  # the warp-specialised schedule (Gluon): ragged queries and keys, both key tiles, GQA
     ("flash_attention", {"B": 2, "H": 3, "SQ": 300, "SK": 333, "D": 128}, 128, 3),
     ("flash_attention", {"B": 1, "H": 2, "SQ": 129, "SK": 200, "D": 64}, 64, 4),
