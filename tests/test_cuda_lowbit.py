@@ -450,8 +450,8 @@ def test_register_operand_takes_3bit_words_on_wgmma_only():
     assert legal_blocks({"M": 16, "N": 128, "K": 128}, 8, groups, k, wgmma=True) is None  # the value "wgmma"
     src = compiled(load_program(CONFIGS / "w3a16_gemm.yaml"))[1]
     assert "def w3a16_gemm_wgmma_kernel(" in src and "_gluon_kernel" not in src
-    assert "for i5 in range(-(t0 % 5), k_tiles, 5):" in src and TRIPLE_PAIR in src
-    assert "    if (i >= 0) & (i < k_tiles):" in src and "def _gl_triple_words(w, OFFSET: ttgl.constexpr):" in src
+    assert "    i5_first = -(t0 % 5)" in src and "for i5 in range(i5_first, k_tiles, 5):" in src and TRIPLE_PAIR in src
+    assert "    if WHOLE_STEPS or ((i >= 0) & (i < k_tiles)):" in src and "def _gl_triple_words(w, OFFSET: ttgl.constexpr):" in src
 
 
 @pytest.mark.parametrize("chain,steps", [

@@ -364,10 +364,13 @@ def w3a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
     last_t = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K - 1, 0)  # the coefficients' last tile
     r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 10), cq < n_N, EVEN_N) >> ((cq % 10) * 3)) & 7).to(ttgl.float32)
     r_S_next = _gl_load(p_S + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
-    if WHOLE_STEPS:  # (decode tiles) the share is whole steps, its tiles past K TMA's zeros
-        for i5 in range(0, k_tiles, 5):
-            for step in ttgl.static_range(5):
-                i = i5 + step
+    i5_first = 0 * t0
+    if not WHOLE_STEPS:
+        i5_first = -(t0 % 5)  # tile t runs at step t % 5
+    for i5 in range(i5_first, k_tiles, 5):
+        for step in ttgl.static_range(5):
+            i = i5 + step
+            if WHOLE_STEPS or ((i >= 0) & (i < k_tiles)):
                 t = t0 + i
                 r_Z = r_Z_next
                 r_S = r_S_next
@@ -400,43 +403,6 @@ def w3a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
                 # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
                 acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
                 _gl_mbarrier.arrive(empty.index(slot), count=1)
-    else:  # a share's first step may start before it, its last end past it: those tiles are skipped
-        for i5 in range(-(t0 % 5), k_tiles, 5):
-            for step in ttgl.static_range(5):
-                i = i5 + step
-                if (i >= 0) & (i < k_tiles):
-                    t = t0 + i
-                    r_Z = r_Z_next
-                    r_S = r_S_next
-                    r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 10), cq < n_N, EVEN_N) >> ((cq % 10) * 3)) & 7).to(ttgl.float32)
-                    r_S_next = _gl_load(p_S + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
-                    o0 = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair((128.0 + r_Z) + zc, ttgl.bfloat16), 1), 2)
-                    o1 = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair(r_S + zc, ttgl.bfloat16), 1), 2)
-                    slot = i % STAGES
-                    _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-                    words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)
-                    # tile t's first pair lies (t * BLOCK / 2) % 5 pairs into its first word (t % 5 is the step)
-                    lo, hi = _gl_triple_words(words, (step * (BLOCK_K // 2)) % 5)  # each quad's words
-                    u = (step * (BLOCK_K // 2) + 4 * quad) % 5 + lane  # the pair's slot in lo (0-4) or in hi (5-7)
-                    lo, at = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(lo, words_l), 2), ttgl.where(u < 5, 6 * u, 32))
-                    hi, at_hi = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(hi, words_l), 2), ttgl.where(u < 5, 0, 6 * u - 30))
-                    pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; shf.r.clamp.b32 x, $1, $2, $3; shr.b32 x, x, $4; and.b32 x, x, 63; mul.lo.u32 x, x, 8193; lop3.b32 $0, x, 0x00070007, $5, 0xEA; }", "=r,r,r,r,r,r", [lo, hi, at, at_hi, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
-                    pairs, o0 = ttgl.broadcast(pairs, o0)
-                    pairs, o1 = ttgl.broadcast(pairs, o1)
-                    lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, o0, o1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
-                    a = ttgl.reshape(ttgl.join(lo, hi), [64, BLOCK_K])
-                    if BY_COLUMN:
-                        a = _gl_byte_rows(a, a_l)
-                    else:
-                        a = ttgl.convert_layout(a, a_l, assert_trivial=True)
-                    if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
-                        _gl_mbarrier.wait(turn.index(wg), i & 1)
-                    tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
-                    if PINGPONG:
-                        _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
-                    # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
-                    acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
-                    _gl_mbarrier.arrive(empty.index(slot), count=1)
     if SPLIT_K > 1:
         ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
         ep_p = off_M + ep_r

@@ -335,14 +335,17 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
         after += ["    " + ln for ln in store]
     if ten:  # five tiles a step, tile t at step t % 5 of one, each decoded by its offset (a compile-time constant)
-        steps = [f"for step in ttgl.static_range({TEN_STEP}):", "    i = i5 + step"]
+        # decode tiles (WHOLE_STEPS) run whole steps, their tiles past K TMA's zeros; wider ones start a share's
+        # first step before it and skip the tiles outside the share (a static guard where WHOLE_STEPS is set)
         body = before + [
-            "if WHOLE_STEPS:  # (decode tiles) the share is whole steps, its tiles past K TMA's zeros",
-            f"    for i5 in range(0, k_tiles, {TEN_STEP}):",
-            *["        " + ln for ln in steps + ["    " + x for x in loop]],
-            "else:  # a share's first step may start before it, its last end past it: those tiles are skipped",
-            f"    for i5 in range(-(t0 % {TEN_STEP}), k_tiles, {TEN_STEP}):",
-            *["        " + ln for ln in steps + ["    if (i >= 0) & (i < k_tiles):"] + ["        " + x for x in loop]],
+            "i5_first = 0 * t0",
+            "if not WHOLE_STEPS:",
+            f"    i5_first = -(t0 % {TEN_STEP})  # tile t runs at step t % 5",
+            f"for i5 in range(i5_first, k_tiles, {TEN_STEP}):",
+            f"    for step in ttgl.static_range({TEN_STEP}):",
+            "        i = i5 + step",
+            "        if WHOLE_STEPS or ((i >= 0) & (i < k_tiles)):",
+            *["            " + x for x in loop],
         ] + after
     else:
         body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
