@@ -15,7 +15,8 @@ register cap; lowbit-register-operand-bias-register-{m1,m16,2bit-m1} the 4- and 
 mma.sync kernel's BIAS pair in a register; lowbit-register-operand-vector-words the 4-bit M <= 16 rows with its
 words loaded a vector per thread; lowbit-byte-words, lowbit-pair-columns the 8-bit rows and the 4- and 2-bit
 M = 16 rows after changes to the wgmma kernel's loads; lowbit-3bit the 3-bit grid with the wgmma kernel's 3-bit
-points among the candidates; lowbit-8bit-stages the 8-bit M = 1024 rows again, more stages among the candidates).
+points among the candidates; lowbit-8bit-stages the 8-bit M = 1024 rows again, more stages among the candidates;
+lowbit-decode-cap the M <= 16 rows of all four widths with the decode tiles' register caps by consumer count).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -34,7 +35,7 @@ SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "l
            "lowbit-register-operand-bias-register-m1", "lowbit-register-operand-bias-register-m16",
            "lowbit-register-operand-bias-register-2bit-m1", "lowbit-register-operand-vector-words",
            "lowbit-register-cap-m16", "lowbit-register-cap-8bit", "lowbit-byte-words", "lowbit-pair-columns",
-           "lowbit-3bit", "lowbit-8bit-stages", "fp8")
+           "lowbit-3bit", "lowbit-8bit-stages", "lowbit-decode-cap", "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

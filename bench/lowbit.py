@@ -143,7 +143,18 @@ REPEAT_POINTS = [(4, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N"
                  (4, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4, "NUM_STAGES": 4}),
                  (3, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4, "NUM_STAGES": 4}),
                  (4, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 64, "SPLIT_K": 4}),
-                 (8, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2})]
+                 (8, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 64, "SPLIT_K": 2}),
+                 # two consumers (8 warps), capped at 80 registers a thread: two CTAs of 12 warps an SM
+                 (4, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 128, "SPLIT_K": 2, "NUM_WARPS": 8,
+                                                        "NUM_STAGES": 4}),
+                 (4, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 128, "SPLIT_K": 4, "NUM_WARPS": 8,
+                                                       "NUM_STAGES": 4}),
+                 (3, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 128, "SPLIT_K": 4, "NUM_WARPS": 8,
+                                                        "NUM_STAGES": 4}),
+                 (2, {"M": 16, "N": 28672, "K": 8192}, {"BLOCK_M": 16, "BLOCK_N": 128, "SPLIT_K": 2, "NUM_WARPS": 8,
+                                                        "NUM_STAGES": 4}),
+                 (8, {"M": 1, "N": 28672, "K": 8192}, {"BLOCK_M": 1, "BLOCK_N": 128, "SPLIT_K": 4, "NUM_WARPS": 8,
+                                                       "NUM_STAGES": 4})]
 REPEAT_CALLS = 30
 
 
@@ -173,7 +184,7 @@ def differing_calls(kernel, reference, point, ins: dict, calls: int) -> list[tup
 
 
 def repeat_check(out: Path, tag: str, bits: set[int]) -> int:
-    """Each REPEAT_POINTS point (the wgmma kernel's decode tiles, 4 warps, K tiles of 128, 2 stages unless it says)
+    """Each REPEAT_POINTS point (the wgmma kernel's decode tiles, K tiles of 128, 4 warps and 2 stages unless it says)
     called REPEAT_CALLS times on one input set, NaN-poisoned outputs each time, every result compared
     with the same point without split-K, itself checked against the oracle first. Writes
     DIR/<tag>-repeat-check-<device>.json; 1 if any call differed."""
@@ -187,7 +198,7 @@ def repeat_check(out: Path, tag: str, bits: set[int]) -> int:
             continue
         program = load_program(sb.CONFIGS / f"{BITS_SPECS[b]}.yaml")
         kernel = Kernel(program)
-        point = {**cfg(params["BLOCK_M"], params["BLOCK_N"], 128, 4, params.get("NUM_STAGES", 2)),
+        point = {**cfg(params["BLOCK_M"], params["BLOCK_N"], 128, params.get("NUM_WARPS", 4), params.get("NUM_STAGES", 2)),
                  "REGISTER_OPERAND": "wgmma"}
         one, split = sb.legal(program, sizes, point), sb.legal(program, sizes, {**point, "SPLIT_K": params["SPLIT_K"]})
         ins = make_inputs(b, sizes["M"], sizes["N"], sizes["K"], "cuda")

@@ -153,14 +153,15 @@ def test_register_operand_wgmma_kernel_compiles_for_sm90(spec, sizes, params, ac
                          ids=["m1024", "k64", "decode-16", "decode-1"])
 def test_3bit_decode_tiles_run_whole_steps(sizes, params, whole):
     """3-bit launches: decode row tiles (16 rows or fewer) run whole steps of five K tiles (a branch
-    around each tile cost them 15-18 %), wider ones skip a share's tiles outside it; decode tiles ask
-    for 96 registers a thread (at 80 they returned wrong columns at 4 stages)."""
+    around each tile cost them 15-18 %), wider ones skip a share's tiles outside it; decode tiles cap the
+    registers so that two CTAs share an SM: 96 a thread with one consumer (at 80, three CTAs an SM, they
+    returned wrong columns at 4 stages), 80 with two (a CTA of 12 warps)."""
     kernel = Kernel(load_program(SPECS["w3a16_gemm"]))
     full = {"GROUP_M": 8, "SPLIT_K": 1, "MATERIALIZE": False, "REGISTER_OPERAND": True, **params}
     plan, tensors = kernel.prepare(empty_inputs(kernel, sizes, "cpu"), params=full, sizes=sizes)
     fn, _, kw = kernel.jit_call(plan, tensors)
     assert fn.__name__ == "w3a16_gemm_wgmma_kernel" and kw["WHOLE_STEPS"] is whole
-    assert kw.get("maxnreg") == (96 if whole else None)
+    assert kw.get("maxnreg") == ({4: 96, 8: 80}[params["NUM_WARPS"]] if whole else None)
 
 
 WS_POINTS = [  # the warp-specialised schedule (Gluon): ragged queries and keys, both key tiles, GQA

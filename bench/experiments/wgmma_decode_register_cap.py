@@ -3,7 +3,7 @@ with NaN-poisoned outputs, each result compared with the same kernel without spl
 same point otherwise) on the same inputs. Variants patch the register cap of the launch
 (gluon_wgmma.DECODE_REGISTERS; "v0" is the kernel as generated): "r64" the previous cap, "r96", and
 "none" (the compiler's count). Counts the calls whose output differs, and where (output rows,
-columns). Behind DECODE_REGISTERS = 80. Writes OUT/wgmma-decode-register-cap-<device>.json.
+columns). Run when DECODE_REGISTERS was 80 (the variants now replace its per-consumer caps). Writes OUT/wgmma-decode-register-cap-<device>.json.
 
   python bench/experiments/wgmma_decode_register_cap.py
 """
@@ -24,7 +24,7 @@ import spec_bench as sb  # noqa: E402
 
 from tilesched import load_program  # noqa: E402
 
-REGS = re.compile(r"regs = dict\(maxnreg=(\d+), CONSUMER_REGS=(\d+)\)")
+REGS = re.compile(r"cap = \{1: \d+, 2: \d+\}\[consumers\]\n(\s*)regs = dict\(maxnreg=cap, CONSUMER_REGS=cap\)")
 VARIANTS = {"v0": None, "r64": 64, "r96": 96, "none": 0}
 CASES = [(16, 28672, 8192, 2), (1, 28672, 8192, 2), (16, 28672, 8192, 4), (16, 8192, 8192, 2)]
 CALLS = 40
@@ -36,7 +36,8 @@ def patch(variant: str, src: str) -> str:
         raise SystemExit("the generated source no longer sets the decode register cap")
     if regs is None:
         return src
-    new = f"regs = dict(maxnreg={regs}, CONSUMER_REGS={regs})" if regs else "regs = dict(CONSUMER_REGS=232)"
+    new = (f"cap = {regs}\n\\1regs = dict(maxnreg=cap, CONSUMER_REGS=cap)" if regs
+           else "cap = None\n\\1regs = dict(CONSUMER_REGS=232)")
     return REGS.sub(new, src)
 
 

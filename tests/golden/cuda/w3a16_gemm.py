@@ -565,8 +565,9 @@ def wgmma_launch_args(cfg, t, n, c):
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)
     pingpong = consumers == 2 and kw["BLOCK_M"] >= 128
-    if wg_n <= 16:  # few accumulators: 96 registers a thread, more CTAs an SM
-        regs = dict(maxnreg=96, CONSUMER_REGS=96)
+    if wg_n <= 16:  # few accumulators: a register cap that keeps two CTAs an SM
+        cap = {1: 96, 2: 80}[consumers]
+        regs = dict(maxnreg=cap, CONSUMER_REGS=cap)
     else:
         regs = dict(CONSUMER_REGS=232)
     return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,

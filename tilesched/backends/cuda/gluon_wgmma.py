@@ -71,15 +71,20 @@ BYTE_FP32 = "prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 
             "prmt.b32 $3, $4, $5, 0x7653;"
 NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }"
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
-# decode row tiles (wgmma's n up to 16): the kernel capped at 96 registers a thread, the consumers too;
-# the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at M = 16,
-# N = 28672: 82 -> 67 us: bench/results/wgmma-decode-registers-*.json). Lower caps were faster and wrong:
-# at 64, under split-K at N = 28672 one accumulator register of the first warp (output row 0, the tile's
-# first 8 columns) came back corrupted in 12-33 % of the calls (bench/results/wgmma-decode-register-cap-*.json);
-# at 80 with 4 stages (64 columns, 4 warps, M = 1, N = 28672) two adjacent columns came back wrong in
-# 21 of 60 calls without split-K, and in 304-390 of 400 with four shares, where 2 and 8 stages, and
-# caps of 96, 128 and none, never did (decode-register-cap-stages-*.json, decode-stages-split-repeat-*.json)
-DECODE_N, DECODE_REGISTERS = 16, 96
+# decode row tiles (wgmma's n up to 16): registers a thread capped by the number of consumer warpgroups, the
+# consumers' too; the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at
+# M = 16, N = 28672: 82 -> 67 us: bench/results/wgmma-decode-registers-*.json). The loader's warp is launched
+# as a whole warpgroup, so a CTA is 8 warps with one consumer and 12 with two: 96 a thread keeps two CTAs an
+# SM with one consumer, 80 two with two consumers (at 96 they ran one CTA an SM, 20.8 -> 27.9 us at M = 16,
+# 8192², 58.9 -> 84.6 us at N = 28672: bench/results/lowbit-decode-cap96-a-*.json). Lower caps were faster
+# with one consumer and wrong: at 64, under split-K at N = 28672 one accumulator register of the first warp
+# (output row 0, the tile's first 8 columns) came back corrupted in 12-33 % of the calls
+# (bench/results/wgmma-decode-register-cap-*.json); at 80 (three CTAs an SM) with 4 stages (64 columns,
+# M = 1, N = 28672) two adjacent columns came back wrong in 21 of 60 calls without split-K, and in
+# 304-390 of 400 with four shares, where 2 and 8 stages, and caps of 96, 128 and none, never did
+# (decode-register-cap-stages-*.json, decode-stages-split-repeat-*.json)
+DECODE_N = 16
+DECODE_REGISTERS = {1: 96, 2: 80}  # by consumer warpgroups
 
 
 def _integral(k: KernelIR, n: str, room: int) -> bool:
@@ -581,8 +586,9 @@ def render_host(k: KernelIR) -> list[str]:
         "    # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at",
         "    # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)",
         f"    pingpong = consumers == 2 and kw[\"BLOCK_{_parts(k)[1]}\"] >= 128",
-        f"    if wg_n <= {DECODE_N}:  # few accumulators: {DECODE_REGISTERS} registers a thread, more CTAs an SM",
-        f"        regs = dict(maxnreg={DECODE_REGISTERS}, CONSUMER_REGS={DECODE_REGISTERS})",
+        f"    if wg_n <= {DECODE_N}:  # few accumulators: a register cap that keeps two CTAs an SM",
+        f"        cap = {DECODE_REGISTERS!r}[consumers]",
+        "        regs = dict(maxnreg=cap, CONSUMER_REGS=cap)",
         "    else:",
         f"        regs = dict(CONSUMER_REGS={REGISTERS[0]})",
         "    return (x_desc, w_desc, *args), dict(num_warps=4, STAGES=cfg.num_stages, CONSUMERS=consumers,",
