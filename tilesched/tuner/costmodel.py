@@ -51,6 +51,7 @@ HBM_BW = 3.35e12  # B/s
 L2_BW = 10e12  # B/s, L2 -> SMs, all SMs together
 NVLINK_BW = 450e9  # B/s per direction per GPU
 MEM_LATENCY_S = 0.8e-6  # a global load's round trip, roughly
+WGMMA_MAX_N = 256  # Hopper's wgmma: 64 rows by up to 256 columns a warpgroup
 SPILL_EFFICIENCY = 0.2  # MMA throughput left when the accumulator spills (revised after the H100 grid)
 # the register-operand mma.sync kernel (launched at most 128 registers a thread): registers a thread
 # needs besides its accumulator, the MMA's tile sum and its words (addresses, X's tile and sums, the
@@ -211,11 +212,35 @@ def _mma_efficiency(b: Binding, warps: int, regs: int) -> float:
     tk = b.tile(red) if red else 64
     intensity = tm * tn / (tm + tn)  # FLOP per smem byte, up to constants
     eff = min(1.0, intensity / 85.0) ** 0.5
-    eff *= min(1.0, tk / 64) ** 0.15
+    # a K step's fixed cost (its barrier waits and issue) against its MMA time, which for 8-bit operands
+    # is half a 16-bit step's at the same BLOCK_K (twice the rate): fp8 K tiles of 64 measured 5-13 %
+    # slower than 128 (bench/results/fp8-*.json), bf16's 64 as fast as 128
+    eff *= min(1.0, tk * PEAK_FLOPS["bf16"] / _dtype_peak(b) / 64) ** 0.15
+    if _hopper_warpgroups(b, warps):  # each warpgroup issues wgmma of 64 rows by the tile's columns: the
+        # narrower its n, the more of its operands it reads from shared memory per FLOP (128 x 256 tiles on
+        # 8 warps measured 10-20 % faster than 256 x 128, bench/results/fp8-*.json)
+        n = min(tn, WGMMA_MAX_N)
+        eff *= (n / (64 + n)) / (WGMMA_MAX_N / (64 + WGMMA_MAX_N))
     eff *= 1.0 if warps >= 8 or tm * tn <= 128 * 128 else 0.85
     if regs >= 255:  # the accumulator does not fit in registers: it spills to local memory every step
         eff *= SPILL_EFFICIENCY
     return max(eff, 0.05)
+
+
+def _hopper_warpgroups(b: Binding, warps: int) -> bool:
+    """The point's MMA is Triton's wgmma over the tile (a plain GEMM-like tile: 64-row warpgroups stacked
+    along its rows), not one of the schedules with their own layouts (register operand, warp-specialised)."""
+    return (b.program.target == "cuda" and warps >= 4 and not _register_operand(b) and not _warp_specialized(b)
+            and not _computed_dot_operand(b))
+
+
+def _walks_tiles(b: Binding) -> bool:
+    """The Triton kernel's programs walk the tiles with the grid's stride (the `persistent` option on a
+    grid without point axes; tilesched/passes/kernel.walks_tiles): Triton's pipeliner runs the loop over
+    the tiles on, so a tile's epilogue and the next tile's first loads overlap."""
+    if not b.option("persistent", False) or _warp_specialized(b) or _register_operand(b):
+        return False
+    return len(_spatial(b)) <= 2
 
 
 def _program_indices(b: Binding, sp: list[str]) -> dict[str, np.ndarray]:
@@ -323,8 +348,12 @@ def predict_gpu(b: Binding) -> Prediction:
         # and epilogue; claimed from a counter (a skipping mask) the tiles spread without whole waves
         walk = programs / slots if _claims_tiles(b) else waves
         compute_time = MEM_LATENCY_S + walk * steps * (step + exposed) + MEM_LATENCY_S
+    elif _walks_tiles(b):  # the pipeline runs on across a program's tiles: one fill, one last epilogue
+        compute_time = MEM_LATENCY_S + waves * steps * (step + exposed) + MEM_LATENCY_S + _epilogue_s(b, ctas)
     else:
-        tile_time = MEM_LATENCY_S + steps * (step + exposed) + MEM_LATENCY_S  # prologue, steady state, epilogue
+        # prologue, steady state, then the epilogue's stores, which nothing overlaps: the fp8 GEMM
+        # measured 1.3-1.5x slower with a program a tile than walking (bench/results/fp8-*.json)
+        tile_time = MEM_LATENCY_S + steps * (step + exposed) + MEM_LATENCY_S + _epilogue_s(b, ctas)
         compute_time = waves * tile_time  # every wave costs a full wave
     dram = _dram_bytes(b, slots)
     dram_time = dram / HBM_BW
@@ -338,6 +367,15 @@ def predict_gpu(b: Binding) -> Prediction:
     return Prediction(latency=total * 1e3, unit="ms", detail={
         "waves": waves, "ctas_per_sm": ctas, "mma_efficiency": round(eff, 3), "dram_bytes": dram, "kept": kept,
         "compute_ms": compute_time * 1e3, "comm_ms": comm_time * 1e3, **occ})
+
+
+def _epilogue_s(b: Binding, ctas: int) -> float:
+    """A program's output tile written to memory at an SM's share of the DRAM bandwidth (its CTAs
+    sharing it)."""
+    out = [t for t in b.program.tensors if t.role == "output"]
+    tile = sum(nbytes(t.dtype, prod(b.tile(a) if b.program.loop(a) is not None else b.sizes[a] for a in t.shape))
+               for t in out)
+    return tile / (HBM_BW / SMS) * ctas
 
 
 def _masked_softmax(b: Binding):
