@@ -52,6 +52,10 @@ L2_BW = 10e12  # B/s, L2 -> SMs, all SMs together
 NVLINK_BW = 450e9  # B/s per direction per GPU
 MEM_LATENCY_S = 0.8e-6  # a global load's round trip, roughly
 WGMMA_MAX_N = 256  # Hopper's wgmma: 64 rows by up to 256 columns a warpgroup
+# the wgmma kernel's decode tiles: the least time a consumer takes per K tile (from one measured point: 4
+# bits, M = 1, 8192², 64 columns on 4 warps, split 4, two CTAs an SM: 21 us for 32 tiles a CTA slot;
+# bench/results/lowbit-decode-cap-*.json)
+WGMMA_DECODE_STEP_S = 0.6e-6
 SPILL_EFFICIENCY = 0.2  # MMA throughput left when the accumulator spills (revised after the H100 grid)
 # the register-operand mma.sync kernel (launched at most 128 registers a thread): registers a thread
 # needs besides its accumulator, the MMA's tile sum and its words (addresses, X's tile and sums, the
@@ -133,8 +137,9 @@ def _register_operand_wgmma(b: Binding) -> bool:
     """The point runs the register-operand schedule's wgmma kernel (row tiles past mma.sync's 16): a
     TMA loader warp, a consumer warpgroup per 64 weight columns dequantising into wgmma's register
     operand while the other's MMA runs; X's tiles and the packed words in a ring in shared memory.
-    Decode row tiles on it (the option's value "wgmma") are priced as the mma.sync kernel: replayed on
-    their measured grid that ranks better (median Spearman 0.66) than this model's (0.48;
+    Decode row tiles on it (the option's value "wgmma", `_wgmma_decode`) are priced as the mma.sync kernel's
+    loop with the wgmma kernel's occupancy and a least time per K tile (replayed on their first measured
+    grid this model ranked worse, 0.48 against the mma.sync pricing's 0.66:
     bench/results/lowbit-register-operand-split-*.json)."""
     sp = _spatial(b)
     return _register_operand(b) and len(sp) >= 2 and b.tile(sp[-2]) > 16
@@ -144,6 +149,11 @@ def _register_operand_mma_sync(b: Binding) -> bool:
     """The point runs the register-operand schedule's mma.sync kernel (row tiles up to 16, the option
     true: the value "wgmma" puts them on the wgmma kernel's decode tiles)."""
     return _register_operand(b) and not _register_operand_wgmma(b) and b.option("register_operand") != "wgmma"
+
+
+def _wgmma_decode(b: Binding) -> bool:
+    """The point runs the wgmma kernel's decode row tiles (the option's value "wgmma", 16 rows or fewer)."""
+    return _register_operand(b) and not _register_operand_wgmma(b) and b.option("register_operand") == "wgmma"
 
 
 def _warp_specialized(b: Binding) -> bool:
@@ -183,6 +193,14 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
         bits = 4 if weights.dtype in TEN_WEIGHTS else BITS[weights.dtype]  # 3 bits: a tile's words as 4 bits'
         smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * bits // 8)
         warps, regs = warps + 1, 232
+    if _wgmma_decode(b):  # a consumer warpgroup per 64 columns and the loader's warpgroup, capped so that two CTAs
+        # share an SM (gluon_wgmma.DECODE_REGISTERS); the ring of X's tiles (wgmma's n of 8 or 16) and words
+        sp, red = _spatial(b), _reduction(b)
+        weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
+                       and (t.pack == red or t.dtype in BYTE_WEIGHTS))
+        bits = 4 if weights.dtype in TEN_WEIGHTS else BITS[weights.dtype]
+        smem = stages * b.tile(red) * (2 * max(b.tile(sp[-2]), 8) + b.tile(sp[-1]) * bits // 8)
+        warps, regs = warps + 4, {4: 96, 8: 80}.get(warps, 96)
     if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers
         head = next(a for a in b.program.tensor(acc[-1]).shape if a not in _spatial(b))
         smem = 2 * b.sizes[head] * (b.tile(_spatial(b)[-1]) + 2 * stages * b.tile(_reduction(b)))
@@ -341,6 +359,8 @@ def predict_gpu(b: Binding) -> Prediction:
     step_load = l2_bytes / programs / steps / (L2_BW / SMS) * ctas
     step_compute *= 1 + MMA_SYNC_SPILL_SLOWDOWN * occ["spilled"]  # locals to and from memory every step
     step = max(step_compute, step_load)
+    if _wgmma_decode(b):  # a consumer's K tile is a round trip (the ring's wait, the MMA and its wait, the
+        step = max(step, WGMMA_DECODE_STEP_S)  # warpgroup's barrier, the slot's release), overlapped by CTAs only
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
     exposed = max(0.0, MEM_LATENCY_S - in_flight * step) / max(in_flight, 1)
     if _warp_specialized(b) and b.option("persistent", False):
