@@ -43,6 +43,9 @@ WGMMA_MIN_ROWS, WGMMA_MAX_ROWS = 32, 256  # row tiles past 16: Hopper's wgmma (i
 WGMMA_MIN_N = 8  # wgmma's smallest n: row tiles below it (WGMMA option) compute 8 rows and store theirs
 WGMMA = "wgmma"  # the option's value that takes the wgmma kernel at any row tile
 WGMMA_COLUMNS = 64  # weight columns per consumer warpgroup (wgmma's m)
+# the wgmma kernel's decode row tiles: registers a thread by consumer warpgroups, two CTAs an SM either way (a CTA
+# is 8 or 12 warps, the loader's warp launched as a warpgroup; why not fewer: gluon_wgmma.py, at DECODE_N)
+DECODE_REGISTERS = {1: 96, 2: 80}
 # an H100's shared memory per block, less room for the barriers and the epilogue (4 KB over the ring at 256 rows)
 HOPPER_SMEM = 232448 - 8192
 

@@ -29,7 +29,7 @@ import numpy as np
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import BITS, SUB_BYTE, nbytes
 from tilesched.passes.factor import factored_at
-from tilesched.passes.register_operand import BYTE_WEIGHTS, TEN_WEIGHTS
+from tilesched.passes.register_operand import BYTE_WEIGHTS, DECODE_REGISTERS, TEN_WEIGHTS
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
 from tilesched.schedules.limits import smem_estimate
 from tilesched.schedules.plan import derive_schedule
@@ -194,13 +194,13 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
         smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * bits // 8)
         warps, regs = warps + 1, 232
     if _wgmma_decode(b):  # a consumer warpgroup per 64 columns and the loader's warpgroup, capped so that two CTAs
-        # share an SM (gluon_wgmma.DECODE_REGISTERS); the ring of X's tiles (wgmma's n of 8 or 16) and words
+        # share an SM (DECODE_REGISTERS); the ring of X's tiles (wgmma's n of 8 or 16) and words
         sp, red = _spatial(b), _reduction(b)
         weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
                        and (t.pack == red or t.dtype in BYTE_WEIGHTS))
         bits = 4 if weights.dtype in TEN_WEIGHTS else BITS[weights.dtype]
         smem = stages * b.tile(red) * (2 * max(b.tile(sp[-2]), 8) + b.tile(sp[-1]) * bits // 8)
-        warps, regs = warps + 4, {4: 96, 8: 80}.get(warps, 96)
+        warps, regs = warps + 4, DECODE_REGISTERS.get(warps // 4, DECODE_REGISTERS[1])
     if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers
         head = next(a for a in b.program.tensor(acc[-1]).shape if a not in _spatial(b))
         smem = 2 * b.sizes[head] * (b.tile(_spatial(b)[-1]) + 2 * stages * b.tile(_reduction(b)))

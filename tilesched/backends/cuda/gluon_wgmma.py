@@ -48,7 +48,15 @@ from tilesched.backends.cuda.gluon_triple import (
 )
 from tilesched.ir.dtypes import BITS
 from tilesched.passes.kernel import Instr, KernelIR, producer
-from tilesched.passes.register_operand import WGMMA_COLUMNS, WGMMA_MIN_N, byte_weights, ten_weights, the_dot, word_bits
+from tilesched.passes.register_operand import (
+    DECODE_REGISTERS,
+    WGMMA_COLUMNS,
+    WGMMA_MIN_N,
+    byte_weights,
+    ten_weights,
+    the_dot,
+    word_bits,
+)
 
 IMPORTS = """from triton.experimental import gluon
 from triton.experimental.gluon import language as ttgl
@@ -83,8 +91,7 @@ REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the l
 # M = 1, N = 28672) two adjacent columns came back wrong in 21 of 60 calls without split-K, and in
 # 304-390 of 400 with four shares, where 2 and 8 stages, and caps of 96, 128 and none, never did
 # (decode-register-cap-stages-*.json, decode-stages-split-repeat-*.json)
-DECODE_N = 16
-DECODE_REGISTERS = {1: 96, 2: 80}  # by consumer warpgroups
+DECODE_N = 16  # the caps by consumer warpgroups: register_operand.DECODE_REGISTERS (the cost model reads them too)
 
 
 def _integral(k: KernelIR, n: str, room: int) -> bool:
