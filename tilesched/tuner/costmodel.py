@@ -29,7 +29,7 @@ import numpy as np
 from tilesched.ir.bind import Binding
 from tilesched.ir.dtypes import BITS, SUB_BYTE, nbytes
 from tilesched.passes.factor import factored_at
-from tilesched.passes.register_operand import BYTE_WEIGHTS, DECODE_REGISTERS, TEN_WEIGHTS
+from tilesched.passes.register_operand import BYTE_WEIGHTS, DECODE_REGISTERS, TEN_WEIGHTS, WGMMA_MIN_N
 from tilesched.schedules.costs import _conv_halo, aligned_axes, stage_cost
 from tilesched.schedules.limits import smem_estimate
 from tilesched.schedules.plan import derive_schedule
@@ -187,20 +187,10 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
         demand = round(demand) + MMA_SYNC_BASE_REGISTERS
         regs = min(MMA_SYNC_REGISTER_CAP, demand)
     if _register_operand_wgmma(b):  # the ring of X's tiles and words; consumers at 232 registers, the loader warp
-        sp, red = _spatial(b), _reduction(b)
-        weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
-                       and (t.pack == red or t.dtype in BYTE_WEIGHTS))  # words of packed values, or bytes
-        bits = 4 if weights.dtype in TEN_WEIGHTS else BITS[weights.dtype]  # 3 bits: a tile's words as 4 bits'
-        smem = stages * b.tile(red) * (2 * b.tile(sp[-2]) + b.tile(sp[-1]) * bits // 8)
-        warps, regs = warps + 1, 232
+        smem, (warps, regs) = _wgmma_ring_bytes(b, stages), (warps + 1, 232)
     if _wgmma_decode(b):  # a consumer warpgroup per 64 columns and the loader's warpgroup, capped so that two CTAs
-        # share an SM (DECODE_REGISTERS); the ring of X's tiles (wgmma's n of 8 or 16) and words
-        sp, red = _spatial(b), _reduction(b)
-        weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
-                       and (t.pack == red or t.dtype in BYTE_WEIGHTS))
-        bits = 4 if weights.dtype in TEN_WEIGHTS else BITS[weights.dtype]
-        smem = stages * b.tile(red) * (2 * max(b.tile(sp[-2]), 8) + b.tile(sp[-1]) * bits // 8)
-        warps, regs = warps + 4, DECODE_REGISTERS.get(warps // 4, DECODE_REGISTERS[1])
+        # share an SM (DECODE_REGISTERS)
+        smem, (warps, regs) = _wgmma_ring_bytes(b, stages), (warps + 4, DECODE_REGISTERS.get(warps // 4, DECODE_REGISTERS[1]))
     if _warp_specialized(b):  # the query tile and a ring of K and V tiles; 8 consumer warps at 240 registers
         head = next(a for a in b.program.tensor(acc[-1]).shape if a not in _spatial(b))
         smem = 2 * b.sizes[head] * (b.tile(_spatial(b)[-1]) + 2 * stages * b.tile(_reduction(b)))
@@ -212,6 +202,16 @@ def _occupancy(b: Binding) -> tuple[int, int, dict]:
     ctas = max(1, min(by_smem, by_regs, by_warps, 32))
     return ctas, warps, {"smem_bytes": smem, "regs_per_thread": regs, "stages": stages,
                          "spilled": max(0, demand - MMA_SYNC_REGISTER_CAP) / MMA_SYNC_REGISTER_CAP}
+
+
+def _wgmma_ring_bytes(b: Binding, stages: int) -> int:
+    """The register-operand wgmma kernel's ring: a stage holds X's tile (wgmma's n rows, at least 8) and the
+    tile's words of packed values or bytes (3 bits: a tile's words as 4 bits')."""
+    sp, red = _spatial(b), _reduction(b)
+    weights = next(t for t in b.program.tensors if t.scope != "tile" and not t.group and red in t.shape
+                   and (t.pack == red or t.dtype in BYTE_WEIGHTS))
+    bits = 4 if weights.dtype in TEN_WEIGHTS else BITS[weights.dtype]
+    return stages * b.tile(red) * (2 * max(b.tile(sp[-2]), WGMMA_MIN_N) + b.tile(sp[-1]) * bits // 8)
 
 
 def _mma_efficiency(b: Binding, warps: int, regs: int) -> float:
