@@ -183,6 +183,12 @@ def differing_calls(kernel, reference, point, ins: dict, calls: int) -> list[tup
     return out
 
 
+def repeat_point(params: dict) -> dict:
+    """A REPEAT_POINTS entry's point without split-K (the reference its split calls are compared with)."""
+    return {**cfg(params["BLOCK_M"], params["BLOCK_N"], 128, params.get("NUM_WARPS", 4), params.get("NUM_STAGES", 2)),
+            "REGISTER_OPERAND": "wgmma"}
+
+
 def repeat_check(out: Path, tag: str, bits: set[int]) -> int:
     """Each REPEAT_POINTS point (the wgmma kernel's decode tiles, K tiles of 128, 4 warps and 2 stages unless it says)
     called REPEAT_CALLS times on one input set, NaN-poisoned outputs each time, every result compared
@@ -198,8 +204,7 @@ def repeat_check(out: Path, tag: str, bits: set[int]) -> int:
             continue
         program = load_program(sb.CONFIGS / f"{BITS_SPECS[b]}.yaml")
         kernel = Kernel(program)
-        point = {**cfg(params["BLOCK_M"], params["BLOCK_N"], 128, params.get("NUM_WARPS", 4), params.get("NUM_STAGES", 2)),
-                 "REGISTER_OPERAND": "wgmma"}
+        point = repeat_point(params)
         one, split = sb.legal(program, sizes, point), sb.legal(program, sizes, {**point, "SPLIT_K": params["SPLIT_K"]})
         ins = make_inputs(b, sizes["M"], sizes["N"], sizes["K"], "cuda")
         err, why = sb.oracle_error(kernel, one, ins)

@@ -61,8 +61,7 @@ def test_candidates_are_legal_at_every_bench_shape():
             assert sb.legal(prog, sizes, {p.name: p.default for p in prog.params} | params), (name, sizes, params)
     for bits, sizes, params in lowbit.REPEAT_POINTS:  # the repeated split-K calls and their SPLIT_K = 1 reference
         prog = load_program(CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
-        point = {**lowbit.cfg(params["BLOCK_M"], params["BLOCK_N"], 128, params.get("NUM_WARPS", 4),
-                              params.get("NUM_STAGES", 2)), "REGISTER_OPERAND": "wgmma"}
+        point = lowbit.repeat_point(params)
         assert sb.legal(prog, sizes, point) and sb.legal(prog, sizes, {**point, "SPLIT_K": params["SPLIT_K"]})
     prog = load_program(CONFIGS / "fp8_gemm.yaml")
     for m, n, k in fp8.SHAPES:
