@@ -431,6 +431,37 @@ def test_register_operand_takes_bytes_on_wgmma_only():
         oracle_inputs(kernel.program, {"M": 20, "N": 64, "K": 256}, seed=0, params=params)
 
 
+@pytest.mark.parametrize("edits,scale", [
+    ((), "S"),
+    ((("fn: [cast, sub, mul], reads: [w, Z, S]", "fn: [cast, mul], reads: [w, S]"),
+      ("  Z: {shape: [K, N], dtype: uint8, group: {K: 128}}\n", "")), "S"),  # v * s: v exact in bf16 too
+    ((("S: {shape: [K, N], dtype: bf16", "S: {shape: [K, N], dtype: fp32"),), None),  # s not exact in bf16
+    ((("Z: {shape: [K, N], dtype: uint8", "Z: {shape: [K, N], dtype: int16"),), None),  # v - z past 8 bits
+    ((("fn: [cast, sub, mul], reads: [w, Z, S]", "fn: [cast, mul, add], reads: [w, S, Z]"),), None),
+    ((("X: {shape: [M, K], dtype: bf16}", "X: {shape: [M, K], dtype: fp16}"),
+      ("x: {shape: [M, K], dtype: bf16", "x: {shape: [M, K], dtype: fp16"),
+      ("wd: {shape: [K, N], dtype: bf16", "wd: {shape: [K, N], dtype: fp16"),
+      ("S: {shape: [K, N], dtype: bf16", "S: {shape: [K, N], dtype: fp16"),
+      ("Y: {shape: [M, N], dtype: bf16}", "Y: {shape: [M, N], dtype: fp16}")), None),  # fp32 to fp16 is no slice
+])
+def test_byte_chains_multiply_in_bf16_pairs_where_exact(edits, scale):
+    """Whole-byte weights end their chain with one bf16x2 multiply (no fp32 -> bf16 conversion) where the
+    operand before it is an integer of at most 8 significant bits and the scale is stored as bf16: then
+    the fp32 value's top half is exact and one bf16 rounding of the exact product is what the fp32
+    product rounded to bf16 gives. Other chains keep the fp32 product and its conversion."""
+    from tilesched.backends.cuda.gluon_wgmma import PAIR_SCALE, pair_scale
+    from tilesched.passes.gpu import lower_kernel
+    from tilesched.passes.register_operand import the_dot
+
+    k = lower_kernel(_variant("w8a16_gemm", *edits))
+    act = k.value(next(a for a in the_dot(k).args[:2] if a != the_dot(k).via)).dtype
+    assert pair_scale(k, the_dot(k), act) == scale
+    src = compiled(_variant("w8a16_gemm", *edits) if edits else load_program(CONFIGS / "w8a16_gemm.yaml"))[1]
+    assert (PAIR_SCALE in src) == (scale is not None)
+    whole = torch.arange(-255, 256, dtype=torch.float32)  # every v - z of two bytes: low halves zero
+    assert ((whole.view(torch.int32) & 0xFFFF) == 0).all()
+
+
 def test_register_operand_takes_3bit_words_on_wgmma_only():
     """uint3 weights, ten to a word: the wgmma kernel decodes a tile's words by its offset in steps of five
     tiles (K tiles of 64 or 128: 8 or 16 words, the words as 4-bit ones take); mma.sync refuses them, and

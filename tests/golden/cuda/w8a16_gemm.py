@@ -292,7 +292,7 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
         r_Z_next = _gl_load(p_Z + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
         r_S_next = _gl_load(p_S + ((ttgl.minimum(t + 1, last_t) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
         o0 = ttgl.expand_dims((12582912.0 + r_Z) + zc, 1)
-        o1 = ttgl.expand_dims(r_S + zc, 1)
+        o_s = ttgl.expand_dims((r_S + zc).to(ttgl.bfloat16), 1)
         slot = i % STAGES
         _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
         # a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index
@@ -301,8 +301,7 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
         lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_pairs], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
         f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K]), a_l)
         f = f - o0
-        f = f * o1
-        a = f.to(ttgl.bfloat16)
+        a = ttgl.inline_asm_elementwise("{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }", "=r,r,r,r", [f, o_s], dtype=ttgl.bfloat16, is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs
         if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
             _gl_mbarrier.wait(turn.index(wg), i & 1)
         tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)

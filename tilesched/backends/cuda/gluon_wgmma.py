@@ -78,6 +78,10 @@ BYTE_SELECT = 0x4440  # PRMT selector: output byte 0 from byte j of the word, by
 BYTE_FP32 = "prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; " \
             "prmt.b32 $3, $4, $5, 0x7653;"
 NIBBLE_PAIR = "{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }"
+# v - z of bytes (|v - z| <= 255: 8 significant bits) is exact in bf16, so a pair's fp32 values truncate to
+# their top halves (one PRMT) and one bf16x2 multiply by the scale rounds the exact product once: the same
+# bits as the fp32 product rounded by cvt, without the conversion (F2FP, a slow pipe on Hopper)
+PAIR_SCALE = "{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }"
 REGISTERS = (232, 24)  # a second consumer warpgroup's registers a thread, the loader's
 # decode row tiles (wgmma's n up to 16): registers a thread capped by the number of consumer warpgroups, the
 # consumers' too; the compiler's 168-255 left one CTA an SM, each consumer waiting on its own small MMAs (at
@@ -179,6 +183,20 @@ def chain_fp32(steps: list[tuple[str, ...]], bias: int) -> tuple[list[str], list
     return lines, operands
 
 
+def pair_scale(k: KernelIR, dot: Instr, act: str) -> str | None:
+    """The scale coefficient of a whole-byte chain that multiplies in bf16 pairs (PAIR_SCALE), or None:
+    the chain is (v - z) * s or v * s with z an 8-bit integer (v - z exact in bf16) and s stored as bf16
+    (exact there, so one bf16 rounding of the exact product is the fp32 product rounded to bf16)."""
+    fns = [(f, const) for f, const in dot.fn if f != "cast"]
+    coefs = dot.args[3:]
+    if act != "bf16" or [f for f, _ in fns] not in (["sub", "mul"], ["mul"]) or any(c for _, c in fns):
+        return None
+    dtypes = [k.access(producer(k, n).tensor, "load").dtype for n in coefs]
+    if dtypes[-1] != act or any(d not in ("uint8", "int8") for d in dtypes[:-1]):
+        return None
+    return coefs[-1]
+
+
 def constexprs(k: KernelIR) -> list[str]:
     """The kernel's compile-time arguments taken from the Triton launch's constexprs by name: the
     mma.sync kernel's."""
@@ -206,10 +224,11 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     once = [n for n in coefs if c not in k.value(n).axes]
     whole = byte_weights(k)
     signed = k.access(W, "load").dtype == "int8"  # its bytes flip their top bit: v + 128, unsigned
-    if whole:  # bytes: the chain in fp32 on the operand's own layout
+    scale = pair_scale(k, dot, act) if whole else None
+    if whole:  # bytes: the chain in fp32 on the operand's own layout (its last product in bf16 pairs: PAIR_SCALE)
         bias = FP32_BIAS + 128 * signed
         steps = chain_steps(k, dot, bias, FP32_ROOM)
-        fp32_lines, operands = chain_fp32(steps, bias)
+        fp32_lines, operands = chain_fp32(steps[:-1] if scale else steps, bias)
     else:  # packed words: the chain in 16-bit pairs
         bias, _, exact, _ = PACKED[act]
         steps = chain_steps(k, dot, bias, exact - bias)
@@ -221,6 +240,8 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         return any(f"r_{n}" in e for n in per_tile)
 
     def pair(j: int, e: str) -> str:
+        if j == "s":  # the scale in bf16, a pair a register in PAIR_SCALE
+            return f"o_s = ttgl.expand_dims(({e} + zc).to({dt}), 1)"
         if whole:
             return f"o{j} = ttgl.expand_dims({e} + zc, 1)"
         return f"o{j} = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair({e} + zc, {dt}), 1), 2)"
@@ -263,11 +284,12 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         before += _coefficient(k, n, q, c, "0")
     for n in per_tile:
         before += _coefficient(k, n, q, c, "ttgl.minimum(t0, last_t)", f"r_{n}_next")
-    before += [pair(j, e) for j, e in enumerate(operands) if not varies(e)]
+    paired = list(enumerate(operands)) + ([("s", f"r_{scale}")] if scale else [])
+    before += [pair(j, e) for j, e in paired if not varies(e)]
     loop = ["t = t0 + i", *[f"r_{n} = r_{n}_next" for n in per_tile]]
     for n in per_tile:
         loop += _coefficient(k, n, q, c, tile, f"r_{n}_next")
-    loop += [pair(j, e) for j, e in enumerate(operands) if varies(e)]
+    loop += [pair(j, e) for j, e in paired if varies(e)]
     ops = ", ".join(["pairs"] + [f"o{j}" for j in range(len(operands))])
     loop += ["slot = i % STAGES", "_gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)"]
     if whole:
@@ -280,7 +302,9 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
             "dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)",
             f"f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l)",
             *fp32_lines,
-            f"a = f.to({dt})",
+            *([f"a = ttgl.inline_asm_elementwise(\"{PAIR_SCALE}\", \"=r,r,r,r\", [f, o_s], dtype={dt}, is_pure=True, "
+               "pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs"] if scale else
+              [f"a = f.to({dt})"]),
         ]
     elif ten:
         loop += [
