@@ -78,6 +78,12 @@ WGMMA_POINTS = [
                                          "NUM_STAGES": 2}),
     ({"M": 520, "N": 1000, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
                                         "NUM_STAGES": 3}),
+    # wide tiles over two reduction tiles (fewer than the words' ring of lowbit_words_ahead.patch ran ahead),
+    # and split-K shares of 5 and 4 tiles at 128 rows
+    ({"M": 300, "N": 200, "K": 200}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
+                                      "NUM_STAGES": 2}),
+    ({"M": 130, "N": 256, "K": 1040}, {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "NUM_WARPS": 8,
+                                       "NUM_STAGES": 3, "SPLIT_K": 2}),
 ]
 # the wgmma kernel at decode row tiles (the option's value "wgmma"): wgmma's n of 8 for row tiles of 1
 # to 8, split-K shares meeting through a counter per thread (an empty share at 5 tiles in 4 shares), ragged sizes
@@ -114,7 +120,10 @@ REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits al
                               ({"M": 1024, "N": 4096, "K": 4096}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128,
                                                                    "NUM_WARPS": 8, "NUM_STAGES": 2}),
                               ({"M": 520, "N": 1008, "K": 4104}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 64,
-                                                                  "NUM_WARPS": 8, "NUM_STAGES": 4})]] + [
+                                                                  "NUM_WARPS": 8, "NUM_STAGES": 4}),
+                              ({"M": 300, "N": 208, "K": 200}, {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128,
+                                                                "NUM_WARPS": 8, "NUM_STAGES": 2})]] + [
+                              ({"M": 130, "N": 256, "K": 1040}, {**WGMMA_POINTS[-1][1], "REGISTER_OPERAND": True})] + [
                               (sizes, params) for sizes, params in DECODE_WGMMA_POINTS if sizes["N"] % 16 == 0] + [
                               ({"M": 3, "N": 304, "K": 520}, DECODE_WGMMA_POINTS[0][1])],
                           # ten to a word: the wgmma kernel only, K tiles of 64 and 128 in steps of five (decode
@@ -127,6 +136,9 @@ REGISTER_OPERAND_CHECK = {"w4a16_gemm": REGISTER_OPERAND_POINTS + [  # 4 bits al
                                                                   "NUM_WARPS": 8, "NUM_STAGES": 3}),
                               # wide tiles' shares skip the tiles outside them (the second starts at tile 9: step 4)
                               ({"M": 100, "N": 264, "K": 2080}, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128,
+                                                                 "NUM_WARPS": 8, "NUM_STAGES": 3, "SPLIT_K": 2}),
+                              # and at 128 rows, 3 stages
+                              ({"M": 130, "N": 264, "K": 2080}, {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128,
                                                                  "NUM_WARPS": 8, "NUM_STAGES": 3, "SPLIT_K": 2})]] + [
                               (sizes, params) for sizes, params in DECODE_WGMMA_POINTS if sizes["N"] % 4 == 0] + [
                               ({"M": 3, "N": 300, "K": 520}, {**DECODE_WGMMA_POINTS[0][1], "BLOCK_K": 64}),
