@@ -246,3 +246,34 @@ def test_costmodel_replay_on_the_committed_grids(tmp_path):
     for name in ("lowbit-register-operand-wgmma", "lowbit-register-operand-wgmma-8bit",
                  "lowbit-register-operand-wgmma-m128", "lowbit-register-operand-split-m128"):  # the wgmma grids
         assert ops[name]["median_now"] >= 0.75, (name, ops[name])
+
+
+# the experiments that patch the generated source (bench/experiments/*.py, `patch(variant, source)`) and
+# the specs and variants whose runs README reports: each still finds what it rewrites
+PATCHING_EXPERIMENTS = [
+    ("lowbit_pair_scale", "w8a16_gemm", ["cvt"]),
+    ("lowbit_wgmma_feed", "w8a16_gemm", ["x-once", "w-once"]),
+    ("lowbit_wgmma_feed", "w4a16_gemm", ["x-once", "w-once"]),
+    ("mma_sync_m16_registers", "w4a16_gemm", ["cap168"]),
+    ("mma_sync_x_bound", "w4a16_gemm", ["x-once"]),
+    ("lowbit_byte_pairs", "w4a16_gemm", ["shift"]),
+    ("wgmma_decode_coefficients", "w4a16_gemm", ["ahead2", "l2-4", "same-tile"]),
+    ("wgmma_decode_register_cap", "w4a16_gemm", ["r64", "r96", "none"]),
+]
+
+
+@pytest.mark.parametrize("module,spec,variants", PATCHING_EXPERIMENTS)
+def test_experiment_patches_apply_to_the_generated_source(module, spec, variants):
+    """Each variant rewrites the current generated module into valid Python that differs from it (the
+    experiments' "v0" is the module as generated: bench/experiments/patched_kernels.py)."""
+    import ast
+
+    from tilesched.backends.cuda.kernel import compiled
+
+    sys.path.insert(0, str(ROOT / "bench" / "experiments"))
+    mod = importlib.import_module(module)
+    src = compiled(load_program(CONFIGS / f"{spec}.yaml"))[1]
+    for variant in variants:
+        new = mod.patch(variant, src)
+        assert new != src
+        ast.parse(new)
