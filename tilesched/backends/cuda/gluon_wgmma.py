@@ -19,7 +19,8 @@ which it reads from registers, and X's tile its second, from shared memory. Thre
     stored one to a byte (uint8, int8) load from the ring as the operand's values instead, a
     thread's two rows as adjacent columns (16-bit loads; gluon_layouts.wgmma_byte_words_bases: MMA row
     r computes column byte_row_column(r), its coefficients and outputs follow), and run the
-    chain in fp32 (1.5 x 2^23 + v by one integer add; exact, then one rounding).
+    chain in fp32 (1.5 x 2^23 + v by one integer add; exact, then one rounding; (v - z) s with
+    bf16 scales ends in one bf16x2 multiply of the exact v - z instead: PAIR_SCALE).
 Each consumer waits for its own MMA before dequantising its next tile: ptxas reuses the operand's
 registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning); kept
 live as a dependency of the wait it is right but no faster at 16 rows and 1.4x slower at 256
@@ -239,7 +240,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     def varies(e: str) -> bool:
         return any(f"r_{n}" in e for n in per_tile)
 
-    def pair(j: int, e: str) -> str:
+    def pair(j: int | str, e: str) -> str:
         if j == "s":  # the scale in bf16, a pair a register in PAIR_SCALE
             return f"o_s = ttgl.expand_dims(({e} + zc).to({dt}), 1)"
         if whole:
