@@ -35,6 +35,8 @@ kernel's, after the two descriptors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tilesched.backends.cuda import gluon_emit
 from tilesched.backends.cuda.gluon_attention import _names_in
 from tilesched.backends.cuda.gluon_emit import GL_DTYPES, _coefficient, _coords, _step, bias_register
@@ -212,20 +214,53 @@ def _parts(k: KernelIR):
     return dot, p, q, k.reduction, x, X, W, k.post[0].tensor
 
 
-def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
-    """The three Gluon functions of a kernel IR the register_operand pass marked."""
-    dot, p, q, c, x, X, W, Y = _parts(k)
+@dataclass(frozen=True)
+class _Operand:
+    """How the weights' format becomes wgmma's register operand: bytes (uint8, int8: the chain in fp32, its
+    last product in bf16 pairs where `scale` names the scale: PAIR_SCALE), 3-bit words (ten a word) or
+    packed words of 2 or 4 bits (the chain in 16-bit pairs by `asm`); `operands` are the chain's column
+    expressions, o<j> in the kernel."""
+    act: str
+    bits: int
+    whole: bool
+    ten: bool
+    signed: bool
+    scale: str | None
+    fp32_lines: tuple[str, ...]
+    asm: str
+    operands: tuple[str, ...]
+
+    @property
+    def dt(self) -> str:
+        return GL_DTYPES[self.act]
+
+    def pair(self, j: int | str, e: str) -> str:
+        """The line making column operand o<j> (o_s: the scale in bf16, a pair a register in PAIR_SCALE)."""
+        if j == "s":
+            return f"o_s = ttgl.expand_dims(({e} + zc).to({self.dt}), 1)"
+        if self.whole:
+            return f"o{j} = ttgl.expand_dims({e} + zc, 1)"
+        return f"o{j} = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair({e} + zc, {self.dt}), 1), 2)"
+
+    @property
+    def paired(self) -> list[tuple[int | str, str]]:
+        return list(enumerate(self.operands)) + ([("s", f"r_{self.scale}")] if self.scale else [])
+
+    @property
+    def layout(self) -> list[str]:
+        """The consumer's layout constants."""
+        if self.whole:
+            return ["WORDS_L", "BY_COLUMN"]
+        return ["PAIRS3", "BY_COLUMN"] + (["WHOLE_STEPS"] if self.ten else [])
+
+
+def _operand(k: KernelIR) -> _Operand:
+    dot, *_, x, _, W, _ = _parts(k)
     act = k.value(x).dtype
-    dt = GL_DTYPES[act]
-    bits = word_bits(k)  # 3-bit tiles take words as 4-bit ones do (a quad of pairs from the lane's word pair)
-    ten = ten_weights(k)
-    low = (1 << bits) - 1
-    coefs = dot.args[3:]
-    per_tile = [n for n in coefs if c in k.value(n).axes]
-    once = [n for n in coefs if c not in k.value(n).axes]
     whole = byte_weights(k)
     signed = k.access(W, "load").dtype == "int8"  # its bytes flip their top bit: v + 128, unsigned
     scale = pair_scale(k, dot, act) if whole else None
+    fp32_lines, asm = [], ""
     if whole:  # bytes: the chain in fp32 on the operand's own layout (its last product in bf16 pairs: PAIR_SCALE)
         bias = FP32_BIAS + 128 * signed
         steps = chain_steps(k, dot, bias, FP32_ROOM)
@@ -234,82 +269,65 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         bias, _, exact, _ = PACKED[act]
         steps = chain_steps(k, dot, bias, exact - bias)
         asm, operands = chain_asm(steps, act)
-    consts = constexprs(k)
-    tile = "ttgl.minimum(t + 1, last_t)"  # the next tile's group (past the end, the last again)
+    # 3-bit tiles take words as 4-bit ones do (a quad of pairs from the lane's word pair)
+    return _Operand(act, word_bits(k), whole, ten_weights(k), signed, scale, tuple(fp32_lines), asm, tuple(operands))
 
-    def varies(e: str) -> bool:
-        return any(f"r_{n}" in e for n in per_tile)
 
-    def pair(j: int | str, e: str) -> str:
-        if j == "s":  # the scale in bf16, a pair a register in PAIR_SCALE
-            return f"o_s = ttgl.expand_dims(({e} + zc).to({dt}), 1)"
-        if whole:
-            return f"o{j} = ttgl.expand_dims({e} + zc, 1)"
-        return f"o{j} = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair({e} + zc, {dt}), 1), 2)"
-
-    before = [
-        "acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
-        "instr_shape=[16, WG_N, 16])",
-        "a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)",
-    ]
-    if whole:
-        before += ["cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)",
-                   bias_register(f"{WGMMA_COLUMNS // 2}, BLOCK_{c}", FP32_BIAS_BITS, "WORDS_L", q)]
+def _decode_setup(op: _Operand, c: str, q: str) -> list[str]:
+    """The consumer's lines before its loop that the format needs: the weight columns' layout and
+    indices, the constants its decode reads."""
+    if op.whole:
+        lines = ["cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)",
+                 bias_register(f"{WGMMA_COLUMNS // 2}, BLOCK_{c}", FP32_BIAS_BITS, "WORDS_L", q),
+                 f"cq = q0 + _gl_byte_columns(ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols))  # the weight column of "
+                 "each MMA row"]
     else:
-        before += ["words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)",
-                   "cols: ttgl.constexpr = ttgl.SliceLayout(1, words_l)"]
-    before += [
-        (f"cq = q0 + _gl_byte_columns(ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols))  # the weight column of each MMA row"
-         if whole else f"cq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols)  # this warpgroup's weight columns"),
-        f"zc = ttgl.zeros([{WGMMA_COLUMNS}], ttgl.float32, cols)",
-    ]
-    if not whole:
-        before += [f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))"]
-        if ten:  # quad m (pairs 4m + j) of tile t starts (t * BLOCK / 2) % 5 pairs into its first word
-            before += [
-                "quad = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, "
-                f"BLOCK_{c} // 8, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(2, PAIRS3))), 0), 2)",
-                "lane = ttgl.expand_dims(ttgl.expand_dims(j, 0), 1)",
-                bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // 8, 4", PACKED[act][1], "PAIRS3", q),
-            ]
-        elif bits == 4:  # pair j: byte j (values 2j, 2j + 1); BIAS's pair a register (no constant to re-materialise)
-            before += [
-                f"sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x{BYTE_SELECT:X}, 0), 1)  # PRMT: byte j, zeros above",
-                bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // {32 // bits}, {16 // bits}", PACKED[act][1], "PAIRS3", q),
-            ]
-        else:
-            before += [f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1"]
-    before += [f"acc = ttgl.zeros([{WGMMA_COLUMNS}, WG_N], ttgl.float32, acc_l)",
-               f"last_t = ttgl.maximum((n_{c} + BLOCK_{c} - 1) // BLOCK_{c} - 1, 0)  # the coefficients' last tile"]
-    for n in once:
-        before += _coefficient(k, n, q, c, "0")
-    for n in per_tile:
-        before += _coefficient(k, n, q, c, "ttgl.minimum(t0, last_t)", f"r_{n}_next")
-    paired = list(enumerate(operands)) + ([("s", f"r_{scale}")] if scale else [])
-    before += [pair(j, e) for j, e in paired if not varies(e)]
-    loop = ["t = t0 + i", *[f"r_{n} = r_{n}_next" for n in per_tile]]
-    for n in per_tile:
-        loop += _coefficient(k, n, q, c, tile, f"r_{n}_next")
-    loop += [pair(j, e) for j, e in paired if varies(e)]
-    ops = ", ".join(["pairs"] + [f"o{j}" for j in range(len(operands))])
-    loop += ["slot = i % STAGES", "_gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)"]
-    if whole:
-        loop += [
+        lines = ["words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)",
+                 "cols: ttgl.constexpr = ttgl.SliceLayout(1, words_l)",
+                 f"cq = q0 + ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols)  # this warpgroup's weight columns"]
+    lines.append(f"zc = ttgl.zeros([{WGMMA_COLUMNS}], ttgl.float32, cols)")
+    if op.whole:
+        return lines
+    bits, magic = op.bits, PACKED[op.act][1]
+    lines.append(f"j = ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))")
+    if op.ten:  # quad m (pairs 4m + j) of tile t starts (t * BLOCK / 2) % 5 pairs into its first word
+        return lines + [
+            "quad = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, "
+            f"BLOCK_{c} // 8, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(2, PAIRS3))), 0), 2)",
+            "lane = ttgl.expand_dims(ttgl.expand_dims(j, 0), 1)",
+            bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // 8, 4", magic, "PAIRS3", q),
+        ]
+    if bits == 4:  # pair j: byte j (values 2j, 2j + 1); BIAS's pair a register (no constant to re-materialise)
+        return lines + [
+            f"sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x{BYTE_SELECT:X}, 0), 1)  # PRMT: byte j, zeros above",
+            bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // {32 // bits}, {16 // bits}", magic, "PAIRS3", q),
+        ]
+    return lines + [f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1"]
+
+
+def _decode_tile(op: _Operand, c: str) -> list[str]:
+    """The loop's lines that read this warpgroup's tile of the ring's slot and decode it into `a`, the
+    MMA's register operand."""
+    dt = op.dt
+    if op.whole:
+        product = (f"a = ttgl.inline_asm_elementwise(\"{PAIR_SCALE}\", \"=r,r,r,r\", [f, o_s], dtype={dt}, is_pure=True, "
+                   "pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs") if op.scale else \
+            f"a = f.to({dt})"
+        return [
             "# a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index",
             "w2 = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(WORDS_L)",
-            *(["w2 = w2 ^ 0x8080"] if signed else []),
+            *(["w2 = w2 ^ 0x8080"] if op.signed else []),
             "# each byte into the low byte of BIAS: BIAS + v as fp32, exactly, one PRMT a value",
             f"lo, hi = ttgl.inline_asm_elementwise(\"{BYTE_FP32}\", \"=r,=r,=r,=r,r,r,r\", [w2, bias_pairs], "
             "dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)",
             f"f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l)",
-            *fp32_lines,
-            *([f"a = ttgl.inline_asm_elementwise(\"{PAIR_SCALE}\", \"=r,r,r,r\", [f, o_s], dtype={dt}, is_pure=True, "
-               "pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs"] if scale else
-              [f"a = f.to({dt})"]),
+            *op.fp32_lines,
+            product,
         ]
-    elif ten:
-        loop += [
-            "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
+    n = len(op.operands)
+    ops = ", ".join(["pairs"] + [f"o{j}" for j in range(n)])
+    if op.ten:
+        pairs = [
             "# tile t's first pair lies (t * BLOCK / 2) % 5 pairs into its first word (t % 5 is the step)",
             f"lo, hi = _gl_triple_words(words, {TRIPLE_OFFSET.replace('BLOCK', f'BLOCK_{c}')})  # each quad's words",
             f"u = {TRIPLE_SLOT.replace('BLOCK', f'BLOCK_{c}')}  # the pair's slot in lo (0-4) or in hi (5-7)",
@@ -317,46 +335,40 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
             f"hi, at_hi = ttgl.broadcast(ttgl.expand_dims(ttgl.convert_layout(hi, words_l), 2), {TRIPLE_SHIFTS[1]})",
             f"pairs = ttgl.inline_asm_elementwise(\"{TRIPLE_PAIR}\", \"=r,r,r,r,r,r\", [lo, hi, at, at_hi, bias_pairs], "
             "dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves",
-            *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
-            f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
-            f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
-            f"a = ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}])",
-            "if BY_COLUMN:",
-            "    a = _gl_byte_rows(a, a_l)",
-            "else:",
-            "    a = ttgl.convert_layout(a, a_l, assert_trivial=True)",
         ]
+        by_column = "if BY_COLUMN:"
+    elif op.bits == 4:
+        pairs = ["w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel)",
+                 f"pairs = ttgl.inline_asm_elementwise(\"{NIBBLE_PAIR}\", \"=r,r,r,r\", [w3, s3, bias_pairs], "
+                 "dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves"]
+        by_column = "if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words"
     else:
-        loop += [
-            "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
-            *(["w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel)",
-                f"pairs = ttgl.inline_asm_elementwise(\"{NIBBLE_PAIR}\", \"=r,r,r,r\", [w3, s3, bias_pairs], "
-                "dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves"] if bits == 4 else [
-                "v = ttgl.expand_dims(words, 2) >> shifts",
-                f"pairs = (v & 0x{low:X}) | ((v << {16 - bits}) & 0x{low << 16:X}) | {PACKED[act][1]}  # BIAS + v, both halves"]),
-            *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(len(operands))],
-            f"lo, hi = ttgl.inline_asm_elementwise(\"{asm}\", \"=h,=h{',r' * (1 + len(operands))}\", [{ops}], "
-            f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
-            f"a = ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}])",
-            "if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words",
-            "    a = _gl_byte_rows(a, a_l)",
-            "else:",
-            "    a = ttgl.convert_layout(a, a_l, assert_trivial=True)",
-        ]
-    loop += [
-        "if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
-        "    _gl_mbarrier.wait(turn.index(wg), i & 1)",
-        "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)",
-        "if PINGPONG:",
-        "    _gl_mbarrier.arrive(turn.index(1 - wg), count=1)",
-        "# the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers",
-        "acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])",
-        "_gl_mbarrier.arrive(empty.index(slot), count=1)",
+        low = (1 << op.bits) - 1
+        pairs = ["v = ttgl.expand_dims(words, 2) >> shifts",
+                 f"pairs = (v & 0x{low:X}) | ((v << {16 - op.bits}) & 0x{low << 16:X}) | {PACKED[op.act][1]}  "
+                 "# BIAS + v, both halves"]
+        by_column = "if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words"
+    return [
+        "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
+        *pairs,
+        *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(n)],
+        f"lo, hi = ttgl.inline_asm_elementwise(\"{op.asm}\", \"=h,=h{',r' * (1 + n)}\", [{ops}], "
+        f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
+        f"a = ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}])",
+        by_column,
+        "    a = _gl_byte_rows(a, a_l)",
+        "else:",
+        "    a = ttgl.convert_layout(a, a_l, assert_trivial=True)",
     ]
-    ya = k.access(Y, "store")
+
+
+def _store(k: KernelIR) -> list[str]:
+    """The consumer's lines after its loop: Y's tile stored by pointers, masked (under split-K, the
+    shares meet first and the last stores)."""
+    dot, p, q, _, _, _, _, Y = _parts(k)
     store = [
         "st_l: ttgl.constexpr = ttgl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])",
-        f"out = ttgl.permute(acc.to({GL_DTYPES[ya.dtype]}), (1, 0))",
+        f"out = ttgl.permute(acc.to({GL_DTYPES[k.access(Y, 'store').dtype]}), (1, 0))",
         "if BY_COLUMN:  # MMA row r is column _gl_byte_columns(r)",
         "    out = _gl_byte_columns_order(out)",
         "out = ttgl.convert_layout(out, st_l)",
@@ -367,44 +379,79 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"ttgl.store(y_ptrs, out, mask=((yr < BLOCK_{p}) & (yp < n_{p}))[:, None] & (yq < n_{q})[None, :])",
     ]
     if k.split_k is None:
-        after = store
-    else:
-        after = _meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
-        after += ["    " + ln for ln in store]
-    if ten:  # five tiles a step, tile t at step t % 5 of one, each decoded by its offset (a compile-time constant)
-        # decode tiles (WHOLE_STEPS) run whole steps, their tiles past K TMA's zeros; wider ones start a share's
-        # first step before it and skip the tiles outside the share (a static guard where WHOLE_STEPS is set)
-        body = before + [
-            "i5_first = 0 * t0",
-            "if not WHOLE_STEPS:",
-            f"    i5_first = -(t0 % {TEN_STEP})  # tile t runs at step t % 5",
-            f"for i5 in range(i5_first, k_tiles, {TEN_STEP}):",
-            f"    for step in ttgl.static_range({TEN_STEP}):",
-            "        i = i5 + step",
-            "        if WHOLE_STEPS or ((i >= 0) & (i < k_tiles)):",
-            *["            " + x for x in loop],
-        ] + after
-    else:
-        body = before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + after
-    scalars = _names_in(body, positional)
-    cons = _names_in(body, consts)
-    layout = ["WORDS_L", "BY_COLUMN"] if whole else ["PAIRS3", "BY_COLUMN"] + (["WHOLE_STEPS"] if ten else [])
-    L = triple_words_helper() if ten else []
-    L += ["@gluon.jit",
-         f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, t0, k_tiles, tile_id, "
-         + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
-         + ", ".join(f"{n}: ttgl.constexpr" for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"]) + "):"]
-    L += ["    " + ln for ln in body]
+        return store
+    return (_meet(k, p, q, dot.out) + ["if ttgl.program_id(1) == SPLIT_K - 1:  # the tile's last share stores it"]
+            + ["    " + ln for ln in store])
 
-    words = f"BLOCK_{c}" if whole else f"BLOCK_{c} * {bits} // 32"  # rows of the weights' tile
+
+def _consumer_body(k: KernelIR, op: _Operand) -> list[str]:
+    """The consumer's body: set-up, the reduction loop (tile i of its share: coefficients one tile ahead,
+    the decode, the MMA, the slot released), the store."""
+    dot, p, q, c, *_ = _parts(k)
+    coefs = dot.args[3:]
+    per_tile = [n for n in coefs if c in k.value(n).axes]
+    once = [n for n in coefs if c not in k.value(n).axes]
+    tile = "ttgl.minimum(t + 1, last_t)"  # the next tile's group (past the end, the last again)
+
+    def varies(e: str) -> bool:
+        return any(f"r_{n}" in e for n in per_tile)
+
+    before = [
+        "acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
+        "instr_shape=[16, WG_N, 16])",
+        "a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)",
+        *_decode_setup(op, c, q),
+        f"acc = ttgl.zeros([{WGMMA_COLUMNS}, WG_N], ttgl.float32, acc_l)",
+        f"last_t = ttgl.maximum((n_{c} + BLOCK_{c} - 1) // BLOCK_{c} - 1, 0)  # the coefficients' last tile",
+    ]
+    for n in once:
+        before += _coefficient(k, n, q, c, "0")
+    for n in per_tile:
+        before += _coefficient(k, n, q, c, "ttgl.minimum(t0, last_t)", f"r_{n}_next")
+    before += [op.pair(j, e) for j, e in op.paired if not varies(e)]
+    loop = ["t = t0 + i", *[f"r_{n} = r_{n}_next" for n in per_tile]]
+    for n in per_tile:
+        loop += _coefficient(k, n, q, c, tile, f"r_{n}_next")
+    loop += [op.pair(j, e) for j, e in op.paired if varies(e)]
+    loop += ["slot = i % STAGES", "_gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)", *_decode_tile(op, c)]
+    loop += [
+        "if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
+        "    _gl_mbarrier.wait(turn.index(wg), i & 1)",
+        "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)",
+        "if PINGPONG:",
+        "    _gl_mbarrier.arrive(turn.index(1 - wg), count=1)",
+        "# the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers",
+        "acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])",
+        "_gl_mbarrier.arrive(empty.index(slot), count=1)",
+    ]
+    if not op.ten:
+        return before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + _store(k)
+    # five tiles a step, tile t at step t % 5 of one, each decoded by its offset (a compile-time constant);
+    # decode tiles (WHOLE_STEPS) run whole steps, their tiles past K TMA's zeros; wider ones start a share's
+    # first step before it and skip the tiles outside the share (a static guard where WHOLE_STEPS is set)
+    return before + [
+        "i5_first = 0 * t0",
+        "if not WHOLE_STEPS:",
+        f"    i5_first = -(t0 % {TEN_STEP})  # tile t runs at step t % 5",
+        f"for i5 in range(i5_first, k_tiles, {TEN_STEP}):",
+        f"    for step in ttgl.static_range({TEN_STEP}):",
+        "        i = i5 + step",
+        "        if WHOLE_STEPS or ((i >= 0) & (i < k_tiles)):",
+        *["            " + x for x in loop],
+    ] + _store(k)
+
+
+def _loader(k: KernelIR, op: _Operand) -> list[str]:
+    """`<name>_wgmma_loader`: TMA loads of each consumer's words and X's tile into the next free slot."""
+    _, p, q, c, *_ = _parts(k)
+    words = f"BLOCK_{c}" if op.whole else f"BLOCK_{c} * {op.bits} // 32"  # rows of the weights' tile
     # its first row: a 3-bit tile's first pair's word (its last pair ends within BLOCK / 8 words)
-    wrow = TRIPLE_ROW.replace("BLOCK", f"BLOCK_{c}") if ten else f"t * ({words})"
+    wrow = TRIPLE_ROW.replace("BLOCK", f"BLOCK_{c}") if op.ten else f"t * ({words})"
     # its first column: bytes load as 16-bit words of two columns each
-    wcol = f"(off_{q} + wg * {WGMMA_COLUMNS}) // 2" if whole else f"off_{q} + wg * {WGMMA_COLUMNS}"
-    L += ["", "", "@gluon.jit",
-          f"def {k.name}_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, t0, k_tiles, "
-          f"BLOCK_{c}: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):"]
-    L += ["    " + ln for ln in [
+    wcol = f"(off_{q} + wg * {WGMMA_COLUMNS}) // 2" if op.whole else f"off_{q} + wg * {WGMMA_COLUMNS}"
+    return ["@gluon.jit",
+            f"def {k.name}_wgmma_loader(x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, t0, k_tiles, "
+            f"BLOCK_{c}: ttgl.constexpr, STAGES: ttgl.constexpr, CONSUMERS: ttgl.constexpr):"] + ["    " + ln for ln in [
         "for i in range(k_tiles):",
         "    t = t0 + i",
         "    slot = i % STAGES",
@@ -417,7 +464,13 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         f"    _gl_tma_load(x_desc, [off_{p}, t * BLOCK_{c}], ready.index(slot), x_ring.index(slot))",
     ]]
 
-    common = ", ".join(scalars + cons + ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N"])
+
+def _kernel(k: KernelIR, op: _Operand, positional: list[str], common: str) -> list[str]:
+    """`<name>_wgmma_kernel`: the tile and split-K share of this CTA, the ring and its barriers, the fork
+    into consumers (`common`: their trailing arguments) and the loader."""
+    _, p, q, c, *_ = _parts(k)
+    ten, whole = op.ten, op.whole
+    words = f"BLOCK_{c}" if whole else f"BLOCK_{c} * {op.bits} // 32"
     consumer = f"({k.name}_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_{p}, off_{q}{{wg}}, {{i}}, " \
                f"t0, k_tiles, tile_id, {common}))"
     loader = (f"({k.name}_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, t0, k_tiles, "
@@ -444,7 +497,7 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
             "    t0 = ttgl.program_id(1) * per_split",
             f"    k_tiles = ttgl.maximum(ttgl.minimum(per_split, tiles_{c} - t0), 1)",
             *(["    if WHOLE_STEPS:", f"        k_tiles = ttgl.maximum(k_tiles, {TEN_STEP})"] if ten else [])]),
-        f"x_ring = ttgl.allocate_shared_memory({dt}, [STAGES, WG_N, BLOCK_{c}], x_desc.layout)",
+        f"x_ring = ttgl.allocate_shared_memory({op.dt}, [STAGES, WG_N, BLOCK_{c}], x_desc.layout)",
         f"w_ring = ttgl.allocate_shared_memory({'ttgl.uint16' if whole else 'ttgl.int32'}, "
         f"[STAGES * CONSUMERS, {words}, {WGMMA_COLUMNS // 2 if whole else WGMMA_COLUMNS}], w_desc.layout)",
         "ready = ttgl.allocate_shared_memory(ttgl.int64, [STAGES, 1], _gl_mbarrier.MBarrierLayout())",
@@ -469,12 +522,29 @@ def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
         "        " + loader + ",",
         f"    ], [1], [{REGISTERS[1]}])",
     ]
-    L += ["", "", "@gluon.jit", f"def {k.name}_wgmma_kernel(", "    x_desc,", "    w_desc,"]
-    L += [f"    {a}," for a in positional]
-    L += [f"    {n}: ttgl.constexpr," for n in consts]
-    L += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *layout, "CONSUMERS", "PINGPONG", "WG_N", "CONSUMER_REGS"]]
-    L += ["):"]
-    L += ["    " + ln for ln in top]
+    lines = ["@gluon.jit", f"def {k.name}_wgmma_kernel(", "    x_desc,", "    w_desc,"]
+    lines += [f"    {a}," for a in positional]
+    lines += [f"    {n}: ttgl.constexpr," for n in constexprs(k)]
+    lines += [f"    {n}: ttgl.constexpr," for n in ["STAGES", *op.layout, "CONSUMERS", "PINGPONG", "WG_N", "CONSUMER_REGS"]]
+    return lines + ["):"] + ["    " + ln for ln in top]
+
+
+def render_kernel(k: KernelIR, positional: list[str]) -> list[str]:
+    """The three Gluon functions of a kernel IR the register_operand pass marked."""
+    op = _operand(k)
+    p = _parts(k)[1]
+    body = _consumer_body(k, op)
+    scalars = _names_in(body, positional)
+    cons = _names_in(body, constexprs(k))
+    tail = ["STAGES", *op.layout, "CONSUMERS", "PINGPONG", "WG_N"]
+    L = triple_words_helper() if op.ten else []
+    L += ["@gluon.jit",
+          f"def {k.name}_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_{p}, q0, wg, t0, k_tiles, tile_id, "
+          + "".join(f"{a}, " for a in scalars) + "".join(f"{n}: ttgl.constexpr, " for n in cons)
+          + ", ".join(f"{n}: ttgl.constexpr" for n in tail) + "):"]
+    L += ["    " + ln for ln in body]
+    L += ["", ""] + _loader(k, op)
+    L += ["", ""] + _kernel(k, op, positional, ", ".join(scalars + cons + tail))
     return L
 
 
