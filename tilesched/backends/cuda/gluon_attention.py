@@ -23,6 +23,7 @@ walking the tiles of every point on a grid of at most one CTA an SM (render_pers
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from tilesched.backends.cuda.triton_rules import LOG2E, NEG_INF, Ctx, group_constant, index, user_mask
 from tilesched.passes.kernel import KernelIR, mask_constant, producer
@@ -179,33 +180,38 @@ def render_persistent_kernel(k: KernelIR, positional: list[str]) -> list[str]:
     return _render_kernel(k, positional, walk=True)
 
 
-def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
-    q_load, load_k, scores, softmax, load_v, context = _parts(k)
-    qa, r = k.grid[0], k.reduction
-    Q, K, V = q_load.tensor, load_k.tensor, load_v.tensor
-    d = next(a for a in k.value(q_load.out).axes if a != qa)
-    out = k.post[1].tensor
-    dt = GL_DTYPES[k.value(softmax.out).dtype]
-    out_dt = {"fp32": "ttgl.float32", **GL_DTYPES}[k.access(out, "store").dtype]
-    scale = f"{softmax.fn[0][1]} * {LOG2E!r}" if softmax.fn else repr(LOG2E)
-    consts = constexprs(k)
-    claimed = walk and k.claim_tiles  # tiles from a counter (the loader claims, tile_id says which)
-    fn = f"{k.name}_persistent" if walk else f"{k.name}_specialized"
-    pids = [f"pid_{p}" for p in k.points]
-    tile_args = ["total", f"tiles_{qa}"] if walk else pids
-    o_acc = k.access(out, "store")
-    o_ptrs = " + ".join([f"p_{out}"] + [f"pid_{a} * s_{out}_{a}" for a in o_acc.axes if a in k.points]
-                        + [f"ttgl.expand_dims(o_{qa}.to(ttgl.int64) * s_{out}_{qa}, 1)",
-                           f"ttgl.expand_dims(cols * s_{out}_{d}, 0)"])
-    k_tile = f"k_ring.index(slot).reshape([BLOCK_{r}, HEAD]).permute((1, 0))"
-    kv = "kv + " if walk else ""  # the ring's position of key tile lo
-    # a walking consumer frees its query half after the tile's last scores MMA (the loader refills it)
-    free_q = "_gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled"
+@dataclass(frozen=True)
+class _Grid:
+    """What the three functions share: the kernel's axes and dtypes, and the grid: one CTA a tile, or
+    persistent (`walk`), its tiles claimed from a counter (`claimed`) or strided by the grid."""
+    qa: str  # the query axis (the grid's first)
+    r: str  # the key axis (the reduction)
+    d: str  # the head axis
+    dt: str
+    walk: bool
+    claimed: bool
+    fn: str  # the functions' prefix
 
-    # consumer: scores, online softmax, context for HALF query rows
-    # with a positive scale (the launch says) the row maximum of the raw scores, scaled, is the
-    # scaled scores' maximum, and each probability takes one fused multiply-add: 2^(c s - m)
-    step = [
+    @property
+    def tile_args(self) -> list[str]:
+        """Scalars a partition may take beside the kernel's positional arguments."""
+        return ["total", f"tiles_{self.qa}"] if self.walk else []
+
+
+def _grid(k: KernelIR, walk: bool) -> _Grid:
+    q_load, _, _, softmax, _, _ = _parts(k)
+    qa = k.grid[0]
+    d = next(a for a in k.value(q_load.out).axes if a != qa)
+    return _Grid(qa, k.reduction, d, GL_DTYPES[k.value(softmax.out).dtype], walk,
+                 walk and k.claim_tiles,  # tiles from a counter (the loader claims, tile_id says which)
+                 f"{k.name}_persistent" if walk else f"{k.name}_specialized")
+
+
+def _online_softmax_step(k: KernelIR) -> list[str]:
+    """Key tile t's scores `s` into probabilities `p`, the running maximum and sum rescaled (`alpha`).
+    With a positive scale (the launch says) the row maximum of the raw scores, scaled, is the scaled
+    scores' maximum, and each probability takes one fused multiply-add: 2^(c s - m)."""
+    return [
         "x = s",
         f"if not ({_whole(k, 't')}):",
         *["    " + ln for ln in _masked(k)],
@@ -223,6 +229,23 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         "l_i = l_i * alpha + ttgl.sum(p, axis=1)",
         "m_i = m_new",
     ]
+
+
+def _consumer(k: KernelIR, g: _Grid, positional: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """`<fn>_consumer` (scores, online softmax, context for HALF query rows) and the scalars and constants
+    it takes."""
+    qa, r, d, dt, walk, claimed = g.qa, g.r, g.d, g.dt, g.walk, g.claimed
+    out = k.post[1].tensor
+    o_acc = k.access(out, "store")
+    out_dt = {"fp32": "ttgl.float32", **GL_DTYPES}[o_acc.dtype]
+    o_ptrs = " + ".join([f"p_{out}"] + [f"pid_{a} * s_{out}_{a}" for a in o_acc.axes if a in k.points]
+                        + [f"ttgl.expand_dims(o_{qa}.to(ttgl.int64) * s_{out}_{qa}, 1)",
+                           f"ttgl.expand_dims(cols * s_{out}_{d}, 0)"])
+    k_tile = f"k_ring.index(slot).reshape([BLOCK_{r}, HEAD]).permute((1, 0))"
+    kv = "kv + " if walk else ""  # the ring's position of key tile lo
+    # a walking consumer frees its query half after the tile's last scores MMA (the loader refills it)
+    free_q = "_gl_mbarrier.arrive(q_free, count=1)  # the tile's last scores are done: Q's half may be refilled"
+    step = _online_softmax_step(k)
     layouts = [
         "s_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], "
         f"instr_shape=[16, BLOCK_{r}, 16])",
@@ -300,62 +323,24 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         body = layouts + tile_body
         head_args = "q_smem, q_bar, k_ring, v_ring, ready, empty, start, lo, hi, qk_scale, "
         tail_consts = ""
-    scalars = _names_in(body, positional + tile_args)
-    cons = _names_in(body, consts)
-    L = ["@gluon.jit",
-         f"def {fn}_consumer({head_args}"
-         + "".join(f"{a}, " for a in scalars)
-         + "".join(f"{c}: ttgl.constexpr, " for c in cons) + tail_consts + "HALF: ttgl.constexpr, "
-         "HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):"]
-    L += ["    " + ln for ln in body]
+    pids = [] if walk else [f"pid_{p}" for p in k.points]
+    scalars = _names_in(body, positional + g.tile_args + pids)
+    cons = _names_in(body, constexprs(k))
+    lines = ["@gluon.jit",
+             f"def {g.fn}_consumer({head_args}"
+             + "".join(f"{a}, " for a in scalars)
+             + "".join(f"{c}: ttgl.constexpr, " for c in cons) + tail_consts + "HALF: ttgl.constexpr, "
+             "HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):"]
+    return lines + ["    " + ln for ln in body], scalars, cons
 
-    if walk:
-        q_free_wait = ["    if it > 0:  # the consumer's last scores of the previous tile are done"
-                       + (" (its claim read)" if claimed else ""),
-                       "        _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)"]
-        post_claim = ["    tile_ids.index(half).store(ttgl.full([1], tile, ttgl.int32, CLAIM_LAYOUT))"] if claimed else []
-        one_tile = [
-            *_decode(k), *_kept_range(k),
-            f"q_row = {_row(k, Q)}",
-            f"k_row = {_row(k, K)}",
-            f"v_row = {_row(k, V)}",
-            "for half in ttgl.static_range(2):",
-            *q_free_wait, *post_claim,
-            "    _gl_mbarrier.expect(q_ready.index(half), q_desc.block_type.nbytes)",
-            "    _gl_tma_load(q_desc, [q_row, first + half * HALF, 0], q_ready.index(half), q_halves.index(half))",
-            "for t in range(lo, hi):",
-            *["    " + ln for ln in _fill_ring(r, "kv")],
-            "    kv += 1",
-            "it += 1",
-        ]
-        loader = ["kv = 0", "it = 0"]
-        if claimed:
-            # lane 0 increments the launch's counter; the warp shares its ticket
-            claim = ["got = ttgl.atomic_add(tile_counter + lane * 0, lane * 0 + 1, mask=lane == 0)",
-                     "tile = ttgl.max(ttgl.where(lane == 0, got, 0), axis=0)"]
-            loader += [
-                "CLAIM_LAYOUT: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [1], [0])",
-                "lane = ttgl.arange(0, 32, layout=CLAIM_LAYOUT)",
-                *claim,
-                "while tile < total:",
-                *["    " + ln for ln in one_tile + claim],
-                "for half in ttgl.static_range(2):  # none left: the consumers read the claim and stop",
-                *q_free_wait, *post_claim,
-                "    _gl_mbarrier.arrive(q_ready.index(half), count=1)",
-                "# each CTA draws one ticket of total or more, the last of them resets the counter for the next launch",
-                "if tile == total + ttgl.num_programs(0) - 1:",
-                "    ttgl.store(tile_counter + lane * 0, lane * 0, mask=lane == 0)",
-            ]
-        else:
-            loader += ["for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
-                       *["    " + ln for ln in one_tile]]
-        l_scalars = _names_in(loader, positional + tile_args)
-        l_cons = _names_in(loader, consts)
-        loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, "
-                       + ("tile_ids, tile_counter, " if claimed else "") + "ready, empty, "
-                       + "".join(f"{a}, " for a in l_scalars) + "".join(f"{c}: ttgl.constexpr, " for c in l_cons)
-                       + "HALF: ttgl.constexpr, STAGES: ttgl.constexpr")
-    else:
+
+def _loader(k: KernelIR, g: _Grid, positional: list[str]) -> tuple[list[str], list[str]]:
+    """`<fn>_loader` (one warp: TMA loads of the query halves, then of each key tile's K and V; on a
+    persistent grid tile after tile, claiming them where the grid does) and, on that grid, the
+    arguments it takes after the shared memory and barriers."""
+    q_load, load_k, _, _, load_v, _ = _parts(k)
+    r = g.r
+    if not g.walk:
         loader = [
             "for half in ttgl.static_range(2):",
             "    _gl_mbarrier.expect(q_bar.index(half), q_desc.block_type.nbytes)",
@@ -367,9 +352,64 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_bar, ready, empty, q_row, "
                        f"k_row, v_row, start, lo, hi, HALF: ttgl.constexpr, BLOCK_{r}: ttgl.constexpr, "
                        "STAGES: ttgl.constexpr")
-    L += ["", "", "@gluon.jit", f"def {fn}_loader({loader_args}):"]
-    L += ["    " + ln for ln in loader]
+        return ["@gluon.jit", f"def {g.fn}_loader({loader_args}):"] + ["    " + ln for ln in loader], []
+    claimed = g.claimed
+    q_free_wait = ["    if it > 0:  # the consumer's last scores of the previous tile are done"
+                   + (" (its claim read)" if claimed else ""),
+                   "        _gl_mbarrier.wait(q_free.index(half), (it - 1) & 1)"]
+    post_claim = ["    tile_ids.index(half).store(ttgl.full([1], tile, ttgl.int32, CLAIM_LAYOUT))"] if claimed else []
+    one_tile = [
+        *_decode(k), *_kept_range(k),
+        f"q_row = {_row(k, q_load.tensor)}",
+        f"k_row = {_row(k, load_k.tensor)}",
+        f"v_row = {_row(k, load_v.tensor)}",
+        "for half in ttgl.static_range(2):",
+        *q_free_wait, *post_claim,
+        "    _gl_mbarrier.expect(q_ready.index(half), q_desc.block_type.nbytes)",
+        "    _gl_tma_load(q_desc, [q_row, first + half * HALF, 0], q_ready.index(half), q_halves.index(half))",
+        "for t in range(lo, hi):",
+        *["    " + ln for ln in _fill_ring(r, "kv")],
+        "    kv += 1",
+        "it += 1",
+    ]
+    loader = ["kv = 0", "it = 0"]
+    if claimed:
+        # lane 0 increments the launch's counter; the warp shares its ticket
+        claim = ["got = ttgl.atomic_add(tile_counter + lane * 0, lane * 0 + 1, mask=lane == 0)",
+                 "tile = ttgl.max(ttgl.where(lane == 0, got, 0), axis=0)"]
+        loader += [
+            "CLAIM_LAYOUT: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [1], [0])",
+            "lane = ttgl.arange(0, 32, layout=CLAIM_LAYOUT)",
+            *claim,
+            "while tile < total:",
+            *["    " + ln for ln in one_tile + claim],
+            "for half in ttgl.static_range(2):  # none left: the consumers read the claim and stop",
+            *q_free_wait, *post_claim,
+            "    _gl_mbarrier.arrive(q_ready.index(half), count=1)",
+            "# each CTA draws one ticket of total or more, the last of them resets the counter for the next launch",
+            "if tile == total + ttgl.num_programs(0) - 1:",
+            "    ttgl.store(tile_counter + lane * 0, lane * 0, mask=lane == 0)",
+        ]
+    else:
+        loader += ["for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):",
+                   *["    " + ln for ln in one_tile]]
+    l_scalars = _names_in(loader, positional + g.tile_args)
+    l_cons = _names_in(loader, constexprs(k))
+    loader_args = ("q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, "
+                   + ("tile_ids, tile_counter, " if claimed else "") + "ready, empty, "
+                   + "".join(f"{a}, " for a in l_scalars) + "".join(f"{c}: ttgl.constexpr, " for c in l_cons)
+                   + "HALF: ttgl.constexpr, STAGES: ttgl.constexpr")
+    return ["@gluon.jit", f"def {g.fn}_loader({loader_args}):"] + ["    " + ln for ln in loader], l_scalars + l_cons
 
+
+def _kernel(k: KernelIR, g: _Grid, positional: list[str], scalars: list[str], cons: list[str],
+            l_args: list[str]) -> list[str]:
+    """`<fn>_kernel`: the tile (or the grid's tiles), the shared memory and barriers, the fork into two
+    consumers (the scalars and constants they take) and the loader (`l_args` on a persistent grid)."""
+    q_load, load_k, _, softmax, load_v, _ = _parts(k)
+    qa, r, d, dt, walk, claimed, fn = g.qa, g.r, g.d, g.dt, g.walk, g.claimed, g.fn
+    scale = f"{softmax.fn[0][1]} * {LOG2E!r}" if softmax.fn else repr(LOG2E)
+    consts = constexprs(k)
     top = [f"HALF: ttgl.constexpr = BLOCK_{qa} // 2",
            f"HEAD: ttgl.constexpr = BLOCK_{d}"]
     if walk:
@@ -381,7 +421,8 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         top += [f"pid_{p} = ttgl.program_id({j + 1}).to(ttgl.int64)" for j, p in enumerate(k.points)]
         top += [f"start = pid_{qa} * BLOCK_{qa}"]
         top += _kept_range(k)
-        top += [f"q_row = {_row(k, Q)}", f"k_row = {_row(k, K)}", f"v_row = {_row(k, V)}"]
+        top += [f"q_row = {_row(k, q_load.tensor)}", f"k_row = {_row(k, load_k.tensor)}",
+                f"v_row = {_row(k, load_v.tensor)}"]
     q_bars = ["q_ready", "q_free"] if walk else ["q_bar"]
     top += [
         f"qk_scale = {scale}  # exp(c s - m) = 2^(c log2(e) s - m'): the softmax in base 2",
@@ -411,7 +452,7 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         forks = [consumer(0), consumer(1),
                  f"    ({fn}_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, "
                  + ("tile_ids, tile_counter, " if claimed else "")
-                 + f"ready, empty, {', '.join(l_scalars + l_cons + ['HALF', 'STAGES'])})),"]
+                 + f"ready, empty, {', '.join(l_args + ['HALF', 'STAGES'])})),"]
     else:
         common = ", ".join(scalars + cons + ["HALF", "HEAD", "STAGES", "SCALE_POSITIVE"])
         forks = [
@@ -424,13 +465,19 @@ def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
         ]
     top += ["ttgl.warp_specialize([", *forks,
             "], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few"]
-    L += ["", "", "@gluon.jit", f"def {fn}_kernel(", "    q_desc,", "    k_desc,", "    v_desc,"]
-    L += ["    tile_counter,"] if claimed else []
-    L += [f"    {a}," for a in positional]
-    L += [f"    {c}: ttgl.constexpr," for c in consts]
-    L += ["    STAGES: ttgl.constexpr,", "    SCALE_POSITIVE: ttgl.constexpr,", "):"]
-    L += ["    " + ln for ln in top]
-    return L
+    lines = ["@gluon.jit", f"def {fn}_kernel(", "    q_desc,", "    k_desc,", "    v_desc,"]
+    lines += ["    tile_counter,"] if claimed else []
+    lines += [f"    {a}," for a in positional]
+    lines += [f"    {c}: ttgl.constexpr," for c in consts]
+    lines += ["    STAGES: ttgl.constexpr,", "    SCALE_POSITIVE: ttgl.constexpr,", "):"]
+    return lines + ["    " + ln for ln in top]
+
+
+def _render_kernel(k: KernelIR, positional: list[str], walk: bool) -> list[str]:
+    g = _grid(k, walk)
+    consumer, scalars, cons = _consumer(k, g, positional)
+    loader, l_args = _loader(k, g, positional)
+    return consumer + ["", ""] + loader + ["", ""] + _kernel(k, g, positional, scalars, cons, l_args)
 
 
 def render_host(k: KernelIR) -> list[str]:
