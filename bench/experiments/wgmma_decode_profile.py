@@ -6,7 +6,8 @@ samples per SASS instruction (the 4-bit M = 16, 8192² winner of lowbit-decode-c
       python bench/experiments/wgmma_decode_profile.py
   ncu --import OUT/prof.ncu-rep --page source --csv --print-source sass > OUT/sass.csv
 
-Environment: M, N, K, WARPS, STAGES, SPLIT (defaults 16, 8192, 8192, 8, 4, 4)."""
+Environment: M, N, K, WARPS, STAGES, SPLIT (defaults 16, 8192, 8192, 8, 4, 4), BITS (4), BM (the row tile: 16
+for M > 8, else 1; past 16 a wide tile of the wgmma kernel, as the register-operand schedule takes it)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ if __name__ == "__main__":
     import torch
 
     env = {k: int(os.environ.get(k, v)) for k, v in
-           {"M": 16, "N": 8192, "K": 8192, "WARPS": 8, "STAGES": 4, "SPLIT": 4}.items()}
-    prog = load_program(sb.CONFIGS / "w4a16_gemm.yaml")
+           {"M": 16, "N": 8192, "K": 8192, "WARPS": 8, "STAGES": 4, "SPLIT": 4, "BITS": 4}.items()}
+    bm = int(os.environ.get("BM", 16 if env["M"] > 8 else 1))
+    prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[env['BITS']]}.yaml")
     sizes = {"M": env["M"], "N": env["N"], "K": env["K"]}
-    point = {**lowbit.register_operand(16 if env["M"] > 8 else 1, 64 * env["WARPS"] // 4, env["WARPS"], env["SPLIT"],
-                                       stages=env["STAGES"]), "REGISTER_OPERAND": "wgmma"}
+    point = {**lowbit.register_operand(bm, 64 * env["WARPS"] // 4, env["WARPS"], env["SPLIT"], stages=env["STAGES"]),
+             "REGISTER_OPERAND": "wgmma" if bm <= 16 else True}
     b = sb.legal(prog, sizes, point)
     kern = Kernel(prog)
-    ins = lowbit.make_inputs(4, env["M"], env["N"], env["K"], "cuda")
+    ins = lowbit.make_inputs(env["BITS"], env["M"], env["N"], env["K"], "cuda")
     for _ in range(4):
         kern(params=dict(b.params), sizes=dict(b.sizes), **ins)
     torch.cuda.synchronize()
