@@ -255,6 +255,7 @@ PATCHING_EXPERIMENTS = [
     ("lowbit_wgmma_feed", "w8a16_gemm", ["x-once", "w-once"]),
     ("lowbit_wgmma_feed", "w4a16_gemm", ["x-once", "w-once"]),
     ("mma_sync_m16_registers", "w4a16_gemm", ["cap168"]),
+    ("wgmma_wide_pingpong", "w8a16_gemm", ["free"]),
     ("mma_sync_x_bound", "w4a16_gemm", ["x-once"]),
     ("lowbit_byte_pairs", "w4a16_gemm", ["shift"]),
     ("wgmma_decode_coefficients", "w4a16_gemm", ["ahead2", "l2-4", "same-tile"]),
