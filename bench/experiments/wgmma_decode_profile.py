@@ -6,7 +6,7 @@ samples per SASS instruction (the 4-bit M = 16, 8192² winner of lowbit-decode-c
       python bench/experiments/wgmma_decode_profile.py
   ncu --import OUT/prof.ncu-rep --page source --csv --print-source sass > OUT/sass.csv
 
-Environment: M, N, K, WARPS, STAGES, SPLIT (defaults 16, 8192, 8192, 8, 4, 4), BITS (4), BM (the row tile: 16
+Environment: M, N, K, WARPS, STAGES, SPLIT (defaults 16, 8192, 8192, 8, 4, 4), BITS (4), BK (128), BM (the row tile: 16
 for M > 8, else 1; past 16 a wide tile of the wgmma kernel, as the register-operand schedule takes it)."""
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ if __name__ == "__main__":
     import torch
 
     env = {k: int(os.environ.get(k, v)) for k, v in
-           {"M": 16, "N": 8192, "K": 8192, "WARPS": 8, "STAGES": 4, "SPLIT": 4, "BITS": 4}.items()}
+           {"M": 16, "N": 8192, "K": 8192, "WARPS": 8, "STAGES": 4, "SPLIT": 4, "BITS": 4, "BK": 128}.items()}
     bm = int(os.environ.get("BM", 16 if env["M"] > 8 else 1))
     prog = load_program(sb.CONFIGS / f"{lowbit.BITS_SPECS[env['BITS']]}.yaml")
     sizes = {"M": env["M"], "N": env["N"], "K": env["K"]}
-    point = {**lowbit.register_operand(bm, 64 * env["WARPS"] // 4, env["WARPS"], env["SPLIT"], stages=env["STAGES"]),
+    point = {**lowbit.register_operand(bm, 64 * env["WARPS"] // 4, env["WARPS"], env["SPLIT"], bk=env["BK"],
+                                       stages=env["STAGES"]),
              "REGISTER_OPERAND": "wgmma" if bm <= 16 else True}
     b = sb.legal(prog, sizes, point)
     kern = Kernel(prog)
