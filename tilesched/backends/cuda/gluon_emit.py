@@ -26,6 +26,8 @@ Its positional arguments are the Triton kernel's, so the module's `launch_args` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tilesched.backends.cuda.triton_rules import affine_terms, group_constant
 from tilesched.ir.dtypes import BITS
 from tilesched.passes.kernel import KernelIR, producer
@@ -188,31 +190,52 @@ def vector_words(bits: int) -> bool:
     return bits == 4
 
 
-def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
-    """The Gluon kernel `<name>_gluon_kernel` of a kernel IR the register_operand pass marked."""
+@dataclass(frozen=True)
+class _Names:
+    """The names the mma.sync kernel's parts share: the dot's axes (p: X's rows, q: the weight columns,
+    c: the reduction), X's and the weights' tile values and tensors, Y, the activation dtype and the
+    words' width (`per` values a word, `pairs` pairs (j, j + pairs) a word)."""
+    p: str
+    q: str
+    c: str
+    x: str
+    w: str
+    X: str
+    W: str
+    Y: str
+    act: str
+    bits: int
+    coefs: tuple[str, ...]
+
+    @property
+    def per(self) -> int:
+        return 32 // self.bits
+
+    @property
+    def pairs(self) -> int:
+        return 16 // self.bits
+
+    @property
+    def vector(self) -> bool:
+        return vector_words(self.bits)
+
+
+def _names(k: KernelIR) -> _Names:
     dot = the_dot(k)
     p, q = k.value(dot.out).axes
-    c = k.reduction
     x = next(n for n in dot.args[:2] if n != dot.via)
-    w, coefs = dot.args[2], dot.args[3:]
+    w = dot.args[2]
     X, W = producer(k, x).tensor, producer(k, w).tensor
-    Y = k.post[0].tensor
-    act = k.value(x).dtype
-    magic, bias = MAGIC[act]
-    bits = BITS[k.access(W, "load").dtype]
-    per, pairs = 32 // bits, 16 // bits  # values per word; pairs (j, j + pairs) per word
-    low = f"0x{((1 << bits) - 1) * 0x00010001:08X}"
-    per_tile = [n for n in coefs if c in k.value(n).axes]
-    once = [n for n in coefs if c not in k.value(n).axes]
-    scale, offset = affine_terms(dot.fn, [f"r_{n}" for n in coefs])
-    acc = dot.out
-    vector = vector_words(bits)
+    return _Names(p, q, k.reduction, x, w, X, W, k.post[0].tensor, k.value(x).dtype, BITS[k.access(W, "load").dtype],
+                  tuple(dot.args[3:]))
+
+
+def _setup(k: KernelIR, n: _Names) -> list[str]:
+    """Layouts, the tile and split-K share, the words' and X's pointers, the accumulator and the
+    coefficients read once."""
+    p, q, c, w, X, W, per, pairs, vector = n.p, n.q, n.c, n.w, n.X, n.W, n.per, n.pairs, n.vector
     wl = "WLOAD" if vector else "words"
-    L: list[str] = ["@gluon.jit", f"def {k.name}_gluon_kernel("]
-    L += [f"    {a}," for a in positional]
-    L += [f"    {n}: ttgl.constexpr," for n in constexprs(k)]
-    L += [f"    {n}: ttgl.constexpr," for n in ["MMA_N", "PAIRS", *(["WLOAD"] if vector else []), "STAGES"]] + ["):"]
-    body = [
+    lines = [
         "NW: ttgl.constexpr = ttgl.num_warps()",
         "mma: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[NW, 1], instr_shape=[16, 8])",
         "op_w: ttgl.constexpr = ttgl.DotOperandLayout(0, mma, k_width=8)  # 8 consecutive reduction indices a thread",
@@ -226,14 +249,14 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"tiles_{q} = (n_{q} + BLOCK_{q} - 1) // BLOCK_{q}",
         "tile_id = ttgl.program_id(0)",
     ]
-    body += _coords(k, p, q)
-    body += [f"tiles_{c} = (n_{c} + BLOCK_{c} - 1) // BLOCK_{c}", f"lo_{c} = 0", f"hi_{c} = tiles_{c}"]
+    lines += _coords(k, p, q)
+    lines += [f"tiles_{c} = (n_{c} + BLOCK_{c} - 1) // BLOCK_{c}", f"lo_{c} = 0", f"hi_{c} = tiles_{c}"]
     if k.split_k is not None:
-        body += ["if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles",
-                 f"    per_split = (tiles_{c} + SPLIT_K - 1) // SPLIT_K",
-                 f"    lo_{c} = ttgl.program_id(1) * per_split",
-                 f"    hi_{c} = ttgl.minimum(lo_{c} + per_split, tiles_{c})"]
-    body += [
+        lines += ["if SPLIT_K > 1:  # this program sums one contiguous share of the reduction tiles",
+                  f"    per_split = (tiles_{c} + SPLIT_K - 1) // SPLIT_K",
+                  f"    lo_{c} = ttgl.program_id(1) * per_split",
+                  f"    hi_{c} = ttgl.minimum(lo_{c} + per_split, tiles_{c})"]
+    lines += [
         f"# {w}: words of {per} values along {c}; a thread loads the words its operand fragments hold",
         *(["# (with STAGES = 2 loaded by column, a thread's columns consecutive (WLOAD), then renumbered by",
            "# the MMA's row: row r of the MMAs is column cq(r) of the tile below)"] if vector else []),
@@ -242,8 +265,8 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"w_ptrs = p_{W} + {_step(k, W, c, 'wc[None, :]')} + {_step(k, W, q, 'wq[:, None]')}",
         f"w_rows = (n_{c} + {per - 1}) // {per}",
         f"shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, {pairs}, layout=ttgl.SliceLayout(0, "
-        f"ttgl.SliceLayout(1, PAIRS))) * {bits}, 0), 1)",
-        f"# {x}: [MMA_N, BLOCK_{c}] rows of the row tile (MMA_N = max(BLOCK_{p}, 8): mma.sync's n)",
+        f"ttgl.SliceLayout(1, PAIRS))) * {n.bits}, 0), 1)",
+        f"# {n.x}: [MMA_N, BLOCK_{c}] rows of the row tile (MMA_N = max(BLOCK_{p}, 8): mma.sync's n)",
         "xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))",
         f"xp = pid_{p} * BLOCK_{p} + xr",
         f"xc = ttgl.arange(0, BLOCK_{c}, layout=ttgl.SliceLayout(0, x_tile))",
@@ -257,18 +280,30 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"zeros = ttgl.zeros([BLOCK_{q}, MMA_N], ttgl.float32, mma)",
         "# BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,",
         "# where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)",
-        bias_register(f"BLOCK_{q}, BLOCK_{c} // {per}, {pairs}", magic, "PAIRS", q),
-        f"v_{acc} = zeros",
+        bias_register(f"BLOCK_{q}, BLOCK_{c} // {per}, {pairs}", MAGIC[n.act][0], "PAIRS", q),
+        f"v_{the_dot(k).out} = zeros",
     ]
-    for n in once:
-        body += _coefficient(k, n, q, c, "0")
+    for coef in n.coefs:
+        if c not in k.value(coef).axes:
+            lines += _coefficient(k, coef, q, c, "0")
+    return lines
+
+
+def _next_words(k: KernelIR, n: _Names) -> str:
+    """The expression loading tile t_next's words (past the share's end the last tile again)."""
+    tile = f"(BLOCK_{n.c} // {n.per})"
+    mask = f"(wq[:, None] < n_{n.q}) & (t_next * (BLOCK_{n.c} // {n.per}) + wc[None, :] < w_rows)"
+    words = f"_gl_load(w_ptrs + {_step(k, n.W, n.c, f'(t_next * {tile}).to(ttgl.int64)')}, {mask}, {_even(k, n.q, n.c)})"
+    return f"_gl_rows({words}, NW, BLOCKS, words)" if n.vector else words
+
+
+def _prologue(k: KernelIR, n: _Names, per_tile: list[str]) -> list[str]:
+    """The words of the share's first tiles in flight (registers or the cp.async ring), X's first tile
+    and its coefficients one tile ahead."""
+    q, c, W = n.q, n.c, n.W
+    tile = f"(BLOCK_{c} // {n.per})"
     w_even = _even(k, q, c)
-    word_mask = lambda t: f"(wq[:, None] < n_{q}) & ({t} * (BLOCK_{c} // {per}) + wc[None, :] < w_rows)"  # noqa: E731
-    tile = f"(BLOCK_{c} // {per})"
-    next_words = f"_gl_load(w_ptrs + {_step(k, W, c, f'(t_next * {tile}).to(ttgl.int64)')}, {word_mask('t_next')}, {w_even})"
-    if vector:
-        next_words = f"_gl_rows({next_words}, NW, BLOCKS, words)"
-    body += [
+    return [
         "# the words of the next tiles load while this one is used: STAGES = 2, the next tile in registers;",
         "# STAGES > 2, STAGES - 1 tiles in flight through a ring in shared memory (cp.async), read back in",
         "# the words' layout. Past the share's end the last tile loads again rather than masked.",
@@ -287,11 +322,22 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"    v_words = ttgl.zeros([BLOCK_{q}, {tile}], ttgl.int32, words)",
         "else:",
         f"    t_next = ttgl.minimum(lo_{c}, hi_{c} - 1)",
-        f"    v_words = {next_words}",
+        f"    v_words = {_next_words(k, n)}",
+        # X's tile and the tile's coefficients load one tile ahead too: each step then waits on no global load
+        *_ahead(k, n.x, n.X, c, per_tile, q, f"ttgl.minimum(lo_{c}, hi_{c} - 1)"),
     ]
-    # X's tile and the tile's coefficients load one tile ahead too: each step then waits on no global load
-    body += _ahead(k, x, X, c, per_tile, q, f"ttgl.minimum(lo_{c}, hi_{c} - 1)")
-    body += [f"for it_{c} in range(lo_{c}, hi_{c}):"]
+
+
+def _loop(k: KernelIR, n: _Names, per_tile: list[str]) -> list[str]:
+    """The reduction loop's body: the next tiles' loads, this tile's operands and MMA, the chain's factor
+    and offset applied to its sum."""
+    q, c, x, W = n.q, n.c, n.x, n.W
+    tile = f"(BLOCK_{c} // {n.per})"
+    dot = the_dot(k)
+    acc = dot.out
+    magic, bias = MAGIC[n.act]
+    low = f"0x{((1 << n.bits) - 1) * 0x00010001:08X}"
+    scale, offset = affine_terms(dot.fn, [f"r_{m}" for m in n.coefs])
     loop = [
         "if STAGES > 2:",
         "    _gl_async.wait_group(STAGES - 2)",
@@ -299,53 +345,68 @@ def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
         f"    v_words = ring.index((it_{c} - lo_{c}) % STAGES).load(words)",
         f"    t_next = ttgl.minimum(it_{c} + STAGES - 1, hi_{c} - 1)",
         f"    _gl_copy(ring.index((it_{c} - lo_{c} + STAGES - 1) % STAGES), r_ptrs + (t_next * {tile}).to(ttgl.int64) * "
-        f"s_{W}_{c}, (rq[:, None] < n_{q}) & (t_next * {tile} + rc[None, :] < w_rows), {w_even})",
+        f"s_{W}_{c}, (rq[:, None] < n_{q}) & (t_next * {tile} + rc[None, :] < w_rows), {_even(k, q, c)})",
         "    _gl_async.commit_group()",
         "    v_ahead = v_words",
         "else:",
         f"    t_next = ttgl.minimum(it_{c} + 1, hi_{c} - 1)",
-        f"    v_ahead = {next_words}",
+        f"    v_ahead = {_next_words(k, n)}",
         f"v_{x} = {x}_ahead",
-        *[f"r_{n} = r_{n}_ahead" for n in per_tile],
-        *_ahead(k, x, X, c, per_tile, q, f"ttgl.minimum(it_{c} + 1, hi_{c} - 1)"),
+        *[f"r_{m} = r_{m}_ahead" for m in per_tile],
+        *_ahead(k, x, n.X, c, per_tile, q, f"ttgl.minimum(it_{c} + 1, hi_{c} - 1)"),
         f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
-        *_operands(x, act, magic, low, bits, c, q),
+        *_operands(x, n.act, magic, low, n.bits, c, q),
         "t_sum = mma_v2(w_op, x_op, zeros)",
     ]
     a_term = f"({scale})[:, None] * t_sum" if scale else "t_sum"
     b_expr = f"({offset} - {bias} * {scale})" if offset and scale else (
         f"(-{bias} * {scale})" if scale else (f"({offset} - {bias})" if offset else f"-{bias}"))
-    loop += [f"b_{acc} = {b_expr} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
-             f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]",
-             "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
-    body += ["    " + ln for ln in loop]
-    ya = k.access(Y, "store")
-    body += [
+    return loop + [f"b_{acc} = {b_expr} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
+                   f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]",
+                   "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
+
+
+def _store(k: KernelIR, n: _Names) -> list[str]:
+    """Y's tile stored, masked; under split-K the shares meet in the fp32 workspace first."""
+    p, q, Y = n.p, n.q, n.Y
+    acc = the_dot(k).out
+    lines = [
         f"yp = pid_{p} * BLOCK_{p} + ttgl.arange(0, MMA_N, layout=rows)",
         f"y_mask = ((ttgl.arange(0, MMA_N, layout=rows) < BLOCK_{p}) & (yp < n_{p}))[None, :] & (cq < n_{q})[:, None]",
         f"y_ptrs = p_{Y} + {_step(k, Y, p, 'yp[None, :].to(ttgl.int64)')} + {_step(k, Y, q, 'cq[:, None]')}",
     ]
-    out = f"v_{acc}.to({GL_DTYPES[ya.dtype]})"
-    if k.split_k is not None:
-        ws = f"ws_{acc} + yp[None, :].to(ttgl.int64) * n_{q} + cq[:, None]"
-        body += [
-            "if SPLIT_K > 1:  # the shares of a tile meet in the fp32 workspace; the last to arrive finishes it",
-            f"    ws_ptrs = {ws}",
-            f"    ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_{p} * n_{q}, v_{acc}, mask=y_mask)",
-            "    _gl_barrier()",
-            "    arrived = ttgl.atomic_add(ws_arrived + tile_id, 1, sem=\"acq_rel\", scope=\"gpu\")",
-            "    if arrived == SPLIT_K - 1:",
-            f"        v_{acc} = ttgl.load(ws_ptrs, mask=y_mask, other=0.0, cache_modifier=\".cg\")",
-            "        for other in ttgl.static_range(1, SPLIT_K):",
-            f"            v_{acc} += ttgl.load(ws_ptrs + other * n_{p} * n_{q}, mask=y_mask, other=0.0, "
-            "cache_modifier=\".cg\")",
-            "        ttgl.atomic_xchg(ws_arrived + tile_id, 0, sem=\"relaxed\", scope=\"gpu\")  # ready for the next call",
-            f"        ttgl.store(y_ptrs, {out}, mask=y_mask)",
-            "else:",
-            f"    ttgl.store(y_ptrs, {out}, mask=y_mask)",
-        ]
-    else:
-        body.append(f"ttgl.store(y_ptrs, {out}, mask=y_mask)")
+    out = f"v_{acc}.to({GL_DTYPES[k.access(Y, 'store').dtype]})"
+    if k.split_k is None:
+        return lines + [f"ttgl.store(y_ptrs, {out}, mask=y_mask)"]
+    return lines + [
+        "if SPLIT_K > 1:  # the shares of a tile meet in the fp32 workspace; the last to arrive finishes it",
+        f"    ws_ptrs = ws_{acc} + yp[None, :].to(ttgl.int64) * n_{q} + cq[:, None]",
+        f"    ttgl.store(ws_ptrs + ttgl.program_id(1).to(ttgl.int64) * n_{p} * n_{q}, v_{acc}, mask=y_mask)",
+        "    _gl_barrier()",
+        "    arrived = ttgl.atomic_add(ws_arrived + tile_id, 1, sem=\"acq_rel\", scope=\"gpu\")",
+        "    if arrived == SPLIT_K - 1:",
+        f"        v_{acc} = ttgl.load(ws_ptrs, mask=y_mask, other=0.0, cache_modifier=\".cg\")",
+        "        for other in ttgl.static_range(1, SPLIT_K):",
+        f"            v_{acc} += ttgl.load(ws_ptrs + other * n_{p} * n_{q}, mask=y_mask, other=0.0, "
+        "cache_modifier=\".cg\")",
+        "        ttgl.atomic_xchg(ws_arrived + tile_id, 0, sem=\"relaxed\", scope=\"gpu\")  # ready for the next call",
+        f"        ttgl.store(y_ptrs, {out}, mask=y_mask)",
+        "else:",
+        f"    ttgl.store(y_ptrs, {out}, mask=y_mask)",
+    ]
+
+
+def render_gluon(k: KernelIR, positional: list[str]) -> list[str]:
+    """The Gluon kernel `<name>_gluon_kernel` of a kernel IR the register_operand pass marked."""
+    n = _names(k)
+    per_tile = [m for m in n.coefs if n.c in k.value(m).axes]
+    L: list[str] = ["@gluon.jit", f"def {k.name}_gluon_kernel("]
+    L += [f"    {a}," for a in positional]
+    L += [f"    {m}: ttgl.constexpr," for m in constexprs(k)]
+    L += [f"    {m}: ttgl.constexpr," for m in ["MMA_N", "PAIRS", *(["WLOAD"] if n.vector else []), "STAGES"]] + ["):"]
+    body = _setup(k, n) + _prologue(k, n, per_tile) + [f"for it_{n.c} in range(lo_{n.c}, hi_{n.c}):"]
+    body += ["    " + ln for ln in _loop(k, n, per_tile)]
+    body += _store(k, n)
     return L + ["    " + ln for ln in body]
 
 
