@@ -219,6 +219,11 @@ class _Names:
     def vector(self) -> bool:
         return vector_words(self.bits)
 
+    @property
+    def tile(self) -> str:
+        """Words a column holds in a reduction tile."""
+        return f"(BLOCK_{self.c} // {self.per})"
+
 
 def _names(k: KernelIR) -> _Names:
     dot = the_dot(k)
@@ -291,8 +296,8 @@ def _setup(k: KernelIR, n: _Names) -> list[str]:
 
 def _next_words(k: KernelIR, n: _Names) -> str:
     """The expression loading tile t_next's words (past the share's end the last tile again)."""
-    tile = f"(BLOCK_{n.c} // {n.per})"
-    mask = f"(wq[:, None] < n_{n.q}) & (t_next * (BLOCK_{n.c} // {n.per}) + wc[None, :] < w_rows)"
+    tile = n.tile
+    mask = f"(wq[:, None] < n_{n.q}) & (t_next * {tile} + wc[None, :] < w_rows)"
     words = f"_gl_load(w_ptrs + {_step(k, n.W, n.c, f'(t_next * {tile}).to(ttgl.int64)')}, {mask}, {_even(k, n.q, n.c)})"
     return f"_gl_rows({words}, NW, BLOCKS, words)" if n.vector else words
 
@@ -301,7 +306,7 @@ def _prologue(k: KernelIR, n: _Names, per_tile: list[str]) -> list[str]:
     """The words of the share's first tiles in flight (registers or the cp.async ring), X's first tile
     and its coefficients one tile ahead."""
     q, c, W = n.q, n.c, n.W
-    tile = f"(BLOCK_{c} // {n.per})"
+    tile = n.tile
     w_even = _even(k, q, c)
     return [
         "# the words of the next tiles load while this one is used: STAGES = 2, the next tile in registers;",
@@ -332,7 +337,7 @@ def _loop(k: KernelIR, n: _Names, per_tile: list[str]) -> list[str]:
     """The reduction loop's body: the next tiles' loads, this tile's operands and MMA, the chain's factor
     and offset applied to its sum."""
     q, c, x, W = n.q, n.c, n.x, n.W
-    tile = f"(BLOCK_{c} // {n.per})"
+    tile = n.tile
     dot = the_dot(k)
     acc = dot.out
     magic, bias = MAGIC[n.act]

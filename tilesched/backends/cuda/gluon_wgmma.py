@@ -246,6 +246,10 @@ class _Operand:
     def paired(self) -> list[tuple[int | str, str]]:
         return list(enumerate(self.operands)) + ([("s", f"r_{self.scale}")] if self.scale else [])
 
+    def words_rows(self, c: str) -> str:
+        """The rows of a consumer's tile of the weights in the ring: bytes one a row, packed words BLOCK / per."""
+        return f"BLOCK_{c}" if self.whole else f"BLOCK_{c} * {self.bits} // 32"
+
     @property
     def layout(self) -> list[str]:
         """The consumer's layout constants."""
@@ -444,7 +448,7 @@ def _consumer_body(k: KernelIR, op: _Operand) -> list[str]:
 def _loader(k: KernelIR, op: _Operand) -> list[str]:
     """`<name>_wgmma_loader`: TMA loads of each consumer's words and X's tile into the next free slot."""
     _, p, q, c, *_ = _parts(k)
-    words = f"BLOCK_{c}" if op.whole else f"BLOCK_{c} * {op.bits} // 32"  # rows of the weights' tile
+    words = op.words_rows(c)
     # its first row: a 3-bit tile's first pair's word (its last pair ends within BLOCK / 8 words)
     wrow = TRIPLE_ROW.replace("BLOCK", f"BLOCK_{c}") if op.ten else f"t * ({words})"
     # its first column: bytes load as 16-bit words of two columns each
@@ -470,7 +474,7 @@ def _kernel(k: KernelIR, op: _Operand, positional: list[str], common: str) -> li
     into consumers (`common`: their trailing arguments) and the loader."""
     _, p, q, c, *_ = _parts(k)
     ten, whole = op.ten, op.whole
-    words = f"BLOCK_{c}" if whole else f"BLOCK_{c} * {op.bits} // 32"
+    words = op.words_rows(c)
     consumer = f"({k.name}_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_{p}, off_{q}{{wg}}, {{i}}, " \
                f"t0, k_tiles, tile_id, {common}))"
     loader = (f"({k.name}_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_{p}, off_{q}, t0, k_tiles, "
