@@ -665,6 +665,62 @@ def _prmt(a: int, b: int, selector: int) -> int:
     return int.from_bytes(bytes(pool[(selector >> 4 * i) & 7] for i in range(4)), "little")
 
 
+@pytest.mark.parametrize("spec,act,at", [("w2a16_gemm", "bf16", 3), ("w2a16_gemm", "fp16", 5),
+                                          ("w4a16_gemm", "fp16", 2), ("w4a16_gemm", "bf16", 1)])
+def test_mma_sync_pairs_a_shift_serves_decode_to_their_bias_plus_value(spec, act, at):
+    """The mma.sync kernel's word decode, its constants as emitted: pair j's shift, mask and BIAS_j give
+    BIAS_j + v in each half of its 16-bit float pair (v: values j and j + pairs of the word), BIAS_j the
+    x_bias of those values' reduction indices, so the MMA started from -sum(BIAS_k x_k) sums v x exactly;
+    with one pair a shift (4-bit bf16), one BIAS taken out with the offset's sum as before."""
+    import random
+    import re
+
+    from tilesched.backends.cuda.gluon_emit import positions
+
+    bits = 2 if spec == "w2a16_gemm" else 4
+    assert positions(act, bits) == at
+    text = (CONFIGS / f"{spec}.yaml").read_text().replace("dtype: bf16", f"dtype: {act}")
+    spec_obj, source = load_spec_text(text)
+    src = compiled(lower(spec_obj, source))[1]
+    src = src[src.index("_gluon_kernel("):src.index("def gluon_launch")]  # the mma.sync kernel
+    per, pairs = 32 // bits, 16 // bits
+    lines = {m.group(1): m.group(2) for m in re.finditer(r"^ +(at|shifts|masks|x_bias|j) = (.*)$", src, re.M)}
+    magic = int(re.search(r"bias_pairs = ttgl\.full\(\[[^]]*\], (0x[0-9A-F]+), ttgl\.int32, PAIRS\) \| \(n_N >> 31\)",
+                          src).group(1), 16)
+    half = np.float16 if act == "fp16" else None
+
+    def as_float(h: int) -> float:  # a 16-bit pattern as the activation dtype's value
+        return float(np.array(h, np.uint16).view(np.float16)) if half else float(np.array(h << 16, np.uint32).view(np.float32))
+
+    ns = {"ttgl": type("T", (), {"arange": staticmethod(lambda lo, hi, layout=None: np.arange(lo, hi)),
+                                 "expand_dims": staticmethod(np.expand_dims), "SliceLayout": staticmethod(lambda *a: None),
+                                 "full": staticmethod(lambda shape, v, dt, layout: np.int64(v)), "int32": None}),
+          "PAIRS": None, "BLOCK_N": 64, "BLOCK_K": 128}
+    if at == 1:
+        assert "lop3.b32 $0, $1, 0x" in src and "x_bias" not in src and "mma_v2(w_op, x_op, zeros)" in src
+        shifts, masks, bias = eval(lines["shifts"], ns).ravel(), [((1 << bits) - 1) * 0x10001] * pairs, [magic] * pairs  # noqa: S307
+        x_bias = np.full(per, as_float(magic & 0xFFFF))
+    else:
+        assert "\"lop3.b32 $0, $1, $2, $3, 0xEA;\", \"=r,r,r,r\", [ttgl.expand_dims(v_words, 2) >> shifts, masks, bias_pairs]" \
+            in src
+        assert "mma_v2(w_op, x_op, zeros - x_bias_sum[None, :])" in src
+        assert "x_bias_sum = ttgl.convert_layout(ttgl.reduce(v_x.to(ttgl.float32) * x_bias[None, :], 1, _gl_add)" in src
+        ns["j"] = eval(lines["j"], ns)  # noqa: S307
+        ns["at"] = eval(lines["at"], ns)  # noqa: S307
+        shifts, masks = eval(lines["shifts"], ns).ravel(), eval(lines["masks"], ns).ravel()  # noqa: S307
+        step = int(re.search(r"bias_pairs = bias_pairs - at \* (0x[0-9A-F]+)", src).group(1), 16)
+        bias = [magic - a * step for a in ns["at"].ravel()]
+        x_bias = eval(lines["x_bias"].replace(".to(ttgl.float32)", ""), {"xc": np.arange(per)}).astype(float)  # noqa: S307
+    assert len(set(shifts.tolist())) == -(-pairs // at)  # one shift a word per `at` pairs
+    rng = random.Random(0)
+    for word in [0, -1, 0x76543210] + [rng.getrandbits(32) - (1 << 31) for _ in range(300)]:  # int32 words
+        for j in range(pairs):
+            got = ((word >> int(shifts[j])) & int(masks[j])) | bias[j]  # lop3 0xEA: (a & b) | c
+            for i, h in ((j, got & 0xFFFF), (j + pairs, (got >> 16) & 0xFFFF)):
+                v = (word >> (bits * i)) & ((1 << bits) - 1)
+                assert as_float(h) == x_bias[i] + v, (word, j, i)
+
+
 @pytest.mark.parametrize("signed", [False, True])
 def test_byte_words_dequantise_by_one_prmt_a_value(signed):
     """8-bit weights load as 16-bit words (two columns' bytes), two words a register; BYTE_FP32's four

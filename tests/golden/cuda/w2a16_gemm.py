@@ -610,7 +610,10 @@ def w2a16_gemm_gluon_kernel(
     wc = ttgl.arange(0, BLOCK_K // 16, layout=ttgl.SliceLayout(0, words))
     w_ptrs = p_W + wc[None, :] * s_W_K + wq[:, None]
     w_rows = (n_K + 15) // 16
-    shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, 8, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS))) * 2, 0), 1)
+    # pair j (values j, j + 8) at position j % 3 of the word shifted right by (j // 3) * 6 bits
+    j = ttgl.arange(0, 8, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS)))
+    at = ttgl.expand_dims(ttgl.expand_dims(j % 3, 0), 1)
+    shifts = ttgl.expand_dims(ttgl.expand_dims((j // 3) * 6, 0), 1)
     # x: [MMA_N, BLOCK_K] rows of the row tile (MMA_N = max(BLOCK_M, 8): mma.sync's n)
     xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))
     xp = pid_M * BLOCK_M + xr
@@ -622,6 +625,10 @@ def w2a16_gemm_gluon_kernel(
     # BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,
     # where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)
     bias_pairs = ttgl.full([BLOCK_N, BLOCK_K // 16, 8], 0x43004300, ttgl.int32, PAIRS) | (n_N >> 31)
+    masks = ttgl.full([BLOCK_N, BLOCK_K // 16, 8], 0x00030003, ttgl.int32, PAIRS) << (at * 2)
+    bias_pairs = bias_pairs - at * 0x01000100  # BIAS_p: BIAS's exponent less 2 p
+    # BIAS_k of reduction index k (value i = k % 16 of its word: pair i % 8, position i % 8 % 3)
+    x_bias = (128 >> (2 * (xc % 16 % 8 % 3))).to(ttgl.float32)
     v_acc = zeros
     # the words of the next tiles load while this one is used: STAGES = 2, the next tile in registers;
     # STAGES > 2, STAGES - 1 tiles in flight through a ring in shared memory (cp.async), read back in
@@ -666,14 +673,15 @@ def w2a16_gemm_gluon_kernel(
         r_Z_ahead = ((_gl_load(p_Z + (((ttgl.minimum(it_K + 1, hi_K - 1)) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 16), cq < n_N, EVEN_N) >> ((cq % 16) * 2)) & 3).to(ttgl.float32)
         r_S_ahead = _gl_load(p_S + (((ttgl.minimum(it_K + 1, hi_K - 1)) * BLOCK_K) // G_S_K) * s_S_K + cq, cq < n_N, EVEN_N).to(ttgl.float32)
         x_sum = ttgl.convert_layout(ttgl.reduce(v_x.to(ttgl.float32), 1, _gl_add), rows)
+        x_bias_sum = ttgl.convert_layout(ttgl.reduce(v_x.to(ttgl.float32) * x_bias[None, :], 1, _gl_add), rows)
         # value j of a word pairs with value j + 8: X's tile permuted into the operand's reduction order
         x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_x, [MMA_N, BLOCK_K // 64, 4, 2, 2, 4]), (0, 1, 4, 2, 5, 3)), [MMA_N, BLOCK_K])
         x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)
-        pairs = ttgl.inline_asm_elementwise("lop3.b32 $0, $1, 0x00030003, $2, 0xEA;", "=r,r,r", [ttgl.expand_dims(v_words, 2) >> shifts, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)
+        pairs = ttgl.inline_asm_elementwise("lop3.b32 $0, $1, $2, $3, 0xEA;", "=r,r,r,r", [ttgl.expand_dims(v_words, 2) >> shifts, masks, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)
         lo_half, hi_half = ttgl.inline_asm_elementwise("mov.b32 {$0, $1}, $2;", "=h,=h,r", [pairs], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
         w_op = ttgl.convert_layout(ttgl.reshape(ttgl.permute(ttgl.reshape(ttgl.join(lo_half, hi_half), [BLOCK_N, BLOCK_K // 64, 4, 2, 4, 2]), (0, 1, 3, 2, 4, 5)), [BLOCK_N, BLOCK_K]), op_w, assert_trivial=True)
-        t_sum = mma_v2(w_op, x_op, zeros)
-        b_acc = (((-r_Z) * r_S) - 128.0 * r_S) + ttgl.zeros([BLOCK_N], ttgl.float32, cols)
+        t_sum = mma_v2(w_op, x_op, zeros - x_bias_sum[None, :])
+        b_acc = ((-r_Z) * r_S) + ttgl.zeros([BLOCK_N], ttgl.float32, cols)
         v_acc += (r_S)[:, None] * t_sum + b_acc[:, None] * x_sum[None, :]
         v_words = v_ahead  # (the ring's words are read at the next step's top)
     yp = pid_M * BLOCK_M + ttgl.arange(0, MMA_N, layout=rows)

@@ -7,10 +7,16 @@ The kernel computes the transposed product, acc^T[q, p] += W^T[q, c] X^T[c, p], 
   - one shift and one AND/OR turn a word's values j and j + 16 / bits into a 16-bit float pair
     holding BIAS + v (v in the mantissa of BIAS: 128 for bf16, 1024 for fp16), BIAS's pair a
     register the AND/OR reads (as a constant, ptxas re-materialised it before each one: 13 % of a
-    tile's instructions, 5-11 % of the time at M = 1, 8192²); the reduction order
-    inside a tile is free, so X's tile is permuted the same way before it becomes the second operand;
+    tile's instructions, 5-11 % of the time at M = 1, 8192²); the reduction order inside a tile is
+    free, so X's tile is permuted the same way before it becomes the second operand;
+  - where the mantissa holds several values (`positions`: 2-bit ones, 4-bit with fp16), one shift
+    serves that many pairs, each AND-ed at its own position and OR-ed with its own BIAS (a power of
+    two, so BIAS_k + v stays exact), and the MMA starts from -sum(BIAS_k x_k) instead of zero
+    (2-bit words, bf16: 122 -> 42 shifts a tile, 8 % faster at M = 1,
+    bench/results/mma-sync-positions-*.json);
   - the chain's factor a and offset b (per column, constant within a reduction tile) are applied
-    once per tile: x . (a v + b) = a t + (b - a BIAS) sum(x), with t the MMA's sum over BIAS + v;
+    once per tile: x . (a v + b) = a t + (b - a BIAS) sum(x), with t the MMA's sum over BIAS + v
+    (a t + b sum(x) where the MMA took BIAS_k out);
   - 4-bit words load by column, a thread's columns consecutive (one vector a row of words), and
     are renumbered by the MMA's row; row r's outputs and coefficients are column row_column(r)
     (gluon_layouts.words_load_bases);
@@ -35,6 +41,14 @@ from tilesched.passes.register_operand import the_dot
 
 GL_DTYPES = {"fp16": "ttgl.float16", "bf16": "ttgl.bfloat16", "fp32": "ttgl.float32"}
 MAGIC = {"bf16": ("0x43004300", "128.0"), "fp16": ("0x64006400", "1024.0")}  # pair of BIAS + 0, BIAS
+MANTISSA = {"bf16": 7, "fp16": 10}  # BIAS's mantissa bits: values v < 2^MANTISSA sit in it as BIAS + v
+
+
+def positions(act: str, bits: int) -> int:
+    """Value pairs one shift of a word serves: at position p of the shifted word's halves (bits p * bits up),
+    a value is v 2^(bits p) in the mantissa, so a BIAS 2^(bits p) times smaller makes the pair BIAS_p + v.
+    bf16: 3 for 2-bit values (one shift a word's 3 pairs, not a shift a pair), 1 for 4-bit; fp16: 5, 2."""
+    return max(1, min(MANTISSA[act] // bits, 16 // bits))
 
 IMPORTS = """from triton.experimental import gluon
 from triton.experimental.gluon import language as ttgl
@@ -150,7 +164,7 @@ def _ahead(k: KernelIR, x: str, X: str, c: str, per_tile: list[str], q: str, t: 
     return lines
 
 
-def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str) -> list[str]:
+def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str, at: int = 1) -> list[str]:
     """X's permuted tile and the weights' pairs as the two MMA operands. Value j of a word (index
     per * w + j) pairs with value j + pairs; the operand's reduction order is (high to low) the
     word's high bits, j's high bits, the word's low two bits, j's low two bits, the half
@@ -167,8 +181,10 @@ def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str)
         f"# value j of a word pairs with value j + {pairs}: X's tile permuted into the operand's reduction order",
         f"x_perm = ttgl.reshape(ttgl.permute(ttgl.reshape(v_{x}, {x_split}), {x_order}), [MMA_N, BLOCK_{c}])",
         "x_op = ttgl.convert_layout(ttgl.permute(x_perm, (1, 0)), op_x)",
-        f"pairs = ttgl.inline_asm_elementwise(\"lop3.b32 $0, $1, {low}, $2, 0xEA;\", \"=r,r,r\", "  # (a & b) | c
-        "[ttgl.expand_dims(v_words, 2) >> shifts, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)",
+        (f"pairs = ttgl.inline_asm_elementwise(\"lop3.b32 $0, $1, {low}, $2, 0xEA;\", \"=r,r,r\", "  # (a & b) | c
+         "[ttgl.expand_dims(v_words, 2) >> shifts, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)") if at == 1 else
+        ("pairs = ttgl.inline_asm_elementwise(\"lop3.b32 $0, $1, $2, $3, 0xEA;\", \"=r,r,r,r\", "  # (a & b) | c
+         "[ttgl.expand_dims(v_words, 2) >> shifts, masks, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)"),
         f"lo_half, hi_half = ttgl.inline_asm_elementwise(\"mov.b32 {{$0, $1}}, $2;\", \"=h,=h,r\", [pairs], "
         f"dtype=({GL_DTYPES[act]}, {GL_DTYPES[act]}), is_pure=True, pack=1)",
         f"w_op = ttgl.convert_layout({w_merge}, op_w, assert_trivial=True)",
@@ -220,6 +236,11 @@ class _Names:
         return vector_words(self.bits)
 
     @property
+    def at(self) -> int:
+        """Pairs a shift of a word serves (`positions`)."""
+        return positions(self.act, self.bits)
+
+    @property
     def tile(self) -> str:
         """Words a column holds in a reduction tile."""
         return f"(BLOCK_{self.c} // {self.per})"
@@ -269,8 +290,7 @@ def _setup(k: KernelIR, n: _Names) -> list[str]:
         f"wc = ttgl.arange(0, BLOCK_{c} // {per}, layout=ttgl.SliceLayout(0, {wl}))",
         f"w_ptrs = p_{W} + {_step(k, W, c, 'wc[None, :]')} + {_step(k, W, q, 'wq[:, None]')}",
         f"w_rows = (n_{c} + {per - 1}) // {per}",
-        f"shifts = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, {pairs}, layout=ttgl.SliceLayout(0, "
-        f"ttgl.SliceLayout(1, PAIRS))) * {n.bits}, 0), 1)",
+        *_shifts(n),
         f"# {n.x}: [MMA_N, BLOCK_{c}] rows of the row tile (MMA_N = max(BLOCK_{p}, 8): mma.sync's n)",
         "xr = ttgl.arange(0, MMA_N, layout=ttgl.SliceLayout(1, x_tile))",
         f"xp = pid_{p} * BLOCK_{p} + xr",
@@ -286,12 +306,46 @@ def _setup(k: KernelIR, n: _Names) -> list[str]:
         "# BIAS's pair, OR-ed with a zero ptxas cannot fold (sizes are never negative): held in one register,",
         "# where as a constant it was re-materialised before each AND/OR (bench/results/decode-floor-*.json)",
         bias_register(f"BLOCK_{q}, BLOCK_{c} // {per}, {pairs}", MAGIC[n.act][0], "PAIRS", q),
+        *_position_constants(n),
         f"v_{the_dot(k).out} = zeros",
     ]
     for coef in n.coefs:
         if c not in k.value(coef).axes:
             lines += _coefficient(k, coef, q, c, "0")
     return lines
+
+
+def _shifts(n: _Names) -> list[str]:
+    """`shifts`, pair j's shift of a word; with several pairs a shift (`positions`), also `at`, pair j's
+    position in the shifted word."""
+    j = f"ttgl.arange(0, {n.pairs}, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS)))"
+    if n.at == 1:
+        return [f"shifts = ttgl.expand_dims(ttgl.expand_dims({j} * {n.bits}, 0), 1)"]
+    return [f"# pair j (values j, j + {n.pairs}) at position j % {n.at} of the word shifted right by (j // {n.at}) * "
+            f"{n.at * n.bits} bits",
+            f"j = {j}",
+            f"at = ttgl.expand_dims(ttgl.expand_dims(j % {n.at}, 0), 1)",
+            f"shifts = ttgl.expand_dims(ttgl.expand_dims((j // {n.at}) * {n.at * n.bits}, 0), 1)"]
+
+
+def _position_constants(n: _Names) -> list[str]:
+    """With several pairs a shift: each position's mask and BIAS (BIAS / 2^(bits p), its exponent less
+    bits p; held in registers as BIAS's pair is), and each reduction index's BIAS_k as X's tile holds it."""
+    if n.at == 1:
+        return []
+    shape = f"BLOCK_{n.q}, BLOCK_{n.c} // {n.per}, {n.pairs}"
+    step = f"0x{(n.bits << MANTISSA[n.act]) * 0x00010001:08X}"
+    bias = int(float(MAGIC[n.act][1]))
+    return [f"masks = ttgl.full([{shape}], {_low(n.bits)}, ttgl.int32, PAIRS) << (at * {n.bits})",
+            f"bias_pairs = bias_pairs - at * {step}  # BIAS_p: BIAS's exponent less {n.bits} p",
+            f"# BIAS_k of reduction index k (value i = k % {n.per} of its word: pair i % {n.pairs}, position i % "
+            f"{n.pairs} % {n.at})",
+            f"x_bias = ({bias} >> ({n.bits} * (xc % {n.per} % {n.pairs} % {n.at}))).to(ttgl.float32)"]
+
+
+def _low(bits: int) -> str:
+    """The mask of a pair's two values at position 0 (bits 0 and 16 up)."""
+    return f"0x{((1 << bits) - 1) * 0x00010001:08X}"
 
 
 def _next_words(k: KernelIR, n: _Names) -> str:
@@ -341,7 +395,7 @@ def _loop(k: KernelIR, n: _Names, per_tile: list[str]) -> list[str]:
     dot = the_dot(k)
     acc = dot.out
     magic, bias = MAGIC[n.act]
-    low = f"0x{((1 << n.bits) - 1) * 0x00010001:08X}"
+    low = _low(n.bits)
     scale, offset = affine_terms(dot.fn, [f"r_{m}" for m in n.coefs])
     loop = [
         "if STAGES > 2:",
@@ -359,11 +413,21 @@ def _loop(k: KernelIR, n: _Names, per_tile: list[str]) -> list[str]:
         f"v_{x} = {x}_ahead",
         *[f"r_{m} = r_{m}_ahead" for m in per_tile],
         *_ahead(k, x, n.X, c, per_tile, q, f"ttgl.minimum(it_{c} + 1, hi_{c} - 1)"),
-        f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
-        *_operands(x, n.act, magic, low, n.bits, c, q),
-        "t_sum = mma_v2(w_op, x_op, zeros)",
     ]
     a_term = f"({scale})[:, None] * t_sum" if scale else "t_sum"
+    if n.at > 1:  # each reduction index its own BIAS_k: the MMA starts from -sum(BIAS_k x_k), so t_sum = sum(v x)
+        sums = [f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)"] if offset else []
+        loop += [*sums, f"x_bias_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32) * x_bias[None, :], 1, "
+                 "_gl_add), rows)", *_operands(x, n.act, magic, low, n.bits, c, q, n.at),
+                 "t_sum = mma_v2(w_op, x_op, zeros - x_bias_sum[None, :])"]
+        if not offset:
+            return loop + [f"v_{acc} += {a_term}", "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
+        return loop + [f"b_{acc} = {offset} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
+                       f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]",
+                       "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
+    loop += [f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
+             *_operands(x, n.act, magic, low, n.bits, c, q),
+             "t_sum = mma_v2(w_op, x_op, zeros)"]
     b_expr = f"({offset} - {bias} * {scale})" if offset and scale else (
         f"(-{bias} * {scale})" if scale else (f"({offset} - {bias})" if offset else f"-{bias}"))
     return loop + [f"b_{acc} = {b_expr} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
