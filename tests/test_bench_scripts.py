@@ -253,6 +253,7 @@ def test_costmodel_replay_on_the_committed_grids(tmp_path):
 PATCHING_EXPERIMENTS = [
     ("lowbit_pair_scale", "w8a16_gemm", ["cvt"]),
     ("mma_sync_positions", "w2a16_gemm", ["shift-a-pair"]),
+    ("wgmma_x_ready", "w8a16_gemm", ["x-late"]),
     ("lowbit_wgmma_feed", "w8a16_gemm", ["x-once", "w-once"]),
     ("lowbit_wgmma_feed", "w4a16_gemm", ["x-once", "w-once"]),
     ("mma_sync_m16_registers", "w4a16_gemm", ["cap168"]),
