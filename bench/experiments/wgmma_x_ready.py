@@ -34,7 +34,8 @@ X_LATE = [
      r"\1_gl_mbarrier.expect(ready_x.index(slot), x_desc.block_type.nbytes)", 1),
     (r"(_gl_tma_load\(x_desc, \[off_M, t \* BLOCK_K\], )ready(\.index\(slot\), x_ring\.index\(slot\)\))", r"\1ready_x\2", 1),
     (r"( *)(if PINGPONG:  # the warpgroups take turns)",
-     r"\1_gl_mbarrier.wait(ready_x.index(slot), (i // STAGES) & 1)  # X's tile: the MMA alone reads it\n\1\2", 1),
+     r"\1_gl_mbarrier.wait(ready_x.index(slot), (i // STAGES) & 1)  # X's tile: the MMA alone reads it\n\1\2",
+     None),  # (bytes: before the whole tile's MMA and before its first part's)
 ]
 
 

@@ -274,11 +274,12 @@ def launch(cfg, t, n, c):
 
 # the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
 @gluon.jit
-def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, WORDS_L: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
+def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, WORDS_L: ttgl.constexpr, WORDS_P: ttgl.constexpr, PARTS: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
     acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, WG_N, 16])
     a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
     cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)
     bias_pairs = ttgl.full([32, BLOCK_K], 0x4B400000, ttgl.int32, WORDS_L) | (n_N >> 31)
+    bias_parts = ttgl.full([32, BLOCK_K // PARTS], 0x4B400000, ttgl.int32, WORDS_P) | (n_N >> 31)
     cq = q0 + _gl_byte_columns(ttgl.arange(0, 64, layout=cols))  # the weight column of each MMA row
     zc = ttgl.zeros([64], ttgl.float32, cols)
     acc = ttgl.zeros([64, WG_N], ttgl.float32, acc_l)
@@ -295,20 +296,56 @@ def w8a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
         o_s = ttgl.expand_dims((r_S + zc).to(ttgl.bfloat16), 1)
         slot = i % STAGES
         _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-        # a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index
-        w2 = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(WORDS_L)
-        # each byte into the low byte of BIAS: BIAS + v as fp32, exactly, one PRMT a value
-        lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_pairs], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
-        f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K]), a_l)
-        f = f - o0
-        a = ttgl.inline_asm_elementwise("{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }", "=r,r,r,r", [f, o_s], dtype=ttgl.bfloat16, is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs
-        if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
-            _gl_mbarrier.wait(turn.index(wg), i & 1)
-        tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
-        if PINGPONG:
-            _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
-        # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
-        acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
+        if PARTS == 1:
+            # a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index
+            w2 = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(WORDS_L)
+            # each byte into the low byte of BIAS: BIAS + v as fp32, exactly, one PRMT a value
+            lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_pairs], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
+            f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K]), a_l)
+            f = f - o0
+            a = ttgl.inline_asm_elementwise("{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }", "=r,r,r,r", [f, o_s], dtype=ttgl.bfloat16, is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs
+            if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
+                _gl_mbarrier.wait(turn.index(wg), i & 1)
+            tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
+            if PINGPONG:
+                _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
+            # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
+            acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
+        else:
+            # the K tile in parts: part h's MMA issued before part h + 1 is dequantised
+            ttgl.static_assert(PARTS == 4)
+            w2 = w_ring.index(slot * CONSUMERS + wg).slice(0 * BLOCK_K // PARTS, BLOCK_K // PARTS, 0).permute((1, 0)).load(WORDS_P)
+            lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_parts], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
+            f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K // PARTS]), a_l)
+            f = f - o0
+            a0 = ttgl.inline_asm_elementwise("{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }", "=r,r,r,r", [f, o_s], dtype=ttgl.bfloat16, is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs
+            if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
+                _gl_mbarrier.wait(turn.index(wg), i & 1)
+            tok = _gl_hopper.warpgroup_mma(a0, x_ring.index(slot).slice(0 * BLOCK_K // PARTS, BLOCK_K // PARTS, 1).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
+            tok = _gl_hopper.warpgroup_mma_wait(1, deps=[tok])  # waits on nothing
+            w2 = w_ring.index(slot * CONSUMERS + wg).slice(1 * BLOCK_K // PARTS, BLOCK_K // PARTS, 0).permute((1, 0)).load(WORDS_P)
+            lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_parts], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
+            f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K // PARTS]), a_l)
+            f = f - o0
+            a1 = ttgl.inline_asm_elementwise("{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }", "=r,r,r,r", [f, o_s], dtype=ttgl.bfloat16, is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs
+            tok = _gl_hopper.warpgroup_mma(a1, x_ring.index(slot).slice(1 * BLOCK_K // PARTS, BLOCK_K // PARTS, 1).permute((1, 0)), tok, is_async=True)
+            tok = _gl_hopper.warpgroup_mma_wait(2, deps=[tok])  # waits on nothing
+            w2 = w_ring.index(slot * CONSUMERS + wg).slice(2 * BLOCK_K // PARTS, BLOCK_K // PARTS, 0).permute((1, 0)).load(WORDS_P)
+            lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_parts], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
+            f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K // PARTS]), a_l)
+            f = f - o0
+            a2 = ttgl.inline_asm_elementwise("{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }", "=r,r,r,r", [f, o_s], dtype=ttgl.bfloat16, is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs
+            tok = _gl_hopper.warpgroup_mma(a2, x_ring.index(slot).slice(2 * BLOCK_K // PARTS, BLOCK_K // PARTS, 1).permute((1, 0)), tok, is_async=True)
+            tok = _gl_hopper.warpgroup_mma_wait(3, deps=[tok])  # waits on nothing
+            w2 = w_ring.index(slot * CONSUMERS + wg).slice(3 * BLOCK_K // PARTS, BLOCK_K // PARTS, 0).permute((1, 0)).load(WORDS_P)
+            lo, hi = ttgl.inline_asm_elementwise("prmt.b32 $0, $4, $5, 0x7650; prmt.b32 $1, $4, $5, 0x7652; prmt.b32 $2, $4, $5, 0x7651; prmt.b32 $3, $4, $5, 0x7653;", "=r,=r,=r,=r,r,r,r", [w2, bias_parts], dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)
+            f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [64, BLOCK_K // PARTS]), a_l)
+            f = f - o0
+            a3 = ttgl.inline_asm_elementwise("{ .reg .b32 t; prmt.b32 t, $1, $2, 0x7632; mul.rn.bf16x2 $0, t, $3; }", "=r,r,r,r", [f, o_s], dtype=ttgl.bfloat16, is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs
+            tok = _gl_hopper.warpgroup_mma(a3, x_ring.index(slot).slice(3 * BLOCK_K // PARTS, BLOCK_K // PARTS, 1).permute((1, 0)), tok, is_async=True)
+            if PINGPONG:
+                _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
+            acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok, a0, a1, a2, a3])[0]
         _gl_mbarrier.arrive(empty.index(slot), count=1)
     if SPLIT_K > 1:
         ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
@@ -391,6 +428,8 @@ def w8a16_gemm_wgmma_kernel(
     SPLIT_K: ttgl.constexpr,
     STAGES: ttgl.constexpr,
     WORDS_L: ttgl.constexpr,
+    WORDS_P: ttgl.constexpr,
+    PARTS: ttgl.constexpr,
     BY_COLUMN: ttgl.constexpr,
     CONSUMERS: ttgl.constexpr,
     PINGPONG: ttgl.constexpr,
@@ -427,13 +466,13 @@ def w8a16_gemm_wgmma_kernel(
     _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
     if CONSUMERS == 2:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, WORDS_P, PARTS, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, WORDS_P, PARTS, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
             (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [4, 1], [CONSUMER_REGS, 24])  # registers: the consumer's accumulator and operand; the loader's few
     else:
         ttgl.warp_specialize([
-            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w8a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, WORDS_L, WORDS_P, PARTS, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
             (w8a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [1], [24])
 
@@ -450,11 +489,14 @@ def wgmma_launch_args(cfg, t, n, c):
     from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout
 
     kw["WORDS_L"] = wgmma_byte_words_layout(kw["BLOCK_K"])
+    # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next (_byte_parts)
+    kw["PARTS"] = 4 if kw["BLOCK_K"] == 128 and kw["BLOCK_M"] > 16 else 1
+    kw["WORDS_P"] = wgmma_byte_words_layout(kw["BLOCK_K"] // kw["PARTS"])
     kw["BY_COLUMN"] = True  # always: a word holds two columns
     wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(_byte_words(t['W'], 'W'), [kw["BLOCK_K"], 32], ttgl.uint16, 'W')
-    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'WORDS_L', 'BY_COLUMN']}
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'WORDS_L', 'WORDS_P', 'PARTS', 'BY_COLUMN']}
     consumers = cfg.num_warps // 4
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)

@@ -191,11 +191,11 @@ def _operands(x: str, act: str, magic: str, low: str, bits: int, c: str, q: str,
     ]
 
 
-def bias_register(shape: str, magic: str, layout: str, q: str) -> str:
-    """The line making `bias_pairs`, BIAS's pair over the words' pairs tensor, held in a register: OR-ed
+def bias_register(shape: str, magic: str, layout: str, q: str, name: str = "bias_pairs") -> str:
+    """The line making `name`, BIAS's pair over the words' pairs tensor, held in a register: OR-ed
     with a zero ptxas cannot fold (sizes are never negative), where as a constant it was re-materialised
     before each AND/OR (bench/results/decode-floor-*.json); both register-operand kernels read it."""
-    return f"bias_pairs = ttgl.full([{shape}], {magic}, ttgl.int32, {layout}) | (n_{q} >> 31)"
+    return f"{name} = ttgl.full([{shape}], {magic}, ttgl.int32, {layout}) | (n_{q} >> 31)"
 
 
 def vector_words(bits: int) -> bool:

@@ -25,7 +25,9 @@ Each consumer waits for its own MMA before dequantising its next tile: ptxas reu
 registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning); kept
 live as a dependency of the wait it is right but no faster at 16 rows and 1.4x slower at 256
 (bench/results/wgmma-decode-registers-overlap-*.json), so the overlap comes from the other
-warpgroup or CTA; with two consumers at 128 rows and more, they take turns on the
+warpgroup or CTA; within a tile, bytes at row tiles past 16 dequantise a K tile of 128 in four parts,
+each part's MMA issued before the next part is dequantised (_byte_parts: 2-7 % faster at M = 1024,
+4-6 % at 128); with two consumers at 128 rows and more, they take turns on the
 tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json).
 The reduction loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
 The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
@@ -254,7 +256,7 @@ class _Operand:
     def layout(self) -> list[str]:
         """The consumer's layout constants."""
         if self.whole:
-            return ["WORDS_L", "BY_COLUMN"]
+            return ["WORDS_L", "WORDS_P", "PARTS", "BY_COLUMN"]
         return ["PAIRS3", "BY_COLUMN"] + (["WHOLE_STEPS"] if self.ten else [])
 
 
@@ -283,6 +285,7 @@ def _decode_setup(op: _Operand, c: str, q: str) -> list[str]:
     if op.whole:
         lines = ["cols: ttgl.constexpr = ttgl.SliceLayout(1, a_l)",
                  bias_register(f"{WGMMA_COLUMNS // 2}, BLOCK_{c}", FP32_BIAS_BITS, "WORDS_L", q),
+                 bias_register(f"{WGMMA_COLUMNS // 2}, BLOCK_{c} // PARTS", FP32_BIAS_BITS, "WORDS_P", q, "bias_parts"),
                  f"cq = q0 + _gl_byte_columns(ttgl.arange(0, {WGMMA_COLUMNS}, layout=cols))  # the weight column of "
                  "each MMA row"]
     else:
@@ -309,22 +312,28 @@ def _decode_setup(op: _Operand, c: str, q: str) -> list[str]:
     return lines + [f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1"]
 
 
-def _decode_tile(op: _Operand, c: str) -> list[str]:
+def _decode_tile(op: _Operand, c: str, part: int | None = None) -> list[str]:
     """The loop's lines that read this warpgroup's tile of the ring's slot and decode it into `a`, the
-    MMA's register operand."""
+    MMA's register operand (bytes: or part `part` of PARTS along the reduction, into `a<part>`)."""
     dt = op.dt
     if op.whole:
-        product = (f"a = ttgl.inline_asm_elementwise(\"{PAIR_SCALE}\", \"=r,r,r,r\", [f, o_s], dtype={dt}, is_pure=True, "
-                   "pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs") if op.scale else \
-            f"a = f.to({dt})"
+        a = "a" if part is None else f"a{part}"
+        product = (f"{a} = ttgl.inline_asm_elementwise(\"{PAIR_SCALE}\", \"=r,r,r,r\", [f, o_s], dtype={dt}, "
+                   "is_pure=True, pack=2)  # v - z exact: its top halves, times the scale in bf16 pairs") if op.scale else \
+            f"{a} = f.to({dt})"
+        words, width, layout, bias = "w_ring.index(slot * CONSUMERS + wg)", f"BLOCK_{c}", "WORDS_L", "bias_pairs"
+        if part is not None:
+            words, width, layout, bias = (f"{words}.slice({part} * BLOCK_{c} // PARTS, BLOCK_{c} // PARTS, 0)",
+                                          f"BLOCK_{c} // PARTS", "WORDS_P", "bias_parts")
         return [
-            "# a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index",
-            "w2 = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(WORDS_L)",
+            *(["# a thread's two rows are adjacent columns: a 16-bit word holds both bytes of a reduction index"]
+              if part is None else []),
+            f"w2 = {words}.permute((1, 0)).load({layout})",
             *(["w2 = w2 ^ 0x8080"] if op.signed else []),
-            "# each byte into the low byte of BIAS: BIAS + v as fp32, exactly, one PRMT a value",
-            f"lo, hi = ttgl.inline_asm_elementwise(\"{BYTE_FP32}\", \"=r,=r,=r,=r,r,r,r\", [w2, bias_pairs], "
+            *(["# each byte into the low byte of BIAS: BIAS + v as fp32, exactly, one PRMT a value"] if part is None else []),
+            f"lo, hi = ttgl.inline_asm_elementwise(\"{BYTE_FP32}\", \"=r,=r,=r,=r,r,r,r\", [w2, {bias}], "
             "dtype=(ttgl.float32, ttgl.float32), is_pure=True, pack=2)",
-            f"f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [{WGMMA_COLUMNS}, BLOCK_{c}]), a_l)",
+            f"f = _gl_byte_rows(ttgl.reshape(ttgl.permute(ttgl.join(lo, hi), (0, 2, 1)), [{WGMMA_COLUMNS}, {width}]), a_l)",
             *op.fp32_lines,
             product,
         ]
@@ -388,6 +397,35 @@ def _store(k: KernelIR) -> list[str]:
             + ["    " + ln for ln in store])
 
 
+TURN_WAIT = ["if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
+             "    _gl_mbarrier.wait(turn.index(wg), i & 1)"]
+TURN_PASS = ["if PINGPONG:", "    _gl_mbarrier.arrive(turn.index(1 - wg), count=1)"]
+BYTE_PARTS = 4  # a wide tile's K tile of 128 in four parts of 32 (PARTS, set by the launcher: wgmma-wide-halves-*.json)
+
+
+def _byte_parts(op: _Operand, c: str) -> list[str]:
+    """Bytes at wide tiles: the K tile dequantised in PARTS parts, each part's MMA issued before the next
+    part is dequantised, so the tensor cores start on a tile after a quarter of its dequantisation (the
+    8-bit 256-row tiles without any ran at x1.01-1.05 bf16 cuBLAS, with it whole before their MMA at
+    x0.84-0.95: bench/results/wgmma-wide-bound-*.json). A wait for all but the groups issued so far
+    waits on nothing; it keeps ptxas from sinking a part's MMAs below the next part's dequantisation.
+    The parts' operands stay live until the last wait: ptxas would reuse their registers while the
+    MMAs read them."""
+    lines = ["# the K tile in parts: part h's MMA issued before part h + 1 is dequantised",
+             f"ttgl.static_assert(PARTS == {BYTE_PARTS})"]
+    for h in range(BYTE_PARTS):
+        x = f"x_ring.index(slot).slice({h} * BLOCK_{c} // PARTS, BLOCK_{c} // PARTS, 1).permute((1, 0))"
+        lines += _decode_tile(op, c, h)
+        if h == 0:
+            lines += TURN_WAIT + [f"tok = _gl_hopper.warpgroup_mma(a0, {x}, acc, use_acc=i > 0, is_async=True)"]
+        else:
+            lines.append(f"tok = _gl_hopper.warpgroup_mma(a{h}, {x}, tok, is_async=True)")
+        if h < BYTE_PARTS - 1:
+            lines.append(f"tok = _gl_hopper.warpgroup_mma_wait({h + 1}, deps=[tok])  # waits on nothing")
+    live = ", ".join(f"a{h}" for h in range(BYTE_PARTS))
+    return lines + TURN_PASS + [f"acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok, {live}])[0]"]
+
+
 def _consumer_body(k: KernelIR, op: _Operand) -> list[str]:
     """The consumer's body: set-up, the reduction loop (tile i of its share: coefficients one tile ahead,
     the decode, the MMA, the slot released), the store."""
@@ -417,17 +455,17 @@ def _consumer_body(k: KernelIR, op: _Operand) -> list[str]:
     for n in per_tile:
         loop += _coefficient(k, n, q, c, tile, f"r_{n}_next")
     loop += [op.pair(j, e) for j, e in op.paired if varies(e)]
-    loop += ["slot = i % STAGES", "_gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)", *_decode_tile(op, c)]
-    loop += [
-        "if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
-        "    _gl_mbarrier.wait(turn.index(wg), i & 1)",
-        "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)",
-        "if PINGPONG:",
-        "    _gl_mbarrier.arrive(turn.index(1 - wg), count=1)",
-        "# the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers",
-        "acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])",
-        "_gl_mbarrier.arrive(empty.index(slot), count=1)",
-    ]
+    loop += ["slot = i % STAGES", "_gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)"]
+    whole = [*_decode_tile(op, c), *TURN_WAIT,
+             "tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)",
+             *TURN_PASS,
+             "# the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers",
+             "acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])"]
+    if op.whole:  # bytes: wide tiles in parts (_byte_parts)
+        loop += ["if PARTS == 1:", *["    " + ln for ln in whole], "else:", *["    " + ln for ln in _byte_parts(op, c)]]
+    else:
+        loop += whole
+    loop.append("_gl_mbarrier.arrive(empty.index(slot), count=1)")
     if not op.ten:
         return before + ["for i in range(k_tiles):"] + ["    " + ln for ln in loop] + _store(k)
     # five tiles a step, tile t at step t % 5 of one, each decoded by its offset (a compile-time constant);
@@ -657,6 +695,9 @@ def render_host(k: KernelIR) -> list[str]:
         w_view = f"_byte_words(t[{W!r}], {W!r})"
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout", "",
                   f"    kw[\"WORDS_L\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"])",
+                  "    # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next (_byte_parts)",
+                  f"    kw[\"PARTS\"] = {BYTE_PARTS} if kw[\"BLOCK_{c}\"] == 128 and kw[\"BLOCK_{p}\"] > {DECODE_N} else 1",
+                  f"    kw[\"WORDS_P\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"] // kw[\"PARTS\"])",
                   "    kw[\"BY_COLUMN\"] = True  # always: a word holds two columns"]
     else:
         w_desc = f"[kw[\"BLOCK_{c}\"] * {bits} // 32, {WGMMA_COLUMNS}], ttgl.int32"
@@ -669,7 +710,7 @@ def render_host(k: KernelIR) -> list[str]:
             layout += ["    # 3 bits: decode tiles run whole steps of five K tiles (a branch around each tile cost 15-18 % there:",
                        "    # bench/results/lowbit-3bit-guard-*.json); wider tiles skip a share's tiles past its ends",
                        f"    kw[\"WHOLE_STEPS\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}"]
-    names = constexprs(k) + (["WORDS_L"] if byte_weights(k) else ["PAIRS3"]) + ["BY_COLUMN"]
+    names = constexprs(k) + (["WORDS_L", "WORDS_P", "PARTS"] if byte_weights(k) else ["PAIRS3"]) + ["BY_COLUMN"]
     names += ["WHOLE_STEPS"] if ten_weights(k) else []
     counters = [] if k.split_k is None else [
         "    if cfg.constexprs[\"SPLIT_K\"] > 1:  # the shared counters grown to one per thread of each consumer, so the",
