@@ -748,30 +748,34 @@ def test_byte_words_dequantise_by_one_prmt_a_value(signed):
             assert got[o] - (FP32_BIAS + 128 * signed) == v
 
 
-def test_wide_byte_tiles_dequantise_in_parts_each_mma_issued_before_the_next_part():
-    """The 8-bit wgmma kernel at row tiles past 16 with K tiles of 128 (PARTS, as the launcher sets it):
-    four parts that cover the words' and X's tile once each, part h's MMA issued before part h + 1 is
-    dequantised (a wait on all but the groups issued so far, which waits on nothing), every part's
-    operand a dependency of the last wait; decode tiles and K tiles of 64 keep one part."""
+@pytest.mark.parametrize("spec,count", [("w8a16_gemm", 4), ("w4a16_gemm", 2), ("w2a16_gemm", 1), ("w3a16_gemm", 1)])
+def test_wide_tiles_dequantise_in_parts_each_mma_issued_before_the_next_part(spec, count):
+    """The wgmma kernel at row tiles past 16 with K tiles of 128 (PARTS, as the launcher sets it): bytes in
+    four parts, 4-bit words in two, that cover the words' and X's tile once each, part h's MMA issued
+    before part h + 1 is dequantised (a wait on all but the groups issued so far, which waits on
+    nothing), every part's operand a dependency of the last wait; decode tiles and K tiles of 64 keep
+    one part, and 2- and 3-bit tiles have none."""
     import re
 
-    from tilesched.backends.cuda.gluon_wgmma import BYTE_PARTS
-
-    src = compiled(load_program(CONFIGS / "w8a16_gemm.yaml"))[1]
+    src = compiled(load_program(CONFIGS / f"{spec}.yaml"))[1]
+    if count == 1:
+        assert "PARTS" not in src
+        return
     rule = re.search(r'kw\["PARTS"\] = (.*)', src).group(1)
-    for block_k, block_m, parts in ((128, 256, 4), (128, 32, 4), (128, 16, 1), (128, 1, 1), (64, 256, 1)):
+    for block_k, block_m, parts in ((128, 256, count), (128, 32, count), (128, 16, 1), (128, 1, 1), (64, 256, 1)):
         assert eval(rule, {"kw": {"BLOCK_K": block_k, "BLOCK_M": block_m}}) == parts  # noqa: S307
     body = src[src.index("        else:\n            # the K tile in parts"):src.index("_gl_mbarrier.arrive(empty.index(slot)")]
-    events = re.findall(r"slice\((\d) \* BLOCK_K // PARTS, BLOCK_K // PARTS, (\d)\)|warpgroup_mma\((a\d)|"
+    assert f"ttgl.static_assert(PARTS == {count})" in body
+    events = re.findall(r"slice\((\d) \* ([^,]*) // PARTS, ([^,]*) // PARTS, (\d)\)|warpgroup_mma\((a\d)|"
                         r"warpgroup_mma_wait\((\d), deps=\[([^]]*)\]", body)
     order = []
-    for part, dim, mma, wait, deps in events:
+    for part, start, length, dim, mma, wait, deps in events:
+        assert start == length  # part h starts at h times its length
         order.append(f"w{part}" if dim == "0" else f"x{part}" if part else mma or f"wait{wait}:{deps}")
-    parts = range(BYTE_PARTS)
     want = []
-    for h in parts:
-        want += [f"w{h}", f"a{h}", f"x{h}"] + ([f"wait{h + 1}:tok"] if h < BYTE_PARTS - 1 else [])
-    assert order == want + [f"wait0:tok, {', '.join(f'a{h}' for h in parts)}"]
+    for h in range(count):
+        want += [f"w{h}", f"a{h}", f"x{h}"] + ([f"wait{h + 1}:tok"] if h < count - 1 else [])
+    assert order == want + [f"wait0:tok, {', '.join(f'a{h}' for h in range(count))}"]
 
 
 def test_byte_words_layout_puts_a_threads_two_rows_in_one_word():

@@ -8,7 +8,7 @@ then issues theirs. The words and X's tile are the same slots, sliced. The 8-bit
 point at the issue's three shapes, timed in turns, each winner checked against the oracle, beside
 bf16 cuBLAS in the same run, with "quarters" (four parts) beside them. Writes
 OUT/wgmma-wide-halves-<device>.json. Written against the generator before the parts landed (quarters,
-gluon_wgmma._byte_parts): its patch applies to that kernel only; wgmma_wide_parts.py compares the
+gluon_wgmma._tile_parts): its patch applies to that kernel only; wgmma_wide_parts.py compares the
 landed kernel with the whole tile."""
 
 from __future__ import annotations

@@ -330,7 +330,7 @@ def launch(cfg, t, n, c):
 
 # the register-operand (wgmma) schedule (tilesched/passes/register_operand.py), in Gluon
 @gluon.jit
-def w4a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, PAIRS3: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
+def w4a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M: ttgl.constexpr, BLOCK_K: ttgl.constexpr, EVEN_N: ttgl.constexpr, G_Z_K: ttgl.constexpr, G_S_K: ttgl.constexpr, SPLIT_K: ttgl.constexpr, STAGES: ttgl.constexpr, PAIRS3: ttgl.constexpr, PAIRS_P: ttgl.constexpr, PARTS: ttgl.constexpr, BY_COLUMN: ttgl.constexpr, CONSUMERS: ttgl.constexpr, PINGPONG: ttgl.constexpr, WG_N: ttgl.constexpr):
     acc_l: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, WG_N, 16])
     a_l: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=acc_l, k_width=2)
     words_l: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS3)
@@ -340,6 +340,10 @@ def w4a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
     j = ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS3)))
     sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x4440, 0), 1)  # PRMT: byte j, zeros above
     bias_pairs = ttgl.full([64, BLOCK_K // 8, 4], 0x43004300, ttgl.int32, PAIRS3) | (n_N >> 31)
+    # the same over a part of the K tile (PAIRS_P, _tile_parts)
+    words_p: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS_P)
+    sel_p = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, 4, layout=ttgl.SliceLayout(0, ttgl.SliceLayout(1, PAIRS_P))) + 0x4440, 0), 1)
+    bias_parts = ttgl.full([64, BLOCK_K // PARTS // 8, 4], 0x43004300, ttgl.int32, PAIRS_P) | (n_N >> 31)
     acc = ttgl.zeros([64, WG_N], ttgl.float32, acc_l)
     last_t = ttgl.maximum((n_K + BLOCK_K - 1) // BLOCK_K - 1, 0)  # the coefficients' last tile
     r_Z_next = ((_gl_load(p_Z + ((ttgl.minimum(t0, last_t) * BLOCK_K) // G_Z_K) * s_Z_K + (cq // 8), cq < n_N, EVEN_N) >> ((cq % 8) * 4)) & 15).to(ttgl.float32)
@@ -354,24 +358,60 @@ def w4a16_gemm_wgmma_consumer(x_ring, w_ring, ready, empty, turn, off_M, q0, wg,
         o1 = ttgl.expand_dims(ttgl.expand_dims(_gl_splat_pair(r_S + zc, ttgl.bfloat16), 1), 2)
         slot = i % STAGES
         _gl_mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-        words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)
-        w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel)
-        pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }", "=r,r,r,r", [w3, s3, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
-        pairs, o0 = ttgl.broadcast(pairs, o0)
-        pairs, o1 = ttgl.broadcast(pairs, o1)
-        lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, o0, o1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
-        a = ttgl.reshape(ttgl.join(lo, hi), [64, BLOCK_K])
-        if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words
-            a = _gl_byte_rows(a, a_l)
+        if PARTS == 1:
+            words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)
+            w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel)
+            pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }", "=r,r,r,r", [w3, s3, bias_pairs], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
+            pairs, o0 = ttgl.broadcast(pairs, o0)
+            pairs, o1 = ttgl.broadcast(pairs, o1)
+            lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, o0, o1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
+            a = ttgl.reshape(ttgl.join(lo, hi), [64, BLOCK_K])
+            if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words
+                a = _gl_byte_rows(a, a_l)
+            else:
+                a = ttgl.convert_layout(a, a_l, assert_trivial=True)
+            if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
+                _gl_mbarrier.wait(turn.index(wg), i & 1)
+            tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
+            if PINGPONG:
+                _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
+            # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
+            acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
         else:
-            a = ttgl.convert_layout(a, a_l, assert_trivial=True)
-        if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
-            _gl_mbarrier.wait(turn.index(wg), i & 1)
-        tok = _gl_hopper.warpgroup_mma(a, x_ring.index(slot).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
-        if PINGPONG:
-            _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
-        # the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers
-        acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])
+            # the K tile in parts: part h's MMA issued before part h + 1 is dequantised
+            ttgl.static_assert(PARTS == 2)
+            op0 = ttgl.convert_layout(o0, PAIRS_P)
+            op1 = ttgl.convert_layout(o1, PAIRS_P)
+            words = w_ring.index(slot * CONSUMERS + wg).slice(0 * BLOCK_K * 4 // 32 // PARTS, BLOCK_K * 4 // 32 // PARTS, 0).permute((1, 0)).load(words_p)
+            w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel_p)
+            pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }", "=r,r,r,r", [w3, s3, bias_parts], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
+            pairs, op0 = ttgl.broadcast(pairs, op0)
+            pairs, op1 = ttgl.broadcast(pairs, op1)
+            lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, op0, op1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
+            a0 = ttgl.reshape(ttgl.join(lo, hi), [64, BLOCK_K // PARTS])
+            if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words
+                a0 = _gl_byte_rows(a0, a_l)
+            else:
+                a0 = ttgl.convert_layout(a0, a_l, assert_trivial=True)
+            if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies
+                _gl_mbarrier.wait(turn.index(wg), i & 1)
+            tok = _gl_hopper.warpgroup_mma(a0, x_ring.index(slot).slice(0 * BLOCK_K // PARTS, BLOCK_K // PARTS, 1).permute((1, 0)), acc, use_acc=i > 0, is_async=True)
+            tok = _gl_hopper.warpgroup_mma_wait(1, deps=[tok])  # waits on nothing
+            words = w_ring.index(slot * CONSUMERS + wg).slice(1 * BLOCK_K * 4 // 32 // PARTS, BLOCK_K * 4 // 32 // PARTS, 0).permute((1, 0)).load(words_p)
+            w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel_p)
+            pairs = ttgl.inline_asm_elementwise("{ .reg .b32 x; prmt.b32 x, $1, 0, $2; mul.lo.u32 x, x, 4097; lop3.b32 $0, x, 0x000F000F, $3, 0xEA; }", "=r,r,r,r", [w3, s3, bias_parts], dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves
+            pairs, op0 = ttgl.broadcast(pairs, op0)
+            pairs, op1 = ttgl.broadcast(pairs, op1)
+            lo, hi = ttgl.inline_asm_elementwise("{ .reg .b32 t, b; sub.rn.bf16x2 t, $2, $3; mul.rn.bf16x2 t, t, $4; mov.b32 {$0, $1}, t; }", "=h,=h,r,r,r", [pairs, op0, op1], dtype=(ttgl.bfloat16, ttgl.bfloat16), is_pure=True, pack=1)
+            a1 = ttgl.reshape(ttgl.join(lo, hi), [64, BLOCK_K // PARTS])
+            if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words
+                a1 = _gl_byte_rows(a1, a_l)
+            else:
+                a1 = ttgl.convert_layout(a1, a_l, assert_trivial=True)
+            tok = _gl_hopper.warpgroup_mma(a1, x_ring.index(slot).slice(1 * BLOCK_K // PARTS, BLOCK_K // PARTS, 1).permute((1, 0)), tok, is_async=True)
+            if PINGPONG:
+                _gl_mbarrier.arrive(turn.index(1 - wg), count=1)
+            acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok, a0, a1])[0]
         _gl_mbarrier.arrive(empty.index(slot), count=1)
     if SPLIT_K > 1:
         ep_r = ttgl.arange(0, WG_N, layout=ttgl.SliceLayout(0, acc_l))
@@ -454,6 +494,8 @@ def w4a16_gemm_wgmma_kernel(
     SPLIT_K: ttgl.constexpr,
     STAGES: ttgl.constexpr,
     PAIRS3: ttgl.constexpr,
+    PAIRS_P: ttgl.constexpr,
+    PARTS: ttgl.constexpr,
     BY_COLUMN: ttgl.constexpr,
     CONSUMERS: ttgl.constexpr,
     PINGPONG: ttgl.constexpr,
@@ -490,13 +532,13 @@ def w4a16_gemm_wgmma_kernel(
     _gl_mbarrier.arrive(turn.index(0), count=1)  # the first warpgroup goes first
     if CONSUMERS == 2:
         ttgl.warp_specialize([
-            (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
-            (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, PAIRS_P, PARTS, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N + 64, 1, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, PAIRS_P, PARTS, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
             (w4a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [4, 1], [CONSUMER_REGS, 24])  # registers: the consumer's accumulator and operand; the loader's few
     else:
         ttgl.warp_specialize([
-            (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
+            (w4a16_gemm_wgmma_consumer, (x_ring, w_ring, ready, empty, turn, off_M, off_N, 0, t0, k_tiles, tile_id, p_Z, p_S, p_Y, ws_acc, ws_arrived, n_M, n_N, n_K, s_Z_K, s_S_K, s_Y_M, BLOCK_M, BLOCK_K, EVEN_N, G_Z_K, G_S_K, SPLIT_K, STAGES, PAIRS3, PAIRS_P, PARTS, BY_COLUMN, CONSUMERS, PINGPONG, WG_N)),
             (w4a16_gemm_wgmma_loader, (x_desc, w_desc, x_ring, w_ring, ready, empty, off_M, off_N, t0, k_tiles, BLOCK_K, STAGES, CONSUMERS)),
         ], [1], [24])
 
@@ -516,10 +558,12 @@ def wgmma_launch_args(cfg, t, n, c):
     # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster
     kw["BY_COLUMN"] = max(kw["BLOCK_M"], 8) <= 16
     kw["PAIRS3"] = wgmma_pairs_layout(kw["BLOCK_K"], 4, kw["BY_COLUMN"])
+    kw["PARTS"] = 2 if kw["BLOCK_K"] == 128 and kw["BLOCK_M"] > 16 else 1
+    kw["PAIRS_P"] = wgmma_pairs_layout(kw["BLOCK_K"] // kw["PARTS"], 4, kw["BY_COLUMN"])
     wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')
     w_desc = _wgmma_descriptor(t['W'], [kw["BLOCK_K"] * 4 // 32, 64], ttgl.int32, 'W')
-    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'PAIRS3', 'BY_COLUMN']}
+    consts = {name: kw[name] for name in ['BLOCK_M', 'BLOCK_N', 'BLOCK_K', 'EVEN_M', 'EVEN_N', 'EVEN_K', 'G_Z_K', 'G_S_K', 'GROUP', 'SPLIT_K', 'PAIRS3', 'BY_COLUMN', 'PAIRS_P', 'PARTS']}
     consumers = cfg.num_warps // 4
     # two consumers take turns on the tensor cores at 128 rows and more (measured equal or faster at
     # 256: bench/results/lowbit-wgmma-*.json); at 64 and fewer they run free (as the M = 128 rows ran)

@@ -489,7 +489,7 @@ def wgmma_launch_args(cfg, t, n, c):
     from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout
 
     kw["WORDS_L"] = wgmma_byte_words_layout(kw["BLOCK_K"])
-    # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next (_byte_parts)
+    # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next (_tile_parts)
     kw["PARTS"] = 4 if kw["BLOCK_K"] == 128 and kw["BLOCK_M"] > 16 else 1
     kw["WORDS_P"] = wgmma_byte_words_layout(kw["BLOCK_K"] // kw["PARTS"])
     kw["BY_COLUMN"] = True  # always: a word holds two columns

@@ -25,9 +25,9 @@ Each consumer waits for its own MMA before dequantising its next tile: ptxas reu
 registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning); kept
 live as a dependency of the wait it is right but no faster at 16 rows and 1.4x slower at 256
 (bench/results/wgmma-decode-registers-overlap-*.json), so the overlap comes from the other
-warpgroup or CTA; within a tile, bytes at row tiles past 16 dequantise a K tile of 128 in four parts,
-each part's MMA issued before the next part is dequantised (_byte_parts: 2-7 % faster at M = 1024,
-4-6 % at 128); with two consumers at 128 rows and more, they take turns on the
+warpgroup or CTA; within a tile, row tiles past 16 dequantise a K tile of 128 in parts (bytes four,
+4-bit words two), each part's MMA issued before the next part is dequantised (_tile_parts: 8 bits 2-7 %
+faster at M = 1024, 4-6 % at 128; 4 bits -2 to +4 % and 1-7 %); with two consumers at 128 rows and more, they take turns on the
 tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json).
 The reduction loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
 The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
@@ -248,6 +248,12 @@ class _Operand:
     def paired(self) -> list[tuple[int | str, str]]:
         return list(enumerate(self.operands)) + ([("s", f"r_{self.scale}")] if self.scale else [])
 
+    @property
+    def parts(self) -> int:
+        """Parts a wide tile's K tile of 128 is dequantised in (_tile_parts): bytes 4 (32 rows of the ring
+        each); 4-bit words 2 (8 rows of 16: a part must not split the ring's swizzling pattern); else 1."""
+        return BYTE_PARTS if self.whole else 2 if self.bits == 4 and not self.ten else 1
+
     def words_rows(self, c: str) -> str:
         """The rows of a consumer's tile of the weights in the ring: bytes one a row, packed words BLOCK / per."""
         return f"BLOCK_{c}" if self.whole else f"BLOCK_{c} * {self.bits} // 32"
@@ -257,6 +263,8 @@ class _Operand:
         """The consumer's layout constants."""
         if self.whole:
             return ["WORDS_L", "WORDS_P", "PARTS", "BY_COLUMN"]
+        if self.parts > 1:
+            return ["PAIRS3", "PAIRS_P", "PARTS", "BY_COLUMN"]
         return ["PAIRS3", "BY_COLUMN"] + (["WHOLE_STEPS"] if self.ten else [])
 
 
@@ -308,6 +316,12 @@ def _decode_setup(op: _Operand, c: str, q: str) -> list[str]:
         return lines + [
             f"sel = ttgl.expand_dims(ttgl.expand_dims(j + 0x{BYTE_SELECT:X}, 0), 1)  # PRMT: byte j, zeros above",
             bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // {32 // bits}, {16 // bits}", magic, "PAIRS3", q),
+            "# the same over a part of the K tile (PAIRS_P, _tile_parts)",
+            "words_p: ttgl.constexpr = ttgl.SliceLayout(2, PAIRS_P)",
+            f"sel_p = ttgl.expand_dims(ttgl.expand_dims(ttgl.arange(0, {16 // bits}, layout=ttgl.SliceLayout(0, "
+            f"ttgl.SliceLayout(1, PAIRS_P))) + 0x{BYTE_SELECT:X}, 0), 1)",
+            bias_register(f"{WGMMA_COLUMNS}, BLOCK_{c} // PARTS // {32 // bits}, {16 // bits}", magic, "PAIRS_P", q,
+                          "bias_parts"),
         ]
     return lines + [f"shifts = ttgl.expand_dims(ttgl.expand_dims(j * {2 * bits}, 0), 1)  # pair j: values 2j and 2j + 1"]
 
@@ -351,8 +365,9 @@ def _decode_tile(op: _Operand, c: str, part: int | None = None) -> list[str]:
         ]
         by_column = "if BY_COLUMN:"
     elif op.bits == 4:
-        pairs = ["w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), sel)",
-                 f"pairs = ttgl.inline_asm_elementwise(\"{NIBBLE_PAIR}\", \"=r,r,r,r\", [w3, s3, bias_pairs], "
+        sel, bias = ("sel", "bias_pairs") if part is None else ("sel_p", "bias_parts")
+        pairs = [f"w3, s3 = ttgl.broadcast(ttgl.expand_dims(words, 2), {sel})",
+                 f"pairs = ttgl.inline_asm_elementwise(\"{NIBBLE_PAIR}\", \"=r,r,r,r\", [w3, s3, {bias}], "
                  "dtype=ttgl.int32, is_pure=True, pack=1)  # BIAS + v, both halves"]
         by_column = "if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words"
     else:
@@ -361,17 +376,23 @@ def _decode_tile(op: _Operand, c: str, part: int | None = None) -> list[str]:
                  f"pairs = (v & 0x{low:X}) | ((v << {16 - op.bits}) & 0x{low << 16:X}) | {PACKED[op.act][1]}  "
                  "# BIAS + v, both halves"]
         by_column = "if BY_COLUMN:  # (decode tiles) a thread's two rows are adjacent columns: one 64-bit load of two words"
+    words, layout, width, a, o = "w_ring.index(slot * CONSUMERS + wg)", "words_l", f"BLOCK_{c}", "a", "o"
+    if part is not None:  # (_tile_parts) its rows of the tile's words, its layouts, its column operands (`op<j>`)
+        rows = f"{op.words_rows(c)} // PARTS"
+        words, layout, width, a, o = (f"{words}.slice({part} * {rows}, {rows}, 0)", "words_p", f"BLOCK_{c} // PARTS",
+                                      f"a{part}", "op")
+        ops = ", ".join(["pairs"] + [f"op{j}" for j in range(n)])
     return [
-        "words = w_ring.index(slot * CONSUMERS + wg).permute((1, 0)).load(words_l)",
+        f"words = {words}.permute((1, 0)).load({layout})",
         *pairs,
-        *[f"pairs, o{j} = ttgl.broadcast(pairs, o{j})" for j in range(n)],
+        *[f"pairs, {o}{j} = ttgl.broadcast(pairs, {o}{j})" for j in range(n)],
         f"lo, hi = ttgl.inline_asm_elementwise(\"{op.asm}\", \"=h,=h{',r' * (1 + n)}\", [{ops}], "
         f"dtype=({dt}, {dt}), is_pure=True, pack=1)",
-        f"a = ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, BLOCK_{c}])",
+        f"{a} = ttgl.reshape(ttgl.join(lo, hi), [{WGMMA_COLUMNS}, {width}])",
         by_column,
-        "    a = _gl_byte_rows(a, a_l)",
+        f"    {a} = _gl_byte_rows({a}, a_l)",
         "else:",
-        "    a = ttgl.convert_layout(a, a_l, assert_trivial=True)",
+        f"    {a} = ttgl.convert_layout({a}, a_l, assert_trivial=True)",
     ]
 
 
@@ -400,29 +421,32 @@ def _store(k: KernelIR) -> list[str]:
 TURN_WAIT = ["if PINGPONG:  # the warpgroups take turns on the tensor cores: one dequantises while the other multiplies",
              "    _gl_mbarrier.wait(turn.index(wg), i & 1)"]
 TURN_PASS = ["if PINGPONG:", "    _gl_mbarrier.arrive(turn.index(1 - wg), count=1)"]
-BYTE_PARTS = 4  # a wide tile's K tile of 128 in four parts of 32 (PARTS, set by the launcher: wgmma-wide-halves-*.json)
+BYTE_PARTS = 4  # bytes: a wide tile's K tile of 128 in four parts of 32 (two: 1-2 % slower, wgmma-wide-halves-*.json)
 
 
-def _byte_parts(op: _Operand, c: str) -> list[str]:
-    """Bytes at wide tiles: the K tile dequantised in PARTS parts, each part's MMA issued before the next
-    part is dequantised, so the tensor cores start on a tile after a quarter of its dequantisation (the
-    8-bit 256-row tiles without any ran at x1.01-1.05 bf16 cuBLAS, with it whole before their MMA at
-    x0.84-0.95: bench/results/wgmma-wide-bound-*.json). A wait for all but the groups issued so far
-    waits on nothing; it keeps ptxas from sinking a part's MMAs below the next part's dequantisation.
-    The parts' operands stay live until the last wait: ptxas would reuse their registers while the
-    MMAs read them."""
+def _tile_parts(op: _Operand, c: str) -> list[str]:
+    """Wide tiles (bytes, 4-bit words): the K tile dequantised in PARTS parts (op.parts), each part's MMA
+    issued before the next part is dequantised, so the tensor cores start on a tile after a part of its
+    dequantisation (the 8-bit 256-row tiles without any ran at x1.01-1.05 bf16 cuBLAS, with it whole
+    before their MMA at x0.84-0.95: bench/results/wgmma-wide-bound-*.json). A part's words load from
+    the ring after the wait before it, a wait for all but the groups issued so far, which waits on
+    nothing: it keeps ptxas from sinking a part's MMAs below the next part's dequantisation. The parts'
+    operands stay live until the last wait: ptxas would reuse their registers while the MMAs read them."""
+    parts = op.parts
     lines = ["# the K tile in parts: part h's MMA issued before part h + 1 is dequantised",
-             f"ttgl.static_assert(PARTS == {BYTE_PARTS})"]
-    for h in range(BYTE_PARTS):
+             f"ttgl.static_assert(PARTS == {parts})"]
+    if not op.whole:  # the column operands in the parts' layout (rows as PAIRS3's: no data moves)
+        lines += [f"op{j} = ttgl.convert_layout(o{j}, PAIRS_P)" for j in range(len(op.operands))]
+    for h in range(parts):
         x = f"x_ring.index(slot).slice({h} * BLOCK_{c} // PARTS, BLOCK_{c} // PARTS, 1).permute((1, 0))"
         lines += _decode_tile(op, c, h)
         if h == 0:
             lines += TURN_WAIT + [f"tok = _gl_hopper.warpgroup_mma(a0, {x}, acc, use_acc=i > 0, is_async=True)"]
         else:
             lines.append(f"tok = _gl_hopper.warpgroup_mma(a{h}, {x}, tok, is_async=True)")
-        if h < BYTE_PARTS - 1:
+        if h < parts - 1:
             lines.append(f"tok = _gl_hopper.warpgroup_mma_wait({h + 1}, deps=[tok])  # waits on nothing")
-    live = ", ".join(f"a{h}" for h in range(BYTE_PARTS))
+    live = ", ".join(f"a{h}" for h in range(parts))
     return lines + TURN_PASS + [f"acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok, {live}])[0]"]
 
 
@@ -461,8 +485,8 @@ def _consumer_body(k: KernelIR, op: _Operand) -> list[str]:
              *TURN_PASS,
              "# the MMA ends before the next tile is dequantised: ptxas reuses its operand's registers",
              "acc = _gl_hopper.warpgroup_mma_wait(0, deps=[tok])"]
-    if op.whole:  # bytes: wide tiles in parts (_byte_parts)
-        loop += ["if PARTS == 1:", *["    " + ln for ln in whole], "else:", *["    " + ln for ln in _byte_parts(op, c)]]
+    if op.parts > 1:  # wide tiles in parts (_tile_parts)
+        loop += ["if PARTS == 1:", *["    " + ln for ln in whole], "else:", *["    " + ln for ln in _tile_parts(op, c)]]
     else:
         loop += whole
     loop.append("_gl_mbarrier.arrive(empty.index(slot), count=1)")
@@ -687,6 +711,7 @@ def render_host(k: KernelIR) -> list[str]:
     the Triton kernel's arguments; a consumer warpgroup per 64 columns (NUM_WARPS / 4); split-K
     counters per thread of each consumer (the Triton kernel's are per tile)."""
     dot, p, q, c, x, X, W, Y = _parts(k)
+    op = _operand(k)
     dt = GL_DTYPES[k.value(x).dtype]
     bits = word_bits(k)  # 3 bits: tiles of BLOCK / 8 words, operand pairs laid out as 4 bits' (quads of pairs)
     w_view = f"t[{W!r}]"
@@ -695,7 +720,7 @@ def render_host(k: KernelIR) -> list[str]:
         w_view = f"_byte_words(t[{W!r}], {W!r})"
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout", "",
                   f"    kw[\"WORDS_L\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"])",
-                  "    # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next (_byte_parts)",
+                  "    # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next (_tile_parts)",
                   f"    kw[\"PARTS\"] = {BYTE_PARTS} if kw[\"BLOCK_{c}\"] == 128 and kw[\"BLOCK_{p}\"] > {DECODE_N} else 1",
                   f"    kw[\"WORDS_P\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"] // kw[\"PARTS\"])",
                   "    kw[\"BY_COLUMN\"] = True  # always: a word holds two columns"]
@@ -706,11 +731,16 @@ def render_host(k: KernelIR) -> list[str]:
                   "    # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster",
                   f"    kw[\"BY_COLUMN\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}",
                   f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits}, kw[\"BY_COLUMN\"])"]
+        if op.parts > 1:  # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next
+            layout += [f"    kw[\"PARTS\"] = {op.parts} if kw[\"BLOCK_{c}\"] == 128 and kw[\"BLOCK_{p}\"] > {DECODE_N} else 1",
+                       f"    kw[\"PAIRS_P\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"] // kw[\"PARTS\"], {bits}, "
+                       "kw[\"BY_COLUMN\"])"]
         if ten_weights(k):
             layout += ["    # 3 bits: decode tiles run whole steps of five K tiles (a branch around each tile cost 15-18 % there:",
                        "    # bench/results/lowbit-3bit-guard-*.json); wider tiles skip a share's tiles past its ends",
                        f"    kw[\"WHOLE_STEPS\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}"]
     names = constexprs(k) + (["WORDS_L", "WORDS_P", "PARTS"] if byte_weights(k) else ["PAIRS3"]) + ["BY_COLUMN"]
+    names += ["PAIRS_P", "PARTS"] if op.parts > 1 and not op.whole else []
     names += ["WHOLE_STEPS"] if ten_weights(k) else []
     counters = [] if k.split_k is None else [
         "    if cfg.constexprs[\"SPLIT_K\"] > 1:  # the shared counters grown to one per thread of each consumer, so the",
