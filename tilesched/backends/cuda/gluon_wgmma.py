@@ -26,9 +26,10 @@ registers while an MMA still reads them (garbage on the device with wgmma wait 1
 live as a dependency of the wait it is right but no faster at 16 rows and 1.4x slower at 256
 (bench/results/wgmma-decode-registers-overlap-*.json), so the overlap comes from the other
 warpgroup or CTA; within a tile, row tiles past 16 dequantise a K tile of 128 in parts (bytes four,
-4-bit words two), each part's MMA issued before the next part is dequantised (_tile_parts: 8 bits 2-7 %
-faster at M = 1024, 4-6 % at 128; 4 bits -2 to +4 % and 1-7 %); with two consumers at 128 rows and more, they take turns on the
-tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json).
+4-bit words two), each part's MMA issued before the next part is dequantised (_tile_parts: 8 bits
+2-7 % faster at M = 1024, 4-6 % at 128; 4 bits -2 to +4 % and 1-7 %); with two consumers at 128
+rows and more, they take turns on the tensor cores (mbarriers `turn`), measured equal or faster at
+256 (bench/results/lowbit-wgmma-*.json).
 The reduction loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
 The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
 kernel (gluon_emit.py); Y is stored by pointers, masked. Positional arguments are the Triton
@@ -721,7 +722,7 @@ def render_host(k: KernelIR) -> list[str]:
         layout = ["    from tilesched.backends.cuda.gluon_layouts import wgmma_byte_words_layout", "",
                   f"    kw[\"WORDS_L\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"])",
                   "    # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next (_tile_parts)",
-                  f"    kw[\"PARTS\"] = {BYTE_PARTS} if kw[\"BLOCK_{c}\"] == 128 and kw[\"BLOCK_{p}\"] > {DECODE_N} else 1",
+                  f"    kw[\"PARTS\"] = {op.parts} if kw[\"BLOCK_{c}\"] == 128 and kw[\"BLOCK_{p}\"] > {DECODE_N} else 1",
                   f"    kw[\"WORDS_P\"] = wgmma_byte_words_layout(kw[\"BLOCK_{c}\"] // kw[\"PARTS\"])",
                   "    kw[\"BY_COLUMN\"] = True  # always: a word holds two columns"]
     else:
