@@ -256,6 +256,8 @@ PATCHING_EXPERIMENTS = [
     ("wgmma_x_ready", "w8a16_gemm", ["x-late"]),
     ("wgmma_wide_bound", "w8a16_gemm", ["no-decode"]),
     ("wgmma_wide_parts", "w8a16_gemm", ["whole"]),
+    ("wgmma_decode_bound", "w4a16_gemm", ["no-decode"]),
+    ("wgmma_decode_parts", "w4a16_gemm", ["whole"]),
     ("lowbit_wgmma_feed", "w8a16_gemm", ["x-once", "w-once"]),
     ("lowbit_wgmma_feed", "w4a16_gemm", ["x-once", "w-once"]),
     ("mma_sync_m16_registers", "w4a16_gemm", ["cap168"]),

@@ -750,11 +750,11 @@ def test_byte_words_dequantise_by_one_prmt_a_value(signed):
 
 @pytest.mark.parametrize("spec,count", [("w8a16_gemm", 4), ("w4a16_gemm", 2), ("w2a16_gemm", 1), ("w3a16_gemm", 1)])
 def test_wide_tiles_dequantise_in_parts_each_mma_issued_before_the_next_part(spec, count):
-    """The wgmma kernel at row tiles past 16 with K tiles of 128 (PARTS, as the launcher sets it): bytes in
-    four parts, 4-bit words in two, that cover the words' and X's tile once each, part h's MMA issued
-    before part h + 1 is dequantised (a wait on all but the groups issued so far, which waits on
-    nothing), every part's operand a dependency of the last wait; decode tiles and K tiles of 64 keep
-    one part, and 2- and 3-bit tiles have none."""
+    """The wgmma kernel with K tiles of 128 (PARTS, as the launcher sets it): bytes past 16 rows in four
+    parts, 4-bit words at every row tile in two, that cover the words' and X's tile once each, part h's
+    MMA issued before part h + 1 is dequantised (a wait on all but the groups issued so far, which
+    waits on nothing), every part's operand a dependency of the last wait; byte decode tiles and K
+    tiles of 64 keep one part, and 2- and 3-bit tiles have none."""
     import re
 
     src = compiled(load_program(CONFIGS / f"{spec}.yaml"))[1]
@@ -762,7 +762,9 @@ def test_wide_tiles_dequantise_in_parts_each_mma_issued_before_the_next_part(spe
         assert "PARTS" not in src
         return
     rule = re.search(r'kw\["PARTS"\] = (.*)', src).group(1)
-    for block_k, block_m, parts in ((128, 256, count), (128, 32, count), (128, 16, 1), (128, 1, 1), (64, 256, 1)):
+    decode = count if count == 2 else 1  # 4-bit words at every row tile, bytes past 16 rows
+    for block_k, block_m, parts in ((128, 256, count), (128, 32, count), (128, 16, decode), (128, 1, decode),
+                                    (64, 256, 1)):
         assert eval(rule, {"kw": {"BLOCK_K": block_k, "BLOCK_M": block_m}}) == parts  # noqa: S307
     body = src[src.index("        else:\n            # the K tile in parts"):src.index("_gl_mbarrier.arrive(empty.index(slot)")]
     assert f"ttgl.static_assert(PARTS == {count})" in body

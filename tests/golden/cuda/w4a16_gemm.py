@@ -558,7 +558,7 @@ def wgmma_launch_args(cfg, t, n, c):
     # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster
     kw["BY_COLUMN"] = max(kw["BLOCK_M"], 8) <= 16
     kw["PAIRS3"] = wgmma_pairs_layout(kw["BLOCK_K"], 4, kw["BY_COLUMN"])
-    kw["PARTS"] = 2 if kw["BLOCK_K"] == 128 and kw["BLOCK_M"] > 16 else 1
+    kw["PARTS"] = 2 if kw["BLOCK_K"] == 128 else 1
     kw["PAIRS_P"] = wgmma_pairs_layout(kw["BLOCK_K"] // kw["PARTS"], 4, kw["BY_COLUMN"])
     wg_n = max(kw["BLOCK_M"], 8)  # wgmma's n: X's tile rows (those past the row tile computed, not stored)
     x_desc = _wgmma_descriptor(t['X'], [wg_n, kw["BLOCK_K"]], ttgl.bfloat16, 'X')

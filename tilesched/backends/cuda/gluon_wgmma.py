@@ -25,9 +25,10 @@ Each consumer waits for its own MMA before dequantising its next tile: ptxas reu
 registers while an MMA still reads them (garbage on the device with wgmma wait 1, no warning); kept
 live as a dependency of the wait it is right but no faster at 16 rows and 1.4x slower at 256
 (bench/results/wgmma-decode-registers-overlap-*.json), so the overlap comes from the other
-warpgroup or CTA; within a tile, row tiles past 16 dequantise a K tile of 128 in parts (bytes four,
-4-bit words two), each part's MMA issued before the next part is dequantised (_tile_parts: 8 bits
-2-7 % faster at M = 1024, 4-6 % at 128; 4 bits -2 to +4 % and 1-7 %); with two consumers at 128
+warpgroup or CTA; within a tile, a K tile of 128 is dequantised in parts (bytes four at row tiles
+past 16, 4-bit words two at any), each part's MMA issued before the next part is dequantised
+(_tile_parts: 8 bits 2-7 % faster at M = 1024, 4-6 % at 128; 4 bits -2 to +4 %, 1-7 % and, at the
+decode tiles of M = 16, 0.5-3 %); with two consumers at 128
 rows and more, they take turns on the tensor cores (mbarriers `turn`), measured equal or faster at
 256 (bench/results/lowbit-wgmma-*.json).
 The reduction loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
@@ -251,8 +252,9 @@ class _Operand:
 
     @property
     def parts(self) -> int:
-        """Parts a wide tile's K tile of 128 is dequantised in (_tile_parts): bytes 4 (32 rows of the ring
-        each); 4-bit words 2 (8 rows of 16: a part must not split the ring's swizzling pattern); else 1."""
+        """Parts a K tile of 128 is dequantised in (_tile_parts): bytes 4 at tiles past 16 rows (32 rows of the
+        ring each); 4-bit words 2 at every row tile (8 rows of 16: a part must not split the ring's
+        swizzling pattern); else 1."""
         return BYTE_PARTS if self.whole else 2 if self.bits == 4 and not self.ten else 1
 
     def words_rows(self, c: str) -> str:
@@ -732,8 +734,9 @@ def render_host(k: KernelIR) -> list[str]:
                   "    # gain; at wider tiles the rows' permutation in the epilogue took 12 KB more shared memory, no faster",
                   f"    kw[\"BY_COLUMN\"] = max(kw[\"BLOCK_{p}\"], {WGMMA_MIN_N}) <= {DECODE_N}",
                   f"    kw[\"PAIRS3\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"], {bits}, kw[\"BY_COLUMN\"])"]
-        if op.parts > 1:  # wide tiles' K tiles of 128 dequantised in parts, each part's MMA issued before the next
-            layout += [f"    kw[\"PARTS\"] = {op.parts} if kw[\"BLOCK_{c}\"] == 128 and kw[\"BLOCK_{p}\"] > {DECODE_N} else 1",
+        if op.parts > 1:  # K tiles of 128 dequantised in parts, each part's MMA issued before the next; decode tiles
+            # too (wgmma-decode-parts-*.json: 0.5-3 % faster at M = 16)
+            layout += [f"    kw[\"PARTS\"] = {op.parts} if kw[\"BLOCK_{c}\"] == 128 else 1",
                        f"    kw[\"PAIRS_P\"] = wgmma_pairs_layout(kw[\"BLOCK_{c}\"] // kw[\"PARTS\"], {bits}, "
                        "kw[\"BY_COLUMN\"])"]
         if ten_weights(k):
