@@ -420,19 +420,16 @@ def _loop(k: KernelIR, n: _Names, per_tile: list[str]) -> list[str]:
         loop += [*sums, f"x_bias_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32) * x_bias[None, :], 1, "
                  "_gl_add), rows)", *_operands(x, n.act, magic, low, n.bits, c, q, n.at),
                  "t_sum = mma_v2(w_op, x_op, zeros - x_bias_sum[None, :])"]
-        if not offset:
-            return loop + [f"v_{acc} += {a_term}", "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
-        return loop + [f"b_{acc} = {offset} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
-                       f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]",
-                       "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
-    loop += [f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
-             *_operands(x, n.act, magic, low, n.bits, c, q),
-             "t_sum = mma_v2(w_op, x_op, zeros)"]
-    b_expr = f"({offset} - {bias} * {scale})" if offset and scale else (
-        f"(-{bias} * {scale})" if scale else (f"({offset} - {bias})" if offset else f"-{bias}"))
-    return loop + [f"b_{acc} = {b_expr} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
-                   f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]",
-                   "v_words = v_ahead  # (the ring's words are read at the next step's top)"]
+        b_expr = offset
+    else:  # BIAS leaves with the offset's sum of X
+        loop += [f"x_sum = ttgl.convert_layout(ttgl.reduce(v_{x}.to(ttgl.float32), 1, _gl_add), rows)",
+                 *_operands(x, n.act, magic, low, n.bits, c, q),
+                 "t_sum = mma_v2(w_op, x_op, zeros)"]
+        b_expr = f"({offset} - {bias} * {scale})" if offset and scale else (
+            f"(-{bias} * {scale})" if scale else (f"({offset} - {bias})" if offset else f"-{bias}"))
+    update = [f"b_{acc} = {b_expr} + ttgl.zeros([BLOCK_{q}], ttgl.float32, cols)",
+              f"v_{acc} += {a_term} + b_{acc}[:, None] * x_sum[None, :]"] if b_expr else [f"v_{acc} += {a_term}"]
+    return loop + update + ["v_words = v_ahead  # (the ring's words are read at the next step's top)"]
 
 
 def _store(k: KernelIR, n: _Names) -> list[str]:
