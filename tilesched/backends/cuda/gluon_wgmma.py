@@ -28,9 +28,8 @@ live as a dependency of the wait it is right but no faster at 16 rows and 1.4x s
 warpgroup or CTA; within a tile, a K tile of 128 is dequantised in parts (bytes four at row tiles
 past 16, 4-bit words two at any), each part's MMA issued before the next part is dequantised
 (_tile_parts: 8 bits 2-7 % faster at M = 1024, 4-6 % at 128; 4 bits -2 to +4 %, 1-7 % and, at the
-decode tiles of M = 16, 0.5-3 %); with two consumers at 128
-rows and more, they take turns on the tensor cores (mbarriers `turn`), measured equal or faster at
-256 (bench/results/lowbit-wgmma-*.json).
+decode tiles of M = 16, 0.5-3 %); with two consumers at 128 rows and more, they take turns on the
+tensor cores (mbarriers `turn`), measured equal or faster at 256 (bench/results/lowbit-wgmma-*.json).
 The reduction loop runs at least once: with a zero-trip path ptxas serialises the MMAs (C7515).
 The scales and zero points of a tile's group load one tile ahead by pointers, as in the mma.sync
 kernel (gluon_emit.py); Y is stored by pointers, masked. Positional arguments are the Triton
