@@ -16,7 +16,9 @@ mma.sync kernel's BIAS pair in a register; lowbit-register-operand-vector-words 
 words loaded a vector per thread; lowbit-byte-words, lowbit-pair-columns the 8-bit rows and the 4- and 2-bit
 M = 16 rows after changes to the wgmma kernel's loads; lowbit-3bit the 3-bit grid with the wgmma kernel's 3-bit
 points among the candidates; lowbit-8bit-stages the 8-bit M = 1024 rows again, more stages among the candidates;
-lowbit-decode-cap the M <= 16 rows of all four widths with the decode tiles' register caps by consumer count).
+lowbit-decode-cap the M <= 16 rows of all four widths with the decode tiles' register caps by consumer count;
+lowbit-4bit-m16-parts the 4-bit M = 16 rows after the decode tiles' parts; attention-causal-groups the causal
+attention rows after the persistent kernel's claims in groups of heads).
 
   python bench/collect_ops.py [--results DIR] [--device nvidia-h100-80gb-hbm3]
 """
@@ -36,7 +38,7 @@ SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "l
            "lowbit-register-operand-bias-register-2bit-m1", "lowbit-register-operand-vector-words",
            "lowbit-register-cap-m16", "lowbit-register-cap-8bit", "lowbit-byte-words", "lowbit-pair-columns",
            "lowbit-3bit", "lowbit-8bit-stages", "lowbit-decode-cap", "lowbit-8bit-pair-scale", "lowbit-2bit-positions", "lowbit-8bit-parts",
-           "lowbit-8bit-parts-b", "lowbit-4bit-parts", "fp8")
+           "lowbit-8bit-parts-b", "lowbit-4bit-parts", "lowbit-4bit-m16-parts", "attention-causal-groups", "fp8")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

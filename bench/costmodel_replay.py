@@ -43,6 +43,8 @@ SOURCES = {"attention": lambda r: ATTENTION[(r["op"], r["causal"])], "lowbit": l
            "lowbit-decode-model": lambda r: r["op"], "lowbit-8bit-pair-scale": lambda r: r["op"],
            "lowbit-2bit-positions": lambda r: r["op"],
            "lowbit-8bit-parts": lambda r: r["op"], "lowbit-8bit-parts-b": lambda r: r["op"],
+           "lowbit-4bit-m16-parts": lambda r: r["op"],
+           "attention-causal-groups": lambda r: ATTENTION[(r["op"], r["causal"])],
            "lowbit-4bit-parts": lambda r: r["op"],
            "fp8": lambda r: "fp8_gemm"}
 # candidates of a kernel since replaced: the -m128 grid's wgmma split points met element by element (a

@@ -284,3 +284,33 @@ def test_experiment_patches_apply_to_the_generated_source(module, spec, variants
         new = mod.patch(variant, src)
         assert new != src
         ast.parse(new)
+
+
+@pytest.mark.parametrize("spec", ["flash_attention_causal", "flash_attention_gqa"])
+def test_the_claim_group_experiment_finds_its_line(spec):
+    """bench/experiments/attention_claim_groups.py replaces the generated launcher's claim group: the
+    line is there, and each variant launches with its group (one head, the span's, a round's, every head's); the
+    generated launcher groups by the span only where the CTAs take few tiles each."""
+    from tilesched.backends.cuda.compile_pool import empty_inputs
+    from tilesched.backends.cuda.kernel import Kernel
+
+    sys.path.insert(0, str(ROOT / "bench" / "experiments"))
+    mod = importlib.import_module("attention_claim_groups")
+    kernels = mod.kernels(load_program(CONFIGS / f"{spec}.yaml"))
+    sizes = {"B": 2, "H": 8, "SQ": 128, "SK": 128, "D": 64, **({"G": 2} if "gqa" in spec else {})}
+    params = {"BLOCK_M": 128, "BLOCK_N": 128, "NUM_WARPS": 4, "NUM_STAGES": 2, "WARP_SPECIALIZE": True,
+              "PERSISTENT": True}
+    groups = []
+    for kern in kernels.values():
+        plan, t = kern.prepare(empty_inputs(kern, sizes, "cpu"), params=params, sizes=sizes)
+        fn, args, _ = kern.jit_call(plan, t)
+        assert fn.__name__.endswith("_persistent_kernel") and list(fn.arg_names[3:5]) == ["tile_counter", "claim_group"]
+        groups.append(args[4])
+    # 16 MiB holds all 16 heads' K and V; the interpreter's 4 CTAs take a round of 4 heads' one query tile
+    assert groups == [1, 16, 4, 16]
+    # as generated: in groups where the 4 CTAs take 16 tiles or fewer each (16 tiles), else head by head (128)
+    kern = Kernel(load_program(CONFIGS / f"{spec}.yaml"))
+    for sq, group in ((128, 16), (1024, 1)):
+        at = {**sizes, "SQ": sq, "SK": sq}
+        plan, t = kern.prepare(empty_inputs(kern, at, "cpu"), params=params, sizes=at)
+        assert kern.jit_call(plan, t)[1][4] == group, sq

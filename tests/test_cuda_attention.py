@@ -318,7 +318,7 @@ def test_persistent_grid_walks_the_tiles_of_every_point(name):
         assert src.count("for tile in range(ttgl.program_id(0), total, ttgl.num_programs(0)):") == 2, "consumer, loader"
         assert src.count("pid_SQ = tile % tiles_SQ") == 2 and "tile_counter" not in src
     else:  # causal: claimed from a counter, heaviest first; the consumers read the loader's claims
-        assert src.count("while tile < total:") == 2 and src.count("pid_SQ = tiles_SQ - 1 - tile % tiles_SQ") == 2
+        assert src.count("while tile < total:") == 2 and src.count("pid_SQ = tiles_SQ - 1 - within // width") == 2
         assert "ttgl.atomic_add(tile_counter" in src and "arrival_counters(cfg.device, 1)" in src
     kernel = Kernel(prog)
     sizes = {"B": 2, "H": 4, "SQ": 300, "SK": 300, "D": 64, **({"G": 2} if "gqa" in name else {})}
@@ -337,6 +337,36 @@ def test_persistent_grid_walks_the_tiles_of_every_point(name):
     assert run_against_oracle(kernel, {**sizes, "SQ": 37, "SK": 45}, {**SMALL, "PERSISTENT": False}, seed=1).ok
 
 
+@pytest.mark.parametrize("tiles, points, group", [(8, 128, 32), (8, 128, 1), (5, 7, 3), (3, 4, 4), (1, 5, 2)])
+def test_claimed_tiles_go_heaviest_first_across_a_group_of_points(tiles, points, group):
+    """The persistent causal kernel's claim order (gluon_attention._decode, the rendered lines run as
+    Python): every (query tile, point) once; a group's points are consecutive and whole, its query tiles
+    heaviest (last) first across all of them, so the last claims are the last group's lightest tiles;
+    the last group may hold fewer points. The launcher sizes the group: as many points as keep K and V
+    within the span, where the grid's CTAs take few tiles each (else one point)."""
+    from tilesched.backends.cuda.gluon_attention import _decode
+
+    k = lower_kernel(lower(*load_spec_text(CAUSAL)))
+    assert k.claim_tiles and k.descending and k.claim_span == 16 << 20
+    code = "\n".join(ln.replace(".to(ttgl.int64)", "") for ln in _decode(k))
+    seen = []
+    for tile in range(tiles * points):
+        env = {"tile": tile, "tiles_SQ": tiles, "claim_group": group, "n_B": 1, "n_H": points, "BLOCK_SQ": 128,
+               "ttgl": type("ttgl", (), {"minimum": staticmethod(min)})}
+        exec(code, env)
+        seen.append((env["pid_SQ"], env["pid_H"]))
+    assert sorted(seen) == [(q, h) for q in range(tiles) for h in range(points)]
+    for start in range(0, points, group):
+        width = min(group, points - start)
+        claims = seen[start * tiles:(start + width) * tiles]
+        assert {h for _, h in claims} == set(range(start, start + width))
+        assert [q for q, _ in claims] == sorted((q for q, _ in claims), reverse=True)
+    assert seen[-1][0] == 0
+    src = compiled(lower(*load_spec_text(CAUSAL)))[1]
+    assert "span = 16777216 * points // max(streamed, 1)" in src and "few = tiles <= 16 * cfg.grid[0]" in src
+    assert "group = max(1, min(points, span)) if few else 1" in src
+
+
 def test_a_persistent_grid_with_point_axes_needs_the_warp_specialised_schedule():
     """Asked for always (`persistent: true`) where the kernel cannot take that schedule: refused at the option."""
     text = CAUSAL.replace("warp_specialize: WARP_SPECIALIZE, persistent: PERSISTENT}", "persistent: true}")
@@ -351,8 +381,8 @@ def test_plan_says_where_the_grid_is_persistent(capsys):
     from tilesched.cli import main
 
     walk = "; persistent: one CTA an SM walks the SQ tiles of every B and H, loading the next tile's while it finishes one"
-    claim = ("; persistent: one CTA an SM claims the SQ tiles of every B and H from a counter, heaviest first, loading "
-             "the next tile's while it finishes one")
+    claim = ("; persistent: one CTA an SM claims the SQ tiles of every B and H from a counter, heaviest first (across "
+             "groups of B and H whose K and V fit 16 MiB where each CTA takes 16 tiles or fewer), loading the next tile's while it finishes one")
     for name, line in (("flash_attention", walk), ("flash_attention_causal", claim)):
         for persistent in (True, False):
             sets = ["WARP_SPECIALIZE=true", "NUM_WARPS=4", "BLOCK_N=128", f"PERSISTENT={str(persistent).lower()}"]

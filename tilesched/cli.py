@@ -164,7 +164,11 @@ def _warp_specialize_lines(binding) -> list[str]:
             f"{binding.option('num_stages', 3)} slots; two consumer warpgroups of 64 {k.grid[0]} rows run {softmax.stage} "
             f"while {context.stage}'s MMA is in flight (a Gluon kernel: Hopper GPUs only)"
             + (f"; persistent: one CTA an SM {'claims' if k.claim_tiles else 'walks'} the {k.grid[0]} tiles of every "
-               f"{' and '.join(k.points) or 'point'}{' from a counter, heaviest first' if k.claim_tiles else ''}, "
+               f"{' and '.join(k.points) or 'point'}{' from a counter, heaviest first' if k.claim_tiles else ''}"
+               + (f" (across groups of {' and '.join(k.points)} whose {load_k.tensor} and {load_v.tensor} fit "
+                  f"{k.claim_span >> 20} MiB where each CTA takes {k.claim_rounds} tiles or fewer)"
+                  if k.claim_tiles and k.claim_span else "")
+               + ", "
                "loading the next tile's while it finishes one" if binding.option("persistent", False) else "")]
 
 

@@ -25,6 +25,16 @@ from tilesched.ir.nodes import Program
 from tilesched.passes.kernel import KernelIR
 
 PROBE = 1024  # positions per symbolic axis at which the mask is counted
+# Where each CTA takes few tiles, claimed tiles go heaviest first across a group of points rather than
+# point by point: point by point, the last claims are the last point's heaviest tiles, and the CTAs that
+# take them run on after the others run dry. A group holds as many points as keep their keys and values
+# within CLAIM_SPAN bytes (a third of an H100's 50 MB L2), so its query tiles read them from L2. Timed
+# on an H100 beside point by point (bench/results/attention-claim-groups-*.json, causal, 132 CTAs):
+# S = 1024 (8 rounds of tiles) 4.5 % faster at D = 128, 7 % at D = 64, in two runs; S = 4096 (31
+# rounds) 2-6 % slower with D = 128 and GQA, within the runs' spread at D = 64; S = 16384 (62 rounds)
+# within the spread. Groups of no more points than make one round of the CTAs did not help at S = 1024.
+CLAIM_SPAN = 16 << 20
+CLAIM_ROUNDS = 16  # CTAs taking at most this many tiles each claim in groups
 
 
 def kept_per_position(program: Program, k: KernelIR) -> np.ndarray | None:
@@ -59,4 +69,6 @@ def heavy_first(program: Program, tree: LoopTree, k: KernelIR) -> KernelIR:
         return k
     # a persistent walk with a fixed stride would give CTAs unequal sums of work: the warp-specialised
     # kernel's (the persistent grid over point axes) claims each next tile from a counter instead
-    return k.model_copy(update={"descending": True, "claim_tiles": k.persistent is not None and bool(k.points)})
+    claim = k.persistent is not None and bool(k.points)
+    return k.model_copy(update={"descending": True, "claim_tiles": claim, "claim_span": CLAIM_SPAN if claim else 0,
+                                "claim_rounds": CLAIM_ROUNDS if claim else 0})

@@ -117,6 +117,11 @@ class KernelIR(_Node):
     descending: bool = False
     # a persistent grid's CTAs claim their tiles from a counter, in that order (tiles of unequal work)
     claim_tiles: bool = False
+    # ... heaviest first across as many points as keep the loop's streamed operands within these bytes
+    # where the grid's CTAs take at most `claim_rounds` tiles each (0, or more: point by point); the
+    # launcher sizes the group from the operands' bytes a point
+    claim_span: int = 0
+    claim_rounds: int = 0
     group: Ref = None
     persistent: Ref = None
     split_k: Ref = None
@@ -155,7 +160,7 @@ def dump_kernel(k: KernelIR) -> str:
         extra += " small" if a.small else ""
         lines.append(f"  axis {a.name}: {a.role}" + (f" tile={a.tile}" if a.tile is not None else "") + extra)
     lines.append(f"  grid {list(k.grid)} points {list(k.points)} order {k.tile_order}"
-                 + (" descending" if k.descending else "") + (" claimed" if k.claim_tiles else "") + (f" group={k.group}" if k.group is not None else ""))
+                 + (" descending" if k.descending else "") + (" claimed" if k.claim_tiles else "") + (f" span={k.claim_span}/{k.claim_rounds}" if k.claim_span else "") + (f" group={k.group}" if k.group is not None else ""))
     sw = {n: getattr(k, n) for n in ("persistent", "split_k", "subtile", "materialize", "register_operand",
                                           "warp_specialize", "num_warps", "num_stages")}
     lines.append("  switches " + " ".join(f"{n}={v}" for n, v in sw.items() if v is not None))

@@ -211,7 +211,7 @@ def launch(cfg, t, n, c):
 
 # the persistent warp-specialised schedule (tilesched/passes/warp_specialize.py), in Gluon
 @gluon.jit
-def flash_attention_gqa_persistent_consumer(q_smem, q_ready, q_free, tile_id, k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, OFFSET: ttgl.constexpr, HALF: ttgl.constexpr, HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):
+def flash_attention_gqa_persistent_consumer(q_smem, q_ready, q_free, tile_id, k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, claim_group, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, OFFSET: ttgl.constexpr, HALF: ttgl.constexpr, HEAD: ttgl.constexpr, STAGES: ttgl.constexpr, SCALE_POSITIVE: ttgl.constexpr):
     s_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BLOCK_SK, 16])
     o_layout: ttgl.constexpr = ttgl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, HEAD, 16])
     p_layout: ttgl.constexpr = ttgl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
@@ -224,8 +224,12 @@ def flash_attention_gqa_persistent_consumer(q_smem, q_ready, q_free, tile_id, k_
     _gl_mbarrier.wait(q_ready, it & 1)
     tile = ttgl.max(tile_id.load(CLAIM_LAYOUT), axis=0)
     while tile < total:
-        pid_SQ = tiles_SQ - 1 - tile % tiles_SQ
-        rest = tile // tiles_SQ
+        group_tiles = tiles_SQ * claim_group
+        base = tile // group_tiles * claim_group  # the group's first point
+        width = ttgl.minimum(claim_group, n_B * n_H - base)
+        within = tile - base * tiles_SQ
+        pid_SQ = tiles_SQ - 1 - within // width
+        rest = base + within % width
         pid_H = (rest % n_H).to(ttgl.int64)
         rest = rest // n_H
         pid_B = (rest % n_B).to(ttgl.int64)
@@ -320,7 +324,7 @@ def flash_attention_gqa_persistent_consumer(q_smem, q_ready, q_free, tile_id, k_
 
 
 @gluon.jit
-def flash_attention_gqa_persistent_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, tile_ids, tile_counter, ready, empty, n_B, n_H, n_SQ, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, G_K_H: ttgl.constexpr, G_V_H: ttgl.constexpr, HALF: ttgl.constexpr, STAGES: ttgl.constexpr):
+def flash_attention_gqa_persistent_loader(q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, tile_ids, tile_counter, ready, empty, n_B, n_H, n_SQ, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, claim_group, BLOCK_SQ: ttgl.constexpr, BLOCK_SK: ttgl.constexpr, G_K_H: ttgl.constexpr, G_V_H: ttgl.constexpr, HALF: ttgl.constexpr, STAGES: ttgl.constexpr):
     kv = 0
     it = 0
     CLAIM_LAYOUT: ttgl.constexpr = ttgl.BlockedLayout([1], [32], [1], [0])
@@ -328,8 +332,12 @@ def flash_attention_gqa_persistent_loader(q_desc, k_desc, v_desc, q_halves, k_ri
     got = ttgl.atomic_add(tile_counter + lane * 0, lane * 0 + 1, mask=lane == 0)
     tile = ttgl.max(ttgl.where(lane == 0, got, 0), axis=0)
     while tile < total:
-        pid_SQ = tiles_SQ - 1 - tile % tiles_SQ
-        rest = tile // tiles_SQ
+        group_tiles = tiles_SQ * claim_group
+        base = tile // group_tiles * claim_group  # the group's first point
+        width = ttgl.minimum(claim_group, n_B * n_H - base)
+        within = tile - base * tiles_SQ
+        pid_SQ = tiles_SQ - 1 - within // width
+        rest = base + within % width
         pid_H = (rest % n_H).to(ttgl.int64)
         rest = rest // n_H
         pid_B = (rest % n_B).to(ttgl.int64)
@@ -378,6 +386,7 @@ def flash_attention_gqa_persistent_kernel(
     k_desc,
     v_desc,
     tile_counter,
+    claim_group,
     p_Q,
     p_K,
     p_V,
@@ -432,9 +441,9 @@ def flash_attention_gqa_persistent_kernel(
         _gl_mbarrier.init(ready.index(j), count=1)
         _gl_mbarrier.init(empty.index(j), count=2)  # one arrival per consumer warpgroup
     ttgl.warp_specialize([
-        (flash_attention_gqa_persistent_consumer, (q_halves.index(0), q_ready.index(0), q_free.index(0), tile_ids.index(0), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 0 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
-        (flash_attention_gqa_persistent_consumer, (q_halves.index(1), q_ready.index(1), q_free.index(1), tile_ids.index(1), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, 1 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
-        (flash_attention_gqa_persistent_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, tile_ids, tile_counter, ready, empty, n_B, n_H, n_SQ, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, BLOCK_SQ, BLOCK_SK, G_K_H, G_V_H, HALF, STAGES)),
+        (flash_attention_gqa_persistent_consumer, (q_halves.index(0), q_ready.index(0), q_free.index(0), tile_ids.index(0), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, claim_group, BLOCK_SQ, BLOCK_SK, 0 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_gqa_persistent_consumer, (q_halves.index(1), q_ready.index(1), q_free.index(1), tile_ids.index(1), k_ring, v_ring, ready, empty, qk_scale, p_O, n_B, n_H, n_SQ, n_SK, s_O_B, s_O_H, s_O_SQ, s_O_D, total, tiles_SQ, claim_group, BLOCK_SQ, BLOCK_SK, 1 * HALF, HALF, HEAD, STAGES, SCALE_POSITIVE)),
+        (flash_attention_gqa_persistent_loader, (q_desc, k_desc, v_desc, q_halves, k_ring, v_ring, q_ready, q_free, tile_ids, tile_counter, ready, empty, n_B, n_H, n_SQ, n_SK, s_Q_B, s_Q_H, s_K_B, s_K_H, s_V_B, s_V_H, total, tiles_SQ, claim_group, BLOCK_SQ, BLOCK_SK, G_K_H, G_V_H, HALF, STAGES)),
     ], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few
 
 
@@ -444,11 +453,19 @@ def persistent_launch_args(cfg, t, n, c):
     from tilesched.backends.cuda.workspace import arrival_counters
 
     args, kw = launch_args(cfg, t, n, c)
+    points = n['B'] * n['H']
+    streamed = t['K'].numel() * t['K'].element_size() + t['V'].numel() * t['V'].element_size()  # the loop's operands over every point
+    span = 16777216 * points // max(streamed, 1)  # points whose operands fit the span
+    tiles = points * -(-n['SQ'] // kw["BLOCK_SQ"])
+    few = tiles <= 16 * cfg.grid[0]  # the CTAs take few tiles each
+    # tiles claimed heaviest first across groups of points (point by point where each CTA takes many)
+    group = max(1, min(points, span)) if few else 1
     descriptors = [
         _tma_view(t['Q'], n['SQ'], n['D'], kw["BLOCK_SQ"] // 2, 'Q'),
         _tma_view(t['K'], n['SK'], n['D'], kw["BLOCK_SK"], 'K'),
         _tma_view(t['V'], n['SK'], n['D'], kw["BLOCK_SK"], 'V'),
         arrival_counters(cfg.device, 1),  # the CTAs' tile counter: zero at launch, left zero by the kernel
+        group,
     ]
     consts = {name: kw[name] for name in ['BLOCK_SQ', 'BLOCK_SK', 'BLOCK_D', 'G_K_H', 'G_V_H']}
     positive = c['c_scale_0'] > 0  # the softmax's scale: a compile-time sign

@@ -142,10 +142,21 @@ def _names_in(lines: list[str], names: list[str]) -> list[str]:
 
 def _decode(k: KernelIR) -> list[str]:
     """A persistent grid's lines that turn `tile` into the tile's indices (queries fastest, as a
-    non-persistent grid launches them, then the point axes, the last fastest) and its first row."""
+    non-persistent grid launches them, then the point axes, the last fastest) and its first row.
+    Claimed in groups (`claim_span`): `claim_group` points at a time, their query tiles heaviest
+    first across the group (the last group may hold fewer points)."""
     qa = k.grid[0]
-    first = f"tiles_{qa} - 1 - tile % tiles_{qa}" if k.descending else f"tile % tiles_{qa}"
-    lines = [f"pid_{qa} = {first}"] + ([f"rest = tile // tiles_{qa}"] if k.points else [])
+    if k.claim_tiles and k.claim_span and k.points:
+        points = " * ".join(f"n_{p}" for p in k.points)
+        lines = [f"group_tiles = tiles_{qa} * claim_group",
+                 "base = tile // group_tiles * claim_group  # the group's first point",
+                 f"width = ttgl.minimum(claim_group, {points} - base)",
+                 "within = tile - base * tiles_" + qa,
+                 f"pid_{qa} = {'tiles_' + qa + ' - 1 - ' if k.descending else ''}within // width",
+                 "rest = base + within % width"]
+    else:
+        first = f"tiles_{qa} - 1 - tile % tiles_{qa}" if k.descending else f"tile % tiles_{qa}"
+        lines = [f"pid_{qa} = {first}"] + ([f"rest = tile // tiles_{qa}"] if k.points else [])
     for j, p in enumerate(reversed(k.points)):
         lines += [f"pid_{p} = (rest % n_{p}).to(ttgl.int64)"] + ([f"rest = rest // n_{p}"] if j < len(k.points) - 1 else [])
     return lines + [f"first = pid_{qa} * BLOCK_{qa}"]
@@ -195,7 +206,7 @@ class _Grid:
     @property
     def tile_args(self) -> list[str]:
         """Scalars a partition may take beside the kernel's positional arguments."""
-        return ["total", f"tiles_{self.qa}"] if self.walk else []
+        return ["total", f"tiles_{self.qa}", "claim_group"] if self.walk else []
 
 
 def _grid(k: KernelIR, walk: bool) -> _Grid:
@@ -466,7 +477,7 @@ def _kernel(k: KernelIR, g: _Grid, positional: list[str], scalars: list[str], co
     top += ["ttgl.warp_specialize([", *forks,
             "], [4, 1], [240, 24])  # registers: a consumer's accumulators and operands; the loader's few"]
     lines = ["@gluon.jit", f"def {fn}_kernel(", "    q_desc,", "    k_desc,", "    v_desc,"]
-    lines += ["    tile_counter,"] if claimed else []
+    lines += ["    tile_counter,", "    claim_group,"] if claimed else []
     lines += [f"    {a}," for a in positional]
     lines += [f"    {c}: ttgl.constexpr," for c in consts]
     lines += ["    STAGES: ttgl.constexpr,", "    SCALE_POSITIVE: ttgl.constexpr,", "):"]
@@ -507,11 +518,24 @@ def _render_host(k: KernelIR, walk: bool) -> list[str]:
         '    head] views (zero-filled past each head\'s rows), then the Triton kernel\'s arguments."""',
         *(["    from tilesched.backends.cuda.workspace import arrival_counters", ""] if claimed else []),
         "    args, kw = launch_args(cfg, t, n, c)",
-        "    descriptors = [",
     ]
+    if claimed and k.claim_span:
+        points = " * ".join(f"n[{p!r}]" for p in k.points)
+        streamed = " + ".join(f"t[{T!r}].numel() * t[{T!r}].element_size()" for T in (load_k.tensor, load_v.tensor))
+        lines += [f"    points = {points}",
+                  f"    streamed = {streamed}  # the loop's operands over every point",
+                  f"    span = {k.claim_span} * points // max(streamed, 1)  # points whose operands fit the span",
+                  f"    tiles = points * -(-n[{qa!r}] // kw[\"BLOCK_{qa}\"])",
+                  f"    few = tiles <= {k.claim_rounds} * cfg.grid[0]  # the CTAs take few tiles each",
+                  "    # tiles claimed heaviest first across groups of points (point by point where each CTA takes many)",
+                  "    group = max(1, min(points, span)) if few else 1"]
+    elif claimed:
+        lines += ["    group = 1  # tiles claimed point by point"]
+    lines += ["    descriptors = ["]
     lines += [f"        _tma_view(t[{T!r}], n[{rows!r}], n[{d!r}], {block}, {T!r})," for T, rows, block in views]
     if claimed:
-        lines += ["        arrival_counters(cfg.device, 1),  # the CTAs' tile counter: zero at launch, left zero by the kernel"]
+        lines += ["        arrival_counters(cfg.device, 1),  # the CTAs' tile counter: zero at launch, left zero by the kernel",
+                  "        group,"]
     lines += [
         "    ]",
         f"    consts = {{name: kw[name] for name in {constexprs(k)!r}}}",
