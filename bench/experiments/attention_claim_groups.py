@@ -24,6 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import attention  # noqa: E402
 import spec_bench as sb  # noqa: E402
+from attention_turns import compare  # noqa: E402
 
 from tilesched import load_program  # noqa: E402
 from tilesched.backends.cuda.kernel import Kernel, compiled  # noqa: E402
@@ -47,41 +48,19 @@ def kernels(program) -> dict:
 
 def main() -> int:
     import torch
-    from torch.nn.attention import SDPBackend
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=".")
     p.add_argument("--repeats", type=int, default=20)
     a = p.parse_args()
-    rows = []
     only = {int(v) for v in os.environ.get("LENGTHS", "").split(",") if v}  # e.g. LENGTHS=1024: those shapes
+    rows = []
     for b_, h, s, d, g in SHAPES:
         if only and s not in only:
             continue
-        spec = attention.GQA_SPEC if g > 1 else attention.SPECS[True]
-        program = load_program(sb.CONFIGS / f"{spec}.yaml")
+        program = load_program(sb.CONFIGS / f"{attention.GQA_SPEC if g > 1 else attention.SPECS[True]}.yaml")
         sizes = {"B": b_, "H": h, "SQ": s, "SK": s, "D": d, **({"G": g} if g > 1 else {})}
-        cands = [c for c in attention.candidates(d, persistent=True) if c.get("PERSISTENT")]
-        per_set = 2 * (b_ * h * s * d * 2 + 2 * b_ * (h // g) * s * d)
-        sets = [attention.make_inputs(b_, h, s, d, "cuda", g=g) for _ in range(sb.n_sets(per_set))]
-        timers, found = {}, {}
-        for name, kern in kernels(program).items():
-            best, table, _ = sb.search(kern, program, sizes, cands, sets, a.repeats)
-            err, why = attention.check_slice(kern, program, sizes, best["params"], sets[0])
-            found[name] = {"params": best["params"], "search_ms": best["ms"], "rel_err": err, "check": why or "ok",
-                           "candidates": table}
-            bound = sb.legal(program, sizes, best["params"])
-            timers[name] = lambda kern=kern, bound=bound, sets=sets: sb.time_kernel(kern, bound, sets, a.repeats)
-        fn = attention.sdpa(SDPBackend.CUDNN_ATTENTION, True, g)
-        timers["cuDNN"] = lambda fn=fn, sets=sets: sb.time_fns([lambda t=t: fn(t["Q"], t["K"], t["V"]) for t in sets],
-                                                    a.repeats)
-        ms = sb.interleaved(timers)
-        fl = attention.flops(b_, h, s, s, d, True)
-        for name, f in found.items():
-            rows.append({"shape": sizes, "causal": True, "variant": name, "ms": ms[name], "cudnn_ms": ms["cuDNN"],
-                         "ratio_vs_cudnn": ms["cuDNN"] / ms[name], "TFLOPs": fl / ms[name] / 1e9, **f})
-            print(f"B={b_} H={h} S={s} D={d} G={g} {name:18s} {ms[name]:.4f} ms x{ms['cuDNN'] / ms[name]:.3f} cuDNN  "
-                  f"{f['check']} {f['params']}", flush=True)
+        rows += compare(program, kernels(program), sizes, True, a.repeats)
     dev = torch.cuda.get_device_name()
     sb.write_json(Path(a.out) / f"attention-claim-groups-{sb.slug(dev)}.json",
                   {"what": __doc__.split("\n\n")[0], "date": sb.now(), "device": dev, "versions": sb.versions(),

@@ -21,6 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import attention  # noqa: E402
 import spec_bench as sb  # noqa: E402
+from attention_turns import compare  # noqa: E402
 
 from tilesched import load_program  # noqa: E402
 from tilesched.backends.cuda.kernel import Kernel, compiled  # noqa: E402
@@ -40,7 +41,6 @@ def kernels(program) -> dict:
 
 def main() -> int:
     import torch
-    from torch.nn.attention import SDPBackend
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=".")
@@ -51,27 +51,7 @@ def main() -> int:
         for causal in (False, True):
             program = load_program(sb.CONFIGS / f"{attention.SPECS[causal]}.yaml")
             sizes = {"B": b_, "H": h, "SQ": s, "SK": s, "D": d}
-            cands = [c for c in attention.candidates(d, persistent=True) if c.get("PERSISTENT")]
-            per_set = 2 * (b_ * h * s * d * 2 + 2 * b_ * h * s * d)
-            sets = [attention.make_inputs(b_, h, s, d, "cuda") for _ in range(sb.n_sets(per_set))]
-            timers, found = {}, {}
-            for name, kern in kernels(program).items():
-                best, table, _ = sb.search(kern, program, sizes, cands, sets, a.repeats)
-                err, why = attention.check_slice(kern, program, sizes, best["params"], sets[0])
-                found[name] = {"params": best["params"], "search_ms": best["ms"], "rel_err": err, "check": why or "ok",
-                               "candidates": table}
-                bound = sb.legal(program, sizes, best["params"])
-                timers[name] = lambda kern=kern, bound=bound, sets=sets: sb.time_kernel(kern, bound, sets, a.repeats)
-            fn = attention.sdpa(SDPBackend.CUDNN_ATTENTION, causal)
-            timers["cuDNN"] = lambda fn=fn, sets=sets: sb.time_fns([lambda t=t: fn(t["Q"], t["K"], t["V"]) for t in sets],
-                                                        a.repeats)
-            ms = sb.interleaved(timers)
-            fl = attention.flops(b_, h, s, s, d, causal)
-            for name, f in found.items():
-                rows.append({"shape": sizes, "causal": causal, "variant": name, "ms": ms[name], "cudnn_ms": ms["cuDNN"],
-                             "ratio_vs_cudnn": ms["cuDNN"] / ms[name], "TFLOPs": fl / ms[name] / 1e9, **f})
-                print(f"B={b_} H={h} S={s} D={d} causal={causal} {name:20s} {ms[name]:.4f} ms "
-                      f"x{ms['cuDNN'] / ms[name]:.3f} cuDNN  {f['check']} {f['params']}", flush=True)
+            rows += compare(program, kernels(program), sizes, causal, a.repeats)
     dev = torch.cuda.get_device_name()
     sb.write_json(Path(a.out) / f"attention-query-slots-{sb.slug(dev)}.json",
                   {"what": __doc__.split("\n\n")[0], "date": sb.now(), "device": dev, "versions": sb.versions(),

@@ -1,0 +1,44 @@
+"""Shared by the attention experiments that compare variants of one generated kernel: per shape, each
+variant's persistent candidates are searched, its winner checked against the oracle on the device,
+then the winners and torch SDPA's cuDNN backend are timed in turns (bench/spec_bench.interleaved)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+import attention  # noqa: E402
+import spec_bench as sb  # noqa: E402
+
+
+def compare(program, variants: dict, sizes: dict, causal: bool, repeats: int) -> list[dict]:
+    """Rows (one a variant) of `variants` (name: Kernel of `program`) at `sizes` ([B, H, S, D], G), timed
+    in turns with cuDNN; each row's winner checked against the oracle first."""
+    from torch.nn.attention import SDPBackend
+
+    b_, h, s, d, g = sizes["B"], sizes["H"], sizes["SQ"], sizes["D"], sizes.get("G", 1)
+    cands = [c for c in attention.candidates(d, persistent=True) if c.get("PERSISTENT")]
+    per_set = 2 * (b_ * h * s * d * 2 + 2 * b_ * (h // g) * s * d)
+    sets = [attention.make_inputs(b_, h, s, d, "cuda", g=g) for _ in range(sb.n_sets(per_set))]
+    timers, found = {}, {}
+    for name, kern in variants.items():
+        best, table, _ = sb.search(kern, program, sizes, cands, sets, repeats)
+        err, why = attention.check_slice(kern, program, sizes, best["params"], sets[0])
+        found[name] = {"params": best["params"], "search_ms": best["ms"], "rel_err": err, "check": why or "ok",
+                       "candidates": table}
+        bound = sb.legal(program, sizes, best["params"])
+        timers[name] = lambda kern=kern, bound=bound: sb.time_kernel(kern, bound, sets, repeats)
+    fn = attention.sdpa(SDPBackend.CUDNN_ATTENTION, causal, g)
+    timers["cuDNN"] = lambda: sb.time_fns([lambda t=t: fn(t["Q"], t["K"], t["V"]) for t in sets], repeats)
+    ms = sb.interleaved(timers)
+    fl = attention.flops(b_, h, s, s, d, causal)
+    rows = []
+    for name, f in found.items():
+        rows.append({"shape": sizes, "causal": causal, "variant": name, "ms": ms[name], "cudnn_ms": ms["cuDNN"],
+                     "ratio_vs_cudnn": ms["cuDNN"] / ms[name], "TFLOPs": fl / ms[name] / 1e9, **f})
+        print(f"{' '.join(f'{k}={v}' for k, v in sizes.items())} causal={causal} {name:18s} {ms[name]:.4f} ms "
+              f"x{ms['cuDNN'] / ms[name]:.3f} cuDNN  {f['check']} {f['params']}", flush=True)
+    return rows
