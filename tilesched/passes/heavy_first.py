@@ -30,7 +30,7 @@ PROBE = 1024  # positions per symbolic axis at which the mask is counted
 # take them run on after the others run dry. A group holds as many points as keep their keys and values
 # within CLAIM_SPAN bytes (a third of an H100's 50 MB L2), so its query tiles read them from L2. Timed
 # on an H100 beside point by point (bench/results/attention-claim-groups-*.json, causal, 132 CTAs):
-# S = 1024 (8 rounds of tiles) 4.5 % faster at D = 128, 7 % at D = 64, in two runs; S = 4096 (31
+# S = 1024 (8 rounds of tiles) 4-5 % faster at D = 128, 7-8 % at D = 64, in four runs; S = 4096 (31
 # rounds) 2-6 % slower with D = 128 and GQA, within the runs' spread at D = 64; S = 16384 (62 rounds)
 # within the spread. Groups of no more points than make one round of the CTAs did not help at S = 1024.
 CLAIM_SPAN = 16 << 20

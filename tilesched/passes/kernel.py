@@ -117,9 +117,9 @@ class KernelIR(_Node):
     descending: bool = False
     # a persistent grid's CTAs claim their tiles from a counter, in that order (tiles of unequal work)
     claim_tiles: bool = False
-    # ... heaviest first across as many points as keep the loop's streamed operands within these bytes
-    # where the grid's CTAs take at most `claim_rounds` tiles each (0, or more: point by point); the
-    # launcher sizes the group from the operands' bytes a point
+    # ... heaviest first across as many points as keep the loop's streamed operands within `claim_span`
+    # bytes, where the grid's CTAs take at most `claim_rounds` tiles each (else, or a span of 0, point
+    # by point); the launcher sizes the group from the operands' bytes a point
     claim_span: int = 0
     claim_rounds: int = 0
     group: Ref = None

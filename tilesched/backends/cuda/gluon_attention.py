@@ -151,7 +151,7 @@ def _decode(k: KernelIR) -> list[str]:
         lines = [f"group_tiles = tiles_{qa} * claim_group",
                  "base = tile // group_tiles * claim_group  # the group's first point",
                  f"width = ttgl.minimum(claim_group, {points} - base)",
-                 "within = tile - base * tiles_" + qa,
+                 f"within = tile - base * tiles_{qa}",
                  f"pid_{qa} = {'tiles_' + qa + ' - 1 - ' if k.descending else ''}within // width",
                  "rest = base + within % width"]
     else:
