@@ -143,10 +143,10 @@ def _names_in(lines: list[str], names: list[str]) -> list[str]:
 def _decode(k: KernelIR) -> list[str]:
     """A persistent grid's lines that turn `tile` into the tile's indices (queries fastest, as a
     non-persistent grid launches them, then the point axes, the last fastest) and its first row.
-    Claimed in groups (`claim_span`): `claim_group` points at a time, their query tiles heaviest
-    first across the group (the last group may hold fewer points)."""
+    Claimed tiles go `claim_group` points at a time (the launcher's; one: point by point), their query
+    tiles heaviest first across the group (the last group may hold fewer points)."""
     qa = k.grid[0]
-    if k.claim_tiles and k.claim_span and k.points:
+    if k.claim_tiles and k.points:
         points = " * ".join(f"n_{p}" for p in k.points)
         lines = [f"group_tiles = tiles_{qa} * claim_group",
                  "base = tile // group_tiles * claim_group  # the group's first point",
