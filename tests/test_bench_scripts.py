@@ -248,6 +248,22 @@ def test_costmodel_replay_on_the_committed_grids(tmp_path):
         assert ops[name]["median_now"] >= 0.75, (name, ops[name])
 
 
+
+def test_the_ring_depth_experiment_times_every_stage_count_at_legal_points():
+    """bench/experiments/lowbit_ring_depth.py: each case's points are legal register-operand points at
+    the three shapes and span the stage counts its table reports (a spec change that dropped one would
+    leave a column empty without failing the run)."""
+    sys.path.insert(0, str(ROOT / "bench" / "experiments"))
+    ring = importlib.import_module("lowbit_ring_depth")
+    want = {(2, 1): {2, 3, 4, 6, 8}, (4, 1): {2, 3, 4, 6, 8}, (4, 16): {2, 4, 6, 8}, (3, 1): {4, 6, 8}}
+    for (bits, m), stages in want.items():
+        prog = load_program(CONFIGS / f"{lowbit.BITS_SPECS[bits]}.yaml")
+        cands = ring.candidates(bits, m)
+        assert {p["NUM_STAGES"] for p in cands} == stages
+        assert all(p["REGISTER_OPERAND"] == (True if m == 1 and bits != 3 else "wgmma") for p in cands)
+        for n, k in ring.SHAPES:
+            assert all(sb.legal(prog, {"M": m, "N": n, "K": k}, p) for p in cands), (bits, m, n)
+
 # the experiments that patch the generated source (bench/experiments/*.py, `patch(variant, source)`) and
 # the specs and variants whose runs README reports: each still finds what it rewrites
 PATCHING_EXPERIMENTS = [
