@@ -282,6 +282,8 @@ PATCHING_EXPERIMENTS = [
     ("lowbit_byte_pairs", "w4a16_gemm", ["shift"]),
     ("wgmma_decode_coefficients", "w4a16_gemm", ["ahead2", "l2-4", "same-tile"]),
     ("wgmma_decode_register_cap", "w4a16_gemm", ["r64", "r96", "none"]),
+    ("mma_sync_m1_parts", "w2a16_gemm", ["no-sums", "no-coef", "x-once", "core"]),
+    ("mma_sync_m1_parts", "w4a16_gemm", ["no-sums", "no-coef", "x-once", "core"]),
     ("attention_rescale", "flash_attention", ["lazy", "no-rescale"]),
     ("attention_rescale", "flash_attention_causal", ["lazy", "no-rescale"]),
 ]
