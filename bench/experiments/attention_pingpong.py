@@ -17,22 +17,13 @@ in the generator:
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "experiments")]
 
-import attention  # noqa: E402
-import patched_kernels as pk  # noqa: E402
-import spec_bench as sb  # noqa: E402
-from attention_turns import compare  # noqa: E402
-
-from tilesched import load_program  # noqa: E402
-from tilesched.backends.cuda.kernel import Kernel, compiled  # noqa: E402
-from tilesched.backends.cuda.render import load_source  # noqa: E402
+from attention_turns import run_patched  # noqa: E402
 
 SHAPES = [(8, 16, 1024, 128, False), (8, 16, 1024, 128, True), (8, 16, 1024, 64, False), (8, 16, 1024, 64, True),
           (4, 32, 4096, 128, False), (4, 32, 4096, 128, True)]  # (B, H, S, D, causal)
@@ -78,34 +69,5 @@ def patch(variant: str, src: str) -> str:
 VARIANTS = ["as generated", "ping-pong"]
 
 
-def kernels(program) -> dict:
-    src = compiled(program)[1]
-    return {v: Kernel(program, module=load_source(patch(v, src))) for v in VARIANTS}
-
-
-def main() -> int:
-    import torch
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", default=".")
-    p.add_argument("--repeats", type=int, default=20)
-    a = p.parse_args()
-    only = {int(v) for v in os.environ.get("LENGTHS", "").split(",") if v}
-    dev = torch.cuda.get_device_name()
-    shapes = [sh for sh in SHAPES if not only or sh[2] in only]
-    pk.warm(patch, [(v, attention.SPECS[causal], {"B": b_, "H": h, "SQ": s, "SK": s, "D": d}, c)
-                    for b_, h, s, d, causal in shapes for v in VARIANTS
-                    for c in attention.candidates(d, persistent=True) if c.get("PERSISTENT")])
-    rows = []
-    for b_, h, s, d, causal in shapes:
-        program = load_program(sb.CONFIGS / f"{attention.SPECS[causal]}.yaml")
-        sizes = {"B": b_, "H": h, "SQ": s, "SK": s, "D": d}
-        rows += compare(program, kernels(program), sizes, causal, a.repeats)
-        sb.write_json(Path(a.out) / f"attention-pingpong-{sb.slug(dev)}.json",
-                      {"what": __doc__.split("\n\n")[0], "date": sb.now(), "device": dev, "versions": sb.versions(),
-                       "rows": rows})
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_patched(patch, VARIANTS, SHAPES, "attention-pingpong", __doc__.split("\n\n")[0]))
