@@ -284,6 +284,7 @@ PATCHING_EXPERIMENTS = [
     ("wgmma_decode_register_cap", "w4a16_gemm", ["r64", "r96", "none"]),
     ("mma_sync_m1_parts", "w2a16_gemm", ["no-sums", "no-coef", "x-once", "core"]),
     ("mma_sync_m1_parts", "w4a16_gemm", ["no-sums", "no-coef", "x-once", "core"]),
+    ("attention_diagonal_bound", "flash_attention_causal", ["no-diagonal"]),
     ("attention_pingpong", "flash_attention", ["ping-pong"]),
     ("attention_pingpong", "flash_attention_causal", ["ping-pong"]),
     ("attention_rescale", "flash_attention", ["lazy", "no-rescale"]),
