@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "experiments")]
 
-from attention_turns import run_patched  # noqa: E402
+from attention_turns import in_consumer, run_patched  # noqa: E402
 
 SHAPES = [(8, 16, 1024, 128, True), (8, 16, 1024, 64, True), (4, 32, 4096, 128, True)]  # (B, H, S, D, causal)
 START = "        start = first + OFFSET\n"
@@ -31,9 +31,10 @@ COUNT = "        kv += hi - lo\n"
 def patch(variant: str, src: str) -> str:
     if variant != "no-diagonal":
         return src
-    start = src.index("_persistent_consumer(")
-    end = src.index("@gluon.jit", start)
-    cons = src[start:end]
+    return in_consumer(src, _leave_out_diagonal)
+
+
+def _leave_out_diagonal(cons: str) -> str:
     for needle in (START, FREED, COUNT):
         if cons.count(needle) != 1:
             raise SystemExit(f"the generated persistent consumer no longer has {needle.strip()!r}")
@@ -44,8 +45,7 @@ def patch(variant: str, src: str) -> str:
                         "            skipped = kv + hi_all - 1 - lo\n"
                         "            _gl_mbarrier.wait(ready.index(skipped % STAGES), (skipped // STAGES) & 1)\n"
                         "            _gl_mbarrier.arrive(empty.index(skipped % STAGES), count=1)\n")
-    cons = cons.replace(COUNT, "        kv += hi_all - lo\n")
-    return src[:start] + cons + src[end:]
+    return cons.replace(COUNT, "        kv += hi_all - lo\n")
 
 
 VARIANTS = ["as generated", "no-diagonal"]

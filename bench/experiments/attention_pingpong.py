@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "bench" / "experiments")]
 
-from attention_turns import run_patched  # noqa: E402
+from attention_turns import in_consumer, run_patched  # noqa: E402
 
 SHAPES = [(8, 16, 1024, 128, False), (8, 16, 1024, 128, True), (8, 16, 1024, 64, False), (8, 16, 1024, 64, True),
           (4, 32, 4096, 128, False), (4, 32, 4096, 128, True)]  # (B, H, S, D, causal)
@@ -41,9 +41,19 @@ def _edit(src: str, old: str, new: str, count: int = 1) -> str:
 def patch(variant: str, src: str) -> str:
     if variant != "ping-pong":
         return src
-    start = src.index("_persistent_consumer(")
-    end = src.index("@gluon.jit", start)
-    cons = src[start:end]
+    src = in_consumer(src, _take_turns)
+    start = src.index("_persistent_kernel(")
+    end = src.index("def persistent_launch_args", start)
+    kern = _edit(src[start:end], INIT, INIT + "    turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], "
+                 "_gl_mbarrier.MBarrierLayout())\n    for j in ttgl.static_range(2):\n"
+                 "        _gl_mbarrier.init(turn.index(j), count=1)\n"
+                 "    _gl_mbarrier.arrive(turn.index(0), count=1)  # warpgroup 0 issues first\n")
+    kern = _edit(kern, "q_free.index(0), ", "q_free.index(0), turn.index(0), turn.index(1), ")
+    kern = _edit(kern, "q_free.index(1), ", "q_free.index(1), turn.index(1), turn.index(0), ")
+    return src[:start] + kern + src[end:]
+
+
+def _take_turns(cons: str) -> str:
     cons = _edit(cons, "q_smem, q_ready, q_free, ", "q_smem, q_ready, q_free, my_turn, other_turn, ")
     cons = _edit(cons, "    it = 0  # tiles done: the query barriers' phase\n",
                  "    it = 0  # tiles done: the query barriers' phase\n    turns = 0  # turns taken: my_turn's phase\n")
@@ -54,16 +64,7 @@ def patch(variant: str, src: str) -> str:
         lines.append(line)
         if line.startswith(PV):
             lines.append("            _gl_mbarrier.arrive(other_turn, count=1)  # its turn")
-    src = src[:start] + "\n".join(lines) + src[end:]
-    start = src.index("_persistent_kernel(")
-    end = src.index("def persistent_launch_args", start)
-    kern = _edit(src[start:end], INIT, INIT + "    turn = ttgl.allocate_shared_memory(ttgl.int64, [2, 1], "
-                 "_gl_mbarrier.MBarrierLayout())\n    for j in ttgl.static_range(2):\n"
-                 "        _gl_mbarrier.init(turn.index(j), count=1)\n"
-                 "    _gl_mbarrier.arrive(turn.index(0), count=1)  # warpgroup 0 issues first\n")
-    kern = _edit(kern, "q_free.index(0), ", "q_free.index(0), turn.index(0), turn.index(1), ")
-    kern = _edit(kern, "q_free.index(1), ", "q_free.index(1), turn.index(1), turn.index(0), ")
-    return src[:start] + kern + src[end:]
+    return "\n".join(lines)
 
 
 VARIANTS = ["as generated", "ping-pong"]

@@ -47,6 +47,14 @@ def compare(program, variants: dict, sizes: dict, causal: bool, repeats: int) ->
     return rows
 
 
+def in_consumer(src: str, edit) -> str:
+    """`src` with `edit(text) -> text` applied to the persistent consumer's function only (from its
+    name to the next kernel)."""
+    start = src.index("_persistent_consumer(")
+    end = src.index("@gluon.jit", start)
+    return src[:start] + edit(src[start:end]) + src[end:]
+
+
 def run_patched(patch, variants: list[str], shapes: list[tuple], name: str, what: str) -> int:
     """Each (B, H, S, D, causal) shape's `variants` (`patch(variant, source)` of the generated module)
     compiled in parallel, then compared in turns with cuDNN (`compare`); the rows written to
