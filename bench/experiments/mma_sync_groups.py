@@ -4,13 +4,15 @@ the tiles' scales and zero points are loaded and applied once every 8 tiles, a l
 tiles), against one tile at a time (each tile's MMA from zero, its coefficients loaded one tile ahead
 by every lane of a column and applied at once: the kernel before). The variants:
   v0        as generated (GROUPS = 8 at BLOCK_M = 1);
+  fresh     each tile's MMAs from zero, added to the group's accumulator (no MMA chain across tiles);
   one-tile  GROUPS = 1: the earlier loop.
 Each variant's fastest mma.sync point is checked against the oracle and timed beside bf16 cuBLAS in one
 run, 2 and 4 bits at M = 1 (bench/experiments/mma_sync_m1_parts.py found the per-tile coefficients and
 update 7-10 % of the 2-bit time at 8192² and N = 28672). Not in the generator: the grouped loop read
 slower or equal at five of the six shapes (up to 9 %) with its coefficients loaded at each group's end
 (mma-sync-groups-a-*.json) and 1-6 % slower at all six with them loaded a group ahead
-(mma-sync-groups-*.json); the patch renders the second form:
+(mma-sync-groups-*.json, and mma-sync-groups-b-*.json, where "fresh" read the same as v0 but 6 %
+slower at 2 bits, N = 28672); the patch renders the second form:
 
   git apply bench/experiments/mma_sync_groups.patch
   python bench/experiments/mma_sync_groups.py    (OUT=DIR for the JSON)
@@ -30,13 +32,18 @@ import patched_kernels as pk  # noqa: E402
 GROUPS = "GROUPS: ttgl.constexpr = MMA_N if BLOCK_M == 1 else 1"
 
 
+CHAINED = "acc_g = mma_v2(w_op, x_op, acc_g)"
+
+
 def patch(variant: str, src: str) -> str:
-    if src.count(GROUPS) != 1:
+    if src.count(GROUPS) != 1 or src.count(CHAINED) != 1:
         raise SystemExit("the generated mma.sync kernel no longer sets GROUPS")
+    if variant == "fresh":  # each tile's MMAs from zero, added to the group's sums: no chain across tiles
+        return src.replace(CHAINED, "acc_g += mma_v2(w_op, x_op, zeros)")
     return src.replace(GROUPS, "GROUPS: ttgl.constexpr = 1") if variant == "one-tile" else src
 
 
-VARIANTS = ["v0", "one-tile"]
+VARIANTS = ["v0", "fresh", "one-tile"]
 CASES = [(b, 1, n, k) for b in (2, 4) for n, k in ((4096, 4096), (8192, 8192), (28672, 8192))]
 
 
