@@ -56,6 +56,13 @@ WGMMA_MAX_N = 256  # Hopper's wgmma: 64 rows by up to 256 columns a warpgroup
 # bits, M = 1, 8192², 64 columns on 4 warps, split 4, two CTAs an SM: 21 us for 32 tiles a CTA slot;
 # bench/results/lowbit-decode-cap-*.json)
 WGMMA_DECODE_STEP_S = 0.6e-6
+# the warp-specialised attention kernel: the least time a consumer takes per key tile, one round trip (the
+# ring slot's wait, the scores MMA and its wait, the softmax's row reductions, the context MMA's wait, the
+# slot's release); key tiles of 64 at D = 64, S = 1024 measured 0.83 us a step against 1.45 us at 128
+# (0.1028 against 0.0897 ms, 124 and 62 steps a CTA: bench/results/attention-*.json), not half; chosen
+# after replaying the attention grids: 0.4 to 1.0 us read 0.56-0.60 and 0.59-0.68 there against 0.56 /
+# 0.59 without it, in sample
+WS_STEP_S = 0.6e-6
 SPILL_EFFICIENCY = 0.2  # MMA throughput left when the accumulator spills (revised after the H100 grid)
 # the register-operand mma.sync kernel (launched at most 128 registers a thread): registers a thread
 # needs besides its accumulator, the MMA's tile sum and its words (addresses, X's tile and sums, the
@@ -361,6 +368,8 @@ def predict_gpu(b: Binding) -> Prediction:
     step = max(step_compute, step_load)
     if _wgmma_decode(b):  # a consumer's K tile is a round trip (the ring's wait, the MMA and its wait, the
         step = max(step, WGMMA_DECODE_STEP_S)  # warpgroup's barrier, the slot's release), overlapped by CTAs only
+    if _warp_specialized(b):  # a key tile's round trip, overlapped by nothing but the other consumer
+        step = max(step, WS_STEP_S)
     in_flight = max(occ["stages"] - 1, 1) * ctas  # loads outstanding to cover latency
     exposed = max(0.0, MEM_LATENCY_S - in_flight * step) / max(in_flight, 1)
     if _warp_specialized(b) and b.option("persistent", False):
