@@ -38,7 +38,8 @@ SOURCES = ("attention", "lowbit", "lowbit-decode", "lowbit-register-operand", "l
            "lowbit-register-operand-bias-register-2bit-m1", "lowbit-register-operand-vector-words",
            "lowbit-register-cap-m16", "lowbit-register-cap-8bit", "lowbit-byte-words", "lowbit-pair-columns",
            "lowbit-3bit", "lowbit-8bit-stages", "lowbit-decode-cap", "lowbit-8bit-pair-scale", "lowbit-2bit-positions", "lowbit-8bit-parts",
-           "lowbit-8bit-parts-b", "lowbit-4bit-parts", "lowbit-4bit-m16-parts", "attention-causal-groups", "fp8")
+           "lowbit-8bit-parts-b", "lowbit-4bit-parts", "lowbit-4bit-m16-parts", "attention-causal-groups", "fp8",
+           "attention-ws-step", "attention-ws-step-causal")
 IDENTITY = ("op", "shape", "dtype", "causal", "baseline")  # what a row measures (the rest is its result)
 
 

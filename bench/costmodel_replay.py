@@ -46,7 +46,9 @@ SOURCES = {"attention": lambda r: ATTENTION[(r["op"], r["causal"])], "lowbit": l
            "lowbit-4bit-m16-parts": lambda r: r["op"],
            "attention-causal-groups": lambda r: ATTENTION[(r["op"], r["causal"])],
            "lowbit-4bit-parts": lambda r: r["op"],
-           "fp8": lambda r: "fp8_gemm"}
+           "fp8": lambda r: "fp8_gemm",
+           "attention-ws-step": lambda r: ATTENTION[(r["op"], r["causal"])],
+           "attention-ws-step-causal": lambda r: ATTENTION[(r["op"], r["causal"])]}
 # candidates of a kernel since replaced: the -m128 grid's wgmma split points met element by element (a
 # release each), 1.8-5.5x slower than the per-thread meet the kernel has now (-split grids)
 REPLACED = {"lowbit-register-operand-wgmma-m128": lambda p: p.get("REGISTER_OPERAND") and p.get("SPLIT_K", 1) > 1}
